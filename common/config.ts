@@ -1,0 +1,260 @@
+import { resolve } from 'node:path';
+import { isIP } from 'node:net';
+
+/**
+ * Every `PORTICO_*` environment variable, in one table. `loadConfig(env)` is the only code that
+ * reads the environment; the README's configuration table is checked against `VARIABLES` by a
+ * test, so a variable added here must be documented there.
+ */
+
+type Kind =
+  | { type: 'string' }
+  | { type: 'int'; min: number; max: number }
+  | { type: 'bool' }
+  | { type: 'enum'; values: readonly string[] }
+  | { type: 'url'; protocols: readonly string[] }
+  | { type: 'path' }
+  | { type: 'cidrs' }
+  | { type: 'host' };
+
+interface VariableSpec {
+  readonly kind: Kind;
+  readonly default: string | undefined;
+  readonly doc: string;
+}
+
+const int = (min: number, max: number): Kind => ({ type: 'int', min, max });
+const MiB = 1024 * 1024;
+
+/** The variables, their defaults (as the string one would set) and what they do. */
+export const VARIABLES = {
+  PORTICO_HOST: { kind: { type: 'host' }, default: '127.0.0.1', doc: 'Address the gateway, admin and metrics listeners bind to.' },
+  PORTICO_GATEWAY_PORT: { kind: int(0, 65535), default: '8080', doc: 'Gateway (public endpoint URLs) port.' },
+  PORTICO_ADMIN_PORT: { kind: int(0, 65535), default: '8081', doc: 'Admin API and web UI port.' },
+  PORTICO_METRICS_PORT: { kind: int(0, 65535), default: '9464', doc: 'Prometheus `/metrics` port of the gateway (0 picks a free port).' },
+  PORTICO_DATA_DIR: { kind: { type: 'path' }, default: './.portico', doc: 'Embedded store, version builds, files and logs.' },
+  PORTICO_ADMIN_TOKEN: { kind: { type: 'string' }, default: undefined, doc: 'Admin bearer token. Unset: the first start creates one in `$PORTICO_DATA_DIR/admin-token` (mode 0600). The CLI sends it.' },
+  PORTICO_REDIS_URL: { kind: { type: 'url', protocols: ['redis:', 'rediss:'] }, default: undefined, doc: 'Store and routing table in Redis (several gateways, separate controller). Unset: embedded store.' },
+  PORTICO_REDIS_TIMEOUT_MS: { kind: int(10, 60000), default: '250', doc: 'Longest the gateway waits on one Redis command before failing fast.' },
+  PORTICO_GATEWAY_WORKERS: { kind: int(1, 256), default: '1', doc: 'Worker processes of `portico gateway` (needs Redis when > 1).' },
+  PORTICO_GATEWAY_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: undefined, doc: 'Public base URL of the gateway, used in endpoint URLs shown to users. Default: `http://PORTICO_HOST:PORTICO_GATEWAY_PORT`.' },
+  PORTICO_MAX_BODY_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(64 * MiB), doc: 'Largest request body the gateway streams to a replica (413 above). An endpoint may set its own `maxBodyBytes`.' },
+  PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after). An endpoint may set its own `timeoutSeconds`.' },
+  PORTICO_CONNECT_TIMEOUT_MS: { kind: int(1, 600000), default: '5000', doc: 'Longest the gateway waits to connect to a replica.' },
+  PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A response body that sends nothing for this long is aborted.' },
+  PORTICO_UPSTREAM_CONNECTIONS: { kind: int(1, 100000), default: '256', doc: 'Keep-alive connections per replica kept by each gateway process.' },
+  PORTICO_TRUSTED_PROXIES: { kind: { type: 'cidrs' }, default: '', doc: 'Comma-separated IPs/CIDRs whose `X-Forwarded-*` headers the gateway keeps (e.g. your load balancer).' },
+  PORTICO_DRAIN_SECONDS: { kind: int(0, 3600), default: '30', doc: 'On SIGTERM, longest the gateway waits for in-flight requests before exiting.' },
+  PORTICO_FLIP_ACK_MS: { kind: int(1, 600000), default: '2000', doc: 'Longest an alias PUT waits for every live gateway to acknowledge.' },
+  PORTICO_CACHE_SIZE: { kind: int(1, 10_000_000), default: '10000', doc: 'Routing records each gateway process keeps in its LRU cache.' },
+  PORTICO_NEGATIVE_CACHE_MS: { kind: int(0, 60000), default: '1000', doc: 'How long an unknown route is remembered as unknown (a change to it clears it at once).' },
+  PORTICO_MAX_STALE_SECONDS: { kind: int(0, 86400), default: '300', doc: 'While Redis is unreachable, cached routes keep serving for at most this long.' },
+  PORTICO_HEARTBEAT_MS: { kind: int(50, 60000), default: '1000', doc: 'Gateway heartbeat period; a gateway silent for 3 periods leaves the live set.' },
+  PORTICO_ACCESS_LOG: { kind: { type: 'string' }, default: 'stdout', doc: 'Gateway access log: `stdout`, `off`, or a file path (one JSON line per request).' },
+  PORTICO_LOG_LEVEL: { kind: { type: 'enum', values: ['debug', 'info', 'warn', 'error'] }, default: 'info', doc: 'Process log level (JSON lines on stderr).' },
+  PORTICO_DOCKER_SOCKET: { kind: { type: 'path' }, default: undefined, doc: 'Adds target `docker` on this Docker engine socket.' },
+  PORTICO_DOCKER_NETWORK: { kind: { type: 'enum', values: ['bridge', 'host'] }, default: 'bridge', doc: 'Networking of docker replicas: `bridge` (own address each) or `host` (assigned `PORT`).' },
+  PORTICO_REGISTRY: { kind: { type: 'string' }, default: undefined, doc: 'Registry prefix images are tagged with and pushed to (docker/kubernetes targets).' },
+  PORTICO_KUBECONFIG: { kind: { type: 'path' }, default: undefined, doc: 'Adds target `kubernetes` using this kubeconfig.' },
+  PORTICO_KUBE_CONTEXT: { kind: { type: 'string' }, default: undefined, doc: 'Kubeconfig context (default: its current context).' },
+  PORTICO_KUBE_NAMESPACE: { kind: { type: 'string' }, default: 'portico-{owner}-{project}', doc: 'Namespace of replicas, or a template with `{owner}` and `{project}`.' },
+  PORTICO_TARGETS_FILE: { kind: { type: 'path' }, default: undefined, doc: 'JSON file defining several named targets (kinds local, docker, kubernetes) with their gateway URLs.' },
+  PORTICO_BUILD_CONCURRENCY: { kind: int(1, 64), default: '2', doc: 'Version builds run at once.' },
+  PORTICO_BUILD_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '1800', doc: 'A build running longer fails.' },
+  PORTICO_STOP_GRACE_SECONDS: { kind: int(0, 3600), default: '10', doc: 'Replica stop: SIGTERM, then SIGKILL after this long.' },
+  PORTICO_LOG_RETENTION_BYTES: { kind: int(1024, Number.MAX_SAFE_INTEGER), default: String(16 * MiB), doc: 'Log bytes kept per replica (oldest dropped first).' },
+  PORTICO_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: 'http://127.0.0.1:8081', doc: 'Admin API the CLI talks to.' },
+} as const satisfies Record<string, VariableSpec>;
+
+export type VariableName = keyof typeof VARIABLES;
+
+/** The parsed configuration. Optional variables that are unset are `undefined`. */
+export interface Config {
+  readonly host: string;
+  readonly gatewayPort: number;
+  readonly adminPort: number;
+  readonly metricsPort: number;
+  readonly dataDir: string;
+  readonly adminToken: string | undefined;
+  readonly redisUrl: string | undefined;
+  readonly redisTimeoutMs: number;
+  readonly gatewayWorkers: number;
+  readonly gatewayUrl: string;
+  readonly maxBodyBytes: number;
+  readonly timeoutSeconds: number;
+  readonly connectTimeoutMs: number;
+  readonly bodyIdleSeconds: number;
+  readonly upstreamConnections: number;
+  readonly trustedProxies: readonly string[];
+  readonly drainSeconds: number;
+  readonly flipAckMs: number;
+  readonly cacheSize: number;
+  readonly negativeCacheMs: number;
+  readonly maxStaleSeconds: number;
+  readonly heartbeatMs: number;
+  readonly accessLog: string;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+  readonly dockerSocket: string | undefined;
+  readonly dockerNetwork: 'bridge' | 'host';
+  readonly registry: string | undefined;
+  readonly kubeconfig: string | undefined;
+  readonly kubeContext: string | undefined;
+  readonly kubeNamespace: string;
+  readonly targetsFile: string | undefined;
+  readonly buildConcurrency: number;
+  readonly buildTimeoutSeconds: number;
+  readonly stopGraceSeconds: number;
+  readonly logRetentionBytes: number;
+  readonly url: string;
+}
+
+/** Thrown by `loadConfig` with one line per bad variable. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+type Parsed = string | number | boolean | string[] | undefined;
+
+function parseValue(name: string, spec: VariableSpec, raw: string, problems: string[]): Parsed {
+  const kind = spec.kind;
+  switch (kind.type) {
+    case 'string':
+      return raw;
+    case 'host':
+      if (raw === '' || /[\s/]/.test(raw)) {
+        problems.push(`${name}=${JSON.stringify(raw)}: expected a host name or IP address`);
+        return undefined;
+      }
+      return raw;
+    case 'path':
+      if (raw === '') {
+        problems.push(`${name}: expected a path, got an empty value`);
+        return undefined;
+      }
+      return resolve(raw);
+    case 'int': {
+      if (!/^\d+$/.test(raw.trim())) {
+        problems.push(`${name}=${JSON.stringify(raw)}: expected a whole number from ${kind.min} to ${kind.max}`);
+        return undefined;
+      }
+      const n = Number(raw.trim());
+      if (n < kind.min || n > kind.max) {
+        problems.push(`${name}=${raw}: must be from ${kind.min} to ${kind.max}`);
+        return undefined;
+      }
+      return n;
+    }
+    case 'bool':
+      if (['1', 'true', 'yes'].includes(raw)) return true;
+      if (['0', 'false', 'no'].includes(raw)) return false;
+      problems.push(`${name}=${JSON.stringify(raw)}: expected true or false`);
+      return undefined;
+    case 'enum':
+      if (!kind.values.includes(raw)) {
+        problems.push(`${name}=${JSON.stringify(raw)}: expected one of ${kind.values.join(', ')}`);
+        return undefined;
+      }
+      return raw;
+    case 'url': {
+      let u: URL;
+      try {
+        u = new URL(raw);
+      } catch {
+        problems.push(`${name}=${JSON.stringify(raw)}: not a URL`);
+        return undefined;
+      }
+      if (!kind.protocols.includes(u.protocol)) {
+        problems.push(`${name}=${JSON.stringify(raw)}: expected a ${kind.protocols.join(' or ')} URL`);
+        return undefined;
+      }
+      return raw.replace(/\/+$/, '');
+    }
+    case 'cidrs': {
+      const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const item of items) {
+        const [ip, bits, extra] = item.split('/');
+        const family = isIP(ip ?? '');
+        const maxBits = family === 6 ? 128 : 32;
+        const bitsOk = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= maxBits);
+        if (!family || !bitsOk || extra !== undefined) {
+          problems.push(`${name}: ${JSON.stringify(item)} is not an IP address or CIDR`);
+          return undefined;
+        }
+      }
+      return items;
+    }
+  }
+}
+
+/**
+ * Reads every `PORTICO_*` variable from `env`: defaults first, then the environment. Every
+ * problem is collected and reported at once in a `ConfigError`; an unknown `PORTICO_*` name is a
+ * problem too (a typo must not silently fall back to a default). The result is frozen.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const problems: string[] = [];
+  const v: Record<string, Parsed> = {};
+  for (const [name, spec] of Object.entries(VARIABLES) as [string, VariableSpec][]) {
+    const raw = env[name];
+    const value = raw === undefined || raw === '' ? spec.default : raw;
+    v[name] = value === undefined ? undefined : parseValue(name, spec, value, problems);
+  }
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('PORTICO_') && !(name in VARIABLES)) {
+      problems.push(`${name}: unknown variable (see the configuration table in README.md)`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const str = (n: VariableName) => v[n] as string;
+  const optStr = (n: VariableName) => v[n] as string | undefined;
+  const num = (n: VariableName) => v[n] as number;
+  const host = str('PORTICO_HOST');
+  const gatewayPort = num('PORTICO_GATEWAY_PORT');
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+
+  const config: Config = {
+    host,
+    gatewayPort,
+    adminPort: num('PORTICO_ADMIN_PORT'),
+    metricsPort: num('PORTICO_METRICS_PORT'),
+    dataDir: str('PORTICO_DATA_DIR'),
+    adminToken: optStr('PORTICO_ADMIN_TOKEN'),
+    redisUrl: optStr('PORTICO_REDIS_URL'),
+    redisTimeoutMs: num('PORTICO_REDIS_TIMEOUT_MS'),
+    gatewayWorkers: num('PORTICO_GATEWAY_WORKERS'),
+    gatewayUrl: optStr('PORTICO_GATEWAY_URL') ?? `http://${urlHost}:${gatewayPort}`,
+    maxBodyBytes: num('PORTICO_MAX_BODY_BYTES'),
+    timeoutSeconds: num('PORTICO_TIMEOUT_SECONDS'),
+    connectTimeoutMs: num('PORTICO_CONNECT_TIMEOUT_MS'),
+    bodyIdleSeconds: num('PORTICO_BODY_IDLE_SECONDS'),
+    upstreamConnections: num('PORTICO_UPSTREAM_CONNECTIONS'),
+    trustedProxies: Object.freeze((v.PORTICO_TRUSTED_PROXIES as string[] | undefined) ?? []),
+    drainSeconds: num('PORTICO_DRAIN_SECONDS'),
+    flipAckMs: num('PORTICO_FLIP_ACK_MS'),
+    cacheSize: num('PORTICO_CACHE_SIZE'),
+    negativeCacheMs: num('PORTICO_NEGATIVE_CACHE_MS'),
+    maxStaleSeconds: num('PORTICO_MAX_STALE_SECONDS'),
+    heartbeatMs: num('PORTICO_HEARTBEAT_MS'),
+    accessLog: str('PORTICO_ACCESS_LOG'),
+    logLevel: str('PORTICO_LOG_LEVEL') as Config['logLevel'],
+    dockerSocket: optStr('PORTICO_DOCKER_SOCKET'),
+    dockerNetwork: str('PORTICO_DOCKER_NETWORK') as Config['dockerNetwork'],
+    registry: optStr('PORTICO_REGISTRY'),
+    kubeconfig: optStr('PORTICO_KUBECONFIG'),
+    kubeContext: optStr('PORTICO_KUBE_CONTEXT'),
+    kubeNamespace: str('PORTICO_KUBE_NAMESPACE'),
+    targetsFile: optStr('PORTICO_TARGETS_FILE'),
+    buildConcurrency: num('PORTICO_BUILD_CONCURRENCY'),
+    buildTimeoutSeconds: num('PORTICO_BUILD_TIMEOUT_SECONDS'),
+    stopGraceSeconds: num('PORTICO_STOP_GRACE_SECONDS'),
+    logRetentionBytes: num('PORTICO_LOG_RETENTION_BYTES'),
+    url: str('PORTICO_URL'),
+  };
+  return Object.freeze(config);
+}

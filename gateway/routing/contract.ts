@@ -1,0 +1,153 @@
+/**
+ * The routing-table contract: the only records the gateway reads and the builder's publisher
+ * writes. Both sides import this file; nothing else reads or writes routing keys.
+ *
+ * Records are kept per deployment (auth, users, aliases) and per version+endpoint (ready
+ * replicas and limits), so a gateway caches what its traffic touches and a change invalidates
+ * exactly the records it rewrote.
+ */
+
+/** How a deployment's endpoints are protected. */
+export type AuthMode = 'none' | 'basic';
+
+/** One version an alias points at, with its share of traffic (weights of an alias sum to 100). */
+export interface WeightedVersion {
+  readonly version: string;
+  readonly weight: number;
+}
+
+/** What an alias resolves to: one version, or weighted versions (canary). */
+export type AliasTarget = { readonly version: string } | { readonly versions: readonly WeightedVersion[] };
+
+/** A deployment as the gateway sees it. */
+export interface DeploymentRecord {
+  readonly owner: string;
+  readonly project: string;
+  readonly deployment: string;
+  readonly auth: AuthMode;
+  /** Basic-auth users: name -> password hash (see gateway/auth/password.ts for the format). */
+  readonly users: Readonly<Record<string, string>>;
+  /** Alias name -> target. A path segment that is not an alias is taken as a version name. */
+  readonly aliases: Readonly<Record<string, AliasTarget>>;
+}
+
+/** One replica the gateway may send requests to. Only ready replicas are published. */
+export interface ReplicaAddress {
+  readonly id: string;
+  /** `host:port` (IPv6 hosts in brackets). */
+  readonly address: string;
+}
+
+/** One endpoint of one version: where to send its requests, and its limits. */
+export interface EndpointRecord {
+  readonly owner: string;
+  readonly project: string;
+  readonly deployment: string;
+  readonly version: string;
+  readonly endpoint: string;
+  /** Ready replicas; empty means the endpoint exists but cannot serve now (503). */
+  readonly replicas: readonly ReplicaAddress[];
+  /** Time to first response byte; `null` means the gateway default. */
+  readonly timeoutSeconds: number | null;
+  /** Largest request body; `null` means the gateway default. */
+  readonly maxBodyBytes: number | null;
+}
+
+/** Identifies a deployment record. */
+export interface DeploymentRef {
+  readonly owner: string;
+  readonly project: string;
+  readonly deployment: string;
+}
+
+/** Identifies an endpoint record. */
+export interface EndpointRef extends DeploymentRef {
+  readonly version: string;
+  readonly endpoint: string;
+}
+
+/** Key of a deployment record. Names never contain `/` (the path grammar and the API refuse it). */
+export function deploymentKey(ref: DeploymentRef): string {
+  return `d:${ref.owner}/${ref.project}/${ref.deployment}`;
+}
+
+/** Key of an endpoint record. */
+export function endpointKey(ref: EndpointRef): string {
+  return `e:${ref.owner}/${ref.project}/${ref.deployment}/${ref.version}/${ref.endpoint}`;
+}
+
+/** One atomic change to the routing table. */
+export interface RoutingChange {
+  readonly putDeployments?: readonly DeploymentRecord[];
+  readonly putEndpoints?: readonly EndpointRecord[];
+  /** Keys (from `deploymentKey`/`endpointKey`) to remove. */
+  readonly delete?: readonly string[];
+}
+
+/** The message each change publishes: which keys it touched, and its sequence number. */
+export interface ChangeMessage {
+  readonly seq: number;
+  readonly keys: readonly string[];
+}
+
+/** A gateway process as registered in the live set. */
+export interface GatewayInfo {
+  readonly id: string;
+  /** Where the gateway serves, e.g. `http://10.0.0.5:8080` (used by the admin test console). */
+  readonly url: string;
+  readonly pid: number;
+  readonly startedAt: number;
+}
+
+/** Result of waiting for gateways to acknowledge a change. */
+export interface AckResult {
+  readonly seq: number;
+  /** Live gateways that applied the change in time. */
+  readonly acknowledged: readonly string[];
+  /** Live gateways that did not acknowledge within the timeout. */
+  readonly missing: readonly string[];
+}
+
+/** The gateway's side: read records, follow changes, say it is alive and what it applied. */
+export interface RoutingReader {
+  getDeployment(key: string): Promise<DeploymentRecord | null>;
+  getEndpoint(key: string): Promise<EndpointRecord | null>;
+  /** Latest change sequence number that was published. */
+  currentSeq(): Promise<number>;
+  /** Called for each change, in order. */
+  onChange(listener: (msg: ChangeMessage) => void): void;
+  /**
+   * Called when the change feed was interrupted and is back (changes may have been missed):
+   * the reader's user must treat everything it cached as stale.
+   */
+  onResync(listener: () => void): void;
+  /** Called when the table becomes unreachable (`false`) or reachable again (`true`). */
+  onAvailability(listener: (up: boolean) => void): void;
+  /** Whether the table is reachable right now. */
+  isAvailable(): boolean;
+  /** Registers or refreshes this gateway in the live set (called every heartbeat period). */
+  heartbeat(info: GatewayInfo, ttlMs: number): Promise<void>;
+  /** Records that gateway `id` has applied every change up to `seq`. */
+  ack(id: string, seq: number): Promise<void>;
+  /** Removes the gateway from the live set (on shutdown). */
+  unregister(id: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The builder's side: the publisher is its only user. */
+export interface RoutingWriter {
+  /** Applies the change atomically, publishes its message and returns its sequence number. */
+  apply(change: RoutingChange): Promise<number>;
+  /** Live gateways (heartbeat within their TTL). */
+  liveGateways(): Promise<GatewayInfo[]>;
+  /** Resolves once every live gateway has acknowledged `seq`, or when `timeoutMs` has passed. */
+  waitForAcks(seq: number, timeoutMs: number): Promise<AckResult>;
+  /** Every key in the table (for the publisher's full resync after a controller restart). */
+  keys(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** A routing table implementation offers both sides. */
+export interface RoutingTable extends RoutingReader, RoutingWriter {
+  close(): Promise<void>;
+}
