@@ -76,7 +76,10 @@ export function endpointKey(ref: EndpointRef): string {
   return `e:${ref.owner}/${ref.project}/${ref.deployment}/${ref.version}/${ref.endpoint}`;
 }
 
-/** One atomic change to the routing table. */
+/**
+ * One atomic change to the routing table: readers see all of it or none of it. Puts are applied
+ * before deletes, so a key both put and deleted ends up deleted.
+ */
 export interface RoutingChange {
   readonly putDeployments?: readonly DeploymentRecord[];
   readonly putEndpoints?: readonly EndpointRecord[];
@@ -114,11 +117,15 @@ export interface RoutingReader {
   getEndpoint(key: string): Promise<EndpointRecord | null>;
   /** Latest change sequence number that was published. */
   currentSeq(): Promise<number>;
-  /** Called for each change, in order. */
+  /**
+   * Called for each change, in order, after its records are readable. Registering the first
+   * listener starts the change feed.
+   */
   onChange(listener: (msg: ChangeMessage) => void): void;
   /**
-   * Called when the change feed was interrupted and is back (changes may have been missed):
-   * the reader's user must treat everything it cached as stale.
+   * Called when the change feed is (re)established after a time in which changes may have been
+   * missed: after an interruption, and (for a feed that starts asynchronously) when it first
+   * starts. The reader's user must treat everything it cached before as stale.
    */
   onResync(listener: () => void): void;
   /** Called when the table becomes unreachable (`false`) or reachable again (`true`). */
@@ -127,7 +134,10 @@ export interface RoutingReader {
   isAvailable(): boolean;
   /** Registers or refreshes this gateway in the live set (called every heartbeat period). */
   heartbeat(info: GatewayInfo, ttlMs: number): Promise<void>;
-  /** Records that gateway `id` has applied every change up to `seq`. */
+  /**
+   * Records that gateway `id` has applied every change up to `seq`: a request it receives from
+   * now on sees data at least that new. Acknowledgements only ever raise the recorded `seq`.
+   */
   ack(id: string, seq: number): Promise<void>;
   /** Removes the gateway from the live set (on shutdown). */
   unregister(id: string): Promise<void>;
@@ -140,7 +150,10 @@ export interface RoutingWriter {
   apply(change: RoutingChange): Promise<number>;
   /** Live gateways (heartbeat within their TTL). */
   liveGateways(): Promise<GatewayInfo[]>;
-  /** Resolves once every live gateway has acknowledged `seq`, or when `timeoutMs` has passed. */
+  /**
+   * Resolves once every live gateway has acknowledged `seq`, or when `timeoutMs` has passed
+   * (naming the live gateways that did not). Gateways whose heartbeat expires meanwhile drop out.
+   */
   waitForAcks(seq: number, timeoutMs: number): Promise<AckResult>;
   /** Every key in the table (for the publisher's full resync after a controller restart). */
   keys(): Promise<string[]>;

@@ -1,0 +1,258 @@
+import { LRUCache } from 'lru-cache';
+import type { ChangeMessage, DeploymentRecord, EndpointRecord, GatewayInfo, RoutingReader } from './contract.ts';
+
+/** Options of `RouteCache`. */
+export interface RouteCacheOptions {
+  /** Records and known-missing keys kept at most (least recently used go first). */
+  maxEntries: number;
+  /** How long a key is remembered as missing; 0 remembers nothing. */
+  negativeTtlMs: number;
+  /** While the table is unavailable, cached entries serve for at most this long. */
+  maxStaleMs: number;
+  /** Heartbeat period; the gateway leaves the live set after 3 silent periods. */
+  heartbeatMs: number;
+  /** This gateway, as registered in the live set. */
+  gateway: GatewayInfo;
+  /** Clock in milliseconds (default `performance.now`). */
+  now?: () => number;
+}
+
+/** Thrown by `load*` when the routing table is unavailable and nothing usable is cached. */
+export class RoutingUnavailableError extends Error {
+  constructor(message = 'routing table unavailable', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RoutingUnavailableError';
+  }
+}
+
+type Entry = DeploymentRecord | EndpointRecord;
+
+// lru-cache stores no null: a known-missing key holds this instead.
+const MISSING = Object.freeze({ missing: true });
+
+interface Flight {
+  readonly promise: Promise<Entry | null>;
+}
+
+const noop = (): void => {};
+
+/**
+ * The gateway's only view of the routing table: an LRU of records and known-missing keys in
+ * front of a `RoutingReader`, invalidated by its change feed.
+ *
+ * - `peek*` is synchronous and cheap: the record, `null` for a key known to be missing, or
+ *   `undefined` when the caller must `load*`.
+ * - `load*` fetches once per key however many callers wait (single flight). A fetch that was
+ *   under way when its key changed does not fill the cache, and later callers do not join it.
+ * - Each change message drops the keys it names and is then acknowledged: once the controller
+ *   sees the ack, a request arriving at this gateway sees the change. A resync drops everything.
+ * - While the table is unavailable, cached entries serve for at most `maxStaleMs` from when it
+ *   went down, and unknown keys fail at once with `RoutingUnavailableError`.
+ */
+export class RouteCache {
+  /** Plain counters for metrics: lookups answered by a record, by a known miss, by the table. */
+  readonly stats: { hits: number; misses: number; negativeHits: number; invalidations: number; readonly size: number };
+
+  private readonly reader: RoutingReader;
+  private readonly cache: LRUCache<string, Entry | typeof MISSING>;
+  private readonly flights = new Map<string, Flight>();
+  private readonly negativeTtl: { ttl: number } | undefined;
+  private readonly maxStaleMs: number;
+  private readonly heartbeatMs: number;
+  private readonly gateway: GatewayInfo;
+  private readonly now: () => number;
+  private up = false;
+  /** When the table went down (by `now`); undefined while it is up or was never up. */
+  private downSince: number | undefined;
+  /** Latest change applied here; acknowledged on each change and again on each heartbeat. */
+  private appliedSeq = 0;
+  private seqUnknown = true;
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private tickAgain = false;
+  private stopped = false;
+
+  constructor(reader: RoutingReader, opts: RouteCacheOptions) {
+    this.reader = reader;
+    this.now = opts.now ?? (() => performance.now());
+    this.maxStaleMs = opts.maxStaleMs;
+    this.heartbeatMs = opts.heartbeatMs;
+    this.gateway = opts.gateway;
+    this.negativeTtl = opts.negativeTtlMs > 0 ? { ttl: opts.negativeTtlMs } : undefined;
+    // ttlResolution 0: with an injected clock a cached "now" would hide the clock's moves.
+    const cache = new LRUCache<string, Entry | typeof MISSING>({
+      max: opts.maxEntries,
+      perf: { now: this.now },
+      ttlResolution: opts.now ? 0 : 1,
+    });
+    this.cache = cache;
+    this.stats = {
+      hits: 0,
+      misses: 0,
+      negativeHits: 0,
+      invalidations: 0,
+      get size() {
+        return cache.size;
+      },
+    };
+  }
+
+  /**
+   * Follows the change feed, acknowledges the current sequence, registers this gateway and
+   * keeps its heartbeat (an unref'd timer). Resolves even when the table is down; the
+   * heartbeat keeps trying.
+   */
+  async start(): Promise<void> {
+    this.reader.onChange((msg) => this.onChange(msg));
+    this.reader.onResync(() => this.onResync());
+    this.up = this.reader.isAvailable();
+    this.reader.onAvailability((up) => this.onAvailability(up));
+    await this.tick();
+    this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  /** The cached deployment, `null` if known missing, `undefined` if it must be loaded. */
+  peekDeployment(key: string): DeploymentRecord | null | undefined {
+    return this.peek(key) as DeploymentRecord | null | undefined;
+  }
+
+  /** The cached endpoint, `null` if known missing, `undefined` if it must be loaded. */
+  peekEndpoint(key: string): EndpointRecord | null | undefined {
+    return this.peek(key) as EndpointRecord | null | undefined;
+  }
+
+  /** The deployment from the cache or the table; rejects with `RoutingUnavailableError`. */
+  loadDeployment(key: string): Promise<DeploymentRecord | null> {
+    return this.load(key, 'd') as Promise<DeploymentRecord | null>;
+  }
+
+  /** The endpoint from the cache or the table; rejects with `RoutingUnavailableError`. */
+  loadEndpoint(key: string): Promise<EndpointRecord | null> {
+    return this.load(key, 'e') as Promise<EndpointRecord | null>;
+  }
+
+  /** For `/readyz`: the table is reachable, or it is down but the cache is within its staleness bound. */
+  isReady(): boolean {
+    return this.up || (this.downSince !== undefined && this.now() - this.downSince <= this.maxStaleMs);
+  }
+
+  /** Stops the heartbeat and leaves the live set (tolerating a table that is down). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.reader.unregister(this.gateway.id).catch(noop);
+  }
+
+  private peek(key: string): Entry | null | undefined {
+    if (this.downSince !== undefined && this.now() - this.downSince > this.maxStaleMs) return undefined;
+    const value = this.cache.get(key);
+    if (value === undefined) return undefined;
+    if (value === MISSING) {
+      this.stats.negativeHits++;
+      return null;
+    }
+    this.stats.hits++;
+    return value as Entry;
+  }
+
+  private load(key: string, kind: 'd' | 'e'): Promise<Entry | null> {
+    const cached = this.peek(key);
+    if (cached !== undefined) return Promise.resolve(cached);
+    if (!this.up) return Promise.reject(new RoutingUnavailableError());
+    const running = this.flights.get(key);
+    if (running) return running.promise;
+    this.stats.misses++;
+    const fetch = kind === 'd' ? this.reader.getDeployment(key) : this.reader.getEndpoint(key);
+    const flight: Flight = {
+      promise: fetch.then(
+        (record) => {
+          // Still the current flight: no change to this key (and no resync) happened meanwhile.
+          if (this.flights.get(key) === flight) {
+            this.flights.delete(key);
+            if (record) this.cache.set(key, record);
+            else if (this.negativeTtl) this.cache.set(key, MISSING, this.negativeTtl);
+          }
+          return record;
+        },
+        (err: unknown) => {
+          if (this.flights.get(key) === flight) this.flights.delete(key);
+          throw new RoutingUnavailableError(`routing table unavailable: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        },
+      ),
+    };
+    this.flights.set(key, flight);
+    return flight.promise;
+  }
+
+  private onChange(msg: ChangeMessage): void {
+    for (const key of msg.keys) {
+      if (this.cache.delete(key)) this.stats.invalidations++;
+      this.flights.delete(key);
+    }
+    if (msg.seq > this.appliedSeq) this.appliedSeq = msg.seq;
+    this.sendAck();
+  }
+
+  private onResync(): void {
+    this.stats.invalidations += this.cache.size;
+    this.cache.clear();
+    this.flights.clear();
+    // The table may have been replaced (a Redis restart starts the sequence again): what this
+    // gateway has applied is now whatever the table says is current.
+    this.appliedSeq = 0;
+    this.seqUnknown = true;
+    void this.tick();
+  }
+
+  private onAvailability(up: boolean): void {
+    if (up === this.up) return;
+    this.up = up;
+    if (up) {
+      this.downSince = undefined;
+      void this.tick(); // re-register and re-acknowledge at once rather than at the next period
+    } else {
+      this.downSince = this.now();
+    }
+  }
+
+  private sendAck(): void {
+    if (!this.stopped) this.reader.ack(this.gateway.id, this.appliedSeq).catch(noop);
+  }
+
+  /** Runs `beat`, once more if asked again meanwhile (a resync must not wait a whole period). */
+  private async tick(): Promise<void> {
+    if (this.stopped) return;
+    if (this.ticking) {
+      this.tickAgain = true;
+      return;
+    }
+    this.ticking = true;
+    try {
+      do {
+        this.tickAgain = false;
+        await this.beat();
+      } while (this.tickAgain && !this.stopped);
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  /**
+   * One heartbeat: learn the current sequence if needed, acknowledge (again: an ack lost while
+   * the table was down, or dropped with an expired registration, is restored), then register.
+   */
+  private async beat(): Promise<void> {
+    try {
+      if (this.seqUnknown) {
+        const seq = await this.reader.currentSeq();
+        this.seqUnknown = false;
+        if (seq > this.appliedSeq) this.appliedSeq = seq;
+      }
+      await this.reader.ack(this.gateway.id, this.appliedSeq);
+      await this.reader.heartbeat(this.gateway, 3 * this.heartbeatMs);
+    } catch {
+      // The table is down: the next period (or its return) tries again.
+    }
+  }
+}
