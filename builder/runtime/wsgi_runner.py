@@ -1,0 +1,145 @@
+"""Serves a WSGI application for Portico's local runtime (Valohai's `wsgi: module[:callable]`).
+
+Usage: python3 wsgi_runner.py [--host H] [--port P] [--server auto|wsgiref|gunicorn] module[:callable]
+
+The callable defaults to `application`. The working directory (the version's code) is first on
+sys.path. With `--server auto` (the default) gunicorn serves the app when the version has it
+installed (gthread workers), else the standard library's wsgiref with one thread per request.
+`SCRIPT_NAME` from the environment (Portico sets it to VH_DEFAULT_PREFIX) is split off the
+request path, so the app sees PATH_INFO relative to its prefix. Standard library only.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import io
+import os
+import signal
+import socketserver
+import sys
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+
+def load_app(spec):
+    module_name, _, attr = spec.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in (attr or "application").split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError("%s is not callable" % spec)
+    return obj
+
+
+def read_chunked(rfile):
+    body = io.BytesIO()
+    while True:
+        size_line = rfile.readline(65537)
+        if not size_line:
+            raise ValueError("truncated chunked body")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return body.getvalue()
+        body.write(rfile.read(size))
+        rfile.readline(65537)  # CRLF after the chunk
+
+
+class Handler(WSGIRequestHandler):
+    script_name = ""
+
+    def get_environ(self):
+        env = super().get_environ()
+        prefix = self.script_name.rstrip("/")
+        path = env.get("PATH_INFO", "")
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            env["SCRIPT_NAME"] = prefix
+            env["PATH_INFO"] = path[len(prefix):]
+        else:
+            env["SCRIPT_NAME"] = ""
+        return env
+
+    def handle(self):
+        # wsgiref's handle(), plus chunked request bodies (the gateway streams bodies of
+        # unknown length chunked) and multithread=True.
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        environ = self.get_environ()
+        stdin = self.rfile
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            try:
+                body = read_chunked(self.rfile)
+            except ValueError:
+                self.send_error(400, "bad chunked body")
+                return
+            stdin = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        handler = ServerHandler(stdin, self.wfile, self.get_stderr(), environ, multithread=True)
+        handler.request_handler = self
+        handler.run(self.server.get_app())
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that can hang offline.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port
+        self.setup_environ()
+
+
+def serve_wsgiref(app, spec, host, port):
+    Handler.script_name = os.environ.get("SCRIPT_NAME", "")
+    server = ThreadingServer((host, port), Handler)
+    server.set_app(app)
+    print("portico wsgi runner: serving %s on http://%s:%d (wsgiref, threaded)" % (spec, host, port), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def serve_gunicorn(spec, host, port):
+    from gunicorn.app.wsgiapp import run
+
+    print("portico wsgi runner: serving %s on http://%s:%d (gunicorn)" % (spec, host, port), flush=True)
+    sys.argv = [
+        "gunicorn", "--bind", "%s:%d" % (host, port), "--worker-class", "gthread", "--threads", "8",
+        "--chdir", os.getcwd(), "--access-logfile", "-", spec,
+    ]
+    run()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--server", choices=["auto", "wsgiref", "gunicorn"], default="auto")
+    parser.add_argument("app", help="module[:callable], callable defaulting to `application`")
+    args = parser.parse_args()
+
+    sys.path[0] = os.getcwd()  # the version's code, not this runner's folder
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    use_gunicorn = args.server == "gunicorn" or (
+        args.server == "auto" and importlib.util.find_spec("gunicorn") is not None
+    )
+    if use_gunicorn:
+        serve_gunicorn(args.app, args.host, args.port)
+    else:
+        serve_wsgiref(load_app(args.app), args.app, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+import { request } from 'node:http';
+import { join } from 'node:path';
+import t from 'tap';
+import { waitFor } from '../../helpers/poll.ts';
+import { APPS, http, startRuntime } from './harness.ts';
+
+// `wsgi: module[:callable]` served by builder/runtime/wsgi_runner.py through the local runtime.
+
+const wsgiDir = join(APPS, 'wsgi');
+const PREFIX = '/acme/proj/dep/v1/predict';
+
+interface Echo {
+  method: string;
+  script_name: string;
+  path_info: string;
+  query: string;
+  body: string;
+  multithread: boolean;
+  env: Record<string, string | null>;
+}
+
+t.test('a WSGI app is served with SCRIPT_NAME split off, query and body intact', async (t) => {
+  const h = await startRuntime(t);
+  const spec = h.spec({
+    key: PREFIX.slice(1),
+    codeDir: wsgiDir,
+    command: { kind: 'wsgi', module: 'app' },
+    env: { VH_DEFAULT_PREFIX: PREFIX, PYTHONDONTWRITEBYTECODE: '1' },
+  });
+  await h.runtime.ensure(spec);
+  const s = await h.waitReady(spec.key, 1);
+  const base = `http://${s.replicas[0]!.address}`;
+  const port = s.replicas[0]!.address!.split(':')[1];
+
+  const get = await http('GET', `${base}${PREFIX}/a/b%20c?x=1&y=two`);
+  t.equal(get.status, 200);
+  const g = JSON.parse(get.body) as Echo;
+  t.match(g, { method: 'GET', script_name: PREFIX, path_info: '/a/b c', query: 'x=1&y=two', body: '', multithread: true });
+  t.same(g.env, { PORT: port, HOST: '127.0.0.1', SCRIPT_NAME: PREFIX, VH_DEFAULT_PREFIX: PREFIX, VIRTUAL_ENV: null });
+
+  const root = JSON.parse((await http('GET', `${base}${PREFIX}`)).body) as Echo;
+  t.match(root, { script_name: PREFIX, path_info: '' }, 'the prefix itself');
+
+  const outside = JSON.parse((await http('GET', `${base}/elsewhere`)).body) as Echo;
+  t.match(outside, { script_name: '', path_info: '/elsewhere' }, 'a path outside the prefix is left whole');
+
+  const post = JSON.parse((await http('POST', `${base}${PREFIX}/predict`, '{"x": [1, 2, 3]}', { 'content-type': 'application/json' })).body) as Echo;
+  t.match(post, { method: 'POST', path_info: '/predict', body: '{"x": [1, 2, 3]}' });
+
+  // A body of unknown length arrives chunked (the gateway streams bodies through).
+  const chunked = await new Promise<Echo>((resolve, reject) => {
+    const req = request(`${base}${PREFIX}/stream`, { method: 'POST', agent: false, headers: { connection: 'close' } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('end', () => resolve(JSON.parse(body) as Echo));
+    });
+    req.on('error', reject);
+    req.write('hello ');
+    req.write('chunked ');
+    req.end('world');
+  });
+  t.match(chunked, { method: 'POST', body: 'hello chunked world' });
+
+  t.ok(await waitFor(() => h.logs.find((l) => l.line.startsWith('portico wsgi runner: serving app on'))), 'the runner says what it serves');
+});
+
+t.test('module:callable picks another callable', async (t) => {
+  const h = await startRuntime(t);
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:other' }, env: { PYTHONDONTWRITEBYTECODE: '1' } });
+  await h.runtime.ensure(spec);
+  const s = await h.waitReady(spec.key, 1);
+  const res = await http('GET', `http://${s.replicas[0]!.address}/x`);
+  t.equal(res.body, 'other callable');
+});
+
+t.test('a module that does not import is a crash whose reason shows the Python error', async (t) => {
+  const h = await startRuntime(t);
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'no_such_module' }, env: { PYTHONDONTWRITEBYTECODE: '1' } });
+  await h.runtime.ensure(spec);
+  const r = await waitFor(async () => {
+    const rep = (await h.status(spec.key))?.replicas[0];
+    return rep?.state === 'crashed' ? rep : undefined;
+  }, { what: 'crash' });
+  t.match(r.reason, /^exited with code 1; last stderr: .*ModuleNotFoundError: No module named 'no_such_module'/);
+});
