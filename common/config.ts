@@ -39,6 +39,7 @@ export const VARIABLES = {
   PORTICO_GATEWAY_WORKERS: { kind: int(1, 256), default: '1', doc: 'Worker processes of `portico gateway` (needs Redis when > 1).' },
   PORTICO_GATEWAY_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: undefined, doc: 'Public base URL of the gateway, used in endpoint URLs shown to users. Default: `http://PORTICO_HOST:PORTICO_GATEWAY_PORT`.' },
   PORTICO_MAX_BODY_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(64 * MiB), doc: 'Largest request body the gateway streams to a replica (413 above). An endpoint may set its own `maxBodyBytes`.' },
+  PORTICO_MAX_UPLOAD_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(4096 * MiB), doc: 'Largest upload (`POST /api/v1/uploads`: source archives, model files) the admin API accepts.' },
   PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after). An endpoint may set its own `timeoutSeconds`.' },
   PORTICO_CONNECT_TIMEOUT_MS: { kind: int(1, 600000), default: '5000', doc: 'Longest the gateway waits to connect to a replica.' },
   PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A response body that sends nothing for this long is aborted.' },
@@ -81,6 +82,7 @@ export interface Config {
   readonly gatewayWorkers: number;
   readonly gatewayUrl: string;
   readonly maxBodyBytes: number;
+  readonly maxUploadBytes: number;
   readonly timeoutSeconds: number;
   readonly connectTimeoutMs: number;
   readonly bodyIdleSeconds: number;
@@ -230,6 +232,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     gatewayWorkers: num('PORTICO_GATEWAY_WORKERS'),
     gatewayUrl: optStr('PORTICO_GATEWAY_URL') ?? `http://${urlHost}:${gatewayPort}`,
     maxBodyBytes: num('PORTICO_MAX_BODY_BYTES'),
+    maxUploadBytes: num('PORTICO_MAX_UPLOAD_BYTES'),
     timeoutSeconds: num('PORTICO_TIMEOUT_SECONDS'),
     connectTimeoutMs: num('PORTICO_CONNECT_TIMEOUT_MS'),
     bodyIdleSeconds: num('PORTICO_BODY_IDLE_SECONDS'),

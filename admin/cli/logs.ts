@@ -1,0 +1,76 @@
+import type { LogLine } from '../../builder/control-plane.ts';
+import { UsageError } from './command.ts';
+import {
+  COMMON_HELP, DEPLOYMENT_FLAGS, DEPLOYMENT_HELP, deploymentPath, deploymentScope, intArg,
+  noMorePositionals, operatorCommand, positional,
+} from './operator.ts';
+
+/** `--since 10m` / `2h` / `30s` / `1d` ago, or an ISO time, as epoch milliseconds. */
+export function parseSince(text: string, now = Date.now()): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (m) return now - Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new UsageError(`--since must be a duration like 10m or an ISO time (got ${JSON.stringify(text)})`);
+  return t;
+}
+
+function format(l: LogLine): string {
+  return `${new Date(l.at).toISOString()} ${l.replica ?? '-'}${l.stream === 'stderr' ? ' [stderr]' : ''} ${l.line}`;
+}
+
+/** `portico logs`: read or follow an endpoint's replica logs. */
+export const logsCommand = operatorCommand({
+  name: 'logs',
+  summary: 'Print (or follow with -f) the replica logs of a version\'s endpoint',
+  help: `Usage:
+  portico logs [-f] VERSION ENDPOINT --owner O --project P --deployment D [--tail N]
+
+VERSION is a version name as portico versions lists it (an alias's version: portico alias list).
+
+Options:
+${DEPLOYMENT_HELP}
+  -f, --follow           keep printing new lines until Ctrl-C
+  --tail N               only the last N lines (before following)
+  --replica ID           only this replica
+  --contains TEXT        only lines containing TEXT
+  --since WHEN           only lines since a duration ago (30s, 10m, 2h, 1d) or an ISO time
+${COMMON_HELP}
+With --json, one JSON object per line (at, replica, stream, line).`,
+  flags: { ...DEPLOYMENT_FLAGS, follow: 'bool', tail: 'value', replica: 'value', contains: 'value', since: 'value' },
+  aliases: { f: 'follow' },
+  async run({ flags, client, json: asJson, out }) {
+    const scope = deploymentScope(flags);
+    const version = positional(flags, 0, 'the VERSION');
+    const endpoint = positional(flags, 1, 'the ENDPOINT');
+    noMorePositionals(flags, 2);
+    const tail = flags.get('tail');
+    const since = flags.get('since');
+    const query = {
+      tail: tail === undefined ? undefined : intArg(tail, '--tail', 0, 100_000),
+      replica: flags.get('replica'),
+      contains: flags.get('contains'),
+      since: since === undefined ? undefined : parseSince(since),
+    };
+    const path = deploymentPath(scope, 'versions', version, 'endpoints', endpoint, 'logs');
+    const print = (l: LogLine) => out(asJson ? JSON.stringify(l) : format(l));
+    if (!flags.has('follow')) {
+      const { items } = await client.request<{ items: LogLine[] }>('GET', path, { query });
+      items.forEach(print);
+      return 0;
+    }
+    const abort = new AbortController();
+    const stop = () => abort.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    try {
+      for await (const line of client.stream<LogLine>(path, { ...query, follow: true }, abort.signal)) print(line);
+      return 0;
+    } catch (err) {
+      if (abort.signal.aborted) return 0;
+      throw err;
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+  },
+});

@@ -1,0 +1,51 @@
+import t from 'tap';
+import { waitFor } from '../../helpers/poll.ts';
+import { cliEnv, createDeployment, readyVersion, REF, runCli, startApi } from '../harness.ts';
+
+const DSCOPE = ['--owner', 'acme', '--project', 'mnist', '--deployment', 'web'];
+
+t.test('logs prints lines, filtered and as --json', async (t) => {
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const ref = { ...REF, version: 'v1' };
+  api.fake.appendLog(ref, 'predict', 'first', { at: Date.UTC(2024, 0, 1) });
+  api.fake.appendLog(ref, 'predict', 'oops', { at: Date.UTC(2024, 0, 1, 0, 0, 1), stream: 'stderr', replica: 'predict-1' });
+  const r = await runCli(['logs', 'v1', 'predict', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '2024-01-01T00:00:00.000Z predict-0 first\n2024-01-01T00:00:01.000Z predict-1 [stderr] oops\n');
+  const tail = await runCli(['logs', 'v1', 'predict', '--tail', '1', '--json', ...DSCOPE], { env: cliEnv(api) });
+  t.same(JSON.parse(tail.stdout), { at: Date.UTC(2024, 0, 1, 0, 0, 1), replica: 'predict-1', stream: 'stderr', line: 'oops' });
+  const missing = await runCli(['logs', 'v1', 'nope', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /^portico logs: NOT_FOUND \(404\): Version v1 has no endpoint "nope"\.\n$/);
+  const usage = await runCli(['logs', 'v1', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(usage.code, 2);
+  t.match(usage.stderr, /the ENDPOINT is required/);
+});
+
+t.test('logs -f streams new lines until Ctrl-C, then the server stops following', async (t) => {
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const ref = { ...REF, version: 'v1' };
+  api.fake.appendLog(ref, 'predict', 'before', { at: 1 });
+  let out = '';
+  let child: import('node:child_process').ChildProcess | undefined;
+  const run = runCli(['logs', '-f', 'v1', 'predict', '--tail', '1', ...DSCOPE], {
+    env: cliEnv(api),
+    onStdout: (s, c) => {
+      out = s;
+      child = c;
+    },
+  });
+  await waitFor(() => out.includes('before'), { what: 'the backlog line' });
+  await waitFor(() => api.fake.followers === 1, { what: 'the follower' });
+  api.fake.appendLog(ref, 'predict', 'live line', { at: 2 });
+  await waitFor(() => out.includes('live line'), { what: 'the live line' });
+  child!.kill('SIGINT');
+  const r = await run;
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '1970-01-01T00:00:00.001Z predict-0 before\n1970-01-01T00:00:00.002Z predict-0 live line\n');
+  await waitFor(() => api.fake.followers === 0, { what: 'the server to stop following' });
+});
