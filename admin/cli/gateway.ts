@@ -1,0 +1,202 @@
+import cluster, { type Worker } from 'node:cluster';
+import { createServer } from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
+import { loadConfig, type Config } from '../../common/config.ts';
+import { createLogger, type Logger } from '../../common/log.ts';
+import { startGateway } from '../../gateway/main.ts';
+import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
+import { UsageError, parseArgs, type Command } from './command.ts';
+
+// After a clean shutdown the process should be idle and exit by itself; if a stray handle keeps
+// it alive, it still exits this long after.
+const EXIT_GRACE_MS = 1000;
+// Longest the primary waits for workers beyond the drain deadline before killing them.
+const WORKER_KILL_GRACE_MS = 5000;
+
+function onSignals(handler: (signal: string) => void): void {
+  process.once('SIGTERM', () => handler('SIGTERM'));
+  process.once('SIGINT', () => handler('SIGINT'));
+}
+
+/**
+ * One gateway process: reads the routing table in Redis, serves until SIGTERM/SIGINT, then
+ * drains (`/readyz` 503 at once, in-flight requests finish within PORTICO_DRAIN_SECONDS) and
+ * resolves with the exit code. In a cluster worker, metrics are answered to the primary.
+ */
+async function runGateway(config: Config, log: Logger, inCluster: boolean): Promise<number> {
+  const routing = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: config.redisTimeoutMs });
+  let gw;
+  try {
+    gw = await startGateway({ config, routing, serveMetrics: !inCluster, log });
+  } catch (err) {
+    log.error('gateway failed to start', { error: err instanceof Error ? err.message : String(err) });
+    await routing.close().catch(() => {});
+    return 1;
+  }
+  if (inCluster) {
+    AggregatorRegistry.setRegistries([gw.metrics.registry]);
+    // Constructing one installs the worker's answer to the primary's metrics requests.
+    new AggregatorRegistry();
+  }
+  const gateway = gw;
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info('draining', { why, inFlight: gateway.listener.inFlight });
+      gateway
+        .drain()
+        .then(() => routing.close())
+        .then(
+          () => {
+            log.info('stopped');
+            resolve(0);
+          },
+          (err: unknown) => {
+            log.error('shutdown failed', { error: err instanceof Error ? err.message : String(err) });
+            resolve(1);
+          },
+        );
+    };
+    onSignals(stop);
+    // The primary went away: nobody will forward connections or signals any more.
+    if (inCluster) process.once('disconnect', () => stop('primary disconnected'));
+  });
+}
+
+/**
+ * The cluster primary: runs `config.gatewayWorkers` workers sharing the gateway port, restarts
+ * one that dies, serves every worker's metrics (summed) on the metrics port, and on
+ * SIGTERM/SIGINT has each worker drain, exiting 0 when all of them did.
+ */
+async function runPrimary(config: Config, log: Logger): Promise<number> {
+  const aggregator = new AggregatorRegistry();
+  const metricsServer = createServer((req, res) => {
+    if ((req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
+      res.end(JSON.stringify({ statusCode: 404, code: 'NOT_FOUND', error: 'Not Found', message: 'metrics are at GET /metrics' }));
+      return;
+    }
+    aggregator.clusterMetrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': aggregator.contentType });
+        res.end(text);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`# metrics failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      },
+    );
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      metricsServer.once('error', reject);
+      metricsServer.listen(config.metricsPort, config.host, () => resolve());
+    });
+  } catch (err) {
+    log.error('cannot serve metrics', { error: err instanceof Error ? err.message : String(err) });
+    return 1;
+  }
+
+  const listened = new WeakSet<Worker>();
+  let stopping = false;
+  let failed = false;
+  let restartDelayMs = 100;
+  const fork = () => {
+    if (!stopping) cluster.fork();
+  };
+  return new Promise<number>((resolve) => {
+    const finish = () => {
+      if (Object.keys(cluster.workers ?? {}).length > 0) return;
+      metricsServer.close();
+      metricsServer.closeAllConnections();
+      log.info('stopped');
+      resolve(failed ? 1 : 0);
+    };
+    const stopAll = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info('draining workers', { why });
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      const killer = setTimeout(() => {
+        for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+      }, config.drainSeconds * 1000 + WORKER_KILL_GRACE_MS);
+      killer.unref();
+      finish();
+    };
+    cluster.on('listening', (worker) => {
+      listened.add(worker);
+      restartDelayMs = 100;
+    });
+    cluster.on('exit', (worker, code, signal) => {
+      if (stopping) {
+        if (code !== 0) failed = true;
+        finish();
+        return;
+      }
+      if (!listened.has(worker)) {
+        // A worker that could not even start (port taken, Redis URL wrong...) will not do
+        // better when restarted: give up.
+        log.error('worker failed to start; stopping', { pid: worker.process.pid, code, signal });
+        failed = true;
+        stopAll('worker failed to start');
+        return;
+      }
+      log.warn('worker died; restarting it', { pid: worker.process.pid, code, signal });
+      setTimeout(fork, restartDelayMs).unref();
+      restartDelayMs = Math.min(restartDelayMs * 2, 5000);
+    });
+    onSignals(stopAll);
+    for (let i = 0; i < config.gatewayWorkers; i++) fork();
+    log.info('gateway primary started', { workers: config.gatewayWorkers, metrics: `http://${config.host}:${config.metricsPort}/metrics` });
+  });
+}
+
+/**
+ * `portico gateway`: runs the gateway alone against the routing table in Redis
+ * (`PORTICO_REDIS_URL`, required), with `PORTICO_GATEWAY_WORKERS` processes sharing the port.
+ * Exits 0 after a SIGTERM/SIGINT drain, 1 when it cannot start, 2 on bad configuration.
+ */
+export const gatewayCommand: Command = {
+  name: 'gateway',
+  summary: 'Run a gateway reading the routing table from Redis',
+  help: `Usage: portico gateway
+
+Runs the gateway alone: it serves endpoint URLs on PORTICO_HOST:PORTICO_GATEWAY_PORT, reading the
+routing table a controller publishes to Redis, and Prometheus metrics on PORTICO_METRICS_PORT.
+Any number of gateways may share one Redis.
+
+Requires PORTICO_REDIS_URL (\`portico start\` runs an embedded gateway without Redis).
+PORTICO_GATEWAY_WORKERS > 1 runs that many worker processes sharing the port; the metrics port
+then serves the sum over all workers.
+
+On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
+connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS.
+
+Options:
+  -h, --help   Show this help.
+`,
+  async run(args, env) {
+    const { flags, positionals } = parseArgs(args);
+    const unknown = [...flags.keys()];
+    if (unknown.length > 0) throw new UsageError(`unknown option ${unknown.map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(', ')}`);
+    if (positionals.length > 0) throw new UsageError('takes no arguments');
+    const config = loadConfig(env);
+    if (config.redisUrl === undefined) {
+      process.stderr.write(
+        'portico gateway: PORTICO_REDIS_URL is not set. A separate gateway reads the routing table from Redis;\n' +
+          'set PORTICO_REDIS_URL=redis://host:6379 (the controller must use the same), or run `portico start`\n' +
+          'for the single-process setup with an embedded gateway.\n',
+      );
+      return 2;
+    }
+    const log = createLogger(cluster.isWorker ? `gateway-worker-${process.pid}` : 'gateway', config.logLevel);
+    const inCluster = cluster.isWorker;
+    const code = config.gatewayWorkers > 1 && cluster.isPrimary ? await runPrimary(config, log) : await runGateway(config, log, inCluster);
+    // A cluster worker's IPC channel keeps it alive; elsewhere this only fires if a stray handle does.
+    if (inCluster) process.exit(code);
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    return code;
+  },
+};

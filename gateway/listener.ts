@@ -1,0 +1,239 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { PorticoError } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import { isoTime, type AccessLog } from './access-log.ts';
+import { authenticate, type BasicAuthenticator } from './auth/basic.ts';
+import type { LeastPendingBalancer } from './balancer/least-pending.ts';
+import { GatewayErrors } from './errors.ts';
+import { Exchange, GatewayResponse, HANDLED, rawErrorResponse, type ExchangeSink, type Stage, type StageResult } from './exchange.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import { checkPath } from './path.ts';
+import { chooseReplica, limitBody, proxy } from './proxy/forward.ts';
+import { readHeaders, TrustedProxies } from './proxy/headers.ts';
+import { tunnel, type TunnelContext } from './proxy/tunnel.ts';
+import type { Upstreams } from './proxy/upstreams.ts';
+import { resolveDeployment, resolveEndpoint, type RouteSource } from './resolve.ts';
+
+/** What the listener is built from (gateway/main.ts wires it). */
+export interface ListenerDeps {
+  readonly routes: RouteSource;
+  /** Whether the routing table is reachable or cached (`/readyz`). */
+  readonly routesReady: () => boolean;
+  readonly authenticator: BasicAuthenticator;
+  readonly balancer: LeastPendingBalancer;
+  readonly upstreams: Upstreams;
+  readonly metrics: GatewayMetrics;
+  readonly accessLog: AccessLog;
+  readonly log: Logger;
+  readonly trustedProxies: readonly string[];
+  readonly maxBodyBytes: number;
+  readonly timeoutSeconds: number;
+  readonly connectTimeoutMs: number;
+}
+
+const HEALTH_HEADERS = ['content-type', 'application/json; charset=utf-8', 'cache-control', 'no-store'];
+
+// Runs stages from `from` on; synchronous until a stage returns a promise.
+function run(ex: Exchange, stages: readonly Stage[], from: number, log: Logger): void {
+  for (let i = from; i < stages.length; i++) {
+    let r: StageResult | Promise<StageResult>;
+    try {
+      r = (stages[i] as Stage)(ex);
+    } catch (err) {
+      failInternal(ex, err, log);
+      return;
+    }
+    if (r === undefined) continue;
+    if (r === HANDLED) return;
+    if (r instanceof PorticoError) {
+      ex.fail(r);
+      return;
+    }
+    const next = i + 1;
+    r.then(
+      (v) => {
+        // The client may have left while the stage waited; its exchange is already accounted for.
+        if (ex.gone) return;
+        if (v === undefined) run(ex, stages, next, log);
+        else if (v !== HANDLED) ex.fail(v);
+      },
+      (err: unknown) => failInternal(ex, err, log),
+    );
+    return;
+  }
+}
+
+function failInternal(ex: Exchange, err: unknown, log: Logger): void {
+  log.error('request failed in the gateway', { requestId: ex.requestId, error: err instanceof Error ? err.message : String(err) });
+  ex.fail(new PorticoError(GatewayErrors.INTERNAL_ERROR, undefined, { cause: err }));
+}
+
+// Shared 'close' listener of every proxied response: the single place an exchange ends.
+function onResponseClose(this: GatewayResponse): void {
+  const ex = this.exchange;
+  if (ex === null) return;
+  this.exchange = null;
+  // Closed before the response was complete: the client left (or the response was cut).
+  if (!this.writableFinished) ex.call?.cancel();
+  ex.sink?.finish(ex);
+}
+
+/**
+ * The gateway's request path. Each request passes the stages below in order; a stage answers
+ * with an error or hands on. Upgrade (WebSocket) requests pass the same stages and end in a
+ * tunnel instead of the pooled proxy. `/healthz` and `/readyz` are answered before any stage.
+ */
+export class GatewayListener implements ExchangeSink {
+  /** Requests and tunnels being served now. */
+  inFlight = 0;
+  /** Set by `startDraining`: `/readyz` is 503 and responses close their connections. */
+  draining = false;
+  readonly #deps: ListenerDeps;
+  readonly #stages: readonly Stage[];
+  readonly #upgradeStages: readonly Stage[];
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(deps: ListenerDeps) {
+    this.#deps = deps;
+    const ctx: TunnelContext = {
+      upstreams: deps.upstreams,
+      balancer: deps.balancer,
+      trusted: new TrustedProxies(deps.trustedProxies),
+      timeoutSeconds: deps.timeoutSeconds,
+      connectTimeoutMs: deps.connectTimeoutMs,
+      closing: () => this.draining,
+      onUpstreamError: (code) => deps.metrics.upstreamError(code),
+      onRetry: () => deps.metrics.retry(),
+    };
+    const route: Stage[] = [
+      readHeaders, //                                       one pass: request id, credentials, hop-by-hop (400 duplicate Content-Length)
+      checkPath, //                                         /{owner}/{project}/{deployment}/{version-or-alias}/{endpoint}[/rest] (400)
+      resolveDeployment(deps.routes), //                    deployment record (404; 503 when the table is down and it is not cached)
+      authenticate(deps.authenticator), //                  basic auth when the deployment asks for it (401)
+      resolveEndpoint(deps.routes, deps.maxBodyBytes), //   alias -> version (weighted per request), endpoint record (404, 503)
+      limitBody, //                                         declared body over the endpoint's limit (413)
+      chooseReplica(ctx), //                                least pending requests, round robin among ties
+    ];
+    this.#stages = [...route, proxy(ctx)]; //              undici keep-alive pool, streamed both ways, retry once, timeouts
+    this.#upgradeStages = [...route, tunnel(ctx)]; //      WebSocket and other upgrades: a raw TCP tunnel
+  }
+
+  /** The HTTP server's 'request' listener. */
+  readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = req.url ?? '';
+    if (url.charCodeAt(1) === 104 /* h */ && this.#health(url, res)) return;
+    if (url.charCodeAt(1) === 114 /* r */ && this.#ready(url, res)) return;
+    const gres = res as GatewayResponse;
+    const ex = new Exchange(req, gres, null, null);
+    ex.sink = this;
+    gres.exchange = ex;
+    gres.on('close', onResponseClose);
+    this.inFlight++;
+    if (this.draining) gres.shouldKeepAlive = false;
+    run(ex, this.#stages, 0, this.#deps.log);
+  };
+
+  /** The HTTP server's 'upgrade' listener. */
+  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const ex = new Exchange(req, null, socket, head);
+    ex.sink = this;
+    this.inFlight++;
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => {
+      ex.call?.cancel();
+      this.finish(ex);
+    });
+    if (this.draining) {
+      ex.fail(new PorticoError(GatewayErrors.GATEWAY_DRAINING, undefined, { headers: { 'retry-after': '1' } }));
+      return;
+    }
+    run(ex, this.#upgradeStages, 0, this.#deps.log);
+  };
+
+  /** The HTTP server's 'clientError' listener: Node's parser refused the request; JSON 400. */
+  readonly handleClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    const current = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const def =
+      err.code === 'HPE_HEADER_OVERFLOW' ? GatewayErrors.HEADERS_TOO_LARGE
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? GatewayErrors.REQUEST_TIMEOUT
+      : GatewayErrors.BAD_REQUEST;
+    this.#deps.metrics.clientError(def.code);
+    const message = def === GatewayErrors.BAD_REQUEST && err.code ? `${def.message} (${err.code})` : def.message;
+    socket.end(rawErrorResponse(new PorticoError(def, message)));
+  };
+
+  /** The HTTP server's 'checkExpectation' listener: an `Expect` other than 100-continue; JSON 417. */
+  readonly handleExpectation = (req: IncomingMessage, res: ServerResponse): void => {
+    const gres = res as GatewayResponse;
+    const ex = new Exchange(req, gres, null, null);
+    ex.sink = this;
+    gres.exchange = ex;
+    gres.on('close', onResponseClose);
+    this.inFlight++;
+    ex.fail(new PorticoError(GatewayErrors.EXPECTATION_FAILED));
+  };
+
+  #health(url: string, res: ServerResponse): boolean {
+    if (url !== '/healthz' && !url.startsWith('/healthz?')) return false;
+    res.writeHead(200, HEALTH_HEADERS);
+    res.end('{"status":"ok"}');
+    return true;
+  }
+
+  #ready(url: string, res: ServerResponse): boolean {
+    if (url !== '/readyz' && !url.startsWith('/readyz?')) return false;
+    const status = this.draining ? 'draining' : this.#deps.routesReady() ? 'ready' : 'routing table unavailable';
+    res.writeHead(status === 'ready' ? 200 : 503, HEALTH_HEADERS);
+    res.end(JSON.stringify({ status }));
+    return true;
+  }
+
+  /** Accounts for an ended exchange, once: metrics, access log, in-flight count. */
+  finish(ex: Exchange): void {
+    if (ex.finished) return;
+    ex.finished = true;
+    this.inFlight--;
+    const res = ex.res;
+    const status = res !== null ? (res.writableFinished ? res.statusCode : ex.status || 499) : ex.status || 499;
+    const seconds = (performance.now() - ex.start) / 1000;
+    const e = ex.endpointRecord;
+    const m = e !== null ? this.#deps.metrics.route(ex.endpointKey, e) : this.#deps.metrics.unrouted;
+    m.observe(status, seconds);
+    const log = this.#deps.accessLog;
+    if (log.enabled) {
+      log.log({
+        time: isoTime(ex.time),
+        requestId: ex.requestId,
+        method: ex.req.method ?? '',
+        route: ex.prefix === '' ? null : ex.prefix,
+        version: ex.version === '' ? null : ex.version,
+        replica: ex.replica === '' ? null : ex.replica,
+        status,
+        bytes: ex.bytes,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        error: ex.errorCode === '' ? undefined : ex.errorCode,
+      });
+    }
+    if (this.inFlight === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** `/readyz` turns 503 and every further response closes its connection. */
+  startDraining(): void {
+    this.draining = true;
+  }
+
+  /** Resolves when no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+}

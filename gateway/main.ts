@@ -1,0 +1,206 @@
+import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Config } from '../common/config.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { AccessLog } from './access-log.ts';
+import { BasicAuthenticator } from './auth/basic.ts';
+import { LeastPendingBalancer } from './balancer/least-pending.ts';
+import { GatewayResponse } from './exchange.ts';
+import { GatewayListener } from './listener.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { Upstreams } from './proxy/upstreams.ts';
+import { RouteCache } from './routing/cache.ts';
+import type { RoutingReader } from './routing/contract.ts';
+
+/** Options of `startGateway`. */
+export interface StartGatewayOptions {
+  readonly config: Config;
+  /** The routing table to read (embedded or Redis); the caller owns and closes it. */
+  readonly routing: RoutingReader;
+  /** Identity in the routing table's live set (default: host name, pid and a random suffix). */
+  readonly gatewayId?: string;
+  /**
+   * Serve `/metrics` on `config.metricsPort` (default true). `portico gateway` with several
+   * workers turns it off in workers: the primary serves all workers' metrics at once.
+   */
+  readonly serveMetrics?: boolean;
+  /** Export Node's process metrics too (default true). */
+  readonly processMetrics?: boolean;
+  readonly log?: Logger;
+}
+
+/** A running gateway. */
+export interface Gateway {
+  /** Where it serves, e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  /** `http://host:port/metrics`, or `''` when metrics are not served by this process. */
+  readonly metricsUrl: string;
+  readonly cache: RouteCache;
+  readonly metrics: GatewayMetrics;
+  readonly listener: GatewayListener;
+  readonly upstreams: Upstreams;
+  readonly authenticator: BasicAuthenticator;
+  /**
+   * `/readyz` turns 503 at once; in-flight requests finish (at most `config.drainSeconds`),
+   * idle keep-alive connections close, then everything closes as in `close()`.
+   */
+  drain(): Promise<void>;
+  /** Stops at once: closes listeners, connections, pools; leaves the live set. */
+  close(): Promise<void>;
+}
+
+function listen(server: Server<never, never>, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function urlOf(host: string, port: number): string {
+  // A wildcard bind is reached on loopback from this machine.
+  const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
+/**
+ * Starts a gateway on `config.host:config.gatewayPort` (0 picks a free port) reading routes
+ * through a `RouteCache` over `routing`, with metrics on `config.metricsPort`. Used by
+ * `portico gateway`, by `portico start` (embedded, in-process) and by tests.
+ */
+export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> {
+  const { config, routing } = opts;
+  const log = opts.log ?? createLogger('gateway', config.logLevel);
+  const server = createServer({
+    ServerResponse: GatewayResponse,
+    // Longer than common load balancers' idle timeouts, so they close first.
+    keepAliveTimeout: 65_000,
+    insecureHTTPParser: false,
+    // Checked by the header stage instead, so the 400 is the JSON error like every other.
+    requireHostHeader: false,
+  });
+  const address = await listen(server, config.gatewayPort, config.host);
+  const url = urlOf(config.host, address.port);
+  const derivedUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.gatewayPort}`;
+  // Nothing happens between `listen` resolving and the listeners below being attached: no I/O
+  // callback can run in between.
+  const cache = new RouteCache(routing, {
+    maxEntries: config.cacheSize,
+    negativeTtlMs: config.negativeCacheMs,
+    maxStaleMs: config.maxStaleSeconds * 1000,
+    heartbeatMs: config.heartbeatMs,
+    gateway: {
+      id: opts.gatewayId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      url: config.gatewayUrl === derivedUrl ? url : config.gatewayUrl,
+      pid: process.pid,
+      startedAt: Date.now(),
+    },
+  });
+  const authenticator = new BasicAuthenticator();
+  const upstreams = new Upstreams({
+    connections: config.upstreamConnections,
+    connectTimeoutMs: config.connectTimeoutMs,
+    bodyIdleMs: config.bodyIdleSeconds * 1000,
+  });
+  const accessLog = new AccessLog(config.accessLog);
+  let listener: GatewayListener | undefined;
+  const metrics = new GatewayMetrics({
+    cache,
+    auth: authenticator,
+    inFlight: () => listener?.inFlight ?? 0,
+    accessLogDropped: () => accessLog.dropped,
+    processMetrics: opts.processMetrics ?? true,
+  });
+  listener = new GatewayListener({
+    routes: cache,
+    routesReady: () => cache.isReady(),
+    authenticator,
+    balancer: new LeastPendingBalancer(),
+    upstreams,
+    metrics,
+    accessLog,
+    log,
+    trustedProxies: config.trustedProxies,
+    maxBodyBytes: config.maxBodyBytes,
+    timeoutSeconds: config.timeoutSeconds,
+    connectTimeoutMs: config.connectTimeoutMs,
+  });
+  const l = listener;
+  // Every client connection, upgraded ones included (closeAllConnections() knows only HTTP ones).
+  const sockets = new Set<Socket>();
+  server.on('connection', (sock: Socket) => {
+    sockets.add(sock);
+    sock.once('close', () => sockets.delete(sock));
+  });
+  server.on('request', l.handleRequest);
+  server.on('upgrade', l.handleUpgrade);
+  server.on('clientError', l.handleClientError);
+  server.on('checkExpectation', l.handleExpectation);
+
+  let metricsServer: Server | undefined;
+  let metricsUrl = '';
+  const closeAll = async () => {
+    server.close();
+    server.closeAllConnections();
+    for (const sock of sockets) sock.destroy();
+    metricsServer?.close();
+    metricsServer?.closeAllConnections();
+    await cache.stop();
+    await upstreams.close();
+    await accessLog.close();
+  };
+  try {
+    if (opts.serveMetrics ?? true) {
+      metricsServer = createServer((req, res) => {
+        const path = (req.url ?? '').split('?')[0];
+        if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+          res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
+          res.end(JSON.stringify({ statusCode: 404, code: 'NOT_FOUND', error: 'Not Found', message: 'metrics are at GET /metrics' }));
+          return;
+        }
+        metrics.text().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': metrics.registry.contentType });
+            res.end(text);
+          },
+          (err: unknown) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(`# metrics failed: ${err instanceof Error ? err.message : String(err)}\n`);
+          },
+        );
+      });
+      const m = await listen(metricsServer, config.metricsPort, config.host);
+      metricsUrl = `${urlOf(config.host, m.port)}/metrics`;
+    }
+    await cache.start();
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+  log.info('gateway listening', { url, metricsUrl: metricsUrl || undefined });
+
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= closeAll());
+  let draining: Promise<void> | undefined;
+  const drain = () =>
+    (draining ??= (async () => {
+      l.startDraining();
+      server.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        l.whenIdle().then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), config.drainSeconds * 1000);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) log.warn('drain deadline reached; closing in-flight requests', { inFlight: l.inFlight });
+      await close();
+    })());
+
+  return { url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, close };
+}

@@ -1,0 +1,267 @@
+import type { Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
+import { PorticoError } from '../../common/errors.ts';
+import { GatewayErrors } from '../errors.ts';
+import { HANDLED, type Exchange, type GatewayResponse, type Stage } from '../exchange.ts';
+import type { LeastPendingBalancer } from '../balancer/least-pending.ts';
+import type { EndpointRecord } from '../routing/contract.ts';
+import { addForwardedHeaders, clientAddress, responseHeaders, type TrustedProxies } from './headers.ts';
+import { classifyUpstreamError, upstreamError, upstreamErrorCode, UPSTREAM_FAILURES, type UpstreamFailure } from './upstream-errors.ts';
+import type { Upstream, Upstreams } from './upstreams.ts';
+
+/** What the proxy stage needs from the gateway. */
+export interface ProxyContext {
+  readonly upstreams: Upstreams;
+  readonly balancer: LeastPendingBalancer;
+  readonly trusted: TrustedProxies;
+  /** Default time to first response byte, seconds (an endpoint may set its own). */
+  readonly timeoutSeconds: number;
+  /** Whether the gateway is draining (responses then close their connection). */
+  closing(): boolean;
+  /** Counts a failed upstream call (by raw error code) and a retry. */
+  onUpstreamError(code: string): void;
+  onRetry(): void;
+}
+
+/** The canonical path prefix of an endpoint: `/{owner}/{project}/{deployment}/{version}/{endpoint}`. */
+export function canonicalPrefix(e: EndpointRecord): string {
+  return `/${encodeURIComponent(e.owner)}/${encodeURIComponent(e.project)}/${encodeURIComponent(e.deployment)}/${encodeURIComponent(e.version)}/${encodeURIComponent(e.endpoint)}`;
+}
+
+const prefixes = new WeakMap<EndpointRecord, string>();
+
+function cachedPrefix(e: EndpointRecord): string {
+  let p = prefixes.get(e);
+  if (p === undefined) {
+    p = canonicalPrefix(e);
+    prefixes.set(e, p);
+  }
+  return p;
+}
+
+/**
+ * Stage: picks the replica (least pending, round robin among ties) and records it on the
+ * exchange. Nothing to pick cannot happen here (the endpoint stage refused empty replica lists).
+ */
+export function chooseReplica(ctx: ProxyContext): Stage {
+  return (ex) => {
+    const r = ctx.balancer.pick((ex.endpointRecord as EndpointRecord).replicas, ctx.upstreams);
+    if (r === undefined) return new PorticoError(GatewayErrors.NO_READY_REPLICA);
+    ex.replica = r.address;
+    return undefined;
+  };
+}
+
+/** Stage: a declared body larger than the endpoint's limit is a 413 before anything is sent. */
+export const limitBody: Stage = (ex) => {
+  if (ex.contentLength > ex.maxBodyBytes) return new PorticoError(GatewayErrors.PAYLOAD_TOO_LARGE);
+  return undefined;
+};
+
+/** The request path the replica gets: canonical prefix, the rest and the query as sent. */
+export function upstreamPath(ex: Exchange): string {
+  return cachedPrefix(ex.endpointRecord as EndpointRecord) + ex.rest + ex.query;
+}
+
+/** Adds the forwarding headers to an exchange about to go upstream. */
+export function prepareForward(ctx: ProxyContext, ex: Exchange): void {
+  const sock = ex.req.socket;
+  const remote = sock.remoteAddress;
+  addForwardedHeaders(ex, clientAddress(remote), ctx.trusted.has(remote), (sock as { encrypted?: boolean }).encrypted === true, ex.prefix);
+}
+
+// Reasons an upstream call is aborted by the gateway itself (shared: no allocation per abort).
+const CLIENT_GONE = new Error('client closed the connection');
+const TOO_LARGE = new Error('request body over the limit');
+const BAD_RESPONSE_HEADERS = Object.assign(new Error('invalid response headers from the replica'), { code: 'HPE_INVALID_HEADER_TOKEN' });
+
+function isIdempotent(method: string | undefined): boolean {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
+}
+
+// Shared 'drain' listener of responses: resumes the upstream body (no closure per request).
+function resumeUpstream(this: GatewayResponse): void {
+  this.exchange?.call?.resume();
+}
+
+function redispatch(f: Forward): void {
+  f.dispatch();
+}
+
+/**
+ * One proxied request: the undici dispatch handler that streams the replica's response straight
+ * into the client's `ServerResponse` (backpressure both ways through undici's pause/resume and
+ * the response's 'drain'). Retries once on another replica, as the contract allows; enforces
+ * the body limit on bodies of unknown length; cancels the upstream call if the client leaves.
+ */
+class Forward implements Dispatcher.DispatchHandler {
+  readonly ex: Exchange;
+  readonly res: GatewayResponse;
+  readonly ctx: ProxyContext;
+  readonly opts: Dispatcher.DispatchOptions;
+  upstream: Upstream;
+  controller: Dispatcher.DispatchController | null = null;
+  /** This attempt is counted in `upstream.pending`. */
+  active = false;
+  retried = false;
+  requestStarted = false;
+  responseStarted = false;
+  bodyBytes = 0;
+  tooLarge = false;
+  cancelled = false;
+  drainHooked = false;
+
+  constructor(ctx: ProxyContext, ex: Exchange, res: GatewayResponse, upstream: Upstream) {
+    this.ctx = ctx;
+    this.ex = ex;
+    this.res = res;
+    this.upstream = upstream;
+    const e = ex.endpointRecord as EndpointRecord;
+    const hasBody = ex.contentLength > 0 || ex.chunked;
+    this.opts = {
+      path: upstreamPath(ex),
+      method: ex.req.method as Dispatcher.HttpMethod,
+      headers: ex.headers,
+      body: hasBody ? ex.req : null,
+      headersTimeout: (e.timeoutSeconds ?? ctx.timeoutSeconds) * 1000,
+    };
+  }
+
+  dispatch(): void {
+    const u = this.upstream;
+    u.pending++;
+    u.lastUsed = this.ex.time;
+    this.active = true;
+    this.controller = null;
+    this.requestStarted = false;
+    this.ex.replica = u.address;
+    u.pool.dispatch(this.opts, this);
+  }
+
+  #release(): void {
+    if (this.active) {
+      this.active = false;
+      this.upstream.pending--;
+    }
+  }
+
+  /** The client left: abort the upstream call (now, or as soon as it starts). */
+  cancel(): void {
+    this.cancelled = true;
+    if (this.active && this.controller !== null) this.controller.abort(CLIENT_GONE);
+  }
+
+  /** The client's response drained: let the upstream body flow again. */
+  resume(): void {
+    if (this.active) this.controller?.resume();
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    this.requestStarted = true;
+    if (this.cancelled) controller.abort(CLIENT_GONE);
+  }
+
+  onBodySent(chunk: Buffer): void {
+    this.bodyBytes += chunk.length;
+    if (this.bodyBytes > this.ex.maxBodyBytes && !this.tooLarge) {
+      // The terminating chunk is never sent: the replica never sees a complete request.
+      this.tooLarge = true;
+      this.controller?.abort(TOO_LARGE);
+    }
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    // Informational responses (102, 103) are not passed on; 100 never reaches here.
+    if (statusCode < 200) return;
+    const res = this.res;
+    if (res.destroyed) {
+      controller.abort(CLIENT_GONE);
+      return;
+    }
+    this.responseStarted = true;
+    const ex = this.ex;
+    try {
+      res.writeHead(statusCode, responseHeaders(headers, ex.version, ex.requestId, this.ctx.closing()));
+    } catch {
+      this.responseStarted = false;
+      controller.abort(BAD_RESPONSE_HEADERS);
+      return;
+    }
+    // A streamed body (no length: SSE, chunked) must not hold the head back; a sized one is
+    // usually in the same read, and head + body then leave in one write.
+    if (headers['content-length'] === undefined) res.flushHeaders();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    const res = this.res;
+    if (res.destroyed) {
+      controller.abort(CLIENT_GONE);
+      return;
+    }
+    this.ex.bytes += chunk.length;
+    if (!res.write(chunk)) {
+      controller.pause();
+      if (!this.drainHooked) {
+        this.drainHooked = true;
+        res.on('drain', resumeUpstream);
+      }
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#release();
+    const res = this.res;
+    if (!res.destroyed && !res.writableEnded) res.end();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+    this.#release();
+    const ex = this.ex;
+    if (this.cancelled || err === CLIENT_GONE) return;
+    if (this.tooLarge) {
+      // The client is still sending a body nobody will read: answer and close the connection.
+      ex.fail(new PorticoError(GatewayErrors.PAYLOAD_TOO_LARGE), true);
+      return;
+    }
+    const code = upstreamErrorCode(err);
+    this.ctx.onUpstreamError(code in UPSTREAM_FAILURES || code.startsWith('HPE') ? code : 'OTHER');
+    const failure = classifyUpstreamError(err);
+    if (failure.retry === 'connect') this.ctx.upstreams.markFailed(this.upstream);
+    if (!this.responseStarted && this.#mayRetry(failure)) {
+      const next = this.ctx.balancer.pick((ex.endpointRecord as EndpointRecord).replicas, this.ctx.upstreams, this.upstream.address);
+      if (next !== undefined && !ex.gone) {
+        this.retried = true;
+        this.upstream = this.ctx.upstreams.get(next.address);
+        this.ctx.onRetry();
+        // Not from inside undici's callback: its request bookkeeping finishes first.
+        process.nextTick(redispatch, this);
+        return;
+      }
+    }
+    ex.fail(upstreamError(failure, err));
+  }
+
+  #mayRetry(failure: UpstreamFailure): boolean {
+    if (this.retried || failure.retry === false) return false;
+    if (failure.retry === 'connect' || !this.requestStarted) return true;
+    // A broken connection after the request went out: only a safe method without a body
+    // (a streamed body cannot be sent twice).
+    return isIdempotent(this.ex.req.method) && this.opts.body === null;
+  }
+}
+
+/**
+ * Stage: sends the request to the chosen replica through its keep-alive pool and streams the
+ * answer back. Always takes over the response.
+ */
+export function proxy(ctx: ProxyContext): Stage {
+  return (ex) => {
+    prepareForward(ctx, ex);
+    const res = ex.res as GatewayResponse;
+    const f = new Forward(ctx, ex, res, ctx.upstreams.get(ex.replica));
+    ex.call = f;
+    f.dispatch();
+    return HANDLED;
+  };
+}

@@ -1,0 +1,277 @@
+import { BlockList, isIPv4 } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { PorticoError } from '../../common/errors.ts';
+import { GatewayErrors } from '../errors.ts';
+import type { Stage } from '../exchange.ts';
+
+/**
+ * Header rules of the data path, applied in one pass each way: what of the client's request
+ * reaches the replica (and what the gateway adds), and what of the replica's response reaches
+ * the client.
+ */
+
+const FORWARD = 0;
+const DROP = 1;
+const HOST = 2;
+const CONNECTION = 3;
+const TRANSFER_ENCODING = 4;
+const CONTENT_LENGTH = 5;
+const AUTHORIZATION = 6;
+const REQUEST_ID = 7;
+const XFF = 8;
+const XFP = 9;
+const XFH = 10;
+const PROXY_INFO = 11;
+const UPGRADE = 12;
+
+// Request headers with a rule other than "forward". Hop-by-hop headers, credentials and the
+// headers the gateway sets itself never pass; undici refuses transfer-encoding, keep-alive,
+// upgrade and expect (Node's server has already answered `Expect: 100-continue`).
+const REQUEST_RULES = new Map<string, number>([
+  ['host', HOST],
+  ['connection', CONNECTION],
+  ['keep-alive', DROP],
+  ['proxy-connection', DROP],
+  ['transfer-encoding', TRANSFER_ENCODING],
+  ['te', DROP],
+  ['trailer', DROP],
+  ['upgrade', UPGRADE],
+  ['expect', DROP],
+  ['http2-settings', DROP],
+  ['content-length', CONTENT_LENGTH],
+  ['authorization', AUTHORIZATION],
+  ['proxy-authorization', DROP],
+  ['x-request-id', REQUEST_ID],
+  ['x-vh-prefix', DROP],
+  ['x-portico-version', DROP],
+  ['x-forwarded-for', XFF],
+  ['x-forwarded-proto', XFP],
+  ['x-forwarded-host', XFH],
+  ['forwarded', PROXY_INFO],
+  ['x-real-ip', PROXY_INFO],
+]);
+
+// Connection tokens that name no header to strip.
+const CONNECTION_OPTIONS = new Set(['close', 'keep-alive', 'upgrade']);
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** What the header pass found out about a request, besides the headers to forward. */
+export interface RequestHeaderInfo {
+  /** Headers to forward, flat `[name, value, ...]`, in the client's order. */
+  headers: string[];
+  host: string | undefined;
+  authorization: string | undefined;
+  /** The client's `X-Request-Id` if well-formed, else a new UUID. */
+  requestId: string;
+  /** `-1` when absent. */
+  contentLength: number;
+  chunked: boolean;
+  upgrade: string | undefined;
+  forwardedFor: string | undefined;
+  forwardedProto: string | undefined;
+  forwardedHost: string | undefined;
+  /** `Forwarded` / `X-Real-IP` as sent, flat pairs; forwarded only from trusted proxies. */
+  proxyInfo: string[] | null;
+  /** Why the request must be refused (400), if it must. */
+  problem: string | null;
+}
+
+/**
+ * Reads `rawHeaders` (Node's flat list) once into `out`: drops hop-by-hop headers, those the
+ * `Connection` header names, `Host`, `Authorization`, `Proxy-Authorization` and the headers the
+ * gateway sets itself; keeps `Content-Length` (undici needs it to frame the body) unless it is
+ * duplicated, which is refused.
+ */
+export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInfo): void {
+  const headers = out.headers;
+  let connection: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    const lower = name.toLowerCase();
+    const rule = REQUEST_RULES.get(lower);
+    if (rule === undefined) {
+      headers.push(name, value);
+      continue;
+    }
+    switch (rule) {
+      case HOST:
+        out.host ??= value;
+        break;
+      case CONNECTION:
+        connection = connection === undefined ? value : `${connection}, ${value}`;
+        break;
+      case TRANSFER_ENCODING:
+        out.chunked = true;
+        break;
+      case CONTENT_LENGTH:
+        if (out.contentLength !== -1) out.problem = 'duplicate Content-Length header';
+        else {
+          out.contentLength = Number(value);
+          headers.push(name, value);
+        }
+        break;
+      case AUTHORIZATION:
+        out.authorization ??= value;
+        break;
+      case REQUEST_ID:
+        if (REQUEST_ID_RE.test(value)) out.requestId = value;
+        break;
+      case XFF:
+        out.forwardedFor = out.forwardedFor === undefined ? value : `${out.forwardedFor}, ${value}`;
+        break;
+      case XFP:
+        out.forwardedProto ??= value;
+        break;
+      case XFH:
+        out.forwardedHost ??= value;
+        break;
+      case PROXY_INFO:
+        (out.proxyInfo ??= []).push(name, value);
+        break;
+      case UPGRADE:
+        out.upgrade = value;
+        break;
+      default:
+        break;
+    }
+  }
+  if (out.requestId === '') out.requestId = randomUUID();
+  if (connection !== undefined && !isPlainConnection(connection)) stripConnectionTokens(headers, connection);
+}
+
+/**
+ * Stage: the one pass over the request headers. A duplicated Content-Length, or an HTTP/1.1
+ * request without Host, is a 400.
+ */
+export const readHeaders: Stage = (ex) => {
+  const req = ex.req;
+  readRequestHeaders(req.rawHeaders, ex);
+  if (ex.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) ex.problem ??= 'missing Host header';
+  return ex.problem === null ? undefined : new PorticoError(GatewayErrors.BAD_REQUEST, ex.problem);
+};
+
+// The usual values name no header: skip the token walk.
+function isPlainConnection(v: string): boolean {
+  return v === 'keep-alive' || v === 'close' || v === 'Keep-Alive' || v === 'Close' || v === 'upgrade' || v === 'Upgrade';
+}
+
+function stripConnectionTokens(headers: string[], connection: string): void {
+  let named: Set<string> | undefined;
+  for (const token of connection.split(',')) {
+    const t = token.trim().toLowerCase();
+    // Framing stays: the body was framed by Node's parser and must be framed again upstream.
+    if (t !== '' && !CONNECTION_OPTIONS.has(t) && t !== 'content-length') (named ??= new Set()).add(t);
+  }
+  if (!named) return;
+  let w = 0;
+  for (let r = 0; r < headers.length; r += 2) {
+    if (named.has((headers[r] as string).toLowerCase())) continue;
+    headers[w] = headers[r] as string;
+    headers[w + 1] = headers[r + 1] as string;
+    w += 2;
+  }
+  headers.length = w;
+}
+
+/**
+ * Which peers are trusted proxies (`PORTICO_TRUSTED_PROXIES`): their `X-Forwarded-*`,
+ * `Forwarded` and `X-Real-IP` headers are kept; everyone else's are replaced.
+ */
+export class TrustedProxies {
+  readonly #list: BlockList | null;
+
+  constructor(cidrs: readonly string[]) {
+    if (cidrs.length === 0) {
+      this.#list = null;
+      return;
+    }
+    const list = new BlockList();
+    for (const item of cidrs) {
+      const [ip, bits] = item.split('/') as [string, string | undefined];
+      const family = isIPv4(ip) ? 'ipv4' : 'ipv6';
+      if (bits === undefined) list.addAddress(ip, family);
+      else list.addSubnet(ip, Number(bits), family);
+    }
+    this.#list = list;
+  }
+
+  /** Whether `address` (a socket's `remoteAddress`, IPv4-mapped IPv6 included) is trusted. */
+  has(address: string | undefined): boolean {
+    if (this.#list === null || address === undefined) return false;
+    return this.#list.check(address, isIPv4(address) ? 'ipv4' : 'ipv6');
+  }
+}
+
+/** A socket's remote address as it should appear in `X-Forwarded-For` (IPv4-mapped unwrapped). */
+export function clientAddress(remote: string | undefined): string {
+  if (remote === undefined) return 'unknown';
+  return remote.startsWith('::ffff:') && isIPv4(remote.slice(7)) ? remote.slice(7) : remote;
+}
+
+/**
+ * Appends what the gateway tells the replica: `X-Forwarded-For/-Proto/-Host` (the client's
+ * values kept only when `trusted`), `X-VH-Prefix`, `X-Request-Id`.
+ */
+export function addForwardedHeaders(
+  info: RequestHeaderInfo,
+  peer: string,
+  trusted: boolean,
+  encrypted: boolean,
+  prefix: string,
+): void {
+  const h = info.headers;
+  h.push('x-forwarded-for', trusted && info.forwardedFor !== undefined ? `${info.forwardedFor}, ${peer}` : peer);
+  h.push('x-forwarded-proto', trusted && info.forwardedProto !== undefined ? info.forwardedProto : encrypted ? 'https' : 'http');
+  const host = trusted && info.forwardedHost !== undefined ? info.forwardedHost : info.host;
+  if (host !== undefined) h.push('x-forwarded-host', host);
+  if (trusted && info.proxyInfo !== null) h.push(...info.proxyInfo);
+  h.push('x-vh-prefix', prefix);
+  h.push('x-request-id', info.requestId);
+}
+
+// Response headers that never pass to the client: hop-by-hop, and the ones the gateway sets.
+const RESPONSE_DROP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'x-portico-version',
+  'x-request-id',
+]);
+
+/**
+ * The client's response headers, flat, from the replica's parsed headers: hop-by-hop headers
+ * and those its `Connection` names dropped, `x-portico-version` and `x-request-id` added, and
+ * `connection: close` while the gateway drains.
+ */
+export function responseHeaders(
+  upstream: Readonly<Record<string, string | string[] | undefined>>,
+  version: string,
+  requestId: string,
+  closing: boolean,
+): string[] {
+  const out: string[] = [];
+  const connection = upstream.connection;
+  let named: Set<string> | undefined;
+  if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
+    for (const token of connection.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t !== '' && !CONNECTION_OPTIONS.has(t)) (named ??= new Set()).add(t);
+    }
+  }
+  for (const name in upstream) {
+    if (RESPONSE_DROP.has(name) || named?.has(name)) continue;
+    const value = upstream[name];
+    if (value === undefined) continue;
+    if (typeof value === 'string') out.push(name, value);
+    else for (const v of value) out.push(name, v);
+  }
+  out.push('x-portico-version', version, 'x-request-id', requestId);
+  if (closing) out.push('connection', 'close');
+  return out;
+}

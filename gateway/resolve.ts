@@ -1,0 +1,101 @@
+import { PorticoError } from '../common/errors.ts';
+import { GatewayErrors, RETRY_AFTER_SECONDS } from './errors.ts';
+import type { Exchange, Stage, StageResult } from './exchange.ts';
+import {
+  deploymentKey,
+  endpointKey,
+  type AliasTarget,
+  type DeploymentRecord,
+  type EndpointRecord,
+} from './routing/contract.ts';
+
+/**
+ * What resolution reads: the routing cache (`routing/cache.ts` `RouteCache` has this shape).
+ * `peek*` answers from memory (`undefined`: must load); `load*` rejects when the table is down.
+ */
+export interface RouteSource {
+  peekDeployment(key: string): DeploymentRecord | null | undefined;
+  peekEndpoint(key: string): EndpointRecord | null | undefined;
+  loadDeployment(key: string): Promise<DeploymentRecord | null>;
+  loadEndpoint(key: string): Promise<EndpointRecord | null>;
+}
+
+const notFound = () => new PorticoError(GatewayErrors.ROUTE_NOT_FOUND);
+
+function unavailable(cause: unknown): PorticoError {
+  return new PorticoError(GatewayErrors.ROUTING_UNAVAILABLE, undefined, {
+    cause,
+    headers: { 'retry-after': String(RETRY_AFTER_SECONDS.ROUTING_UNAVAILABLE) },
+  });
+}
+
+/**
+ * Picks the version an alias sends this request to: its one version, or one of its weighted
+ * versions with probability weight / total weight.
+ */
+export function pickVersion(alias: AliasTarget, random: () => number = Math.random): string | undefined {
+  if ('version' in alias) return alias.version;
+  const versions = alias.versions;
+  let total = 0;
+  for (const v of versions) if (v.weight > 0) total += v.weight;
+  if (total <= 0) return versions[0]?.version;
+  let x = random() * total;
+  for (const v of versions) {
+    if (v.weight <= 0) continue;
+    x -= v.weight;
+    if (x < 0) return v.version;
+  }
+  // Rounding left x at ~0: the last weighted version.
+  for (let i = versions.length - 1; i >= 0; i--) if ((versions[i]?.weight ?? 0) > 0) return versions[i]?.version;
+  return undefined;
+}
+
+function applyDeployment(ex: Exchange, d: DeploymentRecord | null): StageResult {
+  if (d === null) return notFound();
+  ex.deploymentRecord = d;
+  return undefined;
+}
+
+/** Stage: the deployment record of the path (404 if none; 503 if the table is down and it is not cached). */
+export function resolveDeployment(routes: RouteSource): Stage {
+  return (ex) => {
+    ex.deploymentKey = deploymentKey(ex);
+    const d = routes.peekDeployment(ex.deploymentKey);
+    if (d !== undefined) return applyDeployment(ex, d);
+    return routes.loadDeployment(ex.deploymentKey).then((rec) => applyDeployment(ex, rec), unavailable);
+  };
+}
+
+function applyEndpoint(ex: Exchange, e: EndpointRecord | null, defaultMaxBody: number): StageResult {
+  if (e === null) return notFound();
+  ex.endpointRecord = e;
+  ex.maxBodyBytes = e.maxBodyBytes ?? defaultMaxBody;
+  if (e.replicas.length === 0) {
+    return new PorticoError(GatewayErrors.NO_READY_REPLICA, undefined, {
+      headers: { 'retry-after': String(RETRY_AFTER_SECONDS.NO_READY_REPLICA) },
+    });
+  }
+  return undefined;
+}
+
+/**
+ * Stage: resolves the version-or-alias segment (an alias of the deployment, else a version
+ * name; a weighted alias picks per request) and loads that version's endpoint record.
+ * 404 when unknown, 503 `NO_READY_REPLICA` when it has no ready replica.
+ */
+export function resolveEndpoint(routes: RouteSource, defaultMaxBody: number, random: () => number = Math.random): Stage {
+  return (ex) => {
+    const d = ex.deploymentRecord as DeploymentRecord;
+    if (Object.hasOwn(d.aliases, ex.target)) {
+      const v = pickVersion(d.aliases[ex.target] as AliasTarget, random);
+      if (v === undefined) return notFound();
+      ex.version = v;
+    } else {
+      ex.version = ex.target;
+    }
+    ex.endpointKey = endpointKey(ex);
+    const e = routes.peekEndpoint(ex.endpointKey);
+    if (e !== undefined) return applyEndpoint(ex, e, defaultMaxBody);
+    return routes.loadEndpoint(ex.endpointKey).then((rec) => applyEndpoint(ex, rec, defaultMaxBody), unavailable);
+  };
+}

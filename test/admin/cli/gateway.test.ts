@@ -1,0 +1,121 @@
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import { RedisRoutingTable } from '../../../gateway/routing/redis.ts';
+import { startRedis } from '../../helpers/redis.ts';
+import { freePort, waitFor } from '../../helpers/poll.ts';
+import { deployment, endpoint, metricValue, replica } from '../../gateway/fixtures.ts';
+
+const BIN = fileURLToPath(new URL('../../../bin/portico.ts', import.meta.url));
+
+/** The environment without the caller's PORTICO_* variables, plus `vars`. */
+function env(vars: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PORTICO_') && v !== undefined) out[k] = v;
+  return { ...out, ...vars };
+}
+
+function run(args: string[], vars: Record<string, string>): { proc: ChildProcess; stderr: () => string; exit: Promise<number | null> } {
+  const proc = spawn(process.execPath, [BIN, ...args], { env: env(vars), stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr?.on('data', (d) => (stderr += d.toString()));
+  const exit = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  return { proc, stderr: () => stderr, exit };
+}
+
+async function get(url: string): Promise<{ status: number; text: string }> {
+  const res = await request(url, { reset: true });
+  return { status: res.statusCode, text: await res.body.text() };
+}
+
+t.test('portico gateway refuses to start without PORTICO_REDIS_URL', async (t) => {
+  const { exit, stderr } = run(['gateway'], { PORTICO_GATEWAY_PORT: '0' });
+  t.equal(await exit, 2);
+  t.match(stderr(), /PORTICO_REDIS_URL is not set/);
+  t.match(stderr(), /portico start/);
+});
+
+t.test('portico gateway --help', async (t) => {
+  const { exit } = run(['gateway', '--help'], {});
+  t.equal(await exit, 0);
+});
+
+t.test('portico gateway with 2 workers on Redis: serves, sums metrics, drains on SIGTERM and exits 0', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  // The gateway process reads the default prefix; this Redis is the test's own.
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
+  t.teardown(() => writer.close());
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const rep = await replica(t, (req, res) => {
+    if (req.url?.endsWith('/slow')) void released.then(() => res.end('slow done'));
+    else res.end('ok');
+  });
+  await waitFor(() => writer.isAvailable(), { what: 'redis' });
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const gw = run(['gateway'], {
+    PORTICO_REDIS_URL: redis.url,
+    PORTICO_GATEWAY_PORT: String(port),
+    PORTICO_METRICS_PORT: String(metricsPort),
+    PORTICO_GATEWAY_WORKERS: '2',
+    PORTICO_DRAIN_SECONDS: '20',
+    PORTICO_ACCESS_LOG: 'off',
+    PORTICO_HEARTBEAT_MS: '200',
+  });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await get(`${base}/readyz`)).status === 200, { what: `the gateway to be ready (${gw.stderr()})`, timeoutMs: 20_000 });
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'both workers in the live set' });
+
+  for (let i = 0; i < 10; i++) {
+    const r = await get(`${base}/acme/mnist/web/production/predict`);
+    t.equal(r.status, 200);
+  }
+  const metrics = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+  t.equal(metrics.status, 200);
+  const route = { owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1', endpoint: 'predict', status_class: '2xx' };
+  t.equal(metricValue(metrics.text, 'portico_gateway_requests_total', route), 10, 'the primary serves the sum over both workers');
+
+  const slow = request(`${base}/acme/mnist/web/v1/predict/slow`, { reset: true });
+  await waitFor(() => rep.open === 1, { what: 'the slow request at the replica' });
+  gw.proc.kill('SIGTERM');
+  await waitFor(async () => (await get(`${base}/readyz`).catch(() => ({ status: 0 }))).status === 503, { what: 'readyz 503 while draining' });
+  release();
+  const res = await slow;
+  t.equal(res.statusCode, 200, 'the in-flight request completed');
+  t.equal(await res.body.text(), 'slow done');
+  t.equal(await gw.exit, 0, `exit 0 (${gw.stderr().slice(-500)})`);
+  await waitFor(async () => (await writer.liveGateways()).length === 0, { what: 'the workers to leave the live set' });
+});
+
+t.test('portico gateway with one process serves its own metrics and exits 0 on SIGTERM', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const gw = run(['gateway'], {
+    PORTICO_REDIS_URL: redis.url,
+    PORTICO_GATEWAY_PORT: String(port),
+    PORTICO_METRICS_PORT: String(metricsPort),
+    PORTICO_ACCESS_LOG: 'off',
+  });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  await waitFor(async () => (await get(`http://127.0.0.1:${port}/readyz`)).status === 200, { what: 'ready', timeoutMs: 20_000 });
+  const unknown = await get(`http://127.0.0.1:${port}/acme/mnist/web/v1/predict`);
+  t.equal(unknown.status, 404);
+  const m = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+  t.equal(metricValue(m.text, 'portico_gateway_requests_total', { status_class: '4xx' }), 1);
+  t.match(m.text, /process_cpu_seconds_total/, 'process metrics too');
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0);
+  t.match(gw.stderr(), /"msg":"draining"/);
+});

@@ -1,0 +1,103 @@
+import t from 'tap';
+import { BasicAuthenticator, basicChallenge } from '../../../gateway/auth/basic.ts';
+import { hashPassword, verifyPassword } from '../../../gateway/auth/password.ts';
+
+const CHEAP = { N: 1024, r: 8, p: 1 };
+const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+
+/** An authenticator whose hash computations are counted (and real). */
+function counting(opts: { now?: () => number; failureTtlMs?: number } = {}) {
+  const calls: string[] = [];
+  const auth = new BasicAuthenticator({
+    ...opts,
+    verify: (pw, hash) => {
+      calls.push(pw);
+      return verifyPassword(pw, hash);
+    },
+  });
+  return { auth, calls };
+}
+
+t.test('right password passes; then the verified-credential cache answers without hashing', async (t) => {
+  const users = { alice: await hashPassword('wonder', CHEAP) };
+  const { auth, calls } = counting();
+  t.equal(await auth.check('d:a/b/c', users, basic('alice', 'wonder')), true);
+  t.equal(calls.length, 1);
+  for (let i = 0; i < 100; i++) t.equal(auth.check('d:a/b/c', users, basic('alice', 'wonder')), true);
+  t.equal(calls.length, 1, 'no hash after the first');
+  t.same(auth.stats, { hashes: 1, cacheHits: 100, failureCacheHits: 0 });
+});
+
+t.test('wrong password and unknown user both cost one hash, then the failure cache answers', async (t) => {
+  const users = { alice: await hashPassword('wonder', CHEAP) };
+  const { auth, calls } = counting();
+  t.equal(await auth.check('d:a/b/c', users, basic('alice', 'nope')), false);
+  t.equal(await auth.check('d:a/b/c', users, basic('mallory', 'x')), false);
+  t.same(calls, ['nope', 'x'], 'the unknown user is checked against the dummy hash too');
+  for (let i = 0; i < 50; i++) {
+    t.equal(auth.check('d:a/b/c', users, basic('alice', 'nope')), false);
+    t.equal(auth.check('d:a/b/c', users, basic('mallory', 'x')), false);
+  }
+  t.equal(calls.length, 2, 'a flood of the same wrong credentials costs nothing more');
+  t.equal(auth.stats.failureCacheHits, 100);
+});
+
+t.test('failures are remembered only briefly', async (t) => {
+  let now = 1000;
+  const users = { alice: await hashPassword('wonder', CHEAP) };
+  const { auth, calls } = counting({ now: () => now, failureTtlMs: 500 });
+  t.equal(await auth.check('d:x', users, basic('alice', 'nope')), false);
+  t.equal(auth.check('d:x', users, basic('alice', 'nope')), false);
+  now += 501;
+  t.equal(await auth.check('d:x', users, basic('alice', 'nope')), false);
+  t.equal(calls.length, 2);
+});
+
+t.test('a changed or removed password takes effect at once despite the cache', async (t) => {
+  const users: Record<string, string> = { alice: await hashPassword('old', CHEAP) };
+  const { auth, calls } = counting();
+  t.equal(await auth.check('d:x', users, basic('alice', 'old')), true);
+  t.equal(auth.check('d:x', users, basic('alice', 'old')), true);
+  const changed = { alice: await hashPassword('new', CHEAP) };
+  t.equal(await auth.check('d:x', changed, basic('alice', 'old')), false, 'old password refused after the change');
+  t.equal(await auth.check('d:x', changed, basic('alice', 'new')), true);
+  t.equal(await auth.check('d:x', {}, basic('alice', 'new')), false, 'removed user refused');
+  t.equal(calls.length, 4);
+});
+
+t.test('a user created after a failed attempt is checked again', async (t) => {
+  const { auth } = counting();
+  t.equal(await auth.check('d:x', {}, basic('bob', 'pw')), false);
+  const users = { bob: await hashPassword('pw', CHEAP) };
+  t.equal(await auth.check('d:x', users, basic('bob', 'pw')), true);
+});
+
+t.test('the same credentials on another deployment are checked against that deployment', async (t) => {
+  const hash = await hashPassword('pw', CHEAP);
+  const { auth, calls } = counting();
+  t.equal(await auth.check('d:one', { u: hash }, basic('u', 'pw')), true);
+  t.equal(await auth.check('d:two', {}, basic('u', 'pw')), false);
+  t.equal(calls.length, 2);
+});
+
+t.test('concurrent first requests share one hash', async (t) => {
+  const users = { alice: await hashPassword('wonder', CHEAP) };
+  const { auth, calls } = counting();
+  const results = await Promise.all(Array.from({ length: 20 }, () => auth.check('d:x', users, basic('alice', 'wonder'))));
+  t.same(results, Array(20).fill(true));
+  t.equal(calls.length, 1);
+});
+
+t.test('missing, malformed and oversized headers are refused without hashing', async (t) => {
+  const { auth, calls } = counting();
+  const users = { alice: await hashPassword('wonder', CHEAP) };
+  for (const h of [undefined, '', 'Bearer abc', 'Basic', 'Basic !!!', `Basic ${'A'.repeat(5000)}`]) {
+    t.equal(auth.check('d:x', users, h), false, JSON.stringify(h?.slice(0, 20)));
+  }
+  t.equal(calls.length, 0);
+});
+
+t.test('the challenge names the deployment as realm', async (t) => {
+  t.equal(basicChallenge('acme', 'mnist', 'web'), 'Basic realm="acme/mnist/web"');
+  t.equal(basicChallenge('a"b', 'c\\d', 'e'), 'Basic realm="a\\"b/c\\\\d/e"');
+});

@@ -1,0 +1,293 @@
+import t from 'tap';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { hashPassword } from '../../gateway/auth/password.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { call, client, deployment, endpoint, gateway, metricValue, rawRequest, replica } from './fixtures.ts';
+
+const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+
+t.test('/healthz and /readyz', async (t) => {
+  const { gw } = await gateway(t);
+  const agent = client(t);
+  const h = await call(agent, `${gw.url}/healthz`);
+  t.equal(h.status, 200);
+  t.same(h.json(), { status: 'ok' });
+  const r = await call(agent, `${gw.url}/readyz`);
+  t.equal(r.status, 200);
+  t.same(r.json(), { status: 'ready' });
+});
+
+t.test('alias and version paths reach the replica as the canonical path, rest and query kept', async (t) => {
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  const cases: [string, string, string][] = [
+    ['/acme/mnist/web/production/predict', '/acme/mnist/web/v1/predict', '/acme/mnist/web/production/predict'],
+    ['/acme/mnist/web/v1/predict', '/acme/mnist/web/v1/predict', '/acme/mnist/web/v1/predict'],
+    ['/acme/mnist/web/production/predict/', '/acme/mnist/web/v1/predict/', '/acme/mnist/web/production/predict'],
+    ['/acme/mnist/web/production/predict/a/b%20c.json?x=1&y=%2F&y=2', '/acme/mnist/web/v1/predict/a/b%20c.json?x=1&y=%2F&y=2', '/acme/mnist/web/production/predict'],
+    ['/%61cme/mnist/web/prod%75ction/predict/z', '/acme/mnist/web/v1/predict/z', '/%61cme/mnist/web/prod%75ction/predict'],
+  ];
+  for (const [sent, canonical, prefix] of cases) {
+    const res = await call(agent, gw.url + sent);
+    t.equal(res.status, 200, sent);
+    const seen = rep.seen.at(-1)!;
+    t.equal(seen.url, canonical, `${sent} -> ${canonical}`);
+    t.equal(seen.headers['x-vh-prefix'], prefix, 'X-VH-Prefix is the prefix as sent');
+    t.equal(res.headers['x-portico-version'], 'v1');
+  }
+});
+
+t.test('headers to the replica and back', async (t) => {
+  const rep = await replica(t, (req, res) => {
+    res.writeHead(201, {
+      'content-type': 'text/plain',
+      connection: 'keep-alive, x-hop-by-hop',
+      'x-hop-by-hop': 'must not pass',
+      'x-request-id': 'replica-made-this-up',
+      'x-custom': 'kept',
+      'set-cookie': ['a=1', 'b=2'],
+    });
+    res.end('made');
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  const res = await call(agent, `${gw.url}/acme/mnist/web/production/predict`, {
+    headers: {
+      authorization: 'Bearer secret-token',
+      'proxy-authorization': 'Basic c2VjcmV0',
+      'x-request-id': 'client-id-42',
+      'x-forwarded-for': '6.6.6.6',
+      'x-forwarded-host': 'spoofed.example',
+      'x-forwarded-proto': 'https',
+      'x-vh-prefix': '/spoofed',
+      'x-keep-me': 'yes',
+      te: 'trailers',
+    },
+  });
+  t.equal(res.status, 201);
+  t.equal(res.text, 'made');
+  const seen = rep.seen[0]!;
+  t.equal(seen.headers.authorization, undefined, 'Authorization never reaches the replica');
+  t.equal(seen.headers['proxy-authorization'], undefined);
+  t.equal(seen.headers.te, undefined);
+  t.equal(seen.headers['x-keep-me'], 'yes');
+  t.equal(seen.headers['x-request-id'], 'client-id-42', 'the replica gets the client request id');
+  t.equal(seen.headers['x-forwarded-for'], '127.0.0.1', 'client-sent X-Forwarded-For is replaced (untrusted peer)');
+  t.equal(seen.headers['x-forwarded-proto'], 'http');
+  t.equal(seen.headers['x-forwarded-host'], new URL(gw.url).host);
+  t.equal(seen.headers['x-vh-prefix'], '/acme/mnist/web/production/predict');
+  t.equal(seen.headers.host, rep.address, 'Host is the replica address, not the client Host');
+  t.equal(res.headers['x-request-id'], 'client-id-42');
+  t.equal(res.headers['x-portico-version'], 'v1');
+  t.equal(res.headers['x-custom'], 'kept');
+  t.equal(res.headers['x-hop-by-hop'], undefined);
+  t.same(res.headers['set-cookie'], ['a=1', 'b=2']);
+
+  // undici never sends a client's Connection header: a raw request names a header in it.
+  const raw = await rawRequest(gw.url, `GET /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: hop\r\nX-Keep-Me: yes\r\n\r\n`);
+  t.match(raw, /^HTTP\/1\.1 201 /);
+  t.equal(rep.seen[1]!.headers['x-drop-me'], undefined, 'headers named in Connection are dropped');
+  t.equal(rep.seen[1]!.headers['x-keep-me'], 'yes');
+
+  const fresh = await call(agent, `${gw.url}/acme/mnist/web/v1/predict`, { headers: { 'x-request-id': 'bad id with spaces' } });
+  const id = fresh.headers['x-request-id'] as string;
+  t.match(id, /^[0-9a-f-]{36}$/, 'a malformed request id is replaced');
+  t.equal(rep.seen[2]!.headers['x-request-id'], id, 'the replica gets the same new id');
+});
+
+t.test('client forwarding headers are kept from a trusted proxy', async (t) => {
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_TRUSTED_PROXIES: '127.0.0.0/8' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  await call(client(t), `${gw.url}/acme/mnist/web/v1/predict`, {
+    headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com' },
+  });
+  const seen = rep.seen[0]!;
+  t.equal(seen.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1');
+  t.equal(seen.headers['x-forwarded-proto'], 'https');
+  t.equal(seen.headers['x-forwarded-host'], 'api.example.com');
+});
+
+t.test('a weighted alias splits traffic by weight', async (t) => {
+  const a = await replica(t);
+  const b = await replica(t);
+  const { gw, table } = await gateway(t);
+  await table.apply({
+    putDeployments: [deployment({ aliases: { canary: { versions: [{ version: 'v1', weight: 80 }, { version: 'v2', weight: 20 }] } } })],
+    putEndpoints: [endpoint('v1', [a.address]), endpoint('v2', [b.address])],
+  });
+  const agent = client(t);
+  const n = 500;
+  const versions: Record<string, number> = {};
+  for (let i = 0; i < n; i += 25) {
+    const batch = await Promise.all(Array.from({ length: 25 }, () => call(agent, `${gw.url}/acme/mnist/web/canary/predict`)));
+    for (const r of batch) {
+      const v = r.headers['x-portico-version'] as string;
+      versions[v] = (versions[v] ?? 0) + 1;
+    }
+  }
+  // Binomial(500, 0.2): sd ~ 9; +-40 is over 4 sd.
+  t.ok(Math.abs((versions.v2 ?? 0) - 100) <= 40, `v2 got ${versions.v2} of ${n} (want ~100)`);
+  t.equal((versions.v1 ?? 0) + (versions.v2 ?? 0), n);
+  t.equal(a.seen.length, versions.v1, 'v1 requests reached v1 replicas');
+  t.equal(b.seen.length, versions.v2);
+  t.ok(b.seen.every((s) => s.url === '/acme/mnist/web/v2/predict' && s.headers['x-vh-prefix'] === '/acme/mnist/web/canary/predict'));
+});
+
+t.test('requests spread over replicas (least pending, round robin)', async (t) => {
+  const reps = await Promise.all([replica(t), replica(t), replica(t)]);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', reps.map((r) => r.address))] });
+  const agent = client(t);
+  for (let i = 0; i < 30; i++) await call(agent, `${gw.url}/acme/mnist/web/v1/predict`);
+  t.same(reps.map((r) => r.seen.length), [10, 10, 10]);
+});
+
+t.test('basic auth: 401 with a challenge, right/wrong/unknown users, verified credentials cached', async (t) => {
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t);
+  const users = { alice: await hashPassword('wonderland', { N: 1024, r: 8, p: 1 }) };
+  await table.apply({
+    putDeployments: [deployment({ auth: 'basic', users })],
+    putEndpoints: [endpoint('v1', [rep.address])],
+  });
+  const agent = client(t);
+  const url = `${gw.url}/acme/mnist/web/production/predict`;
+  const cases: [string, Record<string, string>, number][] = [
+    ['no credentials', {}, 401],
+    ['bearer token', { authorization: 'Bearer abc' }, 401],
+    ['wrong password', { authorization: basic('alice', 'wrong') }, 401],
+    ['unknown user', { authorization: basic('mallory', 'wonderland') }, 401],
+    ['garbage', { authorization: 'Basic %%%' }, 401],
+    ['right password', { authorization: basic('alice', 'wonderland') }, 200],
+  ];
+  for (const [name, headers, status] of cases) {
+    const res = await call(agent, url, { headers });
+    t.equal(res.status, status, name);
+    if (status === 401) {
+      t.equal(res.headers['www-authenticate'], 'Basic realm="acme/mnist/web"', `${name}: challenge`);
+      t.equal(res.json().code, 'AUTH_REQUIRED');
+    }
+  }
+  t.equal(rep.seen.length, 1, 'only the authenticated request reached the replica');
+  t.equal(rep.seen[0]!.headers.authorization, undefined, 'credentials are not forwarded');
+  const metricsBefore = await call(agent, gw.metricsUrl);
+  const hashes = metricValue(metricsBefore.text, 'portico_gateway_auth_hashes_total');
+  t.equal(hashes, 3, 'a hash per wrong, unknown and right credentials');
+  for (let i = 0; i < 50; i++) {
+    t.equal((await call(agent, url, { headers: { authorization: basic('alice', 'wonderland') } })).status, 200);
+    t.equal((await call(agent, url, { headers: { authorization: basic('alice', 'wrong') } })).status, 401);
+  }
+  const after = (await call(agent, gw.metricsUrl)).text;
+  t.equal(metricValue(after, 'portico_gateway_auth_hashes_total'), hashes, 'steady state costs no hash');
+  t.equal(metricValue(after, 'portico_gateway_auth_cache_hits_total'), 50);
+  t.equal(metricValue(after, 'portico_gateway_auth_failure_cache_hits_total'), 50);
+
+  // A password change is seen at once.
+  await table.apply({ putDeployments: [deployment({ auth: 'basic', users: { alice: await hashPassword('new', { N: 1024, r: 8, p: 1 }) } })] });
+  t.equal((await call(agent, url, { headers: { authorization: basic('alice', 'wonderland') } })).status, 401);
+  t.equal((await call(agent, url, { headers: { authorization: basic('alice', 'new') } })).status, 200);
+  // An unknown version of a protected deployment does not reveal itself before auth.
+  const hidden = await call(agent, `${gw.url}/acme/mnist/web/v404/predict`);
+  t.equal(hidden.status, 401);
+});
+
+t.test('metrics are served on the metrics port only', async (t) => {
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  for (let i = 0; i < 3; i++) await call(agent, `${gw.url}/acme/mnist/web/production/predict`);
+  await call(agent, `${gw.url}/acme/mnist/web/v9/predict`);
+  const pub = await call(agent, `${gw.url}/metrics`);
+  t.equal(pub.status, 400, 'no /metrics on the public port');
+  const m = await call(agent, gw.metricsUrl);
+  t.equal(m.status, 200);
+  t.match(m.headers['content-type'], /text\/plain/);
+  const route = { owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1', endpoint: 'predict' };
+  t.equal(metricValue(m.text, 'portico_gateway_requests_total', { ...route, status_class: '2xx' }), 3);
+  t.equal(metricValue(m.text, 'portico_gateway_request_duration_seconds_count', route), 3);
+  t.equal(metricValue(m.text, 'portico_gateway_requests_total', { owner: '', status_class: '4xx' }), 2, 'unrouted 404 and 400');
+  t.ok(metricValue(m.text, 'portico_gateway_route_cache_hits_total') >= 2);
+  t.equal((await call(agent, gw.metricsUrl.replace('/metrics', '/other'))).status, 404);
+});
+
+t.test('the access log has one JSON line per request and never credentials', async (t) => {
+  const rep = await replica(t);
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  const path = join(dir, 'access.log');
+  const { gw, table } = await gateway(t, { env: { PORTICO_ACCESS_LOG: path } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  await call(agent, `${gw.url}/acme/mnist/web/production/predict/x?token=query-secret`, {
+    headers: { authorization: basic('u', 'header-secret'), 'x-request-id': 'log-me' },
+  });
+  await call(agent, `${gw.url}/acme/mnist/web/nope/predict`, { headers: { 'x-request-id': 'missing' } });
+  await waitFor(() => readFileSync(path, 'utf8').split('\n').length >= 3, { what: 'two access-log lines' });
+  const text = readFileSync(path, 'utf8');
+  t.notMatch(text, /secret|dTpoZWFkZXI/, 'no credentials, no query string');
+  const [ok, missing] = text.trimEnd().split('\n').map((l) => JSON.parse(l));
+  t.match(ok, { requestId: 'log-me', method: 'GET', route: '/acme/mnist/web/production/predict', version: 'v1', replica: rep.address, status: 200 });
+  t.ok(ok.bytes > 0);
+  t.type(ok.durationMs, 'number');
+  t.ok(!Number.isNaN(Date.parse(ok.time)));
+  t.match(missing, { requestId: 'missing', status: 404, replica: null, error: 'ROUTE_NOT_FOUND' });
+});
+
+t.test('gateway errors are JSON with their contract status (table)', async (t) => {
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '10' } });
+  await table.apply({
+    putDeployments: [deployment()],
+    putEndpoints: [endpoint('v1', [rep.address]), endpoint('v0', [])],
+  });
+  const agent = client(t);
+  const cases: [string, string, { method?: string; headers?: Record<string, string>; body?: string }, number, string, Record<string, RegExp>?][] = [
+    ['empty segment', '/acme//web/v1/predict', {}, 400, 'BAD_PATH'],
+    ['encoded slash in a route segment', '/acme/mnist/web/v%2F1/predict', {}, 400, 'BAD_PATH'],
+    ['bad percent-encoding', '/acme/mnist/web/v1/predict/%zz', {}, 400, 'BAD_PATH'],
+    ['unknown deployment', '/acme/mnist/nope/v1/predict', {}, 404, 'ROUTE_NOT_FOUND'],
+    ['unknown version', '/acme/mnist/web/v9/predict', {}, 404, 'ROUTE_NOT_FOUND'],
+    ['unknown endpoint', '/acme/mnist/web/v1/nope', {}, 404, 'ROUTE_NOT_FOUND'],
+    ['no ready replica', '/acme/mnist/web/v0/predict', {}, 503, 'NO_READY_REPLICA', { 'retry-after': /^\d+$/, 'x-portico-version': /^v0$/ }],
+    ['body over the limit', '/acme/mnist/web/v1/predict', { method: 'POST', body: 'x'.repeat(11) }, 413, 'PAYLOAD_TOO_LARGE'],
+  ];
+  for (const [name, path, opts, status, code, headers] of cases) {
+    const res = await call(agent, gw.url + path, opts);
+    t.equal(res.status, status, name);
+    t.match(res.headers['content-type'], /^application\/json/, `${name}: JSON`);
+    t.match(res.json(), { statusCode: status, code, error: String, message: String }, name);
+    t.notMatch(res.text, /<html|at .+\.ts:\d+/i, `${name}: no HTML, no stack`);
+    t.ok(res.headers['x-request-id'], `${name}: carries the request id`);
+    for (const [h, re] of Object.entries(headers ?? {})) t.match(res.headers[h], re, `${name}: ${h}`);
+  }
+  // Clients normalise dot segments away (WHATWG URL); a raw request keeps them.
+  for (const path of ['/acme/mnist/web/v1/predict/%2e%2e/x', '/acme/mnist/web/v1/predict/../../../v2/predict', '/acme/mnist/web/%2E/predict', '/acme/mnist/web/v1/predict/a/./b']) {
+    const out = await rawRequest(gw.url, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    t.match(out, /^HTTP\/1\.1 400 /, `${path}: 400`);
+    t.match(out, /"code":"BAD_PATH"/);
+  }
+  t.equal(rep.seen.length, 0, 'none of these reached the replica');
+});
+
+t.test("Node's parser errors and other protocol refusals are JSON too", async (t) => {
+  const { gw } = await gateway(t);
+  const cases: [string, string, number, string][] = [
+    ['garbage request line', 'NOT HTTP AT ALL\r\n\r\n', 400, 'BAD_REQUEST'],
+    ['bad header', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n', 400, 'BAD_REQUEST'],
+    ['no Host on HTTP/1.1', 'GET /a/b/c/d/e HTTP/1.1\r\n\r\n', 400, 'BAD_REQUEST'],
+    ['headers too large', `GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    ['unsupported Expect', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n', 417, 'EXPECTATION_FAILED'],
+  ];
+  for (const [name, bytes, status, code] of cases) {
+    const out = await rawRequest(gw.url, bytes);
+    t.match(out, new RegExp(`^HTTP/1\\.1 ${status} `), name);
+    const body = out.slice(out.indexOf('\r\n\r\n') + 4);
+    t.match(JSON.parse(body), { statusCode: status, code }, name);
+  }
+});

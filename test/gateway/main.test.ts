@@ -1,0 +1,83 @@
+import t from 'tap';
+import { connect, type Socket } from 'node:net';
+import { request } from 'undici';
+import { waitFor } from '../helpers/poll.ts';
+import { attachWebSocketEcho, call, client, deployment, endpoint, gateway, rawRequest, replica } from './fixtures.ts';
+
+const P = '/acme/mnist/web/v1/predict';
+
+/** A keep-alive connection that has made one request and is now idle. */
+async function idleConnection(url: string): Promise<{ sock: Socket; closed: Promise<unknown> }> {
+  const { hostname, port } = new URL(url);
+  const sock = connect(Number(port), hostname);
+  sock.on('error', () => {});
+  const closed = new Promise((r) => sock.once('close', r));
+  let got = '';
+  await new Promise<void>((resolve) => {
+    sock.on('data', (d) => {
+      got += d.toString();
+      if (got.includes('{"status":"ok"}')) resolve();
+    });
+    sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  });
+  return { sock, closed };
+}
+
+t.test('drain: readyz 503 at once, in-flight requests finish, idle connections close, then it stops', async (t) => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const rep = await replica(t, (req, res) => {
+    if (req.url?.endsWith('/slow')) void released.then(() => res.end('slow done'));
+    else res.end('quick');
+  });
+  attachWebSocketEcho(rep.server);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const idle = await idleConnection(gw.url);
+  const inflight = request(`${gw.url}${P}/slow`, { dispatcher: client(t) });
+  await waitFor(() => rep.open === 1, { what: 'the slow request at the replica' });
+
+  const drained = gw.drain();
+  const ready = await call(client(t), `${gw.url}/readyz`);
+  t.equal(ready.status, 503);
+  t.same(ready.json(), { status: 'draining' });
+  await idle.closed;
+  t.pass('the idle keep-alive connection was closed');
+
+  const during = await call(client(t), gw.url + P);
+  t.equal(during.status, 200, 'a request arriving during the drain is still served');
+  t.equal(during.headers.connection, 'close', 'but its connection closes');
+  const ws = await rawRequest(gw.url, `GET ${P} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  t.match(ws, /^HTTP\/1\.1 503 [\s\S]*"code":"GATEWAY_DRAINING"/, 'no new tunnels while draining');
+
+  let done = false;
+  void drained.then(() => (done = true));
+  t.equal(done, false, 'the drain waits for the in-flight request');
+  release();
+  const res = await inflight;
+  t.equal(res.statusCode, 200);
+  t.equal(await res.body.text(), 'slow done');
+  await drained;
+  await t.rejects(call(client(t), `${gw.url}/healthz`), 'the listener is closed after the drain');
+});
+
+t.test('drain gives up on requests still running at PORTICO_DRAIN_SECONDS', async (t) => {
+  const rep = await replica(t, () => {});
+  const { gw, table } = await gateway(t, { env: { PORTICO_DRAIN_SECONDS: '1' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const hung = request(gw.url + P, { dispatcher: client(t) });
+  hung.catch(() => {});
+  await waitFor(() => rep.open === 1, { what: 'the hung request at the replica' });
+  const started = performance.now();
+  await gw.drain();
+  const ms = performance.now() - started;
+  t.ok(ms >= 900 && ms < 5000, `drained in ${Math.round(ms)} ms`);
+  await t.rejects(hung, 'the hung request was cut');
+  await waitFor(() => rep.open === 0, { what: 'the replica to see it closed' });
+});
+
+t.test('close() is immediate and idempotent', async (t) => {
+  const { gw } = await gateway(t);
+  await Promise.all([gw.close(), gw.close()]);
+  await t.rejects(call(client(t), `${gw.url}/healthz`));
+});

@@ -1,0 +1,348 @@
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { connect, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { request } from 'undici';
+import { waitFor } from '../../helpers/poll.ts';
+import { call, client, deadAddress, deployment, endpoint, gateway, metricValue, rawRequest, replica, type Tap } from '../fixtures.ts';
+
+const PATH = '/acme/mnist/web/v1/predict';
+
+/** Opens a raw connection to the gateway and sends `bytes`. */
+function open(url: string, bytes: string): Promise<Socket> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = connect(Number(port), hostname, () => {
+      sock.write(bytes);
+      resolve(sock);
+    });
+    sock.on('error', reject);
+  });
+}
+
+/** A replica that reads request bodies and records whether each one arrived complete. */
+async function bodyReplica(t: Tap) {
+  const bodies: { complete: boolean; bytes: number; sha?: string }[] = [];
+  const rep = await replica(t, (req, res) => {
+    const rec: (typeof bodies)[number] = { complete: false, bytes: 0 };
+    bodies.push(rec);
+    const hash = createHash('sha256');
+    req.on('data', (d: Buffer) => {
+      rec.bytes += d.length;
+      hash.update(d);
+    });
+    req.on('end', () => {
+      rec.complete = true;
+      rec.sha = hash.digest('hex');
+      res.end(JSON.stringify({ bytes: rec.bytes, sha: rec.sha }));
+    });
+    req.on('error', () => {});
+  });
+  return { rep, bodies };
+}
+
+t.test('request bodies stream through intact, sized and chunked', async (t) => {
+  const { rep, bodies } = await bodyReplica(t);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  const data = Buffer.alloc(5 * 1024 * 1024, 7);
+  for (let i = 0; i < data.length; i += 4096) data[i] = i % 251;
+  const sha = createHash('sha256').update(data).digest('hex');
+  const sized = await call(agent, gw.url + PATH, { method: 'POST', body: data });
+  t.same(sized.json(), { bytes: data.length, sha });
+  const res = await request(gw.url + PATH, {
+    dispatcher: agent,
+    method: 'POST',
+    body: Readable.from((function* () {
+      for (let i = 0; i < data.length; i += 256 * 1024) yield data.subarray(i, i + 256 * 1024);
+    })()),
+  });
+  t.same(await res.body.json(), { bytes: data.length, sha }, 'chunked upload');
+  t.equal(rep.seen[1]!.headers['transfer-encoding'], 'chunked');
+  t.equal(bodies.length, 2);
+  const cont = await rawRequest(gw.url, `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nabc`);
+  t.match(cont, /HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, 'Expect: 100-continue is answered by the gateway');
+  t.equal(rep.seen[2]!.headers.expect, undefined);
+});
+
+t.test('413 by Content-Length: before anything is sent', async (t) => {
+  const { rep } = await bodyReplica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '100' } });
+  await table.apply({
+    putDeployments: [deployment()],
+    putEndpoints: [endpoint('v1', [rep.address]), endpoint('v2', [rep.address], { maxBodyBytes: 5 })],
+  });
+  const agent = client(t);
+  t.equal((await call(agent, gw.url + PATH, { method: 'POST', body: 'x'.repeat(100) })).status, 200, 'at the limit');
+  const over = await call(agent, gw.url + PATH, { method: 'POST', body: 'x'.repeat(101) });
+  t.equal(over.status, 413);
+  t.equal(over.json().code, 'PAYLOAD_TOO_LARGE');
+  const endpointLimit = await call(agent, `${gw.url}/acme/mnist/web/v2/predict`, { method: 'POST', body: 'x'.repeat(6) });
+  t.equal(endpointLimit.status, 413, "the endpoint's own maxBodyBytes applies");
+  t.equal(rep.seen.length, 1, 'the replica saw only the request within the limit');
+});
+
+t.test('413 for a chunked body over the limit: the replica never sees a complete request', async (t) => {
+  const { rep, bodies } = await bodyReplica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '1000' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
+  const sock = await open(gw.url, `POST ${PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('a'.repeat(600))}`);
+  let out = '';
+  sock.on('data', (d) => (out += d.toString()));
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.on('error', () => {});
+  await waitFor(() => bodies[0]?.bytes === 600, { what: 'the first chunk at the replica' });
+  sock.write(chunk('b'.repeat(600)) + chunk('c'.repeat(10)) + '0\r\n\r\n');
+  await closed;
+  t.match(out, /^HTTP\/1\.1 413 /);
+  t.match(out, /"code":"PAYLOAD_TOO_LARGE"/);
+  t.match(out, /connection: close/i);
+  await waitFor(() => rep.open === 0, { what: 'the replica request to close' });
+  t.equal(bodies.length, 1);
+  t.equal(bodies[0]!.complete, false, 'the replica never got the end of the body');
+  t.ok(bodies[0]!.bytes <= 1200);
+  t.equal(gw.upstreams.stats().pending, 0);
+});
+
+t.test('a hung replica is a 504 within the endpoint timeout', async (t) => {
+  const rep = await replica(t, () => {});
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address], { timeoutSeconds: 1 })] });
+  const started = performance.now();
+  const res = await call(client(t), gw.url + PATH);
+  const ms = performance.now() - started;
+  t.equal(res.status, 504);
+  t.equal(res.json().code, 'UPSTREAM_TIMEOUT');
+  t.equal(res.headers['x-portico-version'], 'v1', 'gateway errors after resolution name the version too');
+  t.ok(ms >= 900 && ms < 5000, `answered after ${Math.round(ms)} ms`);
+  await waitFor(() => rep.open === 0, { what: 'the hung request to be closed at the replica' });
+  t.equal(rep.seen.length, 1, 'a timeout is not retried');
+});
+
+t.test('a dead replica: GET and never-sent POST retry on another; all dead is a 502', async (t) => {
+  const live = await replica(t);
+  const dead = await deadAddress();
+  const { gw, table } = await gateway(t);
+  await table.apply({
+    putDeployments: [deployment()],
+    putEndpoints: [endpoint('v1', [dead, live.address]), endpoint('v2', [dead, await deadAddress()])],
+  });
+  const agent = client(t);
+  for (let i = 0; i < 4; i++) {
+    t.equal((await call(agent, gw.url + PATH)).status, 200, `GET ${i}`);
+    t.equal((await call(agent, gw.url + PATH, { method: 'POST', body: 'payload' })).status, 200, `POST ${i} (refused: nothing was sent)`);
+  }
+  t.equal(live.seen.length, 8);
+  const m = (await call(agent, gw.metricsUrl)).text;
+  t.ok(metricValue(m, 'portico_gateway_upstream_errors_total', { code: 'ECONNREFUSED' }) >= 1);
+  t.equal(metricValue(m, 'portico_gateway_upstream_retries_total'), metricValue(m, 'portico_gateway_upstream_errors_total', { code: 'ECONNREFUSED' }));
+  const all = await call(agent, `${gw.url}/acme/mnist/web/v2/predict`);
+  t.equal(all.status, 502);
+  t.equal(all.json().code, 'UPSTREAM_UNREACHABLE');
+});
+
+t.test('a replica that drops the connection after the request: GET retried, POST with a body is a 502', async (t) => {
+  const live = await replica(t);
+  const { bodies } = { bodies: [] as string[] };
+  const dropper = await replica(t, (req) => {
+    req.on('data', (d: Buffer) => bodies.push(d.toString()));
+    req.on('end', () => req.socket.destroy());
+    req.on('error', () => {});
+  });
+  const setup = async () => {
+    const { gw, table } = await gateway(t);
+    await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [dropper.address, live.address])] });
+    return gw;
+  };
+  const agent = client(t);
+  // A fresh gateway's first pick is the first replica: the dropper.
+  const g1 = await setup();
+  const get = await call(agent, g1.url + PATH);
+  t.equal(get.status, 200, 'GET retried on the live replica');
+  t.equal(dropper.seen.length, 1);
+  t.equal(live.seen.length, 1);
+  const g2 = await setup();
+  const post = await call(agent, g2.url + PATH, { method: 'POST', body: 'not twice' });
+  t.equal(post.status, 502);
+  t.equal(post.json().code, 'UPSTREAM_UNREACHABLE');
+  t.same(bodies, ['not twice'], 'the body reached the dropper once');
+  t.equal(live.seen.length, 1, 'and was not sent again');
+});
+
+t.test('a response cut mid-body is cut for the client too (never a silent truncated success)', async (t) => {
+  const rep = await replica(t, (req, res) => {
+    if (req.url?.endsWith('/sized')) {
+      res.writeHead(200, { 'content-length': '1000' });
+      res.write('x'.repeat(100));
+    } else {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('y'.repeat(100));
+    }
+    setImmediate(() => res.socket?.destroy());
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  for (const rest of ['/sized', '/chunked']) {
+    const res = await request(`${gw.url}${PATH}${rest}`, { dispatcher: agent });
+    t.equal(res.statusCode, 200, `${rest}: the head had gone out`);
+    await t.rejects(res.body.text(), `${rest}: the body read fails`);
+  }
+  t.equal(gw.upstreams.stats().pending, 0);
+});
+
+t.test('a response body that goes idle is aborted after PORTICO_BODY_IDLE_SECONDS', async (t) => {
+  const rep = await replica(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('started');
+  });
+  const { gw, table } = await gateway(t, { env: { PORTICO_BODY_IDLE_SECONDS: '1' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const started = performance.now();
+  const res = await request(gw.url + PATH, { dispatcher: client(t) });
+  await t.rejects(res.body.text());
+  t.ok(performance.now() - started < 4000);
+  await waitFor(() => rep.open === 0, { what: 'the replica request to close' });
+});
+
+t.test('an invalid response from the replica is a 502 UPSTREAM_BAD_RESPONSE', async (t) => {
+  const junk = createTcpServer((s) => {
+    s.once('data', () => s.end('NOT HTTP\r\n\r\n'));
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => junk.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => junk.close(r)));
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [`127.0.0.1:${(junk.address() as AddressInfo).port}`])] });
+  const res = await call(client(t), gw.url + PATH);
+  t.equal(res.status, 502);
+  t.equal(res.json().code, 'UPSTREAM_BAD_RESPONSE');
+});
+
+t.test('a client that disconnects cancels the upstream request', async (t) => {
+  const rep = await replica(t, () => {});
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const sock = await open(gw.url, `GET ${PATH} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  await waitFor(() => rep.open === 1, { what: 'the request at the replica' });
+  sock.destroy();
+  await waitFor(() => rep.open === 0, { what: 'the replica to see the request closed' });
+  await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the gateway to forget it' });
+});
+
+t.test('1,000 aborted requests leave no open upstream request', async (t) => {
+  const rep = await replica(t, () => {});
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const batch = 50;
+  let sent = 0;
+  for (let round = 0; round < 20; round++) {
+    const socks = await Promise.all(Array.from({ length: batch }, () => open(gw.url, `GET ${PATH} HTTP/1.1\r\nHost: x\r\n\r\n`)));
+    for (const s of socks) s.on('error', () => {});
+    sent += batch;
+    // Half the rounds abort once the replica has the requests, half at once (still connecting).
+    if (round % 2 === 0) await waitFor(() => rep.seen.length >= sent && rep.open === batch, { what: `round ${round} at the replica` });
+    for (const s of socks) s.destroy();
+    await waitFor(() => gw.listener.inFlight === 0, { what: `round ${round} to end at the gateway` });
+  }
+  await waitFor(() => rep.open === 0, { what: 'every upstream request to close', timeoutMs: 20_000 });
+  const stats = gw.upstreams.stats();
+  t.equal(stats.pending, 0, 'no pending upstream request');
+  t.equal(stats.running, 0, 'undici runs nothing');
+  t.equal(stats.queued, 0, 'undici queues nothing');
+  t.ok(rep.seen.length <= 1000);
+  t.equal(gw.listener.inFlight, 0);
+});
+
+t.test('a large response to a slow reader is held back, not buffered (backpressure)', async (t) => {
+  const total = 64 * 1024 * 1024;
+  const state = { written: 0, blocked: false };
+  const rep = await replica(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) });
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    const pump = () => {
+      while (state.written < total) {
+        state.written += chunk.length;
+        if (!res.write(chunk)) {
+          state.blocked = true;
+          res.once('drain', () => {
+            state.blocked = false;
+            pump();
+          });
+          return;
+        }
+      }
+      res.end();
+    };
+    pump();
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const sock = await open(gw.url, `GET ${PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  sock.pause();
+  // The replica ends up blocked with a bounded amount in flight (socket buffers + a chunk or so).
+  let last = -1;
+  await waitFor(
+    () => {
+      const stable = state.blocked && state.written === last;
+      last = state.written;
+      return stable;
+    },
+    { intervalMs: 200, what: 'the replica to block on backpressure' },
+  );
+  t.ok(state.written < 32 * 1024 * 1024, `only ${(state.written / 2 ** 20).toFixed(1)} MiB left the replica while the client read nothing`);
+  let received = 0;
+  sock.on('data', (d: Buffer) => (received += d.length));
+  sock.resume();
+  await new Promise((r) => sock.on('close', r));
+  t.ok(received > total, 'the whole body arrived once the client read');
+  t.equal(state.written, total);
+});
+
+t.test('server-sent events stream through unbuffered', async (t) => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const rep = await replica(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    res.write('data: first\n\n');
+    void released.then(() => {
+      res.write('data: second\n\n');
+      res.end();
+    });
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const res = await request(gw.url + PATH, { dispatcher: client(t) });
+  t.equal(res.statusCode, 200);
+  t.equal(res.headers['content-type'], 'text/event-stream');
+  const it = res.body[Symbol.asyncIterator]();
+  const first = await it.next();
+  t.equal(Buffer.from(first.value as Buffer).toString(), 'data: first\n\n', 'the first event arrives before the stream ends');
+  t.equal(rep.open, 1, 'the replica is still streaming');
+  release();
+  let rest = '';
+  for (let n = await it.next(); !n.done; n = await it.next()) rest += Buffer.from(n.value as Buffer).toString();
+  t.equal(rest, 'data: second\n\n');
+});
+
+t.test('HEAD and 204/304 responses pass through', async (t) => {
+  const rep = await replica(t, (req, res) => {
+    if (req.url?.endsWith('/empty')) res.writeHead(204).end();
+    else if (req.url?.endsWith('/same')) res.writeHead(304, { etag: '"x"' }).end();
+    else res.writeHead(200, { 'content-length': '5', 'content-type': 'text/plain' }).end(req.method === 'HEAD' ? undefined : 'hello');
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  const head = await call(agent, gw.url + PATH, { method: 'HEAD' });
+  t.equal(head.status, 200);
+  t.equal(head.headers['content-length'], '5');
+  t.equal(head.text, '');
+  t.equal((await call(agent, `${gw.url}${PATH}/empty`)).status, 204);
+  const same = await call(agent, `${gw.url}${PATH}/same`);
+  t.equal(same.status, 304);
+  t.equal(same.headers.etag, '"x"');
+  t.equal((await call(agent, gw.url + PATH)).text, 'hello', 'the connection is still good');
+});

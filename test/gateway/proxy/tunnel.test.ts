@@ -1,0 +1,102 @@
+import t from 'tap';
+import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import { hashPassword } from '../../../gateway/auth/password.ts';
+import { waitFor } from '../../helpers/poll.ts';
+import { attachWebSocketEcho, deadAddress, deployment, endpoint, gateway, rawRequest, replica } from '../fixtures.ts';
+
+const UPGRADE = (path: string, extra = '') =>
+  `GET ${path} HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
+
+t.test('a WebSocket echoes through the gateway', async (t) => {
+  const rep = await replica(t);
+  const { upgrades } = attachWebSocketEcho(rep.server);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/acme/mnist/web/production/predict/socket?room=1`);
+  t.teardown(() => ws.close());
+  const messages: string[] = [];
+  ws.addEventListener('message', (e) => messages.push(String(e.data)));
+  await new Promise((resolve, reject) => {
+    ws.addEventListener('open', resolve);
+    ws.addEventListener('error', reject);
+  });
+  ws.send('hello');
+  ws.send('x'.repeat(1000));
+  await waitFor(() => messages.length === 2, { what: 'two echoes' });
+  t.same(messages, ['hello', 'x'.repeat(1000)]);
+  const up = upgrades[0]!;
+  t.equal(up.url, '/acme/mnist/web/v1/predict/socket?room=1', 'canonical path, query kept');
+  t.equal(up.headers['x-vh-prefix'], '/acme/mnist/web/production/predict');
+  t.equal(up.headers.upgrade, 'websocket');
+  t.equal(up.headers['x-forwarded-for'], '127.0.0.1');
+  t.ok(up.headers['x-request-id']);
+  const closed = new Promise((r) => ws.addEventListener('close', r));
+  ws.close();
+  await closed;
+  await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the tunnel to be torn down' });
+});
+
+t.test('the upgrade response carries the version and request id; credentials are not forwarded', async (t) => {
+  const rep = await replica(t);
+  const { upgrades } = attachWebSocketEcho(rep.server);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict', 'Authorization: Bearer nope\r\nX-Request-Id: ws-1\r\n'));
+  t.match(out, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+  t.match(out, /\r\nx-portico-version: v1\r\n/);
+  t.match(out, /\r\nx-request-id: ws-1\r\n/);
+  t.match(out, /\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/);
+  t.equal(upgrades[0]!.headers.authorization, undefined);
+});
+
+t.test('upgrades pass the same checks: bad path, unknown route, basic auth, dead replica', async (t) => {
+  const rep = await replica(t);
+  attachWebSocketEcho(rep.server);
+  const { gw, table } = await gateway(t);
+  await table.apply({
+    putDeployments: [deployment(), deployment({ deployment: 'locked', auth: 'basic', users: { u: await hashPassword('p', { N: 1024, r: 8, p: 1 }) } })],
+    putEndpoints: [endpoint('v1', [rep.address]), endpoint('v2', [await deadAddress()]), endpoint('v1', [rep.address], { deployment: 'locked' })],
+  });
+  const cases: [string, string, number, string][] = [
+    ['bad path', UPGRADE('/acme//web/v1/predict'), 400, 'BAD_PATH'],
+    ['unknown route', UPGRADE('/acme/mnist/web/v9/predict'), 404, 'ROUTE_NOT_FOUND'],
+    ['auth required', UPGRADE('/acme/mnist/locked/v1/predict'), 401, 'AUTH_REQUIRED'],
+    ['dead replica', UPGRADE('/acme/mnist/web/v2/predict'), 502, 'UPSTREAM_UNREACHABLE'],
+  ];
+  for (const [name, bytes, status, code] of cases) {
+    const out = await rawRequest(gw.url, bytes);
+    t.match(out, new RegExp(`^HTTP/1\\.1 ${status} `), name);
+    t.match(out, new RegExp(`"code":"${code}"`), name);
+  }
+  const authed = await rawRequest(gw.url, UPGRADE('/acme/mnist/locked/v1/predict', `Authorization: Basic ${Buffer.from('u:p').toString('base64')}\r\n`));
+  t.match(authed, /^HTTP\/1\.1 101 /, 'with credentials it passes');
+});
+
+t.test('a replica that does not answer an upgrade is a 504', async (t) => {
+  const silent = createTcpServer((s) => s.on('error', () => {}));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    silent.close();
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({
+    putDeployments: [deployment()],
+    putEndpoints: [endpoint('v1', [`127.0.0.1:${(silent.address() as AddressInfo).port}`], { timeoutSeconds: 1 })],
+  });
+  const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict'));
+  t.match(out, /^HTTP\/1\.1 504 /);
+  t.match(out, /"code":"UPSTREAM_TIMEOUT"/);
+});
+
+t.test('a replica that declines the upgrade answers once; nothing after it reaches the replica unrouted', async (t) => {
+  const rep = await replica(t); // no 'upgrade' listener: Node answers the request normally
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const smuggled = 'GET /acme/mnist/other/v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Basic c2VjcmV0\r\n\r\n';
+  const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict') + smuggled, { until: () => false });
+  t.match(out, /^HTTP\/1\.1 200 /);
+  t.match(out, /\r\nx-portico-version: v1\r\n/);
+  t.equal(rep.seen.length, 1, 'only the routed request reached the replica');
+  t.equal(rep.seen[0]!.url, '/acme/mnist/web/v1/predict');
+  await waitFor(() => gw.listener.inFlight === 0, { what: 'the exchange to end' });
+});
