@@ -8,9 +8,12 @@ import { logsCommand } from './logs.ts';
 import { envCommand } from './env.ts';
 import { usersCommand } from './users.ts';
 import { tokensCommand } from './tokens.ts';
+import { gatewayCommand } from './gateway.ts';
+import { startCommand, controllerCommand } from './serve.ts';
 
 /** Every `portico` sub-command, in the order `portico --help` lists them. */
 export const commands: readonly Command[] = [
+  startCommand,
   validateCommand,
   deployCommand,
   deploymentsCommand,
@@ -20,4 +23,6 @@ export const commands: readonly Command[] = [
   envCommand,
   usersCommand,
   tokensCommand,
+  gatewayCommand,
+  controllerCommand,
 ];

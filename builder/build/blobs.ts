@@ -42,6 +42,11 @@ export class BlobStore {
 
   /** Streams `source` into the store, hashing it on the way; refuses more than `maxBytes`. */
   async put(source: Readable, maxBytes = Number.MAX_SAFE_INTEGER): Promise<Blob> {
+    // An error before the pipeline below is attached (e.g. a file that cannot be opened) must
+    // reject this call, not crash the process as an unhandled 'error' event.
+    let early: unknown;
+    const onEarly = (err: unknown) => (early = err);
+    source.once('error', onEarly);
     const tmpDir = join(this.root, 'tmp');
     await mkdir(tmpDir, { recursive: true });
     const tmp = join(tmpDir, randomUUID());
@@ -56,6 +61,8 @@ export class BlobStore {
       },
     });
     try {
+      source.off('error', onEarly);
+      if (early !== undefined) throw early;
       await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx' }));
       const sha256 = hash.digest('hex');
       const path = this.pathOf(sha256);

@@ -31,7 +31,7 @@ export interface UploadResolver {
 export function run(
   cmd: string,
   args: readonly string[],
-  opts: { cwd?: string; log: BuildLog; timeoutMs: number; env?: NodeJS.ProcessEnv },
+  opts: { cwd?: string; log: BuildLog; timeoutMs: number; env?: NodeJS.ProcessEnv; label?: string },
 ): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -58,7 +58,7 @@ export function run(
       clearTimeout(timer);
       if (code === 0) return resolvePromise(out);
       const why = signal ? `was killed (${signal}${signal === 'SIGKILL' ? ', timed out?' : ''})` : `exited with ${code}`;
-      reject(new BuildError(`${cmd} ${args[0] ?? ''} ${why}${tail.length ? `: ${tail.join(' | ')}` : ''}`));
+      reject(new BuildError(`${opts.label ?? `${cmd} ${args[0] ?? ''}`} ${why}${tail.length ? `: ${tail.join(' | ')}` : ''}`));
     });
   });
 }
@@ -88,8 +88,8 @@ async function gitCheckout(url: string, ref: string | undefined, to: string, log
   if (ref !== undefined && (ref.startsWith('-') || /\s/.test(ref))) throw new BuildError(`source.git.ref is not valid: ${JSON.stringify(ref)}`);
   const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' };
   log(`git clone ${url}${ref ? ` (ref ${ref})` : ''}`);
-  await run('git', ['clone', '--quiet', '--no-checkout', '--', url, to], { log, timeoutMs, env });
-  await run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', ref ?? 'HEAD', '--'], { cwd: to, log, timeoutMs, env });
+  await run('git', ['clone', '--quiet', '--no-checkout', '--', url, to], { log, timeoutMs, env, label: 'git clone' });
+  await run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', ref ?? 'HEAD', '--'], { cwd: to, log, timeoutMs, env, label: 'git checkout' });
   const commit = (await run('git', ['rev-parse', 'HEAD'], { cwd: to, log: () => {}, timeoutMs, env })).trim();
   log(`checked out commit ${commit}`);
 }

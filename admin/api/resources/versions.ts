@@ -19,7 +19,7 @@ const source = oneOf([
   object({
     git: object({
       // Never starting with "-": the value reaches git's command line.
-      url: string({ max: 2048, pattern: '^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\\S+$', description: 'Repository URL.', example: 'https://github.com/acme/mnist.git' }),
+      url: string({ max: 2048, pattern: '^(https?://|ssh://|git://|file:///|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\\S+$', description: 'Repository URL.', example: 'https://github.com/acme/mnist.git' }),
       ref: optional(string({ max: 256, pattern: '^[A-Za-z0-9_][A-Za-z0-9._/-]*$', description: 'Branch, tag or commit (default: the default branch).', example: 'main' })),
     }),
   }),

@@ -79,7 +79,7 @@ t.test('create a version: validation names the bad field', async (t) => {
     [{ ...ok, endpoints: { predict: { files: { model: { url: 'ftp://x' } } } } }, 'body.endpoints.predict.files.model.url: must match ^https?://\\S+$ (got "ftp://x")'],
     [{ ...ok, endpoints: { predict: { files: { model: {} } } } }, 'body.endpoints.predict.files.model: must be one of {"path"} or {"url"} or {"upload"}'],
     [{ source: { path: 'relative/dir' } }, 'body.source.path: must match ^/ (got "relative/dir")'],
-    [{ source: { git: { url: '--upload-pack=evil' } } }, 'body.source.git.url: must match ^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\\S+$ (got "--upload-pack=evil")'],
+    [{ source: { git: { url: '--upload-pack=evil' } } }, 'body.source.git.url: must match ^(https?://|ssh://|git://|file:///|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\\S+$ (got "--upload-pack=evil")'],
     [{ source: { git: { url: 'https://x/y.git', ref: '-x' } } }, 'body.source.git.ref: must match ^[A-Za-z0-9_][A-Za-z0-9._/-]*$ (got "-x")'],
     [{ source: { upload: 'a/b' } }, 'body.source.upload: must match ^[A-Za-z0-9_-]{1,100}$ (got "a/b")'],
     [{ source: { s3: 'x' } }, 'body.source: must be one of {"path"} or {"git"} or {"upload"}'],

@@ -1,0 +1,157 @@
+import { loadConfig, type Config } from '../../common/config.ts';
+import { createLogger, type Logger } from '../../common/log.ts';
+import { startController, type RunningController } from '../../builder/main.ts';
+import { startGateway, type Gateway } from '../../gateway/main.ts';
+import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
+import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
+import type { RoutingTable } from '../../gateway/routing/contract.ts';
+import { startAdminServer, type AdminServer } from '../api/server.ts';
+import { createUi } from '../ui/serve.ts';
+import { UsageError, parseArgs, type Command } from './command.ts';
+
+/** The controller writes with more patience than the gateway reads (it must not give up on a busy Redis). */
+const CONTROLLER_REDIS_TIMEOUT_MS = 5000;
+
+/** What `portico start` / `portico controller` run, and how they stop. */
+interface Running {
+  readonly gateway: Gateway | null;
+  readonly controller: RunningController;
+  readonly admin: AdminServer;
+  readonly tables: readonly RoutingTable[];
+}
+
+function redisTable(config: Config, timeoutMs: number): RedisRoutingTable {
+  return new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: timeoutMs });
+}
+
+/**
+ * Starts the controller (store, runtimes, reconciler), the admin API + web UI and, with
+ * `withGateway`, a gateway in the same process. Embedded store: one routing table in memory
+ * shared by both; Redis: each side has its own connection.
+ */
+async function startAll(config: Config, log: Logger, withGateway: boolean): Promise<Running> {
+  let writer: RoutingTable;
+  let reader: RoutingTable;
+  if (config.redisUrl) {
+    writer = redisTable(config, Math.max(config.redisTimeoutMs, CONTROLLER_REDIS_TIMEOUT_MS));
+    reader = withGateway ? redisTable(config, config.redisTimeoutMs) : writer;
+  } else {
+    writer = reader = new EmbeddedRoutingTable();
+  }
+  const tables = writer === reader ? [writer] : [writer, reader];
+  let controller: RunningController | undefined;
+  let gateway: Gateway | null = null;
+  try {
+    controller = await startController({ config, routing: writer, log });
+    if (withGateway) gateway = await startGateway({ config, routing: reader, log: createLogger('gateway', config.logLevel) });
+    const admin = await startAdminServer({
+      control: controller.controller,
+      host: config.host,
+      port: config.adminPort,
+      maxUploadBytes: config.maxUploadBytes,
+      logger: createLogger('admin', config.logLevel),
+      ui: createUi(),
+    });
+    return { gateway, controller, admin, tables };
+  } catch (err) {
+    await gateway?.close().catch(() => {});
+    await controller?.close().catch(() => {});
+    for (const t of tables) await t.close().catch(() => {});
+    throw err;
+  }
+}
+
+function announce(r: Running, config: Config): void {
+  const lines = ['Portico is running'];
+  if (r.gateway) lines.push(`  gateway    ${r.gateway.url}/{owner}/{project}/{deployment}/{version-or-alias}/{endpoint}`);
+  lines.push(`  admin      ${r.admin.url}/  (API ${r.admin.url}/api/v1, web UI ${r.admin.url}/)`);
+  if (r.gateway?.metricsUrl) lines.push(`  metrics    ${r.gateway.metricsUrl}`);
+  lines.push(`  store      ${config.redisUrl ? `Redis ${new URL(config.redisUrl).host}` : `embedded, ${config.dataDir}`}`);
+  if (r.controller.createdToken) lines.push(`  admin token created and saved in ${r.controller.tokenFile} (mode 0600)`);
+  else if (r.controller.tokenFile) lines.push(`  admin token in ${r.controller.tokenFile}`);
+  else if (config.adminToken) lines.push('  admin token from PORTICO_ADMIN_TOKEN');
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** Runs until SIGTERM/SIGINT, then stops in order: gateway drain, controller, admin, tables. */
+function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping', { signal });
+      (async () => {
+        await r.gateway?.drain();
+        await r.controller.close({ stopReplicas });
+        await r.admin.close();
+        for (const t of r.tables) await t.close();
+      })().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error('shutdown failed', { error: String((err as Error).stack ?? err) });
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function run(args: readonly string[], env: Readonly<Record<string, string | undefined>>, withGateway: boolean): Promise<number> {
+  const { positionals } = parseArgs(args);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
+  const config = loadConfig(env);
+  const log = createLogger(withGateway ? 'portico' : 'controller', config.logLevel);
+  if (!withGateway && !config.redisUrl) {
+    process.stderr.write('portico controller: set PORTICO_REDIS_URL (gateways in other processes read the routing table from Redis); for one process use `portico start`\n');
+    return 2;
+  }
+  let running: Running;
+  try {
+    running = await startAll(config, log, withGateway);
+  } catch (err) {
+    process.stderr.write(`portico: cannot start: ${(err as Error).message}\n`);
+    return 1;
+  }
+  announce(running, config);
+  const code = await serveUntilSignal(running, log, withGateway);
+  // Anything left (a replica's pipe, a stray timer) must not keep a stopped Portico alive.
+  setTimeout(() => process.exit(code), 1000).unref();
+  return code;
+}
+
+/** `portico start`: controller + gateway + admin API in one process. */
+export const startCommand: Command = {
+  name: 'start',
+  summary: 'Run everything on this machine: controller, gateway, admin API and web UI',
+  help: `Usage: portico start
+
+Runs the controller (builds, replicas, reconciler), a gateway and the admin API + web UI in one
+process: what \`npm start\` runs. With PORTICO_REDIS_URL unset the store is embedded under
+PORTICO_DATA_DIR (default ./.portico) and replicas run as local child processes.
+
+Listens on PORTICO_GATEWAY_PORT (8080), PORTICO_ADMIN_PORT (8081) and PORTICO_METRICS_PORT (9464)
+on PORTICO_HOST (127.0.0.1). The first start without PORTICO_ADMIN_TOKEN creates an admin token
+in $PORTICO_DATA_DIR/admin-token (mode 0600).
+
+SIGTERM or Ctrl-C: the gateway drains (PORTICO_DRAIN_SECONDS), replicas are stopped, exit 0.
+`,
+  run: (args, env) => run(args, env, true),
+};
+
+/** `portico controller`: controller + admin API, gateways elsewhere (Redis). */
+export const controllerCommand: Command = {
+  name: 'controller',
+  summary: 'Run the controller and admin API alone (needs PORTICO_REDIS_URL; gateways run apart)',
+  help: `Usage: portico controller
+
+Runs the controller and the admin API + web UI without a gateway; run \`portico gateway\`
+processes beside it. Needs PORTICO_REDIS_URL: store and routing table live in Redis.
+
+SIGTERM: stops reconciling and exits 0; replicas keep serving, and the next controller adopts
+them.
+`,
+  run: (args, env) => run(args, env, false),
+};

@@ -1,0 +1,665 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { request } from 'undici';
+import type { Config } from '../common/config.ts';
+import { PorticoError } from '../common/errors.ts';
+import { hashPassword } from '../gateway/auth/password.ts';
+import { deploymentKey, endpointKey, type DeploymentRecord, type RoutingWriter } from '../gateway/routing/contract.ts';
+import { TooLargeError, type BlobStore } from './build/blobs.ts';
+import { buildVersion } from './build/build-version.ts';
+import { BuildError } from './build/source.ts';
+import type * as CP from './control-plane.ts';
+import { ControlErrors } from './errors.ts';
+import type { Publisher } from './publisher.ts';
+import { endpointRuntimeKey, type Reconciler } from './reconciler.ts';
+import type { Runtime } from './runtime/runtime.ts';
+import {
+  StoreConflictError,
+  StoreNotFoundError,
+  targetVersions,
+  type AliasTarget,
+  type Deployment,
+  type DeploymentRef,
+  type Store,
+  type Version,
+  type VersionRef,
+} from './store/store.ts';
+import type { LogStore } from './telemetry/logs.ts';
+import { Limiter } from './limiter.ts';
+
+/** Names of deployments, versions, aliases, users and tokens. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+const MASK = '********';
+
+/** A target as configured: its runtime and public gateway URL. */
+export interface Target {
+  readonly name: string;
+  readonly kind: 'local' | 'docker' | 'kubernetes';
+  readonly gatewayUrl: string;
+  readonly runtime: Runtime;
+}
+
+function notFound(what: string): PorticoError {
+  return new PorticoError(ControlErrors.NOT_FOUND, `${what} does not exist`);
+}
+
+function depLabel(ref: DeploymentRef): string {
+  return `${ref.owner}/${ref.project}/${ref.deployment}`;
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/** The operations of the control plane (see `ControlPlane`), over a store, runtimes and the publisher. */
+export class Controller implements CP.ControlPlane {
+  private readonly config: Config;
+  private readonly store: Store;
+  private readonly routing: RoutingWriter;
+  private readonly publisher: Publisher;
+  private readonly reconciler: Reconciler;
+  private readonly targetsByName: ReadonlyMap<string, Target>;
+  private readonly blobs: BlobStore;
+  private readonly logs: LogStore;
+  private readonly builds: Limiter;
+  private readonly envTokenHash: Buffer | null;
+  private readonly secrets = new Set<string>();
+  private readonly log: (msg: string, extra?: Record<string, unknown>) => void;
+  private readonly pipArgs: readonly string[];
+
+  constructor(opts: {
+    config: Config;
+    store: Store;
+    routing: RoutingWriter;
+    publisher: Publisher;
+    reconciler: Reconciler;
+    targets: readonly Target[];
+    blobs: BlobStore;
+    logs: LogStore;
+    log: (msg: string, extra?: Record<string, unknown>) => void;
+    pipArgs?: readonly string[];
+  }) {
+    this.config = opts.config;
+    this.store = opts.store;
+    this.routing = opts.routing;
+    this.publisher = opts.publisher;
+    this.reconciler = opts.reconciler;
+    this.targetsByName = new Map(opts.targets.map((t) => [t.name, t]));
+    this.blobs = opts.blobs;
+    this.logs = opts.logs;
+    this.log = opts.log;
+    this.pipArgs = opts.pipArgs ?? [];
+    this.builds = new Limiter(opts.config.buildConcurrency);
+    this.envTokenHash = opts.config.adminToken ? sha256(opts.config.adminToken) : null;
+  }
+
+  // ---- helpers -------------------------------------------------------------------------
+
+  /** Replaces every known secret value in `line` by the mask (logs never show secrets). */
+  maskSecrets(line: string): string {
+    let out = line;
+    for (const s of this.secrets) if (out.includes(s)) out = out.split(s).join(MASK);
+    return out;
+  }
+
+  private noteSecrets(env: Record<string, { value: string; secret: boolean }>): void {
+    for (const v of Object.values(env)) if (v.secret && v.value.length >= 4) this.secrets.add(v.value);
+  }
+
+  /** Loads what the controller keeps in memory (secret values for masking). */
+  async loadSecrets(): Promise<void> {
+    for (const d of await this.store.listAllDeployments()) this.noteSecrets(await this.store.getEnvironment(d.owner, d.project));
+  }
+
+  private async deploymentOr404(ref: DeploymentRef): Promise<Deployment> {
+    const d = await this.store.getDeployment(ref);
+    if (!d) throw notFound(`deployment ${depLabel(ref)}`);
+    return d;
+  }
+
+  private async versionOr404(ref: VersionRef): Promise<Version> {
+    const v = await this.store.getVersion(ref);
+    if (!v) throw notFound(`version ${ref.version} of ${depLabel(ref)}`);
+    return v;
+  }
+
+  private target(name: string): Target {
+    const t = this.targetsByName.get(name);
+    if (!t) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `target ${JSON.stringify(name)} does not exist (targets: ${[...this.targetsByName.keys()].join(', ')})`);
+    return t;
+  }
+
+  private gatewayUrlOf(d: Deployment): string {
+    return this.targetsByName.get(d.target)?.gatewayUrl ?? this.config.gatewayUrl;
+  }
+
+  private async record(actor: CP.Actor, action: string, target: string, details: Record<string, unknown> = {}): Promise<void> {
+    await this.store.appendAudit({ actor, action, target, details });
+  }
+
+  /** The deployment's routing record, from the store. */
+  async deploymentRecord(ref: DeploymentRef): Promise<DeploymentRecord | null> {
+    const d = await this.store.getDeployment(ref);
+    if (!d) return null;
+    const aliases: Record<string, AliasTarget> = {};
+    for (const a of await this.store.listAliases(ref)) {
+      aliases[a.name] = 'versions' in a ? { versions: a.versions } : { version: a.version };
+    }
+    return { owner: d.owner, project: d.project, deployment: d.name, auth: d.auth, users: await this.store.getUserHashes(ref), aliases };
+  }
+
+  private async publishDeployment(ref: DeploymentRef): Promise<CP.AliasSetResult['missing']> {
+    const record = await this.deploymentRecord(ref);
+    if (!record) return [];
+    return (await this.publisher.putDeployment(record)).missing;
+  }
+
+  private deploymentView(d: Deployment): CP.DeploymentView {
+    return { owner: d.owner, project: d.project, name: d.name, target: d.target, auth: d.auth, createdAt: d.createdAt, url: `${this.gatewayUrlOf(d)}/${d.owner}/${d.project}/${d.name}` };
+  }
+
+  private versionView(d: Deployment, v: Version, aliases: readonly { name: string; target: AliasTarget }[]): CP.VersionView {
+    const base = `${this.gatewayUrlOf(d)}/${d.owner}/${d.project}/${d.name}/${v.name}`;
+    const endpoints: CP.EndpointView[] = v.endpoints.map((e) => {
+      const s = this.reconciler.status(endpointRuntimeKey(v, e.name));
+      const replicas = (s?.replicas ?? []).map((r) => ({
+        id: r.id,
+        address: r.address,
+        state: r.state,
+        restarts: r.restarts,
+        ...(r.reason !== undefined ? { reason: r.reason } : {}),
+      }));
+      let status: CP.EndpointStatus;
+      if (v.status === 'building' || v.status === 'failed' && v.codeDir === undefined) status = v.status;
+      else if (!v.enabled || !e.enabled || e.replicas === 0) status = 'stopped';
+      else if (replicas.some((r) => r.state === 'ready')) status = 'ready';
+      else if (s?.error) status = 'failed';
+      else status = 'starting';
+      return {
+        name: e.name,
+        status,
+        url: `${base}/${e.name}`,
+        enabled: e.enabled,
+        replicaCount: e.replicas,
+        replicas,
+        timeoutSeconds: e.timeoutSeconds,
+        maxBodyBytes: e.maxBodyBytes,
+        ...(s?.error !== undefined ? { error: s.error } : {}),
+        files: e.files,
+      };
+    });
+    return {
+      name: v.name,
+      status: v.status,
+      ...(v.reason !== undefined ? { reason: v.reason } : {}),
+      createdAt: v.createdAt,
+      updatedAt: v.updatedAt,
+      enabled: v.enabled,
+      createdBy: v.createdBy ?? '',
+      source: v.source as CP.SourceInput,
+      environment: Object.keys(v.environment).sort(),
+      endpoints,
+      aliases: aliases.filter((a) => targetVersions(a.target).includes(v.name)).map((a) => a.name),
+    };
+  }
+
+  private async aliasTargets(ref: DeploymentRef): Promise<{ name: string; target: AliasTarget }[]> {
+    return (await this.store.listAliases(ref)).map((a) => ({ name: a.name, target: 'versions' in a ? { versions: a.versions } : { version: a.version } }));
+  }
+
+  // ---- targets, environment ------------------------------------------------------------
+
+  async targets(): Promise<CP.TargetView[]> {
+    return [...this.targetsByName.values()].map((t) => ({ name: t.name, kind: t.kind, gatewayUrl: t.gatewayUrl }));
+  }
+
+  async getEnvironment(ref: CP.ProjectRef): Promise<CP.EnvironmentView> {
+    const env = await this.store.getEnvironment(ref.owner, ref.project);
+    const variables: Record<string, { value: string; secret: boolean }> = {};
+    for (const [k, v] of Object.entries(env)) variables[k] = { value: v.secret ? MASK : v.value, secret: v.secret };
+    return { variables };
+  }
+
+  async putEnvironment(ref: CP.ProjectRef, variables: CP.EnvironmentInput, actor: CP.Actor): Promise<CP.EnvironmentView> {
+    const previous = await this.store.getEnvironment(ref.owner, ref.project);
+    const env: Record<string, { value: string; secret: boolean }> = {};
+    for (const [k, v] of Object.entries(variables)) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `variables.${k}: a variable name is letters, digits and _`);
+      // A secret sent back masked keeps its stored value (the UI never sees it).
+      const keep = v.value === MASK && previous[k]?.secret;
+      env[k] = { value: keep ? (previous[k] as { value: string }).value : v.value, secret: v.secret ?? false };
+    }
+    await this.store.putEnvironment(ref.owner, ref.project, env);
+    this.noteSecrets(env);
+    await this.record(actor, 'environment.put', `${ref.owner}/${ref.project}`, { variables: Object.keys(env).sort() });
+    return this.getEnvironment(ref);
+  }
+
+  // ---- deployments -----------------------------------------------------------------------
+
+  async listDeployments(ref: CP.ProjectRef): Promise<CP.DeploymentView[]> {
+    return (await this.store.listDeployments(ref.owner, ref.project)).map((d) => this.deploymentView(d));
+  }
+
+  async createDeployment(ref: CP.ProjectRef, input: CP.CreateDeploymentInput, actor: CP.Actor): Promise<CP.DeploymentView> {
+    if (!NAME_PATTERN.test(input.name)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(input.name)} must match ${NAME_PATTERN.source}`);
+    const target = this.target(input.target ?? 'local');
+    let d: Deployment;
+    try {
+      d = await this.store.createDeployment({ owner: ref.owner, project: ref.project, name: input.name, target: target.name, auth: input.auth ?? 'none' });
+    } catch (err) {
+      if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALREADY_EXISTS, `deployment ${ref.owner}/${ref.project}/${input.name} exists already`);
+      throw err;
+    }
+    await this.publishDeployment({ ...ref, deployment: d.name });
+    await this.record(actor, 'deployment.create', `${ref.owner}/${ref.project}/${d.name}`, { target: d.target, auth: d.auth });
+    return this.deploymentView(d);
+  }
+
+  async getDeployment(ref: DeploymentRef): Promise<CP.DeploymentView> {
+    return this.deploymentView(await this.deploymentOr404(ref));
+  }
+
+  async patchDeployment(ref: DeploymentRef, patch: { readonly auth?: CP.AuthMode }, actor: CP.Actor): Promise<CP.DeploymentView> {
+    await this.deploymentOr404(ref);
+    const d = await this.store.updateDeployment(ref, patch.auth !== undefined ? { auth: patch.auth } : {});
+    await this.publishDeployment(ref);
+    await this.record(actor, 'deployment.update', depLabel(ref), { ...patch });
+    return this.deploymentView(d);
+  }
+
+  async deleteDeployment(ref: DeploymentRef, actor: CP.Actor): Promise<void> {
+    const d = await this.deploymentOr404(ref);
+    const versions = await this.store.listVersions(ref);
+    const keys = [deploymentKey(ref)];
+    for (const v of versions) for (const e of v.endpoints) keys.push(endpointKey({ ...ref, version: v.name, endpoint: e.name }));
+    await this.publisher.remove(keys);
+    await this.store.deleteDeployment(ref);
+    const rt = this.targetsByName.get(d.target)?.runtime;
+    for (const v of versions) {
+      for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
+    }
+    await rm(this.deploymentDir(ref), { recursive: true, force: true });
+    await this.record(actor, 'deployment.delete', depLabel(ref), { versions: versions.map((v) => v.name) });
+  }
+
+  // ---- users -----------------------------------------------------------------------------
+
+  async listUsers(ref: DeploymentRef): Promise<{ name: string }[]> {
+    await this.deploymentOr404(ref);
+    return (await this.store.listUsers(ref)).map((name) => ({ name }));
+  }
+
+  async putUser(ref: DeploymentRef, user: string, password: string, actor: CP.Actor): Promise<{ name: string }> {
+    await this.deploymentOr404(ref);
+    if (!NAME_PATTERN.test(user)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `user: ${JSON.stringify(user)} must match ${NAME_PATTERN.source}`);
+    if (password.length < 8) throw new PorticoError(ControlErrors.VALIDATION_FAILED, 'password: at least 8 characters');
+    await this.store.putUser(ref, user, await hashPassword(password));
+    await this.publishDeployment(ref);
+    await this.record(actor, 'user.put', `${depLabel(ref)}/users/${user}`);
+    return { name: user };
+  }
+
+  async deleteUser(ref: DeploymentRef, user: string, actor: CP.Actor): Promise<void> {
+    await this.deploymentOr404(ref);
+    if (!(await this.store.deleteUser(ref, user))) throw notFound(`user ${user} of ${depLabel(ref)}`);
+    await this.publishDeployment(ref);
+    await this.record(actor, 'user.delete', `${depLabel(ref)}/users/${user}`);
+  }
+
+  // ---- versions ----------------------------------------------------------------------------
+
+  private deploymentDir(ref: DeploymentRef): string {
+    return join(this.config.dataDir, 'versions', ref.owner, ref.project, ref.deployment);
+  }
+
+  private versionDir(ref: VersionRef): string {
+    return join(this.deploymentDir(ref), ref.version);
+  }
+
+  private buildLogKey(ref: VersionRef): string {
+    return `build/${ref.owner}/${ref.project}/${ref.deployment}/${ref.version}`;
+  }
+
+  async listVersions(ref: DeploymentRef): Promise<CP.VersionView[]> {
+    const d = await this.deploymentOr404(ref);
+    const aliases = await this.aliasTargets(ref);
+    return (await this.store.listVersions(ref)).map((v) => this.versionView(d, v, aliases));
+  }
+
+  async getVersion(ref: VersionRef): Promise<CP.VersionView> {
+    const d = await this.deploymentOr404(ref);
+    return this.versionView(d, await this.versionOr404(ref), await this.aliasTargets(ref));
+  }
+
+  async createVersion(ref: DeploymentRef, input: CP.CreateVersionInput, actor: CP.Actor): Promise<CP.VersionView> {
+    const d = await this.deploymentOr404(ref);
+    if (input.name !== undefined && (!NAME_PATTERN.test(input.name) || input.name === '.' || input.name === '..')) {
+      throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(input.name)} must match ${NAME_PATTERN.source}`);
+    }
+    const inherit = input.inheritEnvironment ?? true;
+    const environment: Record<string, string> = {};
+    if (inherit) for (const [k, v] of Object.entries(await this.store.getEnvironment(ref.owner, ref.project))) environment[k] = v.value;
+    Object.assign(environment, input.environment ?? {});
+    const name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
+    let v: Version;
+    try {
+      v = await this.store.createVersion({
+        owner: ref.owner,
+        project: ref.project,
+        deployment: ref.deployment,
+        name,
+        status: 'building',
+        createdBy: actor,
+        enabled: true,
+        source: input.source,
+        environment,
+        inheritEnvironment: inherit,
+        endpoints: [],
+      });
+    } catch (err) {
+      if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALREADY_EXISTS, `version ${name} of ${depLabel(ref)} exists already`);
+      throw err;
+    }
+    await this.record(actor, 'version.create', `${depLabel(ref)}/${name}`, { source: input.source });
+    void this.build({ ...ref, version: name }, input, d);
+    return this.versionView(d, v, []);
+  }
+
+  /** Builds a recorded version in the background (also after a controller restart). */
+  private async build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment): Promise<void> {
+    const key = this.buildLogKey(ref);
+    const log = (line: string) => this.logs.append(key, { at: Date.now(), stream: 'build', line });
+    const target = this.targetsByName.get(d.target);
+    try {
+      log(`queued (target ${d.target})`);
+      const built = await this.builds.run(async () => {
+        log('build started');
+        return withTimeout(
+          buildVersion({
+            input,
+            versionDir: this.versionDir(ref),
+            blobs: this.blobs,
+            uploads: (id) => this.uploadBlob(id),
+            log,
+            timeoutMs: this.config.buildTimeoutSeconds * 1000,
+            maxFileBytes: Number.MAX_SAFE_INTEGER,
+            installDeps: target?.kind === 'local',
+            pipArgs: this.pipArgs,
+          }),
+          this.config.buildTimeoutSeconds * 1000,
+        );
+      });
+      const v = await this.store.updateVersion(ref, (draft) => {
+        draft.endpoints = built.endpoints;
+        draft.codeDir = built.codeDir;
+        if (draft.status === 'building') draft.status = 'starting';
+        delete draft.reason;
+      });
+      log(`build finished; starting ${v.endpoints.filter((e) => e.enabled).map((e) => `${e.name} x${e.replicas}`).join(', ')}`);
+      await this.reconciler.trigger();
+    } catch (err) {
+      const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
+      if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
+      log(`build failed: ${reason}`);
+      await this.store
+        .updateVersion(ref, (draft) => {
+          draft.status = 'failed';
+          draft.reason = reason;
+        })
+        .catch(() => {});
+      await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /** Restarts builds that a previous controller process left unfinished. */
+  async resumeBuilds(): Promise<void> {
+    for (const d of await this.store.listAllDeployments()) {
+      const ref = { owner: d.owner, project: d.project, deployment: d.name };
+      for (const v of await this.store.listVersions(ref)) {
+        if (v.status !== 'building') continue;
+        this.logs.append(this.buildLogKey({ ...ref, version: v.name }), { at: Date.now(), stream: 'build', line: 'controller restarted: building again' });
+        void this.build({ ...ref, version: v.name }, { source: v.source as CP.SourceInput }, d);
+      }
+    }
+  }
+
+  async patchVersion(ref: VersionRef, patch: CP.PatchVersionInput, actor: CP.Actor): Promise<CP.VersionView> {
+    const d = await this.deploymentOr404(ref);
+    const before = await this.versionOr404(ref);
+    for (const name of Object.keys(patch.endpoints ?? {})) {
+      if (!before.endpoints.some((e) => e.name === name)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `endpoints.${name}: version ${ref.version} has no such endpoint`);
+    }
+    await this.store.updateVersion(ref, (draft) => {
+      if (patch.enabled !== undefined) {
+        draft.enabled = patch.enabled;
+        if (!patch.enabled) draft.status = 'stopped';
+        else if (draft.status === 'stopped') draft.status = draft.codeDir ? 'starting' : 'failed';
+      }
+      for (const e of draft.endpoints) {
+        const p = patch.endpoints?.[e.name];
+        if (!p) continue;
+        if (p.replicas !== undefined) e.replicas = p.replicas;
+        if (p.enabled !== undefined) e.enabled = p.enabled;
+        if (p.timeoutSeconds !== undefined) e.timeoutSeconds = p.timeoutSeconds;
+        if (p.maxBodyBytes !== undefined) e.maxBodyBytes = p.maxBodyBytes;
+      }
+    });
+    await this.record(actor, 'version.update', `${depLabel(ref)}/${ref.version}`, { ...patch });
+    await this.reconciler.trigger();
+    return this.versionView(d, await this.versionOr404(ref), await this.aliasTargets(ref));
+  }
+
+  async deleteVersion(ref: VersionRef, actor: CP.Actor): Promise<void> {
+    const d = await this.deploymentOr404(ref);
+    const v = await this.versionOr404(ref);
+    const aliases = (await this.aliasTargets(ref)).filter((a) => targetVersions(a.target).includes(v.name));
+    if (aliases.length > 0) {
+      throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${v.name} is the target of alias ${aliases.map((a) => a.name).join(', ')}: point it elsewhere first`);
+    }
+    try {
+      await this.store.deleteVersion(ref);
+    } catch (err) {
+      if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${v.name} is the target of alias ${err.usedBy ?? ''}`);
+      throw err;
+    }
+    await this.publisher.remove(v.endpoints.map((e) => endpointKey({ ...ref, endpoint: e.name })));
+    const rt = this.targetsByName.get(d.target)?.runtime;
+    for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
+    await rm(this.versionDir(ref), { recursive: true, force: true });
+    await this.record(actor, 'version.delete', `${depLabel(ref)}/${v.name}`);
+  }
+
+  async buildLog(ref: VersionRef): Promise<CP.LogLine[]> {
+    await this.versionOr404(ref);
+    return (await this.logs.query(this.buildLogKey(ref))).map((l) => ({ at: l.at, stream: l.stream, line: l.line }));
+  }
+
+  async *endpointLogs(ref: VersionRef, endpoint: string, query: CP.LogQuery, signal?: AbortSignal): AsyncIterable<CP.LogLine> {
+    const v = await this.versionOr404(ref);
+    if (!v.endpoints.some((e) => e.name === endpoint)) throw notFound(`endpoint ${endpoint} of version ${v.name}`);
+    const key = endpointRuntimeKey(v, endpoint);
+    const filter = {
+      ...(query.replica !== undefined ? { replica: query.replica } : {}),
+      ...(query.since !== undefined ? { since: query.since } : {}),
+      ...(query.until !== undefined ? { until: query.until } : {}),
+      ...(query.contains !== undefined ? { contains: query.contains } : {}),
+    };
+    for (const l of await this.logs.query(key, { ...filter, tail: query.tail ?? 200 })) yield l;
+    if (query.follow && signal) yield* this.logs.follow(key, filter, signal);
+  }
+
+  // ---- aliases -----------------------------------------------------------------------------
+
+  async listAliases(ref: DeploymentRef): Promise<CP.AliasView[]> {
+    await this.deploymentOr404(ref);
+    return (await this.aliasTargets(ref)).map((a) => ({ name: a.name, ...a.target }));
+  }
+
+  async setAlias(ref: DeploymentRef, alias: string, target: CP.AliasTargetInput, opts: { readonly force?: boolean }, actor: CP.Actor): Promise<CP.AliasSetResult> {
+    await this.deploymentOr404(ref);
+    if (!NAME_PATTERN.test(alias)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `alias: ${JSON.stringify(alias)} must match ${NAME_PATTERN.source}`);
+    const names = targetVersions(target);
+    if ('versions' in target) {
+      const sum = target.versions.reduce((s, w) => s + w.weight, 0);
+      if (target.versions.length === 0 || sum !== 100 || target.versions.some((w) => !Number.isInteger(w.weight) || w.weight < 0)) {
+        throw new PorticoError(ControlErrors.VALIDATION_FAILED, 'versions: weights are whole numbers summing to 100');
+      }
+      if (new Set(names).size !== names.length) throw new PorticoError(ControlErrors.VALIDATION_FAILED, 'versions: each version at most once');
+    }
+    for (const name of names) {
+      const v = await this.store.getVersion({ ...ref, version: name });
+      if (!v) throw notFound(`version ${name} of ${depLabel(ref)}`);
+      if (v.status !== 'ready' && !opts.force) {
+        throw new PorticoError(ControlErrors.VERSION_NOT_READY, `version ${name} is ${v.status}${v.reason ? ` (${v.reason})` : ''}; only a ready version can take an alias unless "force": true`);
+      }
+    }
+    if (await this.store.getVersion({ ...ref, version: alias })) {
+      throw new PorticoError(ControlErrors.CONFLICT, `alias ${alias} would hide the version of the same name`);
+    }
+    const stored: AliasTarget = 'versions' in target ? { versions: target.versions.map((w) => ({ version: w.version, weight: w.weight })) } : { version: target.version };
+    let item;
+    try {
+      item = await this.store.setAlias(ref, alias, stored, actor);
+    } catch (err) {
+      if (err instanceof StoreNotFoundError) throw notFound(err.message);
+      throw err;
+    }
+    const record = await this.deploymentRecord(ref);
+    // The audit entry is written while the gateways acknowledge: the flip's latency is the slower
+    // of the two, not their sum.
+    const [acks] = await Promise.all([
+      record ? this.publisher.putDeployment(record) : { seq: 0, acknowledged: [], missing: [] },
+      this.record(actor, 'alias.set', `${depLabel(ref)}/aliases/${alias}`, { from: item.from, to: item.to, force: opts.force ?? false }),
+    ]);
+    if (acks.missing.length > 0) this.log('alias change not acknowledged by every gateway in time', { alias: `${depLabel(ref)}/${alias}`, missing: acks.missing });
+    return { name: alias, ...stored, acknowledged: acks.acknowledged, missing: acks.missing } as CP.AliasSetResult;
+  }
+
+  async deleteAlias(ref: DeploymentRef, alias: string, actor: CP.Actor): Promise<void> {
+    await this.deploymentOr404(ref);
+    const item = await this.store.deleteAlias(ref, alias, actor);
+    if (!item) throw notFound(`alias ${alias} of ${depLabel(ref)}`);
+    await this.publishDeployment(ref);
+    await this.record(actor, 'alias.delete', `${depLabel(ref)}/aliases/${alias}`, { from: item.from });
+  }
+
+  async aliasHistory(ref: DeploymentRef, alias: string): Promise<CP.AliasHistoryItem[]> {
+    await this.deploymentOr404(ref);
+    return this.store.aliasHistory(ref, alias);
+  }
+
+  // ---- test console --------------------------------------------------------------------------
+
+  async test(ref: DeploymentRef, input: CP.TestRequestInput): Promise<CP.TestResponseView> {
+    const d = await this.deploymentOr404(ref);
+    const live = await this.routing.liveGateways();
+    const gw = live.find((g) => g.url === this.gatewayUrlOf(d)) ?? live[0];
+    if (!gw) throw new PorticoError(ControlErrors.GATEWAY_UNAVAILABLE);
+    const rest = input.path ? (input.path.startsWith('/') || input.path.startsWith('?') ? input.path : `/${input.path}`) : '';
+    const url = `${gw.url}/${ref.owner}/${ref.project}/${ref.deployment}/${input.target}/${input.endpoint}${rest}`;
+    const headers: Record<string, string> = { ...(input.headers ?? {}) };
+    if (input.username !== undefined) {
+      headers.authorization = `Basic ${Buffer.from(`${input.username}:${input.password ?? ''}`).toString('base64')}`;
+    }
+    const body = input.bodyBase64 !== undefined ? Buffer.from(input.bodyBase64, 'base64') : input.body;
+    const started = performance.now();
+    let res;
+    try {
+      res = await request(url, { method: input.method.toUpperCase() as 'GET', headers, ...(body !== undefined ? { body } : {}), headersTimeout: 120_000, bodyTimeout: 120_000 });
+    } catch (err) {
+      throw new PorticoError(ControlErrors.GATEWAY_UNAVAILABLE, `gateway ${gw.url} did not answer: ${(err as Error).message}`, { cause: err });
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > 16 * 1024 * 1024) {
+        res.body.destroy();
+        break;
+      }
+      chunks.push(chunk as Buffer);
+    }
+    const durationMs = Math.round((performance.now() - started) * 100) / 100;
+    const outHeaders: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) outHeaders[k] = Array.isArray(v) ? v.join(', ') : v;
+    return { status: res.statusCode, headers: outHeaders, bodyBase64: Buffer.concat(chunks).toString('base64'), durationMs };
+  }
+
+  // ---- audit, tokens, uploads ------------------------------------------------------------------
+
+  async audit(query: { readonly limit?: number; readonly before?: string }): Promise<CP.AuditItem[]> {
+    return (await this.store.listAudit(query)).items;
+  }
+
+  async listTokens(): Promise<CP.TokenView[]> {
+    return (await this.store.listTokens()).map((t) => ({ name: t.name, createdAt: t.createdAt }));
+  }
+
+  async createToken(name: string, actor: CP.Actor): Promise<{ name: string; token: string }> {
+    if (!NAME_PATTERN.test(name)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(name)} must match ${NAME_PATTERN.source}`);
+    const token = `ptk_${randomBytes(32).toString('base64url')}`;
+    try {
+      await this.store.createToken({ name, hash: sha256(token).toString('hex') });
+    } catch (err) {
+      if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALREADY_EXISTS, `token ${name} exists already`);
+      throw err;
+    }
+    await this.record(actor, 'token.create', `tokens/${name}`);
+    return { name, token };
+  }
+
+  async deleteToken(name: string, actor: CP.Actor): Promise<void> {
+    if (!(await this.store.deleteToken(name))) throw notFound(`token ${name}`);
+    await this.record(actor, 'token.delete', `tokens/${name}`);
+  }
+
+  async authenticate(token: string): Promise<string | null> {
+    const digest = sha256(token);
+    if (this.envTokenHash && timingSafeEqual(digest, this.envTokenHash)) return 'env';
+    // Looked up by the token's sha256: the lookup's timing says nothing about the token itself.
+    const found = await this.store.findTokenByHash(digest.toString('hex'));
+    return found ? found.name : null;
+  }
+
+  async createUpload(body: Readable, actor: CP.Actor): Promise<{ id: string; size: number; sha256: string }> {
+    let blob;
+    try {
+      blob = await this.blobs.put(body, this.config.maxUploadBytes);
+    } catch (err) {
+      if (err instanceof TooLargeError) throw new PorticoError(ControlErrors.PAYLOAD_TOO_LARGE, `upload larger than ${err.limit} bytes`);
+      throw err;
+    }
+    const id = `up_${randomBytes(12).toString('base64url')}`;
+    await this.store.createUpload({ id, size: blob.size, sha256: blob.sha256, path: blob.path });
+    await this.record(actor, 'upload.create', `uploads/${id}`, { size: blob.size, sha256: blob.sha256 });
+    return { id, size: blob.size, sha256: blob.sha256 };
+  }
+
+  private async uploadBlob(id: string) {
+    const u = await this.store.getUpload(id);
+    return u ? this.blobs.get(u.sha256) : null;
+  }
+
+  /** Creates the first admin token when none is configured; returns it once (or null). */
+  async bootstrapToken(): Promise<string | null> {
+    if (this.config.adminToken) return null;
+    if ((await this.store.listTokens()).some((t) => t.name === 'admin')) return null;
+    const { token } = await this.createToken('admin', 'portico');
+    return token;
+  }
+}
+
+/** Rejects with a BuildError when `p` takes longer than `ms`. */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BuildError(`build timed out after ${Math.round(ms / 1000)} s`)), ms);
+      timer.unref();
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

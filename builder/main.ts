@@ -1,0 +1,146 @@
+import { access, chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../common/config.ts';
+import type { Logger } from '../common/log.ts';
+import type { RoutingWriter } from '../gateway/routing/contract.ts';
+import { BlobStore } from './build/blobs.ts';
+import { Controller, type Target } from './controller.ts';
+import { Publisher } from './publisher.ts';
+import { endpointRecord, Reconciler, versionRuns } from './reconciler.ts';
+import { LocalRuntime } from './runtime/local.ts';
+import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
+import { openStore } from './store/open.ts';
+import type { Store } from './store/store.ts';
+import { LogStore } from './telemetry/logs.ts';
+
+/** A running controller: the operations, and how to stop it. */
+export interface RunningController {
+  readonly controller: Controller;
+  readonly store: Store;
+  /** The admin token created on this start (first start without PORTICO_ADMIN_TOKEN), else null. */
+  readonly createdToken: string | null;
+  /** `$PORTICO_DATA_DIR/admin-token` (mode 0600) when it holds the first admin token, else null. */
+  readonly tokenFile: string | null;
+  /**
+   * Stops reconciling and closes the store. With `stopReplicas`, every replica is stopped first
+   * (`portico start`); without, replicas keep serving for the next controller to adopt.
+   */
+  close(opts?: { stopReplicas?: boolean }): Promise<void>;
+}
+
+/** How often the reconciler passes without being asked. */
+const RECONCILE_INTERVAL_MS = 5000;
+
+/**
+ * Starts the control path: store, runtimes, publisher, reconciler and the operations over them.
+ * On start it adopts the replicas a previous controller left running, rewrites the routing
+ * table from the store, resumes unfinished builds and reconciles.
+ */
+export async function startController(opts: {
+  config: Config;
+  routing: RoutingWriter;
+  log: Logger;
+  /** Extra `pip install` arguments (tests: `--no-index --find-links DIR`). */
+  pipArgs?: readonly string[];
+}): Promise<RunningController> {
+  const { config, routing, log } = opts;
+  const store = await openStore(config);
+  const blobs = new BlobStore(join(config.dataDir, 'blobs'));
+  let mask = (line: string) => line;
+  const logs = new LogStore({ root: join(config.dataDir, 'logs'), maxBytes: config.logRetentionBytes, mask: (l) => mask(l) });
+  await logs.init();
+  const publisher = new Publisher(routing, { ackTimeoutMs: config.flipAckMs });
+
+  const hooks: RuntimeHooks = {
+    async beforeStop(key, replicaIds) {
+      const [owner, project, deployment, version, endpoint] = key.split('/') as [string, string, string, string, string];
+      const current = publisher.current({ owner, project, deployment, version, endpoint });
+      if (!current) return;
+      const stopping = new Set(replicaIds);
+      const ack = await publisher.putEndpoint({ ...current, replicas: current.replicas.filter((r) => !stopping.has(r.id)) });
+      if (ack && ack.missing.length > 0) log.warn('gateways did not acknowledge a replica removal in time', { key, missing: ack.missing });
+    },
+    logs: {
+      write(e) {
+        logs.append(e.key, { at: e.at, stream: e.stream, replica: e.replica, line: e.line });
+      },
+    },
+  };
+
+  const runtimes = new Map<string, Runtime>();
+  const local = new LocalRuntime({ dataDir: config.dataDir, stopGraceSeconds: config.stopGraceSeconds, logRetentionBytes: config.logRetentionBytes, hooks });
+  runtimes.set('local', local);
+  const targets: Target[] = [{ name: 'local', kind: 'local', gatewayUrl: config.gatewayUrl, runtime: local }];
+
+  const reconciler = new Reconciler({
+    store,
+    runtimes,
+    publisher,
+    onError: (err) => log.error('reconcile failed', { error: String((err as Error).stack ?? err) }),
+  });
+  const controller = new Controller({
+    config,
+    store,
+    routing,
+    publisher,
+    reconciler,
+    targets,
+    blobs,
+    logs,
+    log: (msg, extra) => log.error(msg, extra),
+    ...(opts.pipArgs ? { pipArgs: opts.pipArgs } : {}),
+  });
+  mask = (l) => controller.maskSecrets(l);
+
+  try {
+    await controller.loadSecrets();
+    const createdToken = await controller.bootstrapToken();
+    const tokenPath = join(config.dataDir, 'admin-token');
+    if (createdToken) {
+      await writeFile(tokenPath, createdToken + '\n', { mode: 0o600 });
+      await chmod(tokenPath, 0o600);
+    }
+    const tokenFile = createdToken || (await access(tokenPath).then(() => true, () => false)) ? tokenPath : null;
+
+    // Routing first, from what is stored and what already runs (adopted replicas keep serving).
+    await reconciler.observeAll();
+    const deployments = [];
+    const endpoints = [];
+    for (const d of await store.listAllDeployments()) {
+      const ref = { owner: d.owner, project: d.project, deployment: d.name };
+      const record = await controller.deploymentRecord(ref);
+      if (record) deployments.push(record);
+      for (const v of await store.listVersions(ref)) {
+        if (v.codeDir === undefined) continue;
+        for (const e of v.endpoints) {
+          const key = `${d.owner}/${d.project}/${d.name}/${v.name}/${e.name}`;
+          endpoints.push(endpointRecord(v, e, versionRuns(v) ? reconciler.status(key) : undefined));
+        }
+      }
+    }
+    await publisher.resync(deployments, endpoints);
+    await controller.resumeBuilds();
+    await reconciler.start(RECONCILE_INTERVAL_MS);
+
+    return {
+      controller,
+      store,
+      createdToken,
+      tokenFile,
+      async close(closeOpts = {}) {
+        await reconciler.close();
+        if (closeOpts.stopReplicas) {
+          for (const rt of runtimes.values()) for (const s of await rt.list()) await rt.remove(s.key);
+        }
+        for (const rt of runtimes.values()) await rt.close();
+        await logs.close();
+        await store.close();
+      },
+    };
+  } catch (err) {
+    await reconciler.close();
+    for (const rt of runtimes.values()) await rt.close();
+    await store.close();
+    throw err;
+  }
+}

@@ -1,0 +1,89 @@
+import {
+  deploymentKey,
+  endpointKey,
+  type AckResult,
+  type DeploymentRecord,
+  type EndpointRecord,
+  type EndpointRef,
+  type RoutingChange,
+  type RoutingWriter,
+} from '../gateway/routing/contract.ts';
+
+/**
+ * The only writer of routing records. Every write waits until the live gateways have applied it
+ * (or the ack timeout passed), so a caller that goes on after `await` knows no gateway routes
+ * the old way any more: replicas leave the table before they are stopped, and a request sent
+ * after an alias PUT returns never reaches the old version.
+ */
+export class Publisher {
+  private readonly routing: RoutingWriter;
+  private readonly ackTimeoutMs: number;
+  /** Last endpoint records written, so a replica change rewrites only what changed. */
+  private readonly endpoints = new Map<string, EndpointRecord>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(routing: RoutingWriter, opts: { ackTimeoutMs: number }) {
+    this.routing = routing;
+    this.ackTimeoutMs = opts.ackTimeoutMs;
+  }
+
+  /**
+   * Applies a change and waits for the gateways' acknowledgements. Changes are written in the
+   * order of the calls (a queue), so an older view of an endpoint never overwrites a newer one;
+   * waiting for acknowledgements happens outside the queue.
+   */
+  async apply(change: RoutingChange): Promise<AckResult> {
+    for (const e of change.putEndpoints ?? []) this.endpoints.set(endpointKey(e), e);
+    for (const k of change.delete ?? []) this.endpoints.delete(k);
+    const written = this.queue.then(() => this.routing.apply(change));
+    this.queue = written.catch(() => undefined);
+    let seq: number;
+    try {
+      seq = await written;
+    } catch (err) {
+      // Not written: forget it, so the next put of the same record is not skipped as unchanged.
+      for (const e of change.putEndpoints ?? []) this.endpoints.delete(endpointKey(e));
+      throw err;
+    }
+    return this.routing.waitForAcks(seq, this.ackTimeoutMs);
+  }
+
+  /** Writes a deployment's record (auth, users, aliases). */
+  putDeployment(record: DeploymentRecord): Promise<AckResult> {
+    return this.apply({ putDeployments: [record] });
+  }
+
+  /** Writes an endpoint's record unless it is unchanged; `null` when nothing was written. */
+  async putEndpoint(record: EndpointRecord): Promise<AckResult | null> {
+    const prev = this.endpoints.get(endpointKey(record));
+    if (prev && sameEndpoint(prev, record)) return null;
+    return this.apply({ putEndpoints: [record] });
+  }
+
+  /** The endpoint record as last published, if any. */
+  current(ref: EndpointRef): EndpointRecord | undefined {
+    return this.endpoints.get(endpointKey(ref));
+  }
+
+  /** Removes a version's endpoints or a whole deployment's records. */
+  remove(keys: readonly string[]): Promise<AckResult> {
+    return this.apply({ delete: keys });
+  }
+
+  /**
+   * Replaces the whole table with `deployments` and `endpoints` (controller start): writes them
+   * and deletes every other key, in one change.
+   */
+  async resync(deployments: readonly DeploymentRecord[], endpoints: readonly EndpointRecord[]): Promise<AckResult> {
+    const keep = new Set([...deployments.map(deploymentKey), ...endpoints.map(endpointKey)]);
+    const stale = (await this.routing.keys()).filter((k) => !keep.has(k));
+    this.endpoints.clear();
+    return this.apply({ putDeployments: deployments, putEndpoints: endpoints, delete: stale });
+  }
+}
+
+function sameEndpoint(a: EndpointRecord, b: EndpointRecord): boolean {
+  if (a.timeoutSeconds !== b.timeoutSeconds || a.maxBodyBytes !== b.maxBodyBytes) return false;
+  if (a.replicas.length !== b.replicas.length) return false;
+  return a.replicas.every((r, i) => r.id === b.replicas[i]?.id && r.address === b.replicas[i]?.address);
+}

@@ -1,0 +1,223 @@
+import { createHash } from 'node:crypto';
+import type { EndpointRecord } from '../gateway/routing/contract.ts';
+import type { EndpointSpec, EndpointStatus, Runtime } from './runtime/runtime.ts';
+import type { Deployment, Store, Version, VersionEndpoint, VersionStatus } from './store/store.ts';
+import type { EndpointDefinition } from './valohai-yaml/index.ts';
+import type { Publisher } from './publisher.ts';
+
+/** `owner/project/deployment/version/endpoint`: the runtime key of an endpoint's replicas. */
+export function endpointRuntimeKey(v: { owner: string; project: string; deployment: string; name: string }, endpoint: string): string {
+  return `${v.owner}/${v.project}/${v.deployment}/${v.name}/${endpoint}`;
+}
+
+/** The prefix a version's endpoint is served under, as the replica sees it in `VH_DEFAULT_PREFIX`. */
+export function versionPrefix(v: { owner: string; project: string; deployment: string; name: string }, endpoint: string): string {
+  return `/${endpointRuntimeKey(v, endpoint)}`;
+}
+
+/** The runtime spec of one endpoint of a version. */
+export function endpointSpec(v: Version, e: VersionEndpoint): EndpointSpec {
+  const def = e.definition as EndpointDefinition;
+  const env = { ...v.environment, VH_DEFAULT_PREFIX: versionPrefix(v, e.name) };
+  const image = v.images?.[e.name];
+  const base = {
+    key: endpointRuntimeKey(v, e.name),
+    owner: v.owner,
+    project: v.project,
+    deployment: v.deployment,
+    version: v.name,
+    endpoint: e.name,
+    codeDir: v.codeDir ?? '',
+    command: def.command,
+    port: def.port,
+    env,
+    ...(image !== undefined ? { image } : {}),
+    ...(def.resources !== undefined ? { resources: def.resources } : {}),
+    ...(def.nodeSelector !== undefined ? { nodeSelector: def.nodeSelector } : {}),
+    ...(def.tolerations !== undefined ? { tolerations: def.tolerations } : {}),
+  };
+  const specHash = createHash('sha256').update(JSON.stringify(base)).digest('hex').slice(0, 16);
+  return { ...base, replicas: e.replicas, specHash };
+}
+
+/** Whether a version should have replicas running. */
+export function versionRuns(v: Version): boolean {
+  return v.enabled && v.codeDir !== undefined && v.status !== 'building' && v.status !== 'stopped';
+}
+
+/** The routing record of an endpoint given what its runtime observes. */
+export function endpointRecord(v: Version, e: VersionEndpoint, status: EndpointStatus | undefined): EndpointRecord {
+  const live = versionRuns(v) && e.enabled;
+  const replicas = live && status
+    ? status.replicas.filter((r) => r.state === 'ready' && r.address !== null).map((r) => ({ id: r.id, address: r.address as string }))
+    : [];
+  return {
+    owner: v.owner,
+    project: v.project,
+    deployment: v.deployment,
+    version: v.name,
+    endpoint: e.name,
+    replicas,
+    timeoutSeconds: e.timeoutSeconds,
+    maxBodyBytes: e.maxBodyBytes,
+  };
+}
+
+/** A version's status given its endpoints' observed states. */
+export function observedStatus(v: Version, statuses: ReadonlyMap<string, EndpointStatus>): { status: VersionStatus; reason?: string } {
+  if (!v.enabled) return { status: 'stopped', ...(v.reason !== undefined ? { reason: v.reason } : {}) };
+  if (!versionRuns(v)) return { status: v.status, ...(v.reason !== undefined ? { reason: v.reason } : {}) };
+  let allReady = true;
+  for (const e of v.endpoints) {
+    if (!e.enabled || e.replicas === 0) continue;
+    const s = statuses.get(endpointRuntimeKey(v, e.name));
+    const ready = s?.replicas.some((r) => r.state === 'ready') ?? false;
+    if (!ready && s?.error) return { status: 'failed', reason: `endpoint ${e.name}: ${s.error}` };
+    if (!ready) allReady = false;
+  }
+  return { status: allReady ? 'ready' : 'starting' };
+}
+
+/**
+ * Brings actual replicas to the desired state, one pass at a time: every version that should run
+ * has its endpoints `ensure`d on its deployment's runtime; replicas nobody wants are removed;
+ * routing records and version statuses follow what the runtimes observe. Passes are triggered by
+ * changes and by a timer, and never overlap.
+ */
+export class Reconciler {
+  private readonly store: Store;
+  private readonly runtimes: ReadonlyMap<string, Runtime>;
+  private readonly publisher: Publisher;
+  private readonly onError: (err: unknown) => void;
+  private readonly statuses = new Map<string, EndpointStatus>();
+  /** runtime key -> where it belongs, for routing updates on runtime events. */
+  private readonly known = new Map<string, { target: string; version: { owner: string; project: string; deployment: string; name: string }; endpoint: string }>();
+  private running: Promise<void> | null = null;
+  private again = false;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly unsubscribe: (() => void)[] = [];
+  private closed = false;
+
+  constructor(opts: { store: Store; runtimes: ReadonlyMap<string, Runtime>; publisher: Publisher; onError: (err: unknown) => void }) {
+    this.store = opts.store;
+    this.runtimes = opts.runtimes;
+    this.publisher = opts.publisher;
+    this.onError = opts.onError;
+    for (const rt of this.runtimes.values()) {
+      this.unsubscribe.push(rt.onChange((s) => this.observe(s)));
+    }
+  }
+
+  /** What the runtimes last reported for an endpoint. */
+  status(key: string): EndpointStatus | undefined {
+    return this.statuses.get(key);
+  }
+
+  /** Reads every runtime's current state (adoption after a restart) without changing anything. */
+  async observeAll(): Promise<void> {
+    for (const rt of this.runtimes.values()) {
+      for (const s of await rt.list()) this.statuses.set(s.key, s);
+    }
+  }
+
+  /** Starts periodic passes (every `intervalMs`) and runs the first. */
+  start(intervalMs: number): Promise<void> {
+    this.timer = setInterval(() => void this.trigger(), intervalMs);
+    this.timer.unref();
+    return this.trigger();
+  }
+
+  /** Asks for a pass; resolves when a pass that started after this call has finished. */
+  trigger(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        try {
+          await this.pass();
+        } catch (err) {
+          this.onError(err);
+        }
+      } while (this.again && !this.closed);
+      this.running = null;
+    })();
+    return this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const desired = new Map<string, { target: string; spec: EndpointSpec }>();
+    const versions: { dep: Deployment; v: Version }[] = [];
+    for (const dep of await this.store.listAllDeployments()) {
+      for (const v of await this.store.listVersions({ owner: dep.owner, project: dep.project, deployment: dep.name })) {
+        versions.push({ dep, v });
+        if (!versionRuns(v)) continue;
+        for (const e of v.endpoints) {
+          if (!e.enabled) continue;
+          const spec = endpointSpec(v, e);
+          desired.set(spec.key, { target: dep.target, spec });
+          this.known.set(spec.key, { target: dep.target, version: v, endpoint: e.name });
+        }
+      }
+    }
+    for (const [target, rt] of this.runtimes) {
+      for (const s of await rt.list()) {
+        this.statuses.set(s.key, s);
+        const want = desired.get(s.key);
+        if (!want || want.target !== target) {
+          await rt.remove(s.key);
+          this.statuses.delete(s.key);
+        }
+      }
+    }
+    for (const { target, spec } of desired.values()) {
+      const rt = this.runtimes.get(target);
+      if (rt) await rt.ensure(spec);
+    }
+    for (const { dep, v } of versions) await this.settle(dep, v);
+  }
+
+  /** Publishes a version's endpoint records and records its observed status. */
+  private async settle(dep: Deployment, v: Version): Promise<void> {
+    if (v.status === 'building' || v.codeDir === undefined) return;
+    for (const e of v.endpoints) {
+      await this.publisher.putEndpoint(endpointRecord(v, e, this.statuses.get(endpointRuntimeKey(v, e.name))));
+    }
+    const next = observedStatus(v, this.statuses);
+    if (next.status !== v.status || next.reason !== v.reason) {
+      await this.store.updateVersion({ owner: dep.owner, project: dep.project, deployment: dep.name, version: v.name }, (draft) => {
+        if (draft.status === 'building' || !draft.enabled) return;
+        draft.status = next.status;
+        if (next.reason !== undefined) draft.reason = next.reason;
+        else delete draft.reason;
+      });
+    }
+  }
+
+  /** A runtime reported a change: route to ready replicas at once, then let a pass settle the rest. */
+  private observe(s: EndpointStatus): void {
+    this.statuses.set(s.key, s);
+    void this.refresh(s.key).catch(this.onError);
+  }
+
+  private async refresh(key: string): Promise<void> {
+    const where = this.known.get(key);
+    if (!where) return;
+    const ref = { owner: where.version.owner, project: where.version.project, deployment: where.version.deployment, version: where.version.name };
+    const v = await this.store.getVersion(ref);
+    const dep = await this.store.getDeployment(ref);
+    if (!v || !dep) return;
+    await this.settle(dep, v);
+  }
+
+  /** Stops passes and listening; the runtimes themselves are closed by their owner. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const u of this.unsubscribe) u();
+    await this.running;
+  }
+}
