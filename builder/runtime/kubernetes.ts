@@ -1,0 +1,664 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import type { EndpointSpec, EndpointStatus, Runtime, RuntimeHooks } from './runtime.ts';
+import { KubeApi, describeApiError, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
+import { PodLogFollower } from './kubernetes/logs.ts';
+import {
+  ANNOTATIONS,
+  CONTAINER,
+  DEFAULT_GATEWAY_SELECTOR,
+  LABELS,
+  MANAGED_SELECTOR,
+  NETWORK_POLICY_NAME,
+  deploymentManifest,
+  namespaceManifest,
+  networkPolicyManifest,
+  pdbManifest,
+  serviceManifest,
+  type GatewaySelector,
+  type ManifestOptions,
+} from './kubernetes/manifests.ts';
+import { endpointId, namespaceFor, resourceName } from './kubernetes/names.ts';
+import { endpointStatus, type PodView, type SliceView } from './kubernetes/status.ts';
+import { Informer } from './kubernetes/watch.ts';
+
+export { DEFAULT_GATEWAY_SELECTOR, type GatewaySelector } from './kubernetes/manifests.ts';
+
+/** Construction options of `KubernetesRuntime`. */
+export interface KubernetesRuntimeOptions {
+  /** The cluster and credentials (see `loadKubeConfig`). */
+  readonly kubeConfig: KubeConfig;
+  /** Namespace of a project's replicas, or a template with `{owner}` and `{project}`. */
+  readonly namespaceTemplate: string;
+  readonly hooks: RuntimeHooks;
+  /** SIGTERM to SIGKILL, after the preStop sleep (`terminationGracePeriodSeconds` = both). */
+  readonly stopGraceSeconds: number;
+  /** Who may reach replica pods (the NetworkPolicy). Default: `DEFAULT_GATEWAY_SELECTOR`. */
+  readonly gatewaySelector?: GatewaySelector;
+  /**
+   * Seconds a stopping pod keeps serving (preStop sleep) before SIGTERM: longer than it takes the
+   * runtime to see it terminating and the gateways to acknowledge its removal. Default 10.
+   */
+  readonly preStopSeconds?: number;
+  /** `exec` (`sleep N` in the image, any cluster) or `action` (kubelet sleep, Kubernetes >= 1.30). Default `exec`. */
+  readonly preStopSleep?: 'exec' | 'action';
+  /** Where images built for `wsgi:` endpoints hold the bundled runner. Default `/opt/portico/wsgi_runner.py`. */
+  readonly wsgiRunner?: string;
+  /** Restarts in CrashLoopBackOff before the endpoint error says crash loop. Default 3. */
+  readonly crashLoopRestarts?: number;
+  /** Unchanged objects are applied again this often, repairing edits made behind Portico's back. Default 10 minutes. */
+  readonly resyncMs?: number;
+  /** A pod chosen for scale-down that Kubernetes keeps running is routed to again after this long. Default 60 s. */
+  readonly drainTimeoutMs?: number;
+  /** How long `list`/`ensure` wait for the first LIST of pods and slices at start. Default 15 s. */
+  readonly startupTimeoutMs?: number;
+  /** Server-side duration of each watch. Default 25 s. */
+  readonly watchTimeoutSeconds?: number;
+  /** Failures in the background (watches, adoption, log streams). Default: ignored. */
+  readonly onError?: (message: string, err: unknown) => void;
+}
+
+/** Loads a kubeconfig file (`PORTICO_KUBECONFIG`) and selects `context` (`PORTICO_KUBE_CONTEXT`) if given. */
+export function loadKubeConfig(path: string, context?: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
+  if (context !== undefined) {
+    if (!kc.getContexts().some((c) => c.name === context)) throw new Error(`kubeconfig ${path} has no context ${JSON.stringify(context)}`);
+    kc.setCurrentContext(context);
+  }
+  return kc;
+}
+
+type ObjectKind = 'Deployment' | 'Service' | 'PodDisruptionBudget';
+
+/** What one informer has done: LISTs, WATCH requests, 410s, and the last resourceVersion seen. */
+export interface WatchStats {
+  readonly lists: number;
+  readonly watches: number;
+  readonly expired: number;
+  readonly resourceVersion: string;
+}
+
+interface Endpoint {
+  readonly key: string;
+  readonly id: string;
+  readonly namespace: string;
+  readonly name: string;
+  spec: EndpointSpec | undefined;
+  image: string | undefined;
+  port: number;
+  /** Replicas and spec hash of the Deployment as last applied (or adopted). */
+  appliedReplicas: number | undefined;
+  appliedSpecHash: string | undefined;
+  /** Manifest hash and time of the last apply (or adoption) per kind. */
+  readonly applied: Map<ObjectKind, { hash: string; at: number }>;
+  /** Pods chosen for scale-down (announced, not yet terminating) -> when to give up on them. */
+  readonly draining: Map<string, number>;
+  /** Pods `beforeStop` was called for. */
+  readonly announced: Set<string>;
+  removed: boolean;
+  runtimeError: string | undefined;
+  chain: Promise<void>;
+  readonly stops: Set<Promise<void>>;
+  lastEmitted: string;
+  drainTimer: NodeJS.Timeout | null;
+}
+
+const DEFAULTS = {
+  preStopSeconds: 10,
+  crashLoopRestarts: 3,
+  resyncMs: 600_000,
+  drainTimeoutMs: 60_000,
+  startupTimeoutMs: 15_000,
+  wsgiRunner: '/opt/portico/wsgi_runner.py',
+};
+
+function keyParts(key: string): { owner: string; project: string } {
+  const [owner = '', project = ''] = key.split('/');
+  return { owner, project };
+}
+
+const labelOf = (o: { metadata?: { labels?: Record<string, string> } } | undefined, label: string) => o?.metadata?.labels?.[label];
+const isTerminating = (pod: PodView) => pod.metadata?.deletionTimestamp !== undefined && pod.metadata.deletionTimestamp !== null;
+
+/**
+ * Runs replicas as pods of a Kubernetes cluster (target `kubernetes`).
+ *
+ * Per endpoint, in the project's namespace (created if missing): a Deployment (the built image,
+ * TCP readiness on the port, preStop sleep + grace period), a headless Service (so the
+ * EndpointSlice controller publishes pod readiness), a PodDisruptionBudget; per namespace a
+ * NetworkPolicy letting only the gateway pods in. Writes are server-side applies, skipped when
+ * the live object already carries the manifest's hash (so repeated `ensure`s write nothing).
+ *
+ * Routing follows EndpointSlices (list + watch with resourceVersion bookkeeping): a replica is
+ * `ready` at `podIP:port` when its slice endpoint is ready. Pods (also watched) explain the
+ * others: crash loops, image pull failures, unschedulable pods. Logs are followed per pod.
+ *
+ * No request reaches a stopping pod: on scale-down the runtime picks the pods to remove, marks
+ * them with a low `pod-deletion-cost` so the ReplicaSet controller removes those, calls
+ * `beforeStop` for them and reports them `stopping` before it lowers `replicas`. Any other pod
+ * Kubernetes stops (rolling update, eviction, drain, a different choice) shows up as terminating
+ * in the watched Pod/EndpointSlice within the watch latency; the runtime reports it `stopping`
+ * and calls `beforeStop`, while the pod's preStop sleep (`preStopSeconds`) keeps it serving
+ * in-flight and late requests until well after the gateways have dropped it.
+ *
+ * A new runtime adopts what a previous controller left: it lists Portico's objects by label.
+ */
+export class KubernetesRuntime implements Runtime {
+  readonly kind = 'kubernetes' as const;
+  readonly #api: KubeApi;
+  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector'>> & { gatewaySelector: GatewaySelector };
+  readonly #onError: (message: string, err: unknown) => void;
+  readonly #endpoints = new Map<string, Endpoint>();
+  readonly #byId = new Map<string, Endpoint>();
+  readonly #podsById = new Map<string, Map<string, PodView>>();
+  readonly #slicesById = new Map<string, Map<string, SliceView>>();
+  /** Informer key -> endpoint id it was indexed under (to unindex on change or delete). */
+  readonly #podIndex = new Map<string, string>();
+  readonly #sliceIndex = new Map<string, string>();
+  readonly #followers = new Map<string, { follower: PodLogFollower; restarts: number }>();
+  readonly #namespaces = new Set<string>();
+  readonly #policies = new Map<string, { hash: string; at: number }>();
+  readonly #listeners = new Set<(status: EndpointStatus) => void>();
+  readonly #pods: Informer<PodView>;
+  readonly #slices: Informer<SliceView>;
+  readonly #ready: Promise<void>;
+  #closed = false;
+  #adopted = false;
+  #adoptTimer: NodeJS.Timeout | null = null;
+
+  constructor(opts: KubernetesRuntimeOptions) {
+    this.#opts = {
+      kubeConfig: opts.kubeConfig,
+      namespaceTemplate: opts.namespaceTemplate,
+      hooks: opts.hooks,
+      stopGraceSeconds: opts.stopGraceSeconds,
+      gatewaySelector: opts.gatewaySelector ?? DEFAULT_GATEWAY_SELECTOR,
+      preStopSeconds: opts.preStopSeconds ?? DEFAULTS.preStopSeconds,
+      preStopSleep: opts.preStopSleep ?? 'exec',
+      wsgiRunner: opts.wsgiRunner ?? DEFAULTS.wsgiRunner,
+      crashLoopRestarts: opts.crashLoopRestarts ?? DEFAULTS.crashLoopRestarts,
+      resyncMs: opts.resyncMs ?? DEFAULTS.resyncMs,
+      drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
+      startupTimeoutMs: opts.startupTimeoutMs ?? DEFAULTS.startupTimeoutMs,
+      watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 25,
+    };
+    this.#onError = opts.onError ?? (() => {});
+    this.#api = new KubeApi(opts.kubeConfig);
+    const common = { kubeConfig: opts.kubeConfig, labelSelector: MANAGED_SELECTOR, watchTimeoutSeconds: this.#opts.watchTimeoutSeconds };
+    this.#pods = new Informer<PodView>({
+      ...common,
+      path: '/api/v1/pods',
+      list: () => this.#api.listPods(MANAGED_SELECTOR),
+      onChange: (key, pod) => this.#onPod(key, pod),
+      onError: (err) => this.#onError('kubernetes runtime: pod watch failed', err),
+    });
+    this.#slices = new Informer<SliceView>({
+      ...common,
+      path: '/apis/discovery.k8s.io/v1/endpointslices',
+      list: () => this.#api.listEndpointSlices(MANAGED_SELECTOR),
+      onChange: (key, slice) => this.#onSlice(key, slice),
+      onError: (err) => this.#onError('kubernetes runtime: EndpointSlice watch failed', err),
+    });
+    this.#ready = this.#start();
+  }
+
+  /** The namespace replicas of `owner/project` run in. */
+  namespaceOf(owner: string, project: string): string {
+    return namespaceFor(this.#opts.namespaceTemplate, owner, project);
+  }
+
+  async ensure(spec: EndpointSpec): Promise<void> {
+    await this.#ready;
+    if (this.#closed) throw new Error('kubernetes runtime is closed');
+    const ep = this.#endpoint(spec.key);
+    ep.spec = spec;
+    ep.removed = false;
+    if (spec.image !== undefined) ep.image = spec.image;
+    ep.port = spec.port;
+    try {
+      await this.#serial(ep, () => this.#apply(ep, spec));
+    } finally {
+      this.#emit(ep);
+    }
+  }
+
+  async remove(key: string): Promise<void> {
+    await this.#ready;
+    if (this.#closed) throw new Error('kubernetes runtime is closed');
+    const ep = this.#endpoint(key);
+    ep.removed = true;
+    try {
+      await this.#serial(ep, async () => {
+        if (!ep.removed) return; // ensured again while queued
+        const ids = this.#livePods(ep).map((p) => p.metadata!.name!);
+        for (const id of ids) {
+          ep.draining.set(id, Number.POSITIVE_INFINITY);
+          ep.announced.add(id);
+        }
+        await this.#beforeStop(ep, ids);
+        this.#emit(ep);
+        await this.#api.delete('Deployment', ep.namespace, ep.name);
+        await this.#api.delete('PodDisruptionBudget', ep.namespace, ep.name);
+        await this.#api.delete('Service', ep.namespace, ep.name);
+      });
+    } catch (err) {
+      this.#emit(ep);
+      throw err;
+    }
+    if (!ep.removed) return;
+    await Promise.all([...ep.stops]);
+    this.#forget(ep);
+    this.#emitStatus({ key, replicas: [] });
+  }
+
+  async list(): Promise<EndpointStatus[]> {
+    await this.#ready;
+    return [...this.#endpoints.values()].map((ep) => this.#status(ep));
+  }
+
+  onChange(listener: (status: EndpointStatus) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    await this.#ready;
+    if (this.#closed) return;
+    for (const ep of this.#endpoints.values()) {
+      await ep.chain;
+      await Promise.all([...ep.stops]);
+    }
+    this.#closed = true;
+    if (this.#adoptTimer) clearTimeout(this.#adoptTimer);
+    for (const ep of this.#endpoints.values()) if (ep.drainTimer) clearTimeout(ep.drainTimer);
+    await Promise.all([this.#pods.stop(), this.#slices.stop(), ...[...this.#followers.values()].map((f) => f.follower.stop())]);
+    this.#followers.clear();
+    this.#listeners.clear();
+  }
+
+  /** Watch counters (LISTs, WATCHes, 410s) and last resourceVersion of the pod and EndpointSlice informers, for diagnostics. */
+  get watchStats(): { pods: WatchStats; slices: WatchStats } {
+    const of = (i: Informer<PodView> | Informer<SliceView>): WatchStats => ({ ...i.stats, resourceVersion: i.resourceVersion });
+    return { pods: of(this.#pods), slices: of(this.#slices) };
+  }
+
+  // --- start and adoption -------------------------------------------------------------------
+
+  async #start(): Promise<void> {
+    await this.#adopt();
+    const synced = Promise.all([this.#pods.start(), this.#slices.start()]);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#opts.startupTimeoutMs);
+      timer.unref();
+    });
+    await Promise.race([synced, timeout]);
+    clearTimeout(timer);
+  }
+
+  /** Lists Portico's objects by label; retried in the background until it succeeds. */
+  async #adopt(): Promise<void> {
+    try {
+      const [deployments, services, pdbs, policies] = await Promise.all([
+        this.#api.listDeployments(MANAGED_SELECTOR),
+        this.#api.listServices(MANAGED_SELECTOR),
+        this.#api.listPodDisruptionBudgets(MANAGED_SELECTOR),
+        this.#api.listNetworkPolicies(MANAGED_SELECTOR),
+      ]);
+      const now = Date.now();
+      const note = (kind: ObjectKind, o: ObjectMetaView): Endpoint | undefined => {
+        const key = o.annotations[ANNOTATIONS.key];
+        if (!key) return undefined;
+        this.#namespaces.add(o.namespace);
+        const { owner, project } = keyParts(key);
+        if (this.namespaceOf(owner, project) !== o.namespace || resourceName(key) !== o.name) {
+          // Written under another namespace template (PORTICO_KUBE_NAMESPACE changed): not ours to manage.
+          this.#onError(`kubernetes runtime: ${kind} ${o.namespace}/${o.name} of ${key} is not where this runtime puts it; left alone`, undefined);
+          return undefined;
+        }
+        const ep = this.#endpoint(key);
+        const hash = o.annotations[ANNOTATIONS.manifestHash];
+        if (hash && !ep.applied.has(kind)) ep.applied.set(kind, { hash, at: now });
+        return ep;
+      };
+      for (const d of deployments) {
+        const ep = note('Deployment', d);
+        if (!ep || ep.spec) continue;
+        ep.appliedReplicas = d.replicas;
+        ep.appliedSpecHash = d.annotations[ANNOTATIONS.specHash];
+        ep.image = d.image;
+        if (d.port !== undefined) ep.port = d.port;
+      }
+      for (const s of services) note('Service', s);
+      for (const p of pdbs) note('PodDisruptionBudget', p);
+      for (const p of policies) {
+        this.#namespaces.add(p.namespace);
+        const hash = p.annotations[ANNOTATIONS.manifestHash];
+        if (p.name === NETWORK_POLICY_NAME && hash && !this.#policies.has(p.namespace)) this.#policies.set(p.namespace, { hash, at: now });
+      }
+      this.#adopted = true;
+      for (const ep of this.#endpoints.values()) this.#emit(ep);
+    } catch (err) {
+      this.#onError('kubernetes runtime: listing existing objects failed; retrying', err);
+      if (!this.#closed) {
+        this.#adoptTimer = setTimeout(() => void this.#adopt(), 5000);
+        this.#adoptTimer.unref();
+      }
+    }
+  }
+
+  #endpoint(key: string): Endpoint {
+    let ep = this.#endpoints.get(key);
+    if (ep) return ep;
+    const { owner, project } = keyParts(key);
+    ep = {
+      key,
+      id: endpointId(key),
+      namespace: this.namespaceOf(owner, project),
+      name: resourceName(key),
+      spec: undefined,
+      image: undefined,
+      port: 8000,
+      appliedReplicas: undefined,
+      appliedSpecHash: undefined,
+      applied: new Map(),
+      draining: new Map(),
+      announced: new Set(),
+      removed: false,
+      runtimeError: undefined,
+      chain: Promise.resolve(),
+      stops: new Set(),
+      lastEmitted: '',
+      drainTimer: null,
+    };
+    this.#endpoints.set(key, ep);
+    this.#byId.set(ep.id, ep);
+    return ep;
+  }
+
+  #forget(ep: Endpoint): void {
+    if (ep.drainTimer) clearTimeout(ep.drainTimer);
+    this.#endpoints.delete(ep.key);
+    if (this.#byId.get(ep.id) === ep) this.#byId.delete(ep.id);
+  }
+
+  // --- writes -------------------------------------------------------------------------------
+
+  /** Runs `fn` after the endpoint's earlier operations; a failure becomes the endpoint error. */
+  #serial(ep: Endpoint, fn: () => Promise<void>): Promise<void> {
+    const run = ep.chain.then(fn);
+    ep.chain = run.then(
+      () => {
+        ep.runtimeError = undefined;
+      },
+      (err: unknown) => {
+        ep.runtimeError = `kubernetes: ${describeApiError(err)}`;
+      },
+    );
+    return run;
+  }
+
+  #manifestOptions(namespace: string): ManifestOptions {
+    return {
+      namespace,
+      preStopSeconds: this.#opts.preStopSeconds,
+      stopGraceSeconds: this.#opts.stopGraceSeconds,
+      preStopSleep: this.#opts.preStopSleep,
+      wsgiRunner: this.#opts.wsgiRunner,
+    };
+  }
+
+  async #apply(ep: Endpoint, spec: EndpointSpec): Promise<void> {
+    // A remove that failed half-way left its pods announced; wanted again, they may serve again.
+    for (const [name, deadline] of ep.draining) {
+      if (deadline !== Number.POSITIVE_INFINITY) continue;
+      ep.draining.delete(name);
+      ep.announced.delete(name);
+    }
+    const opts = this.#manifestOptions(ep.namespace);
+    const deployment = deploymentManifest(spec, opts); // throws before any write if the spec cannot run here
+    await this.#ensureNamespace(ep.namespace, spec.owner, spec.project);
+    await this.#applyPolicy(ep.namespace);
+    await this.#applyIfChanged(ep, 'Service', serviceManifest(spec, opts));
+    const scalingDown = ep.appliedSpecHash === spec.specHash && ep.appliedReplicas !== undefined && spec.replicas < ep.appliedReplicas;
+    if (scalingDown) await this.#drainSurplus(ep, spec);
+    await this.#applyIfChanged(ep, 'Deployment', deployment);
+    ep.appliedReplicas = spec.replicas;
+    ep.appliedSpecHash = spec.specHash;
+    await this.#applyIfChanged(ep, 'PodDisruptionBudget', pdbManifest(spec, opts));
+  }
+
+  async #ensureNamespace(namespace: string, owner: string, project: string): Promise<void> {
+    if (this.#namespaces.has(namespace)) return;
+    if (!(await this.#api.namespaceExists(namespace))) await this.#api.createNamespace(namespaceManifest(namespace, owner, project));
+    this.#namespaces.add(namespace);
+  }
+
+  async #applyPolicy(namespace: string): Promise<void> {
+    const policy = networkPolicyManifest(namespace, this.#opts.gatewaySelector);
+    const hash = policy.metadata!.annotations![ANNOTATIONS.manifestHash]!;
+    const last = this.#policies.get(namespace);
+    if (last && last.hash === hash && Date.now() - last.at < this.#opts.resyncMs) return;
+    await this.#api.apply(policy);
+    this.#policies.set(namespace, { hash, at: Date.now() });
+  }
+
+  async #applyIfChanged(ep: Endpoint, kind: ObjectKind, obj: Applied): Promise<void> {
+    const hash = obj.metadata!.annotations![ANNOTATIONS.manifestHash]!;
+    const last = ep.applied.get(kind);
+    if (last && last.hash === hash && Date.now() - last.at < this.#opts.resyncMs) return;
+    await this.#api.apply(obj);
+    ep.applied.set(kind, { hash, at: Date.now() });
+  }
+
+  /**
+   * Before `replicas` goes down: picks the pods to remove (not ready first, then newest), gives
+   * them the lowest deletion cost so the ReplicaSet controller removes exactly those, reports them
+   * `stopping` and awaits `beforeStop` for them.
+   */
+  async #drainSurplus(ep: Endpoint, spec: EndpointSpec): Promise<void> {
+    const live = this.#livePods(ep).filter((p) => !ep.draining.has(p.metadata!.name!));
+    const surplus = live.length - Math.max(0, spec.replicas);
+    if (surplus <= 0) return;
+    const ready = this.#readyPodNames(ep);
+    const created = (p: PodView) => new Date(p.metadata?.creationTimestamp ?? 0).getTime();
+    const name = (p: PodView) => p.metadata!.name!;
+    // Creation times have second precision: ties are broken by name, arbitrarily but stably.
+    const victims = [...live]
+      .sort((a, b) => Number(ready.has(name(a))) - Number(ready.has(name(b))) || created(b) - created(a) || (name(a) < name(b) ? 1 : -1))
+      .slice(0, surplus)
+      .map((p) => p.metadata!.name!);
+    for (const name of victims) {
+      try {
+        await this.#api.annotatePod(ep.namespace, name, { [ANNOTATIONS.deletionCost]: '-1000' });
+      } catch (err) {
+        // Without the hint Kubernetes may pick another pod: that one is caught as it terminates.
+        this.#onError(`kubernetes runtime: could not mark pod ${name} for removal`, err);
+      }
+    }
+    const deadline = Date.now() + this.#opts.drainTimeoutMs;
+    for (const name of victims) {
+      ep.draining.set(name, deadline);
+      ep.announced.add(name);
+    }
+    await this.#beforeStop(ep, victims);
+    this.#emit(ep);
+    this.#scheduleDrainCheck(ep);
+  }
+
+  /** Pods Kubernetes kept despite being chosen (it may choose others) become routable again. */
+  #scheduleDrainCheck(ep: Endpoint): void {
+    if (ep.drainTimer) clearTimeout(ep.drainTimer);
+    const next = Math.min(...ep.draining.values());
+    if (!Number.isFinite(next)) return;
+    ep.drainTimer = setTimeout(() => {
+      ep.drainTimer = null;
+      const now = Date.now();
+      let changed = false;
+      for (const [name, deadline] of ep.draining) {
+        if (deadline > now) continue;
+        ep.draining.delete(name);
+        ep.announced.delete(name);
+        changed = true;
+      }
+      if (changed) this.#emit(ep);
+      this.#scheduleDrainCheck(ep);
+    }, Math.max(0, next - Date.now()));
+    ep.drainTimer.unref();
+  }
+
+  /** Calls `beforeStop` (its failure must not keep pods running: they stop regardless). */
+  async #beforeStop(ep: Endpoint, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const p = this.#opts.hooks.beforeStop(ep.key, ids).catch((err: unknown) => {
+      this.#onError(`kubernetes runtime: beforeStop failed for ${ep.key}`, err);
+    });
+    ep.stops.add(p);
+    try {
+      await p;
+    } finally {
+      ep.stops.delete(p);
+    }
+  }
+
+  // --- observation --------------------------------------------------------------------------
+
+  #livePods(ep: Endpoint): PodView[] {
+    return [...(this.#podsById.get(ep.id)?.values() ?? [])].filter((p) => !isTerminating(p) && p.metadata?.name);
+  }
+
+  #readyPodNames(ep: Endpoint): Set<string> {
+    const out = new Set<string>();
+    for (const s of this.#slicesById.get(ep.id)?.values() ?? []) {
+      for (const e of s.endpoints ?? []) {
+        if (e.targetRef?.name && e.conditions?.ready !== false && e.conditions?.terminating !== true) out.add(e.targetRef.name);
+      }
+    }
+    return out;
+  }
+
+  #reindex<T>(index: Map<string, string>, byId: Map<string, Map<string, T>>, key: string, id: string | undefined, obj: T | undefined): string | undefined {
+    const before = index.get(key);
+    if (before !== undefined && (before !== id || obj === undefined)) {
+      byId.get(before)?.delete(key);
+      if (byId.get(before)?.size === 0) byId.delete(before);
+      index.delete(key);
+    }
+    if (obj !== undefined && id !== undefined) {
+      let m = byId.get(id);
+      if (!m) byId.set(id, (m = new Map()));
+      m.set(key, obj);
+      index.set(key, id);
+    }
+    return before;
+  }
+
+  #onPod(key: string, pod: PodView | undefined): void {
+    const id = labelOf(pod, LABELS.endpointId);
+    const before = this.#reindex(this.#podIndex, this.#podsById, key, id, pod);
+    this.#followLogs(key, pod);
+    for (const which of new Set([before, id])) {
+      const ep = which === undefined ? undefined : this.#byId.get(which);
+      if (!ep) continue;
+      const name = key.slice(key.indexOf('/') + 1);
+      if (pod === undefined) {
+        ep.draining.delete(name);
+        ep.announced.delete(name);
+      } else if (isTerminating(pod)) {
+        this.#announceTerminating(ep, [name]);
+      }
+      this.#emit(ep);
+    }
+  }
+
+  #onSlice(key: string, slice: SliceView | undefined): void {
+    const id = labelOf(slice, LABELS.endpointId);
+    const before = this.#reindex(this.#sliceIndex, this.#slicesById, key, id, slice);
+    for (const which of new Set([before, id])) {
+      const ep = which === undefined ? undefined : this.#byId.get(which);
+      if (!ep) continue;
+      const terminating = (slice?.endpoints ?? []).filter((e) => e.conditions?.terminating === true && e.targetRef?.name).map((e) => e.targetRef!.name!);
+      this.#announceTerminating(ep, terminating);
+      this.#emit(ep);
+    }
+  }
+
+  /** A pod Kubernetes is stopping that nobody announced: out of routing now, before its preStop ends. */
+  #announceTerminating(ep: Endpoint, names: readonly string[]): void {
+    const fresh = names.filter((n) => !ep.announced.has(n));
+    if (fresh.length === 0 || this.#closed) return;
+    for (const n of fresh) ep.announced.add(n);
+    void this.#beforeStop(ep, fresh);
+  }
+
+  /** Follows a pod's log once its container has started; stops when the pod is gone. */
+  #followLogs(key: string, pod: PodView | undefined): void {
+    const current = this.#followers.get(key);
+    if (pod === undefined) {
+      if (current) {
+        this.#followers.delete(key);
+        void current.follower.stop();
+      }
+      return;
+    }
+    const endpointKey = pod.metadata?.annotations?.[ANNOTATIONS.key];
+    const cs = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER);
+    const started = cs !== undefined && (cs.state?.running !== undefined || cs.state?.terminated !== undefined || (cs.restartCount ?? 0) > 0);
+    if (!endpointKey || !started || this.#closed) return;
+    const restarts = cs.restartCount ?? 0;
+    if (current) {
+      if (restarts !== current.restarts || cs.state?.running !== undefined) current.follower.nudge();
+      current.restarts = restarts;
+      return;
+    }
+    const name = pod.metadata?.name ?? '';
+    const follower = new PodLogFollower({
+      kubeConfig: this.#opts.kubeConfig,
+      namespace: pod.metadata?.namespace ?? '',
+      pod: name,
+      container: CONTAINER,
+      onLine: (line, at) => {
+        try {
+          this.#opts.hooks.logs.write({ key: endpointKey, replica: name, stream: 'stdout', line, at });
+        } catch (err) {
+          this.#onError('kubernetes runtime: log sink failed', err);
+        }
+      },
+    });
+    this.#followers.set(key, { follower, restarts });
+  }
+
+  // --- status -------------------------------------------------------------------------------
+
+  #status(ep: Endpoint): EndpointStatus {
+    return endpointStatus({
+      key: ep.key,
+      image: ep.image,
+      port: ep.port,
+      pods: this.#podsById.get(ep.id)?.values() ?? [],
+      slices: this.#slicesById.get(ep.id)?.values() ?? [],
+      draining: new Set(ep.draining.keys()),
+      crashLoopRestarts: this.#opts.crashLoopRestarts,
+      runtimeError: ep.runtimeError ?? (this.#adopted ? undefined : 'kubernetes: the cluster has not answered yet'),
+    });
+  }
+
+  #emit(ep: Endpoint): void {
+    if (this.#closed || this.#endpoints.get(ep.key) !== ep) return;
+    const status = this.#status(ep);
+    const text = JSON.stringify(status);
+    if (text === ep.lastEmitted) return;
+    ep.lastEmitted = text;
+    this.#emitStatus(status);
+  }
+
+  #emitStatus(status: EndpointStatus): void {
+    for (const l of this.#listeners) {
+      try {
+        l(status);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+}

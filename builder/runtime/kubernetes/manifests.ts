@@ -1,0 +1,315 @@
+import { createHash } from 'node:crypto';
+import type {
+  V1Container,
+  V1Deployment,
+  V1EnvVar,
+  V1Namespace,
+  V1NetworkPolicy,
+  V1NetworkPolicyIngressRule,
+  V1PodDisruptionBudget,
+  V1ResourceRequirements,
+  V1Service,
+  V1Toleration,
+} from '@kubernetes/client-node';
+import { substitutePort } from '../local/command.ts';
+import type { EndpointSpec, Resources } from '../runtime.ts';
+import { endpointId, labelValue, resourceName } from './names.ts';
+
+/**
+ * The objects the kubernetes runtime writes, as pure functions of an `EndpointSpec` and the
+ * runtime's options. Every object carries `portico.io/manifest-hash`, a hash of everything else
+ * in it: the runtime skips a write when the live object already carries the same hash.
+ */
+
+/** Label and annotation keys Portico sets. */
+export const LABELS = {
+  managedBy: 'app.kubernetes.io/managed-by',
+  owner: 'portico.io/owner',
+  project: 'portico.io/project',
+  deployment: 'portico.io/deployment',
+  version: 'portico.io/version',
+  endpoint: 'portico.io/endpoint',
+  /** Hash of the endpoint key: the selector of its pods (immutable, unlike names that get slugged). */
+  endpointId: 'portico.io/endpoint-id',
+} as const;
+
+/** Value of `app.kubernetes.io/managed-by` on everything Portico writes. */
+export const MANAGED_BY = 'portico';
+/** Label selector of everything Portico writes. */
+export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
+
+export const ANNOTATIONS = {
+  /** The full endpoint key `owner/project/deployment/version/endpoint` (labels may be slugged). */
+  key: 'portico.io/key',
+  /** `EndpointSpec.specHash`: on the pod template too, so a change rolls the Deployment. */
+  specHash: 'portico.io/spec-hash',
+  manifestHash: 'portico.io/manifest-hash',
+  /** Tells the ReplicaSet controller which pods to remove first on scale-down (lower goes first). */
+  deletionCost: 'controller.kubernetes.io/pod-deletion-cost',
+} as const;
+
+/** The container name of every replica pod. */
+export const CONTAINER = 'app';
+/** Name of the per-namespace NetworkPolicy. */
+export const NETWORK_POLICY_NAME = 'portico-replicas';
+/** Name of the container port (and Service port) of replicas. */
+export const PORT_NAME = 'http';
+
+/** Labels selecting Portico's gateway pods: who may reach replicas. */
+export interface GatewaySelector {
+  /** Labels of the namespace the gateways run in. */
+  readonly namespaceLabels: Readonly<Record<string, string>>;
+  /** Labels of the gateway pods. */
+  readonly podLabels: Readonly<Record<string, string>>;
+}
+
+/** The gateway pods of `deploy/kubernetes/` (namespace `portico`). */
+export const DEFAULT_GATEWAY_SELECTOR: GatewaySelector = {
+  namespaceLabels: { 'kubernetes.io/metadata.name': 'portico' },
+  podLabels: { 'app.kubernetes.io/name': 'portico', 'app.kubernetes.io/component': 'gateway' },
+};
+
+/** What the manifests depend on besides the spec. */
+export interface ManifestOptions {
+  readonly namespace: string;
+  /** Seconds the preStop hook sleeps: the time gateways have to stop sending to a stopping pod. */
+  readonly preStopSeconds: number;
+  /** SIGTERM to SIGKILL, after the preStop sleep. */
+  readonly stopGraceSeconds: number;
+  /** `exec` runs `sleep N` in the container (any image with coreutils/busybox); `action` uses the
+   * kubelet's sleep action (Kubernetes >= 1.30, no binary needed). */
+  readonly preStopSleep: 'exec' | 'action';
+  /** Path of the bundled WSGI runner inside images built for `wsgi:` endpoints. */
+  readonly wsgiRunner: string;
+}
+
+/** Returns `obj` with `portico.io/manifest-hash` set to a hash of the rest of it. */
+export function withManifestHash<T extends { metadata?: { annotations?: { [key: string]: string } } }>(obj: T): T {
+  const hash = manifestHash(obj);
+  return { ...obj, metadata: { ...obj.metadata, annotations: { ...obj.metadata?.annotations, [ANNOTATIONS.manifestHash]: hash } } };
+}
+
+/** The hash `withManifestHash` stores (the annotation itself left out). */
+export function manifestHash(obj: { metadata?: { annotations?: { [key: string]: string } } }): string {
+  const annotations = { ...obj.metadata?.annotations };
+  delete annotations[ANNOTATIONS.manifestHash];
+  const copy = { ...obj, metadata: { ...obj.metadata, annotations } };
+  return createHash('sha256').update(stableJson(copy)).digest('hex').slice(0, 16);
+}
+
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Labels of every object of one endpoint (and of its pods). */
+export function endpointLabels(spec: Pick<EndpointSpec, 'key' | 'owner' | 'project' | 'deployment' | 'version' | 'endpoint'>): Record<string, string> {
+  return {
+    [LABELS.managedBy]: MANAGED_BY,
+    [LABELS.owner]: labelValue(spec.owner),
+    [LABELS.project]: labelValue(spec.project),
+    [LABELS.deployment]: labelValue(spec.deployment),
+    [LABELS.version]: labelValue(spec.version),
+    [LABELS.endpoint]: labelValue(spec.endpoint),
+    [LABELS.endpointId]: endpointId(spec.key),
+  };
+}
+
+/** A project namespace, labelled as Portico's. */
+export function namespaceManifest(name: string, owner: string, project: string): V1Namespace {
+  return {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name,
+      labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.owner]: labelValue(owner), [LABELS.project]: labelValue(project) },
+    },
+  };
+}
+
+/** Lets only the gateway pods reach replica pods of the namespace (any port). */
+export function networkPolicyManifest(namespace: string, gateway: GatewaySelector): V1NetworkPolicy {
+  return withManifestHash<V1NetworkPolicy>({
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: NETWORK_POLICY_NAME, namespace, labels: { [LABELS.managedBy]: MANAGED_BY }, annotations: {} },
+    spec: {
+      podSelector: { matchLabels: { [LABELS.managedBy]: MANAGED_BY } },
+      policyTypes: ['Ingress'],
+      // Wire name `from` (client-node's model calls it `_from`): manifests are sent as plain JSON.
+      ingress: [{ from: [{ namespaceSelector: { matchLabels: { ...gateway.namespaceLabels } }, podSelector: { matchLabels: { ...gateway.podLabels } } }] } as V1NetworkPolicyIngressRule],
+    },
+  });
+}
+
+/**
+ * The headless Service of an endpoint. Nothing connects through it: it exists so the EndpointSlice
+ * controller publishes the pods' readiness (`conditions.ready/serving/terminating`), which is what
+ * the runtime routes by. Its labels are copied onto those EndpointSlices.
+ */
+export function serviceManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace'>): V1Service {
+  return withManifestHash<V1Service>({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: { [ANNOTATIONS.key]: spec.key } },
+    spec: {
+      clusterIP: 'None',
+      selector: { [LABELS.endpointId]: endpointId(spec.key) },
+      ports: [{ name: PORT_NAME, port: spec.port, targetPort: spec.port, protocol: 'TCP' }],
+      publishNotReadyAddresses: false,
+    },
+  });
+}
+
+/**
+ * At most one replica down at a time for voluntary disruptions (node drains): `maxUnavailable: 1`
+ * for one replica (a single replica must not block drains forever), `minAvailable: replicas - 1`
+ * above that.
+ */
+export function pdbManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace'>): V1PodDisruptionBudget {
+  const budget = spec.replicas > 1 ? { minAvailable: spec.replicas - 1 } : { maxUnavailable: 1 };
+  return withManifestHash<V1PodDisruptionBudget>({
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: { [ANNOTATIONS.key]: spec.key } },
+    spec: { selector: { matchLabels: { [LABELS.endpointId]: endpointId(spec.key) } }, ...budget },
+  });
+}
+
+/** Kubernetes CPU quantity for cores (`0.5` -> `500m`, `2` -> `2`). */
+export function cpuQuantity(cores: number): string {
+  return Number.isInteger(cores) ? String(cores) : `${Math.max(1, Math.round(cores * 1000))}m`;
+}
+
+/** Kubernetes memory quantity for megabytes as Valohai (and Docker's `--memory 512m`) mean them: MiB. */
+export function mebibytes(mb: number): string {
+  return Number.isInteger(mb) ? `${mb}Mi` : `${Math.max(1, Math.round(mb * 1024))}Ki`;
+}
+
+/** requests = min, limits = max; devices (e.g. `nvidia.com/gpu`) are limits (requests default to them). */
+export function resourceRequirements(resources: Resources | undefined): V1ResourceRequirements | undefined {
+  if (!resources) return undefined;
+  const requests: Record<string, string> = {};
+  const limits: Record<string, string> = {};
+  const pairs = [
+    ['cpu', resources.cpu, cpuQuantity],
+    ['memory', resources.memory, mebibytes],
+    ['ephemeral-storage', resources['ephemeral-storage'], mebibytes],
+  ] as const;
+  for (const [name, range, format] of pairs) {
+    if (range?.min !== undefined) requests[name] = format(range.min);
+    if (range?.max !== undefined) limits[name] = format(range.max);
+  }
+  for (const [device, count] of Object.entries(resources.devices ?? {})) limits[device] = String(count);
+  const out: V1ResourceRequirements = {};
+  if (Object.keys(requests).length > 0) out.requests = requests;
+  if (Object.keys(limits).length > 0) out.limits = limits;
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** `key=value[,key=value...]` from valohai.yaml `node-selector`. */
+export function parseNodeSelector(text: string | undefined): Record<string, string> | undefined {
+  if (text === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const at = part.indexOf('=');
+    if (at <= 0) continue;
+    out[part.slice(0, at).trim()] = part.slice(at + 1).trim();
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+function tolerations(spec: EndpointSpec): V1Toleration[] | undefined {
+  if (!spec.tolerations || spec.tolerations.length === 0) return undefined;
+  return spec.tolerations.map((t) => ({
+    ...(t.key !== undefined ? { key: t.key } : {}),
+    ...(t.operator !== undefined ? { operator: t.operator } : {}),
+    ...(t.value !== undefined ? { value: t.value } : {}),
+    ...(t.effect !== undefined ? { effect: t.effect } : {}),
+  }));
+}
+
+/** Command and arguments of the replica container; `$PORT`/`${PORT}` replaced by the port. */
+function commandOf(spec: EndpointSpec, wsgiRunner: string): Pick<V1Container, 'command' | 'args'> {
+  const cmd = spec.command;
+  switch (cmd.kind) {
+    case 'shell':
+      return { command: ['/bin/sh', '-c', substitutePort(cmd.command, spec.port)] };
+    case 'exec': {
+      const [file, ...args] = cmd.argv.map((a) => substitutePort(a, spec.port));
+      if (file === undefined || file === '') throw new Error('server-command is an empty list');
+      return { command: [file], ...(args.length > 0 ? { args } : {}) };
+    }
+    case 'wsgi':
+      return { command: ['python3', wsgiRunner, '--host', '0.0.0.0', '--port', String(spec.port), cmd.module] };
+  }
+}
+
+/** The spec's environment plus `PORT`, `HOST=0.0.0.0` (and `SCRIPT_NAME` for wsgi), sorted. */
+function envOf(spec: EndpointSpec): V1EnvVar[] {
+  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...spec.env, PORT: String(spec.port), HOST: '0.0.0.0' };
+  if (spec.command.kind === 'wsgi') env['SCRIPT_NAME'] = spec.env['VH_DEFAULT_PREFIX'] ?? '';
+  return Object.keys(env).sort().map((name) => ({ name, value: env[name] ?? '' }));
+}
+
+/**
+ * The Deployment of an endpoint. Rolling updates never take capacity away (`maxUnavailable: 0`,
+ * `maxSurge: 1`); a pod is ready when its port accepts TCP; a stopping pod first sleeps
+ * `preStopSeconds` (still serving what it has) so the gateways stop sending to it before it gets
+ * SIGTERM, then has `stopGraceSeconds` to exit.
+ */
+export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V1Deployment {
+  if (spec.image === undefined || spec.image === '') throw new Error(`endpoint ${spec.key} has no image: the kubernetes runtime runs built images only`);
+  const labels = endpointLabels(spec);
+  const resources = resourceRequirements(spec.resources);
+  const nodeSelector = parseNodeSelector(spec.nodeSelector);
+  const tol = tolerations(spec);
+  const preStop = opts.preStopSleep === 'action'
+    ? { sleep: { seconds: opts.preStopSeconds } }
+    : { exec: { command: ['sleep', String(opts.preStopSeconds)] } };
+  const container: V1Container = {
+    name: CONTAINER,
+    image: spec.image,
+    ...commandOf(spec, opts.wsgiRunner),
+    env: envOf(spec),
+    ports: [{ name: PORT_NAME, containerPort: spec.port, protocol: 'TCP' }],
+    readinessProbe: { tcpSocket: { port: spec.port }, periodSeconds: 2, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 2 },
+    ...(opts.preStopSeconds > 0 ? { lifecycle: { preStop } } : {}),
+    ...(resources ? { resources } : {}),
+    // The last lines of output become the termination message of a crashed container: the
+    // crash-loop error shows them.
+    terminationMessagePolicy: 'FallbackToLogsOnError',
+  };
+  return withManifestHash<V1Deployment>({
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: {
+      name: resourceName(spec.key),
+      namespace: opts.namespace,
+      labels,
+      annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: spec.specHash },
+    },
+    spec: {
+      replicas: Math.max(0, spec.replicas),
+      selector: { matchLabels: { [LABELS.endpointId]: endpointId(spec.key) } },
+      revisionHistoryLimit: 2,
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+      template: {
+        metadata: { labels, annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: spec.specHash } },
+        spec: {
+          containers: [container],
+          terminationGracePeriodSeconds: opts.preStopSeconds + opts.stopGraceSeconds,
+          // Replicas are not API clients, and a namespace full of Services must not flood their env.
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          ...(nodeSelector ? { nodeSelector } : {}),
+          ...(tol ? { tolerations: tol } : {}),
+        },
+      },
+    },
+  });
+}

@@ -1,0 +1,199 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { loadKubeConfig } from '../../../builder/runtime/kubernetes.ts';
+import {
+  ANNOTATIONS,
+  DEFAULT_GATEWAY_SELECTOR,
+  cpuQuantity,
+  deploymentManifest,
+  manifestHash,
+  mebibytes,
+  namespaceManifest,
+  networkPolicyManifest,
+  parseNodeSelector,
+  pdbManifest,
+  resourceRequirements,
+  serviceManifest,
+  type ManifestOptions,
+} from '../../../builder/runtime/kubernetes/manifests.ts';
+import { dnsLabel, isDnsLabel, labelValue, namespaceFor, resourceName } from '../../../builder/runtime/kubernetes/names.ts';
+import { endpointStatus, type PodView, type SliceView } from '../../../builder/runtime/kubernetes/status.ts';
+import type { EndpointSpec } from '../../../builder/runtime/runtime.ts';
+import { validateManifest } from '../../helpers/fake-kube-api.ts';
+
+const OPTS: ManifestOptions = { namespace: 'portico-acme-mnist', preStopSeconds: 10, stopGraceSeconds: 5, preStopSleep: 'exec', wsgiRunner: '/opt/portico/wsgi_runner.py' };
+
+function spec(over: Partial<EndpointSpec> = {}): EndpointSpec {
+  return {
+    key: 'acme/mnist/web/20240101.0/predict', owner: 'acme', project: 'mnist', deployment: 'web', version: '20240101.0', endpoint: 'predict',
+    replicas: 1, codeDir: '/unused', image: 'registry.example/acme/mnist:1', command: { kind: 'shell', command: 'gunicorn -b 0.0.0.0:$PORT app:app' },
+    port: 8000, env: { VH_DEFAULT_PREFIX: '/acme/mnist/web/20240101.0/predict' }, specHash: 'h1', ...over,
+  };
+}
+
+const container = (s: EndpointSpec, o: ManifestOptions = OPTS) => deploymentManifest(s, o).spec!.template.spec!.containers[0]!;
+
+t.test('names: valid DNS-1123 labels, readable, unique under slugging, at most 63 characters', async (t) => {
+  const cases: [string, RegExp][] = [
+    ['acme/mnist/web/20240101.0/predict', /^web-20240101-0-predict-[0-9a-f]{8}$/],
+    ['acme/mnist/Web/1.0/predict', /^web-1-0-predict-[0-9a-f]{8}$/],
+    ['acme/mnist/9lives/v1/predict', /^p-9lives-v1-predict-[0-9a-f]{8}$/],
+    [`acme/mnist/${'a'.repeat(80)}/v1/predict`, /^a{54}-[0-9a-f]{8}$/],
+    ['acme/mnist/___/..../predict', /^predict-[0-9a-f]{8}$/],
+  ];
+  for (const [key, re] of cases) {
+    const name = resourceName(key);
+    t.match(name, re, key);
+    t.ok(isDnsLabel(name), `${name} is a DNS label`);
+  }
+  t.not(resourceName('acme/mnist/web/1.0/predict'), resourceName('acme/mnist/web/1-0/predict'), 'slugging never merges two keys');
+  t.not(resourceName('acme/mnist/web/1/predict'), resourceName('other/mnist/web/1/predict'), 'other owners differ (a shared namespace)');
+  t.equal(resourceName('acme/mnist/web/1/predict'), resourceName('acme/mnist/web/1/predict'), 'stable');
+  t.equal(dnsLabel('portico-acme-mnist'), 'portico-acme-mnist', 'a valid name is kept');
+  t.equal(namespaceFor('portico-{owner}-{project}', 'acme', 'mnist'), 'portico-acme-mnist');
+  t.equal(namespaceFor('models', 'acme', 'mnist'), 'models', 'a fixed namespace');
+  t.match(namespaceFor('portico-{owner}-{project}', 'Acme', 'mnist'), /^portico-acme-mnist-[0-9a-f]{8}$/);
+  t.not(namespaceFor('p-{owner}', 'Acme', 'x'), namespaceFor('p-{owner}', 'acme', 'x'), 'case differences stay apart');
+  t.ok(isDnsLabel(namespaceFor('portico-{owner}-{project}', 'o'.repeat(60), 'p'.repeat(60))));
+  t.equal(labelValue('20240101.0'), '20240101.0');
+  t.match(labelValue('ends-with-dot.'), /^ends-with-dot-[0-9a-f]{8}$/);
+  t.match(labelValue('x'.repeat(70)), /^x{54}-[0-9a-f]{8}$/);
+});
+
+t.test('resources: min -> requests, max -> limits, cores and MiB, devices as limits', async (t) => {
+  t.same([cpuQuantity(0.25), cpuQuantity(1), cpuQuantity(1.5), cpuQuantity(0.0001)], ['250m', '1', '1500m', '1m']);
+  t.same([mebibytes(512), mebibytes(0.5)], ['512Mi', '512Ki']);
+  t.same(resourceRequirements({ cpu: { max: 2 }, 'ephemeral-storage': { min: 1024 }, devices: { 'nvidia.com/gpu': 2 } }), {
+    requests: { 'ephemeral-storage': '1024Mi' },
+    limits: { cpu: '2', 'nvidia.com/gpu': '2' },
+  });
+  t.equal(resourceRequirements({}), undefined);
+  t.equal(resourceRequirements(undefined), undefined);
+  t.same(parseNodeSelector('a=b, c = d,bad'), { a: 'b', c: 'd' });
+  t.equal(parseNodeSelector(undefined), undefined);
+});
+
+t.test('commands: shell, exec and wsgi, $PORT substituted', async (t) => {
+  t.same(container(spec()).command, ['/bin/sh', '-c', 'gunicorn -b 0.0.0.0:8000 app:app']);
+  const exec = container(spec({ command: { kind: 'exec', argv: ['python', 'serve.py', '${PORT}'] } }));
+  t.same([exec.command, exec.args], [['python'], ['serve.py', '8000']]);
+  const single = container(spec({ command: { kind: 'exec', argv: ['serve'] } }));
+  t.same([single.command, single.args], [['serve'], undefined]);
+  const wsgi = container(spec({ command: { kind: 'wsgi', module: 'app:application' } }));
+  t.same(wsgi.command, ['python3', '/opt/portico/wsgi_runner.py', '--host', '0.0.0.0', '--port', '8000', 'app:application']);
+  t.same(wsgi.env?.find((e) => e.name === 'SCRIPT_NAME'), { name: 'SCRIPT_NAME', value: '/acme/mnist/web/20240101.0/predict' });
+  t.throws(() => deploymentManifest(spec({ command: { kind: 'exec', argv: [] } }), OPTS), /empty list/);
+  t.throws(() => deploymentManifest(spec({ image: '' }), OPTS), /has no image/);
+  t.equal(container(spec({ env: { PYTHONUNBUFFERED: '0', PORT: '1' } })).env?.find((e) => e.name === 'PYTHONUNBUFFERED')?.value, '0', 'the spec may override PYTHONUNBUFFERED');
+  t.equal(container(spec({ env: { PORT: '1' } })).env?.find((e) => e.name === 'PORT')?.value, '8000', 'but not PORT');
+});
+
+t.test('stopping: preStop sleep as exec or kubelet action, grace = preStop + stop grace', async (t) => {
+  t.same(container(spec(), { ...OPTS, preStopSleep: 'action' }).lifecycle, { preStop: { sleep: { seconds: 10 } } });
+  t.equal(container(spec(), { ...OPTS, preStopSeconds: 0 }).lifecycle, undefined, 'no hook when there is nothing to wait for');
+  t.equal(deploymentManifest(spec(), { ...OPTS, preStopSeconds: 7, stopGraceSeconds: 3 }).spec!.template.spec!.terminationGracePeriodSeconds, 10);
+});
+
+t.test('PDB: one replica may go (drains never block), above that all but one stay', async (t) => {
+  const budget = (replicas: number) => {
+    const s = pdbManifest(spec({ replicas }), OPTS).spec!;
+    return { maxUnavailable: s.maxUnavailable, minAvailable: s.minAvailable };
+  };
+  t.same(budget(0), { maxUnavailable: 1, minAvailable: undefined });
+  t.same(budget(1), { maxUnavailable: 1, minAvailable: undefined });
+  t.same(budget(3), { maxUnavailable: undefined, minAvailable: 2 });
+});
+
+t.test('every generated manifest is valid and has no unknown fields', async (t) => {
+  const variants: EndpointSpec[] = [
+    spec(),
+    spec({ replicas: 0 }),
+    spec({ replicas: 5, command: { kind: 'wsgi', module: 'app' } }),
+    spec({
+      command: { kind: 'exec', argv: ['serve', '--port', '$PORT'] },
+      resources: { cpu: { min: 0.5, max: 4 }, memory: { min: 1024.5, max: 8192 }, 'ephemeral-storage': { max: 10240 }, devices: { 'nvidia.com/gpu': 1, 'amd.com/gpu': 2 } },
+      nodeSelector: 'pool=gpu,zone=a',
+      tolerations: [{ key: 'gpu', operator: 'Equal', value: 'true', effect: 'NoSchedule' }, { operator: 'Exists' }],
+    }),
+  ];
+  for (const s of variants) {
+    for (const o of [deploymentManifest(s, OPTS), deploymentManifest(s, { ...OPTS, preStopSleep: 'action' }), serviceManifest(s, OPTS), pdbManifest(s, OPTS)]) {
+      t.same(validateManifest(o), [], `${o.kind} of ${JSON.stringify(s.command)} replicas ${s.replicas}`);
+    }
+  }
+  t.same(validateManifest(namespaceManifest('portico-acme-mnist', 'acme', 'mnist')), []);
+  t.same(validateManifest(networkPolicyManifest('portico-acme-mnist', DEFAULT_GATEWAY_SELECTOR)), []);
+});
+
+t.test('the manifest hash changes with content, not with key order', async (t) => {
+  const a = deploymentManifest(spec(), OPTS);
+  t.equal(a.metadata!.annotations![ANNOTATIONS.manifestHash], manifestHash(a), 'the stored hash is the hash of the rest');
+  const reverse = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(reverse) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reverse(x)])) : v;
+  const reordered = reverse(a) as typeof a;
+  t.not(JSON.stringify(reordered), JSON.stringify(a), 'really reordered');
+  t.equal(manifestHash(reordered), manifestHash(a));
+  t.not(manifestHash(deploymentManifest(spec({ replicas: 2 }), OPTS)), manifestHash(a), 'replicas count');
+  t.not(manifestHash(deploymentManifest(spec({ specHash: 'h2' }), OPTS)), manifestHash(a));
+});
+
+t.test('status: slices decide readiness; pods explain the rest', async (t) => {
+  const pod = (name: string, extra: Partial<PodView['status']> = {}, meta: Partial<NonNullable<PodView['metadata']>> = {}): PodView => ({
+    metadata: { name, creationTimestamp: '2024-01-01T00:00:00Z', ...meta },
+    status: { podIP: '10.0.0.1', startTime: '2024-01-01T00:00:01Z', containerStatuses: [{ name: 'app', restartCount: 0, state: { running: {} } }], ...extra },
+  });
+  const slice = (endpoints: SliceView['endpoints'], addressType = 'IPv4'): SliceView => ({ addressType, endpoints, ports: [{ name: 'http', port: 8000 }] });
+  const base = { key: 'k', image: 'img:1', port: 8000, draining: new Set<string>(), crashLoopRestarts: 3 };
+  const s = endpointStatus({
+    ...base,
+    pods: [pod('a'), pod('b'), pod('c', {}, { deletionTimestamp: '2024-01-01T00:01:00Z' }), pod('d')],
+    slices: [
+      slice([
+        { addresses: ['10.0.0.1'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'a' } },
+        { addresses: ['10.0.0.2'], conditions: {}, targetRef: { kind: 'Pod', name: 'b' } },
+        { addresses: ['10.0.0.3'], conditions: { ready: false, serving: true, terminating: true }, targetRef: { kind: 'Pod', name: 'c' } },
+        { addresses: ['10.0.0.4'], conditions: { ready: false }, targetRef: { kind: 'Pod', name: 'd' } },
+        { addresses: ['10.0.0.5'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'e' } },
+      ]),
+      slice([{ addresses: ['fd00::7'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'f' } }], 'IPv6'),
+    ],
+  });
+  t.same(s.replicas.map((r) => [r.id, r.state, r.address]), [
+    ['a', 'ready', '10.0.0.1:8000'],
+    ['b', 'ready', '10.0.0.2:8000'],
+    ['c', 'stopping', null],
+    ['d', 'starting', null],
+    ['e', 'ready', '10.0.0.5:8000'],
+    ['f', 'ready', '[fd00::7]:8000'],
+  ], 'absent ready counts as ready; terminating is stopping; slice entries without a pod yet; IPv6 bracketed');
+  t.equal(s.replicas[0]!.startedAt, Date.parse('2024-01-01T00:00:01Z'));
+
+  const drained = endpointStatus({ ...base, draining: new Set(['a']), pods: [pod('a')], slices: [slice([{ addresses: ['10.0.0.1'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'a' } }])] });
+  t.same(drained.replicas.map((r) => [r.state, r.address]), [['stopping', null]], 'announced for scale-down: no longer routed');
+
+  const unschedulable = endpointStatus({ ...base, pods: [pod('a', { conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes have nvidia.com/gpu' }], containerStatuses: [] })], slices: [] });
+  t.equal(unschedulable.error, 'replica a cannot be scheduled: 0/3 nodes have nvidia.com/gpu');
+  const config = endpointStatus({ ...base, pods: [pod('a', { containerStatuses: [{ name: 'app', restartCount: 0, state: { waiting: { reason: 'CreateContainerConfigError', message: 'secret "x" not found' } } }] })], slices: [] });
+  t.equal(config.error, 'replica a cannot start: CreateContainerConfigError: secret "x" not found');
+  const failed = endpointStatus({ ...base, pods: [pod('a', { phase: 'Failed', reason: 'Evicted', message: 'low on memory' })], slices: [] });
+  t.same([failed.replicas[0]!.state, failed.error], ['crashed', 'replica a failed: Evicted: low on memory']);
+  const runtimeError = endpointStatus({ ...base, pods: [], slices: [], runtimeError: 'kubernetes: HTTP 403: forbidden' });
+  t.equal(runtimeError.error, 'kubernetes: HTTP 403: forbidden');
+});
+
+t.test('loadKubeConfig reads PORTICO_KUBECONFIG and selects PORTICO_KUBE_CONTEXT', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kubeconfig-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'config');
+  writeFileSync(file, [
+    'apiVersion: v1', 'kind: Config', 'current-context: a',
+    'clusters: [{name: a, cluster: {server: "https://a.example:6443"}}, {name: b, cluster: {server: "https://b.example:6443"}}]',
+    'users: [{name: u, user: {token: t}}]',
+    'contexts: [{name: a, context: {cluster: a, user: u}}, {name: b, context: {cluster: b, user: u}}]',
+  ].join('\n'));
+  t.equal(loadKubeConfig(file).getCurrentCluster()?.server, 'https://a.example:6443', 'its current context by default');
+  t.equal(loadKubeConfig(file, 'b').getCurrentCluster()?.server, 'https://b.example:6443');
+  t.throws(() => loadKubeConfig(file, 'c'), /has no context "c"/);
+});
