@@ -89,8 +89,10 @@ export async function startPortico(opts: { env?: Record<string, string>; dataDir
     await res.body.dump();
     return res.statusCode === 200;
   };
-  const withGateway = (opts.command ?? 'start') === 'start';
-  await waitFor(async () => (await ok(`${adminUrl}/healthz`)) && (!withGateway || (await ok(`${gatewayUrl}/readyz`))), {
+  const command = opts.command ?? 'start';
+  const hasAdmin = command !== 'gateway';
+  const hasGateway = command !== 'controller';
+  await waitFor(async () => (!hasAdmin || (await ok(`${adminUrl}/healthz`))) && (!hasGateway || (await ok(`${gatewayUrl}/readyz`))), {
     timeoutMs: 30_000,
     what: 'portico to be ready',
   });
