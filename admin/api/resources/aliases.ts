@@ -81,7 +81,7 @@ export const aliasRoutes = [
     tag: 'aliases',
     summary: 'Every change of an alias: who, when, from, to',
     params: aliasParams,
-    response: { status: 200, description: 'The changes, oldest first.', schema: listOf('AliasHistoryItem') },
+    response: { status: 200, description: 'The changes, newest first.', schema: listOf('AliasHistoryItem') },
     handler: async ({ control, params }) => {
       const { alias, ...deployment } = params;
       return { body: { items: await control.aliasHistory(deployment, alias) } };

@@ -1,0 +1,170 @@
+// A version: overview with its build log, live replica logs (followed as NDJSON while the page
+// is open), and metric charts.
+import { api, deploymentPath, followNdjson, versionPath } from '../api.js';
+import { field, h, replace, select } from '../dom.js';
+import { crumbsFor, href } from '../nav.js';
+import { errorText, tabs } from '../ui.js';
+import { settling, versionCard } from './endpoints.js';
+import { renderMetrics } from './metrics.js';
+
+const REFRESH_MS = 1500;
+/** Lines kept on the page; older ones are dropped. */
+const MAX_LINES = 2000;
+
+/**
+ * A version's page (`…/v/name[/logs|/metrics]`): overview with build log, live logs, or metrics.
+ * @param {import('../main.js').PageContext} ctx
+ */
+export async function renderVersion(ctx) {
+  const { params, main, signal } = ctx;
+  const { owner, project, deployment, version } = params;
+  const tab = params.tab ?? 'overview';
+  const ref = { owner, project, deployment };
+  const [dep, v] = await Promise.all([
+    api('GET', deploymentPath(owner, project, deployment), undefined, { signal }),
+    api('GET', versionPath(ref, version), undefined, { signal }),
+  ]);
+  crumbsFor({ ...ref, version });
+  const here = href('p', owner, project, 'd', deployment, 'v', version);
+  const body = h('div', { id: 'tab-body' });
+  replace(main,
+    h('div', { class: 'page-head' }, h('h1', null, `Version ${version}`), h('span', { class: 'muted' }, `of ${deployment}`)),
+    tabs([[here, 'Overview'], [`${here}/logs`, 'Logs'], [`${here}/metrics`, 'Metrics']], tab === 'overview' ? here : `${here}/${tab}`),
+    body);
+  if (tab === 'logs') renderLogs(ctx, ref, v, body);
+  else if (tab === 'metrics') await renderMetrics(ctx, ref, v, body);
+  else await renderOverview(ctx, ref, dep, v, body);
+}
+
+/**
+ * @param {import('../main.js').PageContext} ctx
+ * @param {{owner: string, project: string, deployment: string}} ref
+ * @param {any} dep
+ * @param {any} first
+ * @param {HTMLElement} body
+ */
+async function renderOverview({ signal, rerender }, ref, dep, first, body) {
+  const card = h('div');
+  const details = h('dl', { class: 'details' });
+  const log = h('pre', { class: 'log', id: 'build-log' });
+  let timer = 0;
+  signal.addEventListener('abort', () => clearTimeout(timer));
+  /** @param {any} v */
+  const show = async (v) => {
+    const { items } = await api('GET', `${versionPath(ref, v.name)}/build-log`, undefined, { signal });
+    if (signal.aborted) return;
+    replace(card, versionCard(ref, dep, v, { link: false, changed: () => void refresh(), deleted: () => { location.hash = href('p', ref.owner, ref.project, 'd', ref.deployment); } }));
+    const source = v.source?.path ? `directory ${v.source.path}` : v.source?.git ? `git ${v.source.git.url}${v.source.git.ref ? ` @ ${v.source.git.ref}` : ''}` : v.source?.upload ? `upload ${v.source.upload}` : '—';
+    replace(details,
+      h('dt', null, 'Source'), h('dd', null, source),
+      h('dt', null, 'Environment'), h('dd', null, v.environment?.length ? v.environment.join(', ') : '—'),
+      h('dt', null, 'Aliases'), h('dd', null, v.aliases?.length ? v.aliases.join(', ') : '—'),
+      h('dt', null, 'Enabled'), h('dd', null, v.enabled === false ? 'no (stopped)' : 'yes'));
+    replace(log, items.length ? items.map((/** @type {any} */ l) => `${new Date(l.at).toISOString()}  ${l.line}\n`).join('') : '(no build output)');
+    if (v.status === 'building' || settling([v])) timer = window.setTimeout(() => void refresh(), REFRESH_MS);
+  };
+  const refresh = async () => {
+    try {
+      await show(await api('GET', versionPath(ref, first.name), undefined, { signal }));
+    } catch (err) {
+      if (!signal.aborted && /** @type {any} */ (err).status === 404) rerender();
+    }
+  };
+  replace(body, card, h('section', { class: 'card' }, h('h2', null, 'Details'), details), h('section', { class: 'card' }, h('h2', null, 'Build log'), log));
+  await show(first);
+}
+
+/**
+ * @param {import('../main.js').PageContext} ctx
+ * @param {{owner: string, project: string, deployment: string}} ref
+ * @param {any} v
+ * @param {HTMLElement} body
+ */
+function renderLogs({ signal }, ref, v, body) {
+  /** @type {any[]} */
+  const endpoints = v.endpoints;
+  if (endpoints.length === 0) {
+    replace(body, h('p', { class: 'muted' }, 'This version has no endpoints (yet).'));
+    return;
+  }
+  const endpoint = select({ id: 'log-endpoint' }, endpoints.map((e) => e.name));
+  const replica = h('select', { id: 'log-replica' });
+  const fillReplicas = () => {
+    const e = endpoints.find((x) => x.name === endpoint.value);
+    replace(replica, h('option', { value: '' }, 'all replicas'), (e?.replicas ?? []).map((/** @type {any} */ r) => h('option', { value: r.id }, `${r.id} (${r.state})`)));
+  };
+  fillReplicas();
+  const contains = h('input', { id: 'log-contains', type: 'search', placeholder: 'text in the line', maxLength: 1000 });
+  const tail = h('input', { id: 'log-tail', type: 'number', min: '0', max: '100000', value: '200', class: 'narrow-input' });
+  const follow = h('input', { id: 'log-follow', type: 'checkbox', checked: true });
+  const state = h('span', { class: 'muted', id: 'log-state', role: 'status' });
+  const lines = h('div', { class: 'log', id: 'log-lines', 'aria-live': 'off' });
+  let count = 0;
+
+  /** @type {AbortController | null} */
+  let stream = null;
+  signal.addEventListener('abort', () => stream?.abort());
+
+  /** @param {any} l */
+  const add = (l) => {
+    if (l.error) {
+      state.textContent = `stream error: ${l.error.message ?? l.error.code}`;
+      return;
+    }
+    const stick = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
+    lines.appendChild(h('div', { class: `line ${l.stream === 'stderr' ? 'stderr' : ''}`, 'data-replica': l.replica ?? '' },
+      h('span', { class: 'at' }, new Date(l.at).toISOString().slice(11, 23)), ' ',
+      h('span', { class: 'replica' }, l.replica ?? ''), ' ',
+      h('span', { class: 'text' }, l.line)));
+    if (++count > MAX_LINES) {
+      lines.firstChild?.remove();
+      count--;
+    }
+    if (stick) lines.scrollTop = lines.scrollHeight;
+  };
+
+  const start = async () => {
+    stream?.abort();
+    const mine = new AbortController();
+    stream = mine;
+    signal.addEventListener('abort', () => mine.abort(), { once: true });
+    replace(lines);
+    count = 0;
+    const q = new URLSearchParams();
+    const n = Number(tail.value);
+    q.set('tail', String(Number.isInteger(n) && n >= 0 ? Math.min(n, 100000) : 200));
+    if (replica.value) q.set('replica', replica.value);
+    if (contains.value !== '') q.set('contains', contains.value);
+    const p = `${versionPath(ref, v.name)}/endpoints/${encodeURIComponent(endpoint.value)}/logs`;
+    try {
+      if (follow.checked) {
+        q.set('follow', 'true');
+        state.textContent = 'following…';
+        await followNdjson(`${p}?${q}`, mine.signal, add);
+        if (!mine.signal.aborted) state.textContent = 'stream ended';
+      } else {
+        state.textContent = 'loading…';
+        const { items } = await api('GET', `${p}?${q}`, undefined, { signal: mine.signal });
+        items.forEach(add);
+        state.textContent = `${items.length} line(s)`;
+      }
+    } catch (err) {
+      if (!mine.signal.aborted) state.textContent = errorText(err);
+    }
+  };
+  let debounce = 0;
+  signal.addEventListener('abort', () => clearTimeout(debounce));
+  endpoint.addEventListener('change', () => { fillReplicas(); void start(); });
+  for (const c of [replica, tail, follow]) c.addEventListener('change', () => void start());
+  contains.addEventListener('input', () => {
+    clearTimeout(debounce);
+    debounce = window.setTimeout(() => void start(), 300);
+  });
+  replace(body,
+    h('section', { class: 'card' },
+      h('div', { class: 'inline-form' },
+        field('Endpoint', endpoint), field('Replica', replica), field('Contains', contains), field('Last lines', tail),
+        h('label', { class: 'check' }, follow, ' follow'), state),
+      lines));
+  void start();
+}

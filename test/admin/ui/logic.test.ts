@@ -1,0 +1,54 @@
+// The UI's pure helpers, run in Node: what the environment editor sends (a stored secret left
+// untouched goes back as "********", which the API reads as "keep") and the console's header parsing.
+import t from 'tap';
+
+type Row = { name: string; value: string; secret: boolean; stored: boolean };
+interface EnvironmentModule {
+  MASK: string;
+  environmentBody(rows: Row[]): { variables: Record<string, { value: string; secret: boolean }> } | { problems: string[] };
+}
+interface ConsoleModule {
+  parseHeaders(text: string): Record<string, string>;
+}
+
+// Browser modules (plain JS, no declarations): loaded by URL so the typechecker leaves them be.
+const load = <T>(path: string): Promise<T> => import(new URL(`../../../admin/ui/static/js/pages/${path}`, import.meta.url).href) as Promise<T>;
+
+t.test('environment: stored secrets are kept masked, new values sent, problems listed', async (t) => {
+  const { MASK, environmentBody } = await load<EnvironmentModule>('environment.js');
+  t.equal(MASK, '********');
+  t.same(environmentBody([
+    { name: 'API_KEY', value: '', secret: true, stored: true },
+    { name: 'TOKEN', value: 'new-secret', secret: true, stored: true },
+    { name: 'MODEL', value: 'large', secret: false, stored: false },
+    { name: 'PASSWORD', value: 'p', secret: true, stored: false },
+  ]), {
+    variables: {
+      API_KEY: { value: MASK, secret: true },
+      TOKEN: { value: 'new-secret', secret: true },
+      MODEL: { value: 'large', secret: false },
+      PASSWORD: { value: 'p', secret: true },
+    },
+  });
+  const bad = environmentBody([
+    { name: '1BAD', value: 'x', secret: false, stored: false },
+    { name: 'A', value: 'x', secret: false, stored: false },
+    { name: 'A', value: 'y', secret: false, stored: false },
+    { name: 'NEW', value: MASK, secret: true, stored: false },
+  ]);
+  t.ok('problems' in bad);
+  if ('problems' in bad) {
+    t.equal(bad.problems.length, 3);
+    t.match(bad.problems.join('\n'), /"1BAD" is not a variable name/);
+    t.match(bad.problems.join('\n'), /A is listed twice/);
+    t.match(bad.problems.join('\n'), /NEW: "\*{8}" cannot be a new secret value/);
+  }
+});
+
+t.test('console headers: "Name: value" lines', async (t) => {
+  const { parseHeaders } = await load<ConsoleModule>('console.js');
+  t.same(parseHeaders('X-One: 1\n\n  Accept:  application/json \nx-empty:'), { 'x-one': '1', accept: 'application/json', 'x-empty': '' });
+  t.same(parseHeaders('X-Url: http://a/b:c'), { 'x-url': 'http://a/b:c' }, 'split at the first colon');
+  t.throws(() => parseHeaders('ok: 1\nno colon here'), /line 2/);
+  t.throws(() => parseHeaders('bad name: 1'), /line 1/);
+});
