@@ -14,7 +14,7 @@ import type * as CP from './control-plane.ts';
 import { ControlErrors } from './errors.ts';
 import type { Publisher } from './publisher.ts';
 import { endpointRuntimeKey, type Reconciler } from './reconciler.ts';
-import type { Runtime } from './runtime/runtime.ts';
+import type { EndpointDefinition } from './valohai-yaml/index.ts';
 import {
   StoreConflictError,
   StoreNotFoundError,
@@ -28,18 +28,13 @@ import {
 } from './store/store.ts';
 import type { LogStore } from './telemetry/logs.ts';
 import { Limiter } from './limiter.ts';
+import type { Target } from './targets.ts';
+import { buildVersionImages, removeVersionImages } from './build/image.ts';
+import Dockerode from 'dockerode';
 
 /** Names of deployments, versions, aliases, users and tokens. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const MASK = '********';
-
-/** A target as configured: its runtime and public gateway URL. */
-export interface Target {
-  readonly name: string;
-  readonly kind: 'local' | 'docker' | 'kubernetes';
-  readonly gatewayUrl: string;
-  readonly runtime: Runtime;
-}
 
 function notFound(what: string): PorticoError {
   return new PorticoError(ControlErrors.NOT_FOUND, `${what} does not exist`);
@@ -282,6 +277,11 @@ export class Controller implements CP.ControlPlane {
       for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
     }
     await rm(this.deploymentDir(ref), { recursive: true, force: true });
+    const docker = this.targetsByName.get(d.target)?.docker;
+    if (docker) {
+      const engine = new Dockerode({ socketPath: docker.socket });
+      for (const v of versions) await removeVersionImages(engine, { ...ref, version: v.name }).catch(() => []);
+    }
     await this.record(actor, 'deployment.delete', depLabel(ref), { versions: versions.map((v) => v.name) });
   }
 
@@ -392,9 +392,26 @@ export class Controller implements CP.ControlPlane {
           this.config.buildTimeoutSeconds * 1000,
         );
       });
+      let images: Record<string, string> | undefined;
+      if (target?.docker) {
+        const docker = target.docker;
+        images = await this.builds.run(() =>
+          buildVersionImages({
+            docker: new Dockerode({ socketPath: docker.socket }),
+            version: { owner: ref.owner, project: ref.project, deployment: ref.deployment, name: ref.version },
+            endpoints: built.endpoints.map((e) => ({ name: e.name, enabled: e.enabled, definition: e.definition as EndpointDefinition })),
+            codeDir: built.codeDir,
+            ...(docker.registry ? { registry: docker.registry } : {}),
+            ...(this.config.dockerNetwork === 'host' ? { networkMode: 'host' } : {}),
+            log,
+            timeoutMs: this.config.buildTimeoutSeconds * 1000,
+          }),
+        );
+      }
       const v = await this.store.updateVersion(ref, (draft) => {
         draft.endpoints = built.endpoints;
         draft.codeDir = built.codeDir;
+        if (images) draft.images = images;
         if (draft.status === 'building') draft.status = 'starting';
         delete draft.reason;
       });
@@ -469,6 +486,11 @@ export class Controller implements CP.ControlPlane {
     const rt = this.targetsByName.get(d.target)?.runtime;
     for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
     await rm(this.versionDir(ref), { recursive: true, force: true });
+    const docker = this.targetsByName.get(d.target)?.docker;
+    if (docker) {
+      const kept = await removeVersionImages(new Dockerode({ socketPath: docker.socket }), ref).catch(() => []);
+      if (kept.length > 0) this.log('images of a deleted version are still in use', { version: ref, images: kept });
+    }
     await this.record(actor, 'version.delete', `${depLabel(ref)}/${v.name}`);
   }
 

@@ -4,10 +4,10 @@ import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/log.ts';
 import type { RoutingWriter } from '../gateway/routing/contract.ts';
 import { BlobStore } from './build/blobs.ts';
-import { Controller, type Target } from './controller.ts';
+import { Controller } from './controller.ts';
+import { createTargets } from './targets.ts';
 import { Publisher } from './publisher.ts';
 import { endpointRecord, Reconciler, versionRuns } from './reconciler.ts';
-import { LocalRuntime } from './runtime/local.ts';
 import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
@@ -22,7 +22,7 @@ export interface RunningController {
   /** `$PORTICO_DATA_DIR/admin-token` (mode 0600) when it holds the first admin token, else null. */
   readonly tokenFile: string | null;
   /**
-   * Stops reconciling and closes the store. With `stopReplicas`, every replica is stopped first
+   * Stops reconciling and closes the store. With `stopReplicas`, every local replica is stopped first
    * (`portico start`); without, replicas keep serving for the next controller to adopt.
    */
   close(opts?: { stopReplicas?: boolean }): Promise<void>;
@@ -67,10 +67,15 @@ export async function startController(opts: {
     },
   };
 
-  const runtimes = new Map<string, Runtime>();
-  const local = new LocalRuntime({ dataDir: config.dataDir, stopGraceSeconds: config.stopGraceSeconds, logRetentionBytes: config.logRetentionBytes, hooks });
-  runtimes.set('local', local);
-  const targets: Target[] = [{ name: 'local', kind: 'local', gatewayUrl: config.gatewayUrl, runtime: local }];
+  let targets;
+  try {
+    targets = await createTargets(config, hooks, log);
+  } catch (err) {
+    await logs.close();
+    await store.close();
+    throw err;
+  }
+  const runtimes = new Map<string, Runtime>(targets.map((t) => [t.name, t.runtime]));
 
   const reconciler = new Reconciler({
     store,
@@ -130,7 +135,11 @@ export async function startController(opts: {
       async close(closeOpts = {}) {
         await reconciler.close();
         if (closeOpts.stopReplicas) {
-          for (const rt of runtimes.values()) for (const s of await rt.list()) await rt.remove(s.key);
+          // Local replicas are this process's children in spirit; containers and pods stay.
+          for (const t of targets) {
+            if (t.kind !== 'local') continue;
+            for (const s of await t.runtime.list()) await t.runtime.remove(s.key);
+          }
         }
         for (const rt of runtimes.values()) await rt.close();
         await logs.close();

@@ -1,0 +1,45 @@
+import t from 'tap';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../common/config.ts';
+import { parseTargetsFile, targetSpecs, TargetsError } from '../../builder/targets.ts';
+
+t.test('targets from variables: local always, docker and kubernetes when configured', async (t) => {
+  t.same(await targetSpecs(loadConfig({})), [{ name: 'local', kind: 'local' }]);
+  const specs = await targetSpecs(loadConfig({ PORTICO_DOCKER_SOCKET: '/run/d.sock', PORTICO_KUBECONFIG: '/k/config', PORTICO_REGISTRY: 'reg.example/ml' }));
+  t.same(specs.map((s) => `${s.name}:${s.kind}`), ['local:local', 'docker:docker', 'kubernetes:kubernetes']);
+  t.match(specs[1], { socket: '/run/d.sock', network: 'bridge', registry: 'reg.example/ml' });
+  t.match(specs[2], { kubeconfig: '/k/config', namespace: 'portico-{owner}-{project}', dockerSocket: '/run/d.sock' });
+});
+
+t.test('a targets file defines named targets with their gateway URLs', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'targets-'));
+  const file = join(dir, 'targets.json');
+  writeFileSync(file, JSON.stringify({
+    targets: [
+      { name: 'local', kind: 'local' },
+      { name: 'gpu', kind: 'kubernetes', kubeconfig: '/k/gpu', context: 'prod', gatewayUrl: 'https://gpu.example' },
+    ],
+  }));
+  const specs = await targetSpecs(loadConfig({ PORTICO_TARGETS_FILE: file }));
+  t.same(specs.map((s) => s.name), ['local', 'gpu']);
+  t.equal(specs[1]?.gatewayUrl, 'https://gpu.example');
+  await t.rejects(targetSpecs(loadConfig({ PORTICO_TARGETS_FILE: join(dir, 'missing.json') })), /PORTICO_TARGETS_FILE .*missing\.json/);
+});
+
+t.test('every problem of a targets file is named with its entry', async (t) => {
+  const cases: [string, RegExp[]][] = [
+    ['{', [/f\.json: not JSON/]],
+    ['{"targets": []}', [/at least one target/]],
+    [
+      JSON.stringify({ targets: [{ name: 'A', kind: 'local' }, { name: 'x', kind: 'docker' }, { name: 'x', kind: 'ecs' }, { name: 'k', kind: 'kubernetes', gatewayUrl: 'ftp://x' }] }),
+      [/targets\[0\]\.name/, /targets\[1\]\.socket/, /targets\[2\]\.name: x is defined twice/, /targets\[2\]\.kind/, /targets\[3\]\.gatewayUrl/, /targets\[3\]\.kubeconfig/],
+    ],
+  ];
+  for (const [text, patterns] of cases) {
+    const err = t.throws(() => parseTargetsFile(text, 'f.json')) as unknown as TargetsError;
+    t.type(err, TargetsError);
+    for (const p of patterns) t.match(err.message, p);
+  }
+});
