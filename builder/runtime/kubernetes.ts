@@ -1,5 +1,6 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import type { EndpointSpec, EndpointStatus, Runtime, RuntimeHooks } from './runtime.ts';
+import { StatusListeners } from './status-listeners.ts';
 import { KubeApi, describeApiError, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
 import { PodLogFollower } from './kubernetes/logs.ts';
 import {
@@ -158,7 +159,7 @@ export class KubernetesRuntime implements Runtime {
   readonly #followers = new Map<string, { follower: PodLogFollower; restarts: number }>();
   readonly #namespaces = new Set<string>();
   readonly #policies = new Map<string, { hash: string; at: number }>();
-  readonly #listeners = new Set<(status: EndpointStatus) => void>();
+  readonly #listeners = new StatusListeners();
   readonly #pods: Informer<PodView>;
   readonly #slices: Informer<SliceView>;
   readonly #ready: Promise<void>;
@@ -248,7 +249,7 @@ export class KubernetesRuntime implements Runtime {
     if (!ep.removed) return;
     await Promise.all([...ep.stops]);
     this.#forget(ep);
-    this.#emitStatus({ key, replicas: [] });
+    this.#listeners.emit({ key, replicas: [] });
   }
 
   async list(): Promise<EndpointStatus[]> {
@@ -257,8 +258,7 @@ export class KubernetesRuntime implements Runtime {
   }
 
   onChange(listener: (status: EndpointStatus) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.add(listener);
   }
 
   async close(): Promise<void> {
@@ -649,16 +649,6 @@ export class KubernetesRuntime implements Runtime {
     const text = JSON.stringify(status);
     if (text === ep.lastEmitted) return;
     ep.lastEmitted = text;
-    this.#emitStatus(status);
-  }
-
-  #emitStatus(status: EndpointStatus): void {
-    for (const l of this.#listeners) {
-      try {
-        l(status);
-      } catch {
-        // a listener's failure is its own
-      }
-    }
+    this.#listeners.emit(status);
   }
 }

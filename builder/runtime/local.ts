@@ -1,26 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { EndpointSpec, EndpointStatus, ReplicaState, ReplicaStatus, Runtime, RuntimeHooks } from './runtime.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { EndpointSpec, EndpointStatus, Runtime, RuntimeHooks } from './runtime.ts';
 import { launchFor, type Launch } from './local/command.ts';
 import { pickPort, portFree, tcpProbe } from './local/net.ts';
 import { groupAlive, groupListeners, portListening, procAvailable, processAlive, processStartTime, signalGroup } from './local/proc.ts';
 import { readState, writeState, type EndpointRecord, type ReplicaRecord } from './local/state-file.ts';
 import { LogTail } from './local/tail.ts';
+import { Supervisor, type RestartPolicy, type SupervisedEndpoint, type SupervisedReplica } from './supervisor.ts';
 
-/** Restart backoff and crash-loop detection of the local runtime. */
-export interface RestartPolicy {
-  /** First restart delay (ms), doubled after each crash. Default 500. */
-  readonly initialMs: number;
-  /** Longest restart delay (ms). Default 30 000. */
-  readonly maxMs: number;
-  /** A replica ready this long (ms) before it crashes restarts with the initial delay again. Default 60 000. */
-  readonly resetAfterMs: number;
-  /** This many crashes of one replica within `crashLoopWindowMs` is a crash loop (endpoint error). Default 3. */
-  readonly crashLoopCount: number;
-  /** Default 300 000 (5 minutes). */
-  readonly crashLoopWindowMs: number;
-}
+export type { RestartPolicy } from './supervisor.ts';
 
 /** How often the local runtime looks at things (ms). */
 export interface LocalTiming {
@@ -53,16 +43,7 @@ export interface LocalRuntimeOptions {
   readonly timing?: Partial<LocalTiming>;
 }
 
-const DEFAULT_RESTART: RestartPolicy = {
-  initialMs: 500,
-  maxMs: 30_000,
-  resetAfterMs: 60_000,
-  crashLoopCount: 3,
-  crashLoopWindowMs: 300_000,
-};
 const DEFAULT_TIMING: LocalTiming = { logPollMs: 200, livenessMs: 2000, exitPollMs: 500 };
-const STDERR_KEPT = 20;
-const STDERR_SHOWN = 5;
 const SCAN_FIRST_MS = 300;
 const SCAN_MAX_MS = 5000;
 
@@ -76,56 +57,26 @@ export function sanitiseKey(key: string): string {
     .join('+');
 }
 
-interface Replica {
-  readonly id: string;
+interface Replica extends SupervisedReplica {
   /** The spec this replica runs (its `specHash` may be older than the endpoint's). */
   spec: EndpointSpec;
   /** The port handed to it as `PORT`. */
   port: number;
-  /** Published `host:port`, set only once its own socket answers there. */
-  address: string | null;
-  state: ReplicaState;
-  reason: string | undefined;
-  /** An endpoint-level problem this replica shows (crash loop, port clash). */
-  issue: string | undefined;
-  restarts: number;
   pid: number | null;
   startTime: string | null;
-  startedAt: number | undefined;
   /** Set when this runtime is the parent (exit comes as an event); adopted replicas are polled. */
   child: ChildProcess | null;
-  running: boolean;
-  /** Bumped at each start: callbacks of an older run are ignored. */
-  gen: number;
-  crashes: number[];
-  backoffMs: number;
-  readySince: number | undefined;
-  livenessFailures: number;
   /** Next /proc scan of a starting replica's sockets (Date.now ms) and the gap after it. */
   nextScanAt: number;
   scanGapMs: number;
   /** Our assigned port answered with someone else's socket: restart on another port. */
   portStolen: boolean;
-  stopRequested: boolean;
   out: LogTail | null;
   err: LogTail | null;
-  stderrTail: string[];
-  timer: NodeJS.Timeout | null;
   exitPoll: NodeJS.Timeout | null;
 }
 
-interface Endpoint {
-  readonly key: string;
-  spec: EndpointSpec;
-  nextId: number;
-  readonly replicas: Map<string, Replica>;
-  removed: boolean;
-  /** A failure of the runtime itself during the last reconcile pass. */
-  runtimeError: string | undefined;
-  /** Serialises reconcile passes and (re)starts of this endpoint. */
-  chain: Promise<void>;
-  readonly stops: Set<Promise<void>>;
-}
+type Endpoint = SupervisedEndpoint<Replica>;
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   if (code !== null) return `exited with code ${code}`;
@@ -144,20 +95,6 @@ function clashedPort(lines: readonly string[]): { found: boolean; port: number |
 }
 
 /**
- * The last stderr lines worth showing: blank lines and Node's version footer dropped, and the
- * error line itself kept even when a stack trace follows it.
- */
-function stderrSummary(lines: readonly string[]): string[] {
-  const kept = lines.map((l) => l.trim()).filter((l) => l !== '' && !/^Node\.js v\d/.test(l));
-  const shown = kept.slice(-STDERR_SHOWN);
-  const errorLine = [...kept].reverse().find((l) => /^(\w+)?(Error|Exception)\b(\s*\[[^\]]*\])?:/.test(l));
-  if (errorLine !== undefined && !shown.includes(errorLine)) return [errorLine, '...', ...shown.slice(-(STDERR_SHOWN - 2))];
-  return shown;
-}
-
-const idNumber = (id: string) => Number(id.replace(/^\D+/, '')) || 0;
-
-/**
  * Runs replicas as child processes on this machine (target `local`).
  *
  * Each replica gets a free port in `PORT` (and `$PORT` in the command), `HOST`, and is reached
@@ -169,6 +106,10 @@ const idNumber = (id: string) => Number(id.replace(/^\D+/, '')) || 0;
  * Replicas are detached process groups writing their output straight to files under
  * `<dataDir>/replicas/`, recorded in a state file, so a new `LocalRuntime` on the same data
  * directory adopts them after a controller restart. One runtime per data directory at a time.
+ *
+ * Bookkeeping, restarts, liveness, the stop sequence and status are the `Supervisor`'s; this
+ * class spawns and signals process groups, checks socket ownership in /proc, tails the log
+ * files and keeps the state file.
  */
 export class LocalRuntime implements Runtime {
   readonly kind = 'local' as const;
@@ -176,33 +117,50 @@ export class LocalRuntime implements Runtime {
   readonly #stateFile: string;
   readonly #graceMs: number;
   readonly #retention: number;
-  readonly #hooks: RuntimeHooks;
   readonly #host: string;
   readonly #portRange: { readonly min: number; readonly max: number } | undefined;
-  readonly #now: () => number;
   readonly #path: string;
-  readonly #restart: RestartPolicy;
   readonly #timing: LocalTiming;
-  readonly #endpoints = new Map<string, Endpoint>();
-  readonly #listeners = new Set<(status: EndpointStatus) => void>();
+  readonly #sup: Supervisor<Replica>;
   readonly #ready: Promise<void>;
   readonly #logTimer: NodeJS.Timeout;
-  #closed = false;
 
   constructor(opts: LocalRuntimeOptions) {
     this.#dir = join(opts.dataDir, 'replicas');
     this.#stateFile = join(this.#dir, 'local-runtime.json');
     this.#graceMs = opts.stopGraceSeconds * 1000;
     this.#retention = opts.logRetentionBytes;
-    this.#hooks = opts.hooks;
     this.#host = opts.host ?? '127.0.0.1';
     this.#portRange = opts.portRange;
-    this.#now = opts.now ?? Date.now;
     // The one environment read outside common/config.ts: replicas need a PATH to find their
     // interpreters, and the controller's own is the only sensible default.
     this.#path = opts.path ?? process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin';
-    this.#restart = { ...DEFAULT_RESTART, ...opts.restart };
     this.#timing = { ...DEFAULT_TIMING, ...opts.timing };
+    this.#sup = new Supervisor<Replica>({
+      name: 'local runtime',
+      hooks: opts.hooks,
+      restart: opts.restart,
+      livenessMs: this.#timing.livenessMs,
+      now: opts.now,
+      driver: {
+        create: (id, spec) => this.#replica(id, spec),
+        prepare: (ep, r) => this.#createLogFiles(ep, r),
+        isCurrent: (ep, r) => r.spec.specHash === ep.spec.specHash,
+        start: (ep, r, gen) => this.#startProcess(ep, r, gen),
+        probeStarting: (ep, r, gen, lastDelay, stale) => this.#probeStarting(ep, r, gen, lastDelay, stale),
+        exited: (r) => this.#exited(r),
+        onCrash: (r, what, crashLoop) => this.#onCrash(r, what, crashLoop),
+        terminate: (r) => this.#terminate(r),
+        discard: (ep, r) => this.#discard(ep, r),
+        forgotten: (key) => this.#forgotten(key),
+        detach: (r) => this.#detach(r),
+        closed: () => {
+          clearInterval(this.#logTimer);
+          this.#persist(true);
+        },
+        persist: () => this.#persist(),
+      },
+    });
     mkdirSync(this.#dir, { recursive: true });
     this.#logTimer = setInterval(() => this.#pollLogs(), this.#timing.logPollMs);
     this.#logTimer.unref();
@@ -211,164 +169,63 @@ export class LocalRuntime implements Runtime {
 
   async ensure(spec: EndpointSpec): Promise<void> {
     await this.#ready;
-    if (this.#closed) throw new Error('local runtime is closed');
-    let ep = this.#endpoints.get(spec.key);
-    if (!ep) {
-      ep = { key: spec.key, spec, nextId: 1, replicas: new Map(), removed: false, runtimeError: undefined, chain: Promise.resolve(), stops: new Set() };
-      this.#endpoints.set(spec.key, ep);
-    }
-    ep.spec = spec;
-    ep.removed = false;
-    this.#persist();
-    await this.#reconcile(ep);
-    this.#emit(ep);
+    await this.#sup.ensure(spec);
   }
 
   async remove(key: string): Promise<void> {
     await this.#ready;
-    if (this.#closed) throw new Error('local runtime is closed');
-    const ep = this.#endpoints.get(key);
-    if (!ep) return;
-    ep.removed = true;
-    await this.#reconcile(ep);
-    while (ep.stops.size > 0) await Promise.all([...ep.stops]);
-    if (!ep.removed) return; // ensured again meanwhile
-    this.#endpoints.delete(key);
-    try {
-      rmdirSync(join(this.#dir, sanitiseKey(key)));
-    } catch {
-      // not empty (a replica of a later ensure) or already gone
-    }
-    this.#persist();
-    this.#emitStatus({ key, replicas: [] });
+    await this.#sup.remove(key);
   }
 
   async list(): Promise<EndpointStatus[]> {
     await this.#ready;
-    return [...this.#endpoints.values()].map((ep) => this.#status(ep));
+    return this.#sup.list();
   }
 
   onChange(listener: (status: EndpointStatus) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#sup.onChange(listener);
   }
 
   async close(): Promise<void> {
     await this.#ready;
-    if (this.#closed) return;
-    for (const ep of this.#endpoints.values()) {
-      await ep.chain;
-      while (ep.stops.size > 0) await Promise.all([...ep.stops]);
-    }
-    this.#closed = true;
-    clearInterval(this.#logTimer);
-    for (const ep of this.#endpoints.values()) {
-      for (const r of ep.replicas.values()) {
-        this.#clearTimers(r);
-        r.out?.poll();
-        r.err?.poll();
-        r.out?.close();
-        r.err?.close();
-        r.out = r.err = null;
-      }
-    }
-    this.#persist(true);
-    this.#listeners.clear();
+    await this.#sup.close();
   }
 
-  // --- reconcile ------------------------------------------------------------------------------
+  // --- replicas and their files ---------------------------------------------------------------
 
-  /** One reconcile pass after those queued; rejects if it failed (the chain itself goes on). */
-  #reconcile(ep: Endpoint): Promise<void> {
-    const run = ep.chain.then(() => this.#reconcileNow(ep));
-    ep.chain = run.then(
-      () => {
-        ep.runtimeError = undefined;
-      },
-      (err: unknown) => {
-        // Nobody awaits a pass started by a replica's state change: its failure (disk full,
-        // no file descriptors) becomes the endpoint error instead of vanishing.
-        ep.runtimeError = `local runtime: ${err instanceof Error ? err.message : String(err)}`;
-        this.#emit(ep);
-      },
-    );
-    return run;
-  }
-
-  #reconcileLater(ep: Endpoint): void {
-    this.#reconcile(ep).catch(() => {}); // recorded as ep.runtimeError by #reconcile
-  }
-
-  async #reconcileNow(ep: Endpoint): Promise<void> {
-    if (this.#closed) return;
-    const want = ep.removed ? 0 : Math.max(0, ep.spec.replicas);
-    const live = [...ep.replicas.values()].filter((r) => !r.stopRequested);
-    const current = live.filter((r) => r.spec.specHash === ep.spec.specHash);
-    const old = live.filter((r) => r.spec.specHash !== ep.spec.specHash);
-    for (let i = current.length; i < want; i++) {
-      const r = this.#newReplica(ep);
-      current.push(r);
-      await this.#start(ep, r);
-    }
-    const toStop: Replica[] = [];
-    if (current.length > want) {
-      // Not-ready and newest first.
-      const sorted = [...current].sort(
-        (a, b) => Number(a.state === 'ready') - Number(b.state === 'ready') || idNumber(b.id) - idNumber(a.id),
-      );
-      toStop.push(...sorted.slice(0, current.length - want));
-    }
-    // Old-spec replicas keep serving until enough new ones are ready (no gap on replace).
-    const readyCurrent = current.filter((r) => r.state === 'ready' && !toStop.includes(r)).length;
-    const keepOld = Math.max(0, want - readyCurrent);
-    const oldReady = old.filter((r) => r.state === 'ready');
-    toStop.push(...old.filter((r) => r.state !== 'ready'), ...oldReady.slice(keepOld));
-    if (toStop.length > 0) this.#stop(ep, toStop);
-  }
-
-  #newReplica(ep: Endpoint): Replica {
-    const id = `r${ep.nextId++}`;
-    const r: Replica = {
-      id, spec: ep.spec, port: 0, address: null, state: 'starting', reason: undefined, issue: undefined,
-      restarts: 0, pid: null, startTime: null, startedAt: undefined, child: null, running: false, gen: 0,
-      crashes: [], backoffMs: this.#restart.initialMs, readySince: undefined, livenessFailures: 0,
-      nextScanAt: 0, scanGapMs: SCAN_FIRST_MS, portStolen: false, stopRequested: false, out: null, err: null, stderrTail: [],
-      timer: null, exitPoll: null,
+  #replica(id: string, spec: EndpointSpec): Replica {
+    return {
+      ...this.#sup.fresh(id), spec, port: 0, pid: null, startTime: null, child: null, nextScanAt: 0,
+      scanGapMs: SCAN_FIRST_MS, portStolen: false, out: null, err: null, exitPoll: null,
     };
-    ep.replicas.set(id, r);
-    const dir = join(this.#dir, sanitiseKey(ep.key));
+  }
+
+  #logDir(key: string): string {
+    return join(this.#dir, sanitiseKey(key));
+  }
+
+  #createLogFiles(ep: Endpoint, r: Replica): void {
+    const dir = this.#logDir(ep.key);
     mkdirSync(dir, { recursive: true });
     for (const stream of ['out', 'err'] as const) {
-      const file = join(dir, `${id}.${stream}.log`);
+      const file = join(dir, `${r.id}.${stream}.log`);
       writeFileSync(file, '');
       this.#openTail(ep, r, stream, file, false);
     }
-    return r;
   }
 
   #openTail(ep: Endpoint, r: Replica, stream: 'out' | 'err', file: string, fromEnd: boolean): void {
     const name = stream === 'out' ? 'stdout' : 'stderr';
-    const tail = new LogTail(file, {
+    r[stream] = new LogTail(file, {
       fromEnd,
       maxBytes: this.#retention,
-      onLine: (line) => {
-        if (name === 'stderr') {
-          r.stderrTail.push(line);
-          if (r.stderrTail.length > STDERR_KEPT) r.stderrTail.shift();
-        }
-        try {
-          this.#hooks.logs.write({ key: ep.key, replica: r.id, stream: name, line, at: this.#now() });
-        } catch {
-          // a failing sink must not stop the tail
-        }
-      },
+      onLine: (line) => this.#sup.output(ep, r, name, line, this.#sup.now()),
     });
-    r[stream] = tail;
   }
 
   #usedPorts(except: Replica | null): Set<number> {
     const used = new Set<number>();
-    for (const ep of this.#endpoints.values()) {
+    for (const ep of this.#sup.endpoints()) {
       used.add(ep.spec.port);
       for (const r of ep.replicas.values()) {
         if (r === except) continue;
@@ -380,28 +237,14 @@ export class LocalRuntime implements Runtime {
     return used;
   }
 
-  /** (Re)starts replica `r`; any failure to start is a crash with a reason (and a restart). */
-  async #start(ep: Endpoint, r: Replica): Promise<void> {
-    try {
-      await this.#startProcess(ep, r);
-    } catch (err) {
-      if (!r.running && !r.stopRequested && !this.#closed) {
-        this.#crashed(ep, r, `cannot start: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
-  }
+  // --- starting -------------------------------------------------------------------------------
 
-  async #startProcess(ep: Endpoint, r: Replica): Promise<void> {
-    if (this.#closed || r.stopRequested) return;
-    const gen = ++r.gen;
+  async #startProcess(ep: Endpoint, r: Replica, gen: number): Promise<void> {
     const spec = r.spec;
-    r.state = 'starting';
-    r.address = null;
-    r.livenessFailures = 0;
     r.nextScanAt = Date.now() + SCAN_FIRST_MS;
     r.scanGapMs = SCAN_FIRST_MS;
     if (!existsSync(spec.codeDir) || !statSync(spec.codeDir).isDirectory()) {
-      this.#crashed(ep, r, `code directory ${spec.codeDir} does not exist`);
+      this.#sup.crashed(ep, r, `code directory ${spec.codeDir} does not exist`);
       return;
     }
     const used = this.#usedPorts(r);
@@ -409,19 +252,19 @@ export class LocalRuntime implements Runtime {
       const reuse = r.port !== 0 && !r.portStolen && !used.has(r.port) && (await portFree(this.#host, r.port));
       if (!reuse) r.port = await pickPort(this.#host, used, this.#portRange);
     } catch (err) {
-      this.#crashed(ep, r, `no port: ${(err as Error).message}`);
+      this.#sup.crashed(ep, r, `no port: ${(err as Error).message}`);
       return;
     }
     r.portStolen = false;
-    if (this.#closed || r.stopRequested || gen !== r.gen) return;
+    if (this.#sup.superseded(r, gen)) return;
     let launch: Launch;
     try {
       launch = launchFor(spec, r.port, this.#host, this.#path);
     } catch (err) {
-      this.#crashed(ep, r, (err as Error).message);
+      this.#sup.crashed(ep, r, (err as Error).message);
       return;
     }
-    const dir = join(this.#dir, sanitiseKey(ep.key));
+    const dir = this.#logDir(ep.key);
     mkdirSync(dir, { recursive: true });
     const outFd = openSync(join(dir, `${r.id}.out.log`), 'a');
     const errFd = openSync(join(dir, `${r.id}.err.log`), 'a');
@@ -435,15 +278,15 @@ export class LocalRuntime implements Runtime {
         detached: true,
       });
     } catch (err) {
-      this.#crashed(ep, r, `cannot start ${launch.file}: ${(err as Error).message}`);
+      this.#sup.crashed(ep, r, `cannot start ${launch.file}: ${(err as Error).message}`);
       return;
     } finally {
       closeSync(outFd);
       closeSync(errFd);
     }
     child.on('error', (err) => {
-      if (gen !== r.gen || this.#closed || r.pid !== null) return;
-      this.#crashed(ep, r, `cannot start ${launch.file}: ${err.message}`);
+      if (gen !== r.gen || this.#sup.closed || r.pid !== null) return;
+      this.#sup.crashed(ep, r, `cannot start ${launch.file}: ${err.message}`);
     });
     child.once('exit', (code, signal) => this.#onExit(ep, r, gen, code, signal));
     child.unref();
@@ -452,48 +295,17 @@ export class LocalRuntime implements Runtime {
     r.running = true;
     r.pid = child.pid;
     r.startTime = processStartTime(child.pid);
-    r.startedAt = this.#now();
-    this.#persist();
-    this.#emit(ep);
-    this.#scheduleProbe(ep, r, gen, 30);
+    r.startedAt = this.#sup.now();
+    this.#sup.launched(ep, r, gen);
   }
 
   // --- readiness ------------------------------------------------------------------------------
 
-  #scheduleProbe(ep: Endpoint, r: Replica, gen: number, delayMs: number): void {
-    if (r.timer) clearTimeout(r.timer);
-    r.timer = setTimeout(() => {
-      r.timer = null;
-      this.#probe(ep, r, gen, delayMs).catch(() => {
-        // /proc or a socket misbehaved: look again later rather than stop watching
-        if (gen === r.gen && !this.#closed) this.#scheduleProbe(ep, r, gen, 1000);
-      });
-    }, delayMs);
-    r.timer.unref();
-  }
-
-  async #probe(ep: Endpoint, r: Replica, gen: number, lastDelay: number): Promise<void> {
-    const stale = () => this.#closed || gen !== r.gen || r.stopRequested || !r.running || r.pid === null;
+  async #probeStarting(ep: Endpoint, r: Replica, gen: number, lastDelay: number, stale: () => boolean): Promise<void> {
+    const pid = r.pid;
+    if (pid === null) return;
+    const ok = await tcpProbe(this.#host, r.port, 1000);
     if (stale()) return;
-    const pid = r.pid!;
-    const publishedPort = r.address ? Number(r.address.slice(r.address.lastIndexOf(':') + 1)) : r.port;
-    const ok = await tcpProbe(this.#host, publishedPort, 1000);
-    if (stale()) return;
-    if (r.state === 'ready') {
-      if (ok) {
-        r.livenessFailures = 0;
-      } else if (++r.livenessFailures >= 3) {
-        r.state = 'starting';
-        r.readySince = undefined;
-        r.reason = `stopped answering on ${r.address}`;
-        r.address = null;
-        this.#emit(ep);
-        this.#scheduleProbe(ep, r, gen, 100);
-        return;
-      }
-      this.#scheduleProbe(ep, r, gen, ok ? this.#timing.livenessMs : 500);
-      return;
-    }
     const next = Math.min(1000, Math.round(lastDelay * 1.5));
     if (ok) {
       const lis = groupListeners(pid, r.port);
@@ -501,12 +313,11 @@ export class LocalRuntime implements Runtime {
         // Someone else holds the port we handed out: never publish it; restart elsewhere.
         r.portStolen = true;
         r.reason = `its assigned port ${r.port} is answered by another process; restarting it on another port`;
-        this.#emit(ep);
+        this.#sup.emit(ep);
         signalGroup(pid, 'SIGKILL');
         return;
       }
-      this.#becomeReady(ep, r, `${this.#host}:${r.port}`, undefined);
-      this.#scheduleProbe(ep, r, gen, this.#timing.livenessMs);
+      this.#sup.ready(ep, r, gen, `${this.#host}:${r.port}`);
       return;
     }
     // A replica not answering on $PORT: look at which ports its processes listen on, less and less
@@ -517,15 +328,14 @@ export class LocalRuntime implements Runtime {
       const declared = r.spec.port;
       const lis = groupListeners(pid, declared);
       if (lis && lis.ports.size > 0 && !lis.ports.has(r.port)) {
-        const taken = [...this.#endpoints.values()].some((e) =>
+        const taken = [...this.#sup.endpoints()].some((e) =>
           [...e.replicas.values()].some((o) => o !== r && o.address === `${this.#host}:${declared}`),
         );
         if (lis.ports.has(declared) && !lis.portOwnedElsewhere && !taken && (await tcpProbe(this.#host, declared, 1000))) {
           if (stale()) return;
           // It hard-codes its declared port, and that socket is its own: one replica per host port.
-          this.#becomeReady(ep, r, `${this.#host}:${declared}`,
+          this.#sup.ready(ep, r, gen, `${this.#host}:${declared}`,
             `listens on its declared port ${declared}, not on $PORT (${r.port}): only one replica of it can run on this host`);
-          this.#scheduleProbe(ep, r, gen, this.#timing.livenessMs);
           return;
         }
         const ports = [...lis.ports].sort((a, b) => a - b).join(', ');
@@ -533,125 +343,45 @@ export class LocalRuntime implements Runtime {
         if (r.issue !== why) {
           r.reason = why;
           r.issue = why;
-          this.#emit(ep);
+          this.#sup.emit(ep);
         }
       }
     }
-    this.#scheduleProbe(ep, r, gen, next);
+    this.#sup.scheduleProbe(ep, r, gen, next);
   }
 
-  #becomeReady(ep: Endpoint, r: Replica, address: string, note: string | undefined): void {
-    r.state = 'ready';
-    r.address = address;
-    r.readySince = this.#now();
-    r.livenessFailures = 0;
-    r.reason = note;
-    r.issue = undefined;
-    this.#persist();
-    this.#emit(ep);
-    this.#reconcileLater(ep);
-  }
-
-  // --- exits and restarts ---------------------------------------------------------------------
+  // --- exits ----------------------------------------------------------------------------------
 
   #onExit(ep: Endpoint, r: Replica, gen: number, code: number | null, signal: NodeJS.Signals | null): void {
-    if (this.#closed || gen !== r.gen || !r.running) return;
-    r.running = false;
+    const what = r.portStolen ? `its assigned port ${r.port} was taken by another process` : describeExit(code, signal);
+    this.#sup.exited(ep, r, gen, what);
+  }
+
+  #exited(r: Replica): void {
     r.child = null;
     if (r.exitPoll) clearInterval(r.exitPoll);
     r.exitPoll = null;
     r.out?.flush();
     r.err?.flush();
-    if (r.stopRequested) return;
-    const stolen = r.portStolen;
-    this.#crashed(ep, r, stolen ? `its assigned port ${r.port} was taken by another process` : describeExit(code, signal));
   }
 
-  #crashed(ep: Endpoint, r: Replica, what: string): void {
-    const now = this.#now();
-    if (r.timer) clearTimeout(r.timer);
-    if (r.readySince !== undefined && now - r.readySince >= this.#restart.resetAfterMs) r.backoffMs = this.#restart.initialMs;
-    r.readySince = undefined;
-    r.crashes = [...r.crashes.filter((t) => now - t < this.#restart.crashLoopWindowMs), now];
-    r.state = 'crashed';
-    r.address = null;
-    r.running = false;
+  #onCrash(r: Replica, what: string, crashLoop: string | undefined): string | undefined {
     r.pid = null;
     r.startTime = null;
-    const stderr = stderrSummary(r.stderrTail);
-    const lastLines = stderr.length > 0 ? `; last stderr: ${stderr.join(' | ')}` : '';
-    const delay = r.backoffMs;
-    r.backoffMs = Math.min(this.#restart.maxMs, r.backoffMs * 2);
-    r.reason = `${what}${lastLines}; restarting in ${delay / 1000} s`;
     const clash = clashedPort(r.stderrTail);
     // Python's "Address already in use" names no port: if its own $PORT is taken now, that was it.
     const clashPort = clash.found ? (clash.port ?? (portListening(r.port) ? r.port : r.spec.port)) : undefined;
-    r.issue = undefined;
     if (clashPort !== undefined && clashPort !== r.port) {
-      r.issue = `port ${clashPort} is already in use: the app must listen on $PORT, or run one replica per host port (replica ${r.id} ${what})`;
-    } else if (clashPort !== undefined) {
-      r.portStolen = true; // our assigned port was taken in the meantime: the restart picks another
-    } else if (r.crashes.length >= this.#restart.crashLoopCount) {
-      const span = Math.max(1, Math.round((now - r.crashes[0]!) / 1000));
-      r.issue = `crash loop: replica ${r.id} crashed ${r.crashes.length} times in ${span} s, last ${what}${lastLines}`;
+      return `port ${clashPort} is already in use: the app must listen on $PORT, or run one replica per host port (replica ${r.id} ${what})`;
     }
-    r.stderrTail = [];
-    this.#persist();
-    this.#emit(ep);
-    r.timer = setTimeout(() => {
-      r.timer = null;
-      if (this.#closed || r.stopRequested) return;
-      r.restarts++;
-      ep.chain = ep.chain.then(() => this.#start(ep, r));
-    }, delay);
-    r.timer.unref();
-    this.#reconcileLater(ep);
+    if (clashPort !== undefined) {
+      r.portStolen = true; // our assigned port was taken in the meantime: the restart picks another
+      return undefined;
+    }
+    return crashLoop;
   }
 
   // --- stopping -------------------------------------------------------------------------------
-
-  #stop(ep: Endpoint, replicas: readonly Replica[]): Promise<void> {
-    for (const r of replicas) r.stopRequested = true;
-    const p = this.#stopNow(ep, replicas).finally(() => ep.stops.delete(p));
-    ep.stops.add(p);
-    return p;
-  }
-
-  async #stopNow(ep: Endpoint, replicas: readonly Replica[]): Promise<void> {
-    for (const r of replicas) {
-      if (r.timer) clearTimeout(r.timer);
-      r.timer = null;
-    }
-    try {
-      await this.#hooks.beforeStop(ep.key, replicas.map((r) => r.id));
-    } catch {
-      // Taking them out of routing failed; they are stopped all the same (the alternative is
-      // replicas nobody can stop). The gateway retries idempotent requests elsewhere.
-    }
-    for (const r of replicas) {
-      r.state = 'stopping';
-      r.issue = undefined;
-    }
-    this.#emit(ep);
-    await Promise.all(replicas.map((r) => this.#terminate(r)));
-    const dir = join(this.#dir, sanitiseKey(ep.key));
-    for (const r of replicas) {
-      this.#clearTimers(r);
-      r.running = false;
-      r.out?.flush();
-      r.err?.flush();
-      r.out?.close();
-      r.err?.close();
-      r.out = r.err = null;
-      rmSync(join(dir, `${r.id}.out.log`), { force: true });
-      rmSync(join(dir, `${r.id}.err.log`), { force: true });
-      ep.replicas.delete(r.id);
-    }
-    if (!this.#closed) {
-      this.#persist();
-      this.#emit(ep);
-    }
-  }
 
   /** SIGTERM to the replica's process group, SIGKILL after the grace period; resolves once it is gone. */
   async #terminate(r: Replica): Promise<void> {
@@ -682,10 +412,40 @@ export class LocalRuntime implements Runtime {
     }
   }
 
-  #clearTimers(r: Replica): void {
-    if (r.timer) clearTimeout(r.timer);
+  /** A stopped replica: its last output read (an unterminated last line too), its files deleted. */
+  #discard(ep: Endpoint, r: Replica): void {
+    this.#unfollow(r, 'flush');
+    this.#deleteLogFiles(ep.key, r.id);
+  }
+
+  #forgotten(key: string): void {
+    try {
+      rmdirSync(this.#logDir(key));
+    } catch {
+      // not empty (a replica of a later ensure) or already gone
+    }
+  }
+
+  /** On close: the complete lines written so far passed on; the replica keeps running. */
+  #detach(r: Replica): void {
+    this.#unfollow(r, 'poll');
+  }
+
+  /** Stops watching `r`'s exit and output, after reading what is in its files (`flush` or `poll`). */
+  #unfollow(r: Replica, read: 'flush' | 'poll'): void {
     if (r.exitPoll) clearInterval(r.exitPoll);
-    r.timer = r.exitPoll = null;
+    r.exitPoll = null;
+    r.out?.[read]();
+    r.err?.[read]();
+    r.out?.close();
+    r.err?.close();
+    r.out = r.err = null;
+  }
+
+  #deleteLogFiles(key: string, id: string): void {
+    const dir = this.#logDir(key);
+    rmSync(join(dir, `${id}.out.log`), { force: true });
+    rmSync(join(dir, `${id}.err.log`), { force: true });
   }
 
   // --- adoption and state ---------------------------------------------------------------------
@@ -694,16 +454,12 @@ export class LocalRuntime implements Runtime {
     const state = readState(this.#stateFile);
     const probes: Promise<void>[] = [];
     for (const [key, rec] of Object.entries(state.endpoints) as [string, EndpointRecord][]) {
-      const ep: Endpoint = {
-        key, spec: rec.spec, nextId: rec.nextId, replicas: new Map(), removed: false, runtimeError: undefined,
-        chain: Promise.resolve(), stops: new Set(),
-      };
-      this.#endpoints.set(key, ep);
-      const dir = join(this.#dir, sanitiseKey(key));
+      const ep = this.#sup.endpoint(key, rec.spec);
+      ep.nextId = rec.nextId;
+      const dir = this.#logDir(key);
       for (const rr of rec.replicas) {
         if (!processAlive(rr.pid, rr.startTime)) {
-          rmSync(join(dir, `${rr.id}.out.log`), { force: true });
-          rmSync(join(dir, `${rr.id}.err.log`), { force: true });
+          this.#deleteLogFiles(key, rr.id);
           continue;
         }
         probes.push(this.#adoptReplica(ep, rr, dir));
@@ -711,20 +467,17 @@ export class LocalRuntime implements Runtime {
     }
     await Promise.all(probes);
     this.#persist();
-    for (const ep of this.#endpoints.values()) {
-      this.#reconcileLater(ep);
-      this.#emit(ep);
+    for (const ep of this.#sup.endpoints()) {
+      this.#sup.reconcileLater(ep);
+      this.#sup.emit(ep);
     }
   }
 
   async #adoptReplica(ep: Endpoint, rr: ReplicaRecord, dir: string): Promise<void> {
     const spec = rr.specHash === ep.spec.specHash ? ep.spec : { ...ep.spec, specHash: rr.specHash };
     const r: Replica = {
-      id: rr.id, spec, port: rr.port, address: null, state: 'starting', reason: undefined, issue: undefined,
-      restarts: rr.restarts, pid: rr.pid, startTime: rr.startTime, startedAt: rr.startedAt, child: null,
-      running: true, gen: 1, crashes: [], backoffMs: this.#restart.initialMs, readySince: undefined,
-      livenessFailures: 0, nextScanAt: 0, scanGapMs: SCAN_FIRST_MS, portStolen: false, stopRequested: false, out: null, err: null,
-      stderrTail: [], timer: null, exitPoll: null,
+      ...this.#replica(rr.id, spec),
+      port: rr.port, restarts: rr.restarts, pid: rr.pid, startTime: rr.startTime, startedAt: rr.startedAt, running: true, gen: 1,
     };
     ep.replicas.set(r.id, r);
     mkdirSync(dir, { recursive: true });
@@ -747,17 +500,17 @@ export class LocalRuntime implements Runtime {
       if (!lis || lis.ports.has(port)) {
         r.state = 'ready';
         r.address = address;
-        r.readySince = this.#now();
+        r.readySince = this.#sup.now();
         if (port !== rr.port) r.reason = `listens on its declared port ${port}, not on $PORT (${rr.port}): only one replica of it can run on this host`;
       }
     }
-    this.#scheduleProbe(ep, r, gen, r.state === 'ready' ? this.#timing.livenessMs : 50);
+    this.#sup.scheduleProbe(ep, r, gen, r.state === 'ready' ? this.#timing.livenessMs : 50);
   }
 
   #persist(final = false): void {
-    if (this.#closed && !final) return;
+    if (this.#sup.closed && !final) return;
     const endpoints: Record<string, EndpointRecord> = {};
-    for (const ep of this.#endpoints.values()) {
+    for (const ep of this.#sup.endpoints()) {
       if (ep.removed && ep.replicas.size === 0) continue;
       const replicas: ReplicaRecord[] = [];
       for (const r of ep.replicas.values()) {
@@ -772,41 +525,8 @@ export class LocalRuntime implements Runtime {
     writeState(this.#stateFile, { version: 1, endpoints });
   }
 
-  // --- status and logs ------------------------------------------------------------------------
-
-  #status(ep: Endpoint): EndpointStatus {
-    const replicas: ReplicaStatus[] = [...ep.replicas.values()]
-      .sort((a, b) => idNumber(a.id) - idNumber(b.id))
-      .map((r) => ({
-        id: r.id,
-        address: r.state === 'ready' ? r.address : null,
-        state: r.state,
-        restarts: r.restarts,
-        ...(r.reason !== undefined ? { reason: r.reason } : {}),
-        ...(r.startedAt !== undefined ? { startedAt: r.startedAt } : {}),
-      }));
-    const issues = [...new Set([...ep.replicas.values()].filter((r) => r.state !== 'ready' && r.issue).map((r) => r.issue!))];
-    if (ep.runtimeError) issues.unshift(ep.runtimeError);
-    return { key: ep.key, replicas, ...(issues.length > 0 ? { error: issues.join('; ') } : {}) };
-  }
-
-  #emit(ep: Endpoint): void {
-    if (this.#closed) return;
-    this.#emitStatus(this.#status(ep));
-  }
-
-  #emitStatus(status: EndpointStatus): void {
-    for (const l of this.#listeners) {
-      try {
-        l(status);
-      } catch {
-        // a listener's failure is its own
-      }
-    }
-  }
-
   #pollLogs(): void {
-    for (const ep of this.#endpoints.values()) {
+    for (const ep of this.#sup.endpoints()) {
       for (const r of ep.replicas.values()) {
         try {
           r.out?.poll();
@@ -817,10 +537,6 @@ export class LocalRuntime implements Runtime {
       }
     }
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Log files of an endpoint's replicas (for diagnostics and tests): `<dataDir>/replicas/<key>/`. */

@@ -64,3 +64,9 @@ export async function pickPort(
   }
   throw new Error(`no free port on ${host}`);
 }
+
+/** `tcpProbe` of an address `host:port` (an IPv6 host in brackets or not). */
+export function tcpProbeAddress(address: string, timeoutMs: number): Promise<boolean> {
+  const i = address.lastIndexOf(':');
+  return tcpProbe(address.slice(0, i).replace(/^\[|\]$/g, ''), Number(address.slice(i + 1)), timeoutMs);
+}

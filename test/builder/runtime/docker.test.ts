@@ -11,7 +11,7 @@ import { importBusybox, importNode } from '../../helpers/base-image.ts';
 import { startDockerd, startFakeRegistry } from '../../helpers/dockerd.ts';
 import { freePort, waitFor } from '../../helpers/poll.ts';
 import { call, client, deployment, endpoint, gateway } from '../../gateway/fixtures.ts';
-import { http, type LogEntry } from './harness.ts';
+import { http, recordingHooks, type LogEntry } from './harness.ts';
 
 const EXAMPLE = resolve(import.meta.dirname, '../../../examples/node-sentiment');
 const dockerd = await startDockerd();
@@ -85,17 +85,7 @@ function startRuntime(t: Test, over: Partial<DockerRuntimeOptions> = {}): Harnes
       stopGraceSeconds: 2,
       restart: { initialMs: 100 },
       ...over,
-      hooks: {
-        beforeStop: async (key, ids) => {
-          events.push(`beforeStop:${ids.join(',')}`);
-          await h.beforeStop(key, ids);
-        },
-        logs: {
-          write(e) {
-            logs.push(e);
-          },
-        },
-      },
+      hooks: recordingHooks({ events, logs, logEvents: false }, (key, ids) => h.beforeStop(key, ids)),
     });
     rt.onChange((s) => statuses.push(s));
     return rt;

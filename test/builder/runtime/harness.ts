@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Test } from 'tap';
 import { LocalRuntime, type LocalRuntimeOptions } from '../../../builder/runtime/local.ts';
-import type { EndpointSpec, EndpointStatus, ServerCommand } from '../../../builder/runtime/runtime.ts';
+import type { EndpointSpec, EndpointStatus, RuntimeHooks, ServerCommand } from '../../../builder/runtime/runtime.ts';
 import { waitFor } from '../../helpers/poll.ts';
 
 /** Fixture apps started as real replicas. */
@@ -41,11 +41,41 @@ export interface Harness {
 
 let counter = 0;
 
+/**
+ * Runtime hooks that record each `beforeStop` in `events` as `beforeStop:<ids>` before running
+ * `beforeStop`, and each output line in `logs` (and in `events` as
+ * `log:<replica>:<stream>:<line>` when `logEvents`).
+ */
+export function recordingHooks(
+  record: { readonly events: string[]; readonly logs: LogEntry[]; readonly logEvents: boolean },
+  beforeStop: (key: string, ids: readonly string[]) => Promise<void>,
+): RuntimeHooks {
+  return {
+    beforeStop: async (key, ids) => {
+      record.events.push(`beforeStop:${ids.join(',')}`);
+      await beforeStop(key, ids);
+    },
+    logs: {
+      write(e) {
+        record.logs.push(e);
+        if (record.logEvents) record.events.push(`log:${e.replica}:${e.stream}:${e.line}`);
+      },
+    },
+  };
+}
+
 /** Whether `pid` exists (zombies included: they are not gone until reaped). */
 export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  // A replica that exited but that this test process (its parent, when the test spawned it) has
+  // not reaped yet is a zombie: it answers kill(0) but runs no more.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -120,18 +150,7 @@ export async function startRuntime(t: Test, over: Partial<LocalRuntimeOptions> =
       timing: { logPollMs: 50 },
       ...over,
       ...o,
-      hooks: {
-        beforeStop: async (key, ids) => {
-          events.push(`beforeStop:${ids.join(',')}`);
-          await h.beforeStop(key, ids);
-        },
-        logs: {
-          write(e) {
-            logs.push(e);
-            events.push(`log:${e.replica}:${e.stream}:${e.line}`);
-          },
-        },
-      },
+      hooks: recordingHooks({ events, logs, logEvents: true }, (key, ids) => h.beforeStop(key, ids)),
     });
     rt.onChange((s) => {
       statuses.push(s);
