@@ -108,6 +108,12 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
     process.stderr.write('portico controller: set PORTICO_REDIS_URL (gateways in other processes read the routing table from Redis); for one process use `portico start`\n');
     return 2;
   }
+  if (withGateway && config.gatewayWorkers > 1) {
+    process.stderr.write(
+      `portico start: PORTICO_GATEWAY_WORKERS=${config.gatewayWorkers} is for \`portico gateway\` (which needs PORTICO_REDIS_URL: the embedded store serves one gateway process); \`portico start\` runs one gateway\n`,
+    );
+    return 2;
+  }
   let running: Running;
   try {
     running = await startAll(config, log, withGateway);

@@ -150,4 +150,20 @@ t.test('deploy, call, alias and flip under load', async (t) => {
   t.same(history.body.items[0].to, { version: v1 });
   t.same(history.body.items[0].from, { version: v2 });
   t.equal(history.body.items[0].by, 'admin');
+
+  // A weighted alias (canary): 80/20 split per request, both versions answer.
+  const canary = await p.api('PUT', '/projects/acme/mnist/deployments/web/aliases/canary', { versions: [{ version: v1, weight: 80 }, { version: v2, weight: 20 }] });
+  t.equal(canary.status, 200);
+  t.same(canary.body.versions, [{ version: v1, weight: 80 }, { version: v2, weight: 20 }]);
+  const split = new Map<string, number>();
+  for (let i = 0; i < 300; i++) {
+    const res = await request(`${p.gatewayUrl}/acme/mnist/web/canary/sentiment`, { dispatcher: agent, headers: { authorization: auth } });
+    await res.body.dump();
+    const v = String(res.headers['x-portico-version']);
+    split.set(v, (split.get(v) ?? 0) + 1);
+  }
+  const share = (split.get(v2) ?? 0) / 300;
+  t.ok(share > 0.1 && share < 0.3, `about 20% to ${v2}: ${Math.round(share * 100)}%`);
+  const badWeights = await p.api('PUT', '/projects/acme/mnist/deployments/web/aliases/canary', { versions: [{ version: v1, weight: 80 }, { version: v2, weight: 30 }] });
+  t.equal(badWeights.status, 400);
 });
