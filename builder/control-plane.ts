@@ -5,6 +5,11 @@
  * `builder/errors.ts` (`ControlErrors`).
  */
 import type { Readable } from 'node:stream';
+import type { MetricCompareQuery, MetricCompareResult, MetricQuery, MetricsResult } from './telemetry/query.ts';
+import type { DeploymentStatsView } from './telemetry/stats.ts';
+
+export type * from './telemetry/query.ts';
+export type { DeploymentStatsView, EndpointStatsView } from './telemetry/stats.ts';
 
 /** Who acts: the name of the admin token that authenticated the request. */
 export type Actor = string;
@@ -258,4 +263,18 @@ export interface ControlPlane {
 
   /** Stores a raw body (streamed to disk, limited in size) and returns its id. */
   createUpload(body: Readable, actor: Actor): Promise<{ id: string; size: number; sha256: string }>;
+
+  // ---- telemetry: build log following, vh_metadata metrics, gateway stats ----------------
+
+  /**
+   * Build log lines (filtered as endpoint logs); with `follow`, new lines while the version
+   * builds: the iterator ends when the build ends (at once if it is not building) or `signal` aborts.
+   */
+  buildLogStream(ref: VersionRef, query: LogQuery, signal?: AbortSignal): AsyncIterable<LogLine>;
+  /** The `vh_metadata` metrics of an endpoint of a version: its keys, or one key's series or histogram. */
+  endpointMetrics(ref: VersionRef, endpoint: string, query: MetricQuery): Promise<MetricsResult>;
+  /** One metric query over several versions of a deployment's endpoint, with shared ranges and bins. */
+  compareMetrics(ref: DeploymentRef, query: MetricCompareQuery): Promise<MetricCompareResult>;
+  /** Request stats the gateways reported over the last `window` seconds, per version and endpoint. */
+  deploymentStats(ref: DeploymentRef, query: { readonly window: number }): Promise<DeploymentStatsView>;
 }

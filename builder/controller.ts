@@ -6,7 +6,7 @@ import { request } from 'undici';
 import type { Config } from '../common/config.ts';
 import { PorticoError } from '../common/errors.ts';
 import { hashPassword } from '../gateway/auth/password.ts';
-import { deploymentKey, endpointKey, type DeploymentRecord, type RoutingWriter } from '../gateway/routing/contract.ts';
+import { deploymentKey, endpointKey, type DeploymentRecord, type EndpointStatsBucket, type RoutingWriter } from '../gateway/routing/contract.ts';
 import { TooLargeError, type BlobStore } from './build/blobs.ts';
 import { buildVersion } from './build/build-version.ts';
 import { BuildError } from './build/source.ts';
@@ -27,6 +27,10 @@ import {
   type VersionRef,
 } from './store/store.ts';
 import type { LogStore } from './telemetry/logs.ts';
+import { maskedReads } from './telemetry/collect.ts';
+import type { MetricStore } from './telemetry/metric-store.ts';
+import { compareMetrics, endpointMetrics } from './telemetry/query.ts';
+import { summarizeStats } from './telemetry/stats.ts';
 import { Limiter } from './limiter.ts';
 import type { Target } from './targets.ts';
 import { buildVersionImages, removeVersionImages } from './build/image.ts';
@@ -58,6 +62,7 @@ export class Controller implements CP.ControlPlane {
   private readonly targetsByName: ReadonlyMap<string, Target>;
   private readonly blobs: BlobStore;
   private readonly logs: LogStore;
+  private readonly metrics: MetricStore | null;
   private readonly builds: Limiter;
   private readonly envTokenHash: Buffer | null;
   private readonly secrets = new Set<string>();
@@ -73,6 +78,8 @@ export class Controller implements CP.ControlPlane {
     targets: readonly Target[];
     blobs: BlobStore;
     logs: LogStore;
+    /** `vh_metadata` metrics (none: the metrics API answers no keys). */
+    metrics?: MetricStore;
     log: (msg: string, extra?: Record<string, unknown>) => void;
     pipArgs?: readonly string[];
   }) {
@@ -84,6 +91,7 @@ export class Controller implements CP.ControlPlane {
     this.targetsByName = new Map(opts.targets.map((t) => [t.name, t]));
     this.blobs = opts.blobs;
     this.logs = opts.logs;
+    this.metrics = opts.metrics ? maskedReads(opts.metrics, (s) => this.maskSecrets(s)) : null;
     this.log = opts.log;
     this.pipArgs = opts.pipArgs ?? [];
     this.builds = new Limiter(opts.config.buildConcurrency);
@@ -282,6 +290,7 @@ export class Controller implements CP.ControlPlane {
       const engine = new Dockerode({ socketPath: docker.socket });
       for (const v of versions) await removeVersionImages(engine, { ...ref, version: v.name }).catch(() => []);
     }
+    await this.forgetTelemetry(depLabel(ref));
     await this.record(actor, 'deployment.delete', depLabel(ref), { versions: versions.map((v) => v.name) });
   }
 
@@ -428,6 +437,8 @@ export class Controller implements CP.ControlPlane {
         })
         .catch(() => {});
       await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
+    } finally {
+      this.logs.end(key); // followers of the build log stop here
     }
   }
 
@@ -491,6 +502,7 @@ export class Controller implements CP.ControlPlane {
       const kept = await removeVersionImages(new Dockerode({ socketPath: docker.socket }), ref).catch(() => []);
       if (kept.length > 0) this.log('images of a deleted version are still in use', { version: ref, images: kept });
     }
+    await this.forgetTelemetry(`${depLabel(ref)}/${v.name}`);
     await this.record(actor, 'version.delete', `${depLabel(ref)}/${v.name}`);
   }
 
@@ -502,15 +514,58 @@ export class Controller implements CP.ControlPlane {
   async *endpointLogs(ref: VersionRef, endpoint: string, query: CP.LogQuery, signal?: AbortSignal): AsyncIterable<CP.LogLine> {
     const v = await this.versionOr404(ref);
     if (!v.endpoints.some((e) => e.name === endpoint)) throw notFound(`endpoint ${endpoint} of version ${v.name}`);
-    const key = endpointRuntimeKey(v, endpoint);
-    const filter = {
-      ...(query.replica !== undefined ? { replica: query.replica } : {}),
-      ...(query.since !== undefined ? { since: query.since } : {}),
-      ...(query.until !== undefined ? { until: query.until } : {}),
-      ...(query.contains !== undefined ? { contains: query.contains } : {}),
-    };
-    for (const l of await this.logs.query(key, { ...filter, tail: query.tail ?? 200 })) yield l;
-    if (query.follow && signal) yield* this.logs.follow(key, filter, signal);
+    yield* this.logs.read(endpointRuntimeKey(v, endpoint), logFilter(query, 200), { follow: query.follow === true, ...(signal ? { signal } : {}) });
+  }
+
+  // ---- telemetry: build log following, metrics, stats ------------------------------------
+
+  async *buildLogStream(ref: VersionRef, query: CP.LogQuery, signal?: AbortSignal): AsyncIterable<CP.LogLine> {
+    const v = await this.versionOr404(ref);
+    // A build that ends after this check ends the follow too (`end` is remembered for late readers).
+    const follow = query.follow === true && v.status === 'building';
+    for await (const l of this.logs.read(this.buildLogKey(ref), logFilter(query), { follow, ...(signal ? { signal } : {}) })) {
+      yield { at: l.at, stream: l.stream, line: l.line };
+    }
+  }
+
+  async endpointMetrics(ref: VersionRef, endpoint: string, query: CP.MetricQuery): Promise<CP.MetricsResult> {
+    const v = await this.versionOr404(ref);
+    if (!v.endpoints.some((e) => e.name === endpoint)) throw notFound(`endpoint ${endpoint} of version ${v.name}`);
+    if (!this.metrics) return query.key === undefined ? { keys: [] } : Promise.reject(notFound(`metric ${query.key}`));
+    return endpointMetrics(this.metrics, endpointRuntimeKey(v, endpoint), query);
+  }
+
+  async compareMetrics(ref: DeploymentRef, query: CP.MetricCompareQuery): Promise<CP.MetricCompareResult> {
+    await this.deploymentOr404(ref);
+    const versions: Version[] = [];
+    for (const name of query.versions) versions.push(await this.versionOr404({ ...ref, version: name }));
+    if (!versions.some((v) => v.endpoints.some((e) => e.name === query.endpoint))) {
+      throw notFound(`endpoint ${query.endpoint} in versions ${query.versions.join(', ')}`);
+    }
+    if (!this.metrics) return { endpoint: query.endpoint, versions: versions.map((v) => ({ version: v.name, keys: [] })) };
+    return compareMetrics(this.metrics, versions.map((v) => ({ version: v.name, endpoint: endpointRuntimeKey(v, query.endpoint) })), query);
+  }
+
+  async deploymentStats(ref: DeploymentRef, query: { readonly window: number }): Promise<CP.DeploymentStatsView> {
+    await this.deploymentOr404(ref);
+    const include = (await this.store.listVersions(ref)).flatMap((v) => v.endpoints.map((e) => ({ version: v.name, endpoint: e.name })));
+    let read: { now: number; buckets: EndpointStatsBucket[] } = { now: Date.now(), buckets: [] };
+    try {
+      if (this.routing.readStats) read = await this.routing.readStats(ref, query.window * 1000);
+    } catch (err) {
+      throw new PorticoError(ControlErrors.STORE_UNAVAILABLE, 'the gateways\' stats cannot be read now (routing table unreachable)', { cause: err });
+    }
+    const known = new Set(include.map((e) => `${e.version}/${e.endpoint}`));
+    // Deleted versions' buckets expire with the rest; they are not shown.
+    const buckets = read.buckets.filter((b) => known.has(`${b.version}/${b.endpoint}`));
+    return summarizeStats(buckets, { now: read.now, windowSeconds: query.window, include });
+  }
+
+  /** Forgets the logs and metrics of a deleted version or deployment (`o/p/d[/v]`). */
+  private async forgetTelemetry(label: string): Promise<void> {
+    await this.logs.remove(label);
+    await this.logs.remove(`build/${label}`);
+    await this.metrics?.remove(`${label}/`).catch((err: unknown) => this.log('metrics not removed', { label, error: String(err) }));
   }
 
   // ---- aliases -----------------------------------------------------------------------------
@@ -672,6 +727,18 @@ export class Controller implements CP.ControlPlane {
     const { token } = await this.createToken('admin', 'portico');
     return token;
   }
+}
+
+/** The store's filter of a log query (`tail` defaults to `defaultTail` when given). */
+function logFilter(query: CP.LogQuery, defaultTail?: number): { tail?: number; replica?: string; since?: number; until?: number; contains?: string } {
+  const tail = query.tail ?? defaultTail;
+  return {
+    ...(tail !== undefined ? { tail } : {}),
+    ...(query.replica !== undefined ? { replica: query.replica } : {}),
+    ...(query.since !== undefined ? { since: query.since } : {}),
+    ...(query.until !== undefined ? { until: query.until } : {}),
+    ...(query.contains !== undefined ? { contains: query.contains } : {}),
+  };
 }
 
 /** Rejects with a BuildError when `p` takes longer than `ms`. */

@@ -11,6 +11,7 @@ import { endpointRecord, Reconciler, versionRuns } from './reconciler.ts';
 import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
+import { metadataRecorder, openMetricStore } from './telemetry/collect.ts';
 import { LogStore } from './telemetry/logs.ts';
 
 /** A running controller: the operations, and how to stop it. */
@@ -49,6 +50,8 @@ export async function startController(opts: {
   let mask = (line: string) => line;
   const logs = new LogStore({ root: join(config.dataDir, 'logs'), maxBytes: config.logRetentionBytes, mask: (l) => mask(l) });
   await logs.init();
+  const metrics = await openMetricStore(config);
+  const recordMetadata = metadataRecorder(metrics, (l) => mask(l));
   const publisher = new Publisher(routing, { ackTimeoutMs: config.flipAckMs });
 
   const hooks: RuntimeHooks = {
@@ -63,6 +66,7 @@ export async function startController(opts: {
     logs: {
       write(e) {
         logs.append(e.key, { at: e.at, stream: e.stream, replica: e.replica, line: e.line });
+        recordMetadata(e); // vh_metadata lines also become metrics
       },
     },
   };
@@ -92,6 +96,7 @@ export async function startController(opts: {
     targets,
     blobs,
     logs,
+    metrics,
     log: (msg, extra) => log.error(msg, extra),
     ...(opts.pipArgs ? { pipArgs: opts.pipArgs } : {}),
   });
@@ -143,12 +148,15 @@ export async function startController(opts: {
         }
         for (const rt of runtimes.values()) await rt.close();
         await logs.close();
+        await metrics.close();
         await store.close();
       },
     };
   } catch (err) {
     await reconciler.close();
     for (const rt of runtimes.values()) await rt.close();
+    await logs.close();
+    await metrics.close();
     await store.close();
     throw err;
   }

@@ -13,6 +13,7 @@ import { GatewayMetrics } from './metrics.ts';
 import { Upstreams } from './proxy/upstreams.ts';
 import { RouteCache } from './routing/cache.ts';
 import type { RoutingReader } from './routing/contract.ts';
+import { StatsReporter } from './stats.ts';
 
 /** Options of `startGateway`. */
 export interface StartGatewayOptions {
@@ -28,6 +29,8 @@ export interface StartGatewayOptions {
   readonly serveMetrics?: boolean;
   /** Export Node's process metrics too (default true). */
   readonly processMetrics?: boolean;
+  /** How often request stats go to the routing table's stats sink (default 2000 ms). */
+  readonly statsIntervalMs?: number;
   readonly log?: Logger;
 }
 
@@ -141,6 +144,12 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   server.on('clientError', l.handleClientError);
   server.on('checkExpectation', l.handleExpectation);
 
+  // Request stats for the controller's stats API, when the routing table takes them.
+  const writeStats = routing.writeStats?.bind(routing);
+  const stats = writeStats
+    ? new StatsReporter({ routes: () => metrics.routes(), sink: { writeStats }, log, ...(opts.statsIntervalMs !== undefined ? { intervalMs: opts.statsIntervalMs } : {}) })
+    : undefined;
+
   let metricsServer: Server | undefined;
   let metricsUrl = '';
   const closeAll = async () => {
@@ -149,6 +158,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     for (const sock of sockets) sock.destroy();
     metricsServer?.close();
     metricsServer?.closeAllConnections();
+    await stats?.stop();
     await cache.stop();
     await upstreams.close();
     await accessLog.close();
@@ -177,6 +187,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
       metricsUrl = `${urlOf(config.host, m.port)}/metrics`;
     }
     await cache.start();
+    stats?.start();
   } catch (err) {
     await closeAll();
     throw err;

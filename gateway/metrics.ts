@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { LATENCY_BOUNDS_SECONDS } from './routing/contract.ts';
 
 /**
  * Every gateway metric, defined here and nowhere else, in the gateway's own registry (served on
@@ -9,8 +10,8 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
  * scraped, so a request never hashes label sets (prom-client's bound children still do).
  */
 
-/** Latency histogram upper bounds, in seconds. */
-export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+/** Latency histogram upper bounds, in seconds (the routing contract's, which the stats share). */
+export const LATENCY_BUCKETS: readonly number[] = [...LATENCY_BOUNDS_SECONDS]; // a plain array: read per request
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
@@ -202,6 +203,11 @@ export class GatewayMetrics {
     counterFrom(registry, 'portico_gateway_auth_failure_cache_hits_total', 'Basic-auth refusals answered by the recent-failure cache.', () => a.stats.failureCacheHits);
     counterFrom(registry, 'portico_gateway_access_log_dropped_total', 'Access-log lines dropped because the destination could not keep up.', sources.accessLogDropped);
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  }
+
+  /** Every routed route's counters (read off the hot path by the stats reporter). */
+  routes(): IterableIterator<RouteMetrics> {
+    return this.#routes.values();
   }
 
   /** The pre-bound counters of one route (endpoint key), created on first use. */

@@ -10,6 +10,8 @@ import { deploymentRoutes } from './resources/deployments.ts';
 import { userRoutes } from './resources/users.ts';
 import { versionRoutes } from './resources/versions.ts';
 import { logRoutes } from './resources/logs.ts';
+import { metricRoutes } from './resources/metrics.ts';
+import { statsRoutes } from './resources/stats.ts';
 import { aliasRoutes } from './resources/aliases.ts';
 import { testRoutes } from './resources/test.ts';
 import { auditRoutes } from './resources/audit.ts';
@@ -27,6 +29,8 @@ export const routes: readonly Route[] = [
   ...userRoutes,
   ...versionRoutes,
   ...logRoutes,
+  ...metricRoutes,
+  ...statsRoutes,
   ...aliasRoutes,
   ...testRoutes,
   ...auditRoutes,

@@ -111,6 +111,34 @@ export interface AckResult {
   readonly missing: readonly string[];
 }
 
+/**
+ * Upper bounds, in seconds, of the gateways' request-latency histogram (Prometheus'
+ * `portico_gateway_request_duration_seconds` and the stats below); a histogram's last count is
+ * the +Inf bucket.
+ */
+export const LATENCY_BOUNDS_SECONDS: readonly number[] = Object.freeze([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]);
+
+/** Request stats are summed per time bucket of this width (milliseconds)... */
+export const STATS_BUCKET_MS = 10_000;
+/** ...and a bucket is kept this long (milliseconds). */
+export const STATS_RETENTION_MS = 3_600_000;
+
+/** What one gateway process counted for one endpoint of one version since its last report. */
+export interface EndpointStatsDelta extends EndpointRef {
+  /** Requests answered, by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`. */
+  readonly requests: readonly number[];
+  /** Requests per latency bucket (`LATENCY_BOUNDS_SECONDS`, then +Inf), not cumulative. */
+  readonly latency: readonly number[];
+  /** Sum of the latencies, in seconds. */
+  readonly latencySum: number;
+}
+
+/** One time bucket of one endpoint of one version: every gateway's reports in it, summed. */
+export interface EndpointStatsBucket extends EndpointStatsDelta {
+  /** Start of the bucket, epoch milliseconds (a multiple of `STATS_BUCKET_MS`). */
+  readonly start: number;
+}
+
 /** The gateway's side: read records, follow changes, say it is alive and what it applied. */
 export interface RoutingReader {
   getDeployment(key: string): Promise<DeploymentRecord | null>;
@@ -141,6 +169,12 @@ export interface RoutingReader {
   ack(id: string, seq: number): Promise<void>;
   /** Removes the gateway from the live set (on shutdown). */
   unregister(id: string): Promise<void>;
+  /**
+   * Adds this gateway's counts to the current time bucket (by the table's clock), where they sum
+   * with every other gateway's; buckets expire after `STATS_RETENTION_MS`. Optional: a table
+   * without it gets no stats.
+   */
+  writeStats?(deltas: readonly EndpointStatsDelta[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -157,6 +191,11 @@ export interface RoutingWriter {
   waitForAcks(seq: number, timeoutMs: number): Promise<AckResult>;
   /** Every key in the table (for the publisher's full resync after a controller restart). */
   keys(): Promise<string[]>;
+  /**
+   * The deployment's stats buckets that overlap the last `windowMs` (by the table's clock, also
+   * returned as `now`), summed over every gateway, in time order. Optional, as `writeStats`.
+   */
+  readStats?(ref: DeploymentRef, windowMs: number): Promise<{ now: number; buckets: EndpointStatsBucket[] }>;
   close(): Promise<void>;
 }
 

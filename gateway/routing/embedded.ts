@@ -1,10 +1,15 @@
 import {
   deploymentKey,
   endpointKey,
+  STATS_BUCKET_MS,
+  STATS_RETENTION_MS,
   type AckResult,
   type ChangeMessage,
   type DeploymentRecord,
+  type DeploymentRef,
   type EndpointRecord,
+  type EndpointStatsBucket,
+  type EndpointStatsDelta,
   type GatewayInfo,
   type RoutingChange,
   type RoutingTable,
@@ -14,6 +19,14 @@ import {
 export interface EmbeddedRoutingTableOptions {
   /** Clock for heartbeat expiry, in milliseconds (default `performance.now`). */
   readonly now?: () => number;
+  /** Wall clock of the stats buckets, epoch milliseconds (default `Date.now`). */
+  readonly wallClock?: () => number;
+}
+
+interface StatsCell {
+  readonly requests: number[];
+  readonly latency: number[];
+  latencySum: number;
 }
 
 interface LiveGateway {
@@ -34,10 +47,14 @@ export class EmbeddedRoutingTable implements RoutingTable {
   private readonly changeListeners: ((msg: ChangeMessage) => void)[] = [];
   private readonly ackWaiters = new Set<() => void>();
   private readonly now: () => number;
+  private readonly wallClock: () => number;
+  /** Stats: deployment key -> bucket start -> "version/endpoint" -> counts. */
+  private readonly stats = new Map<string, Map<number, Map<string, StatsCell>>>();
   private seq = 0;
 
   constructor(opts: EmbeddedRoutingTableOptions = {}) {
     this.now = opts.now ?? (() => performance.now());
+    this.wallClock = opts.wallClock ?? Date.now;
   }
 
   async getDeployment(key: string): Promise<DeploymentRecord | null> {
@@ -135,6 +152,50 @@ export class EmbeddedRoutingTable implements RoutingTable {
 
   async keys(): Promise<string[]> {
     return [...this.records.keys()];
+  }
+
+  async writeStats(deltas: readonly EndpointStatsDelta[]): Promise<void> {
+    const now = this.wallClock();
+    const start = now - (now % STATS_BUCKET_MS);
+    for (const d of deltas) {
+      const dep = deploymentKey(d);
+      let buckets = this.stats.get(dep);
+      if (!buckets) this.stats.set(dep, (buckets = new Map()));
+      for (const old of buckets.keys()) if (old <= now - STATS_RETENTION_MS) buckets.delete(old);
+      let cells = buckets.get(start);
+      if (!cells) buckets.set(start, (cells = new Map()));
+      const id = `${d.version}/${d.endpoint}`;
+      let c = cells.get(id);
+      if (!c) cells.set(id, (c = { requests: [], latency: [], latencySum: 0 }));
+      d.requests.forEach((n, i) => (c.requests[i] = (c.requests[i] ?? 0) + n));
+      d.latency.forEach((n, i) => (c.latency[i] = (c.latency[i] ?? 0) + n));
+      c.latencySum += d.latencySum;
+    }
+  }
+
+  async readStats(ref: DeploymentRef, windowMs: number): Promise<{ now: number; buckets: EndpointStatsBucket[] }> {
+    const now = this.wallClock();
+    const first = Math.floor((now - windowMs) / STATS_BUCKET_MS) * STATS_BUCKET_MS;
+    const out: EndpointStatsBucket[] = [];
+    const buckets = this.stats.get(deploymentKey(ref));
+    for (const [start, cells] of buckets ?? []) {
+      if (start < first || start > now || start <= now - STATS_RETENTION_MS) continue;
+      for (const [id, c] of cells) {
+        const slash = id.indexOf('/');
+        out.push({
+          owner: ref.owner,
+          project: ref.project,
+          deployment: ref.deployment,
+          version: id.slice(0, slash),
+          endpoint: id.slice(slash + 1),
+          start,
+          requests: [...c.requests],
+          latency: [...c.latency],
+          latencySum: c.latencySum,
+        });
+      }
+    }
+    return { now, buckets: out.sort((a, b) => a.start - b.start) };
   }
 
   async close(): Promise<void> {}

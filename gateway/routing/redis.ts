@@ -3,10 +3,15 @@ import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import {
   deploymentKey,
   endpointKey,
+  STATS_BUCKET_MS,
+  STATS_RETENTION_MS,
   type AckResult,
   type ChangeMessage,
   type DeploymentRecord,
+  type DeploymentRef,
   type EndpointRecord,
+  type EndpointStatsBucket,
+  type EndpointStatsDelta,
   type GatewayInfo,
   type RoutingChange,
   type RoutingTable,
@@ -108,6 +113,44 @@ local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', KEYS[3], id) or '0'
+end
+return out
+`);
+
+// Stats: one hash per deployment and time bucket (by the server's clock), fields
+// "{version}/{endpoint} r{class}" (requests), " l{bucket}" (latency counts) and " s" (latency sum).
+// ARGV: bucketMs, ttlMs, then per delta: key base, number of fields, (field, increment)...
+const WRITE_STATS = lua(`
+local bms = tonumber(ARGV[1])
+local now = now_ms()
+local bucket = string.format('%d', now - (now % bms))
+local i = 3
+while i <= #ARGV do
+  local key = ARGV[i] .. bucket
+  local n = tonumber(ARGV[i + 1])
+  i = i + 2
+  for _ = 1, n do
+    redis.call('HINCRBYFLOAT', key, ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  redis.call('PEXPIRE', key, ARGV[2])
+end
+`);
+
+// ARGV: key base, bucketMs, windowMs. Returns now, then (bucket start, HGETALL) per bucket found.
+const READ_STATS = lua(`
+local bms = tonumber(ARGV[2])
+local now = now_ms()
+local b = math.floor((now - tonumber(ARGV[3])) / bms) * bms
+local out = { string.format('%d', now) }
+while b <= now do
+  local start = string.format('%d', b)
+  local h = redis.call('HGETALL', ARGV[1] .. start)
+  if #h > 0 then
+    out[#out + 1] = start
+    out[#out + 1] = h
+  end
+  b = b + bms
 end
 return out
 `);
@@ -314,6 +357,62 @@ export class RedisRoutingTable implements RoutingTable {
       for (const key of batch) out.add(key.slice(this.prefix.length));
     } while (cursor !== '0');
     return [...out];
+  }
+
+  async writeStats(deltas: readonly EndpointStatsDelta[]): Promise<void> {
+    const args: (string | number)[] = [STATS_BUCKET_MS, STATS_RETENTION_MS];
+    for (const d of deltas) {
+      const id = `${encodeURIComponent(d.version)}/${encodeURIComponent(d.endpoint)}`;
+      const fields: (string | number)[] = [];
+      d.requests.forEach((n, i) => n !== 0 && fields.push(`${id} r${i}`, n));
+      d.latency.forEach((n, i) => n !== 0 && fields.push(`${id} l${i}`, n));
+      if (d.latencySum !== 0) fields.push(`${id} s`, d.latencySum);
+      if (fields.length === 0) continue;
+      args.push(this.statsBase(d), fields.length / 2, ...fields);
+    }
+    if (args.length === 2) return;
+    await this.run(WRITE_STATS, [], args);
+  }
+
+  async readStats(ref: DeploymentRef, windowMs: number): Promise<{ now: number; buckets: EndpointStatsBucket[] }> {
+    const flat = (await this.run(READ_STATS, [], [this.statsBase(ref), STATS_BUCKET_MS, windowMs])) as [string, ...(string | string[])[]];
+    const buckets: EndpointStatsBucket[] = [];
+    for (let i = 1; i + 1 < flat.length; i += 2) {
+      const start = Number(flat[i]);
+      const h = flat[i + 1] as string[];
+      const cells = new Map<string, { requests: number[]; latency: number[]; latencySum: number }>();
+      for (let j = 0; j + 1 < h.length; j += 2) {
+        const field = h[j] as string;
+        const sp = field.lastIndexOf(' ');
+        const id = field.slice(0, sp);
+        const what = field.slice(sp + 1);
+        let c = cells.get(id);
+        if (!c) cells.set(id, (c = { requests: [0, 0, 0, 0, 0], latency: [], latencySum: 0 }));
+        const value = Number(h[j + 1]);
+        const index = Number(what.slice(1));
+        if (what === 's') c.latencySum = value;
+        else if (what[0] === 'r') c.requests[index] = value;
+        else if (what[0] === 'l') c.latency[index] = value;
+      }
+      for (const [id, c] of cells) {
+        const slash = id.indexOf('/');
+        for (let k = 0; k < c.latency.length; k++) c.latency[k] ??= 0;
+        buckets.push({
+          owner: ref.owner,
+          project: ref.project,
+          deployment: ref.deployment,
+          version: decodeURIComponent(id.slice(0, slash)),
+          endpoint: decodeURIComponent(id.slice(slash + 1)),
+          start,
+          ...c,
+        });
+      }
+    }
+    return { now: Number(flat[0]), buckets };
+  }
+
+  private statsBase(ref: DeploymentRef): string {
+    return `${this.prefix}@stats:${[ref.owner, ref.project, ref.deployment].map(encodeURIComponent).join('/')}:`;
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,10 @@ import { x as untar } from 'tar';
 import { parse as parseYaml } from 'yaml';
 import { PorticoError } from '../../common/errors.ts';
 import { ControlErrors } from '../../builder/errors.ts';
+import type { EndpointStatsBucket } from '../../gateway/routing/contract.ts';
+import type { MetricKeyInfo, MetricKind, MetricPoint, MetricRange, MetricRow, MetricStore } from '../../builder/telemetry/metric-store.ts';
+import { compareMetrics, endpointMetrics } from '../../builder/telemetry/query.ts';
+import { summarizeStats } from '../../builder/telemetry/stats.ts';
 import type {
   Actor,
   AliasHistoryItem,
@@ -28,6 +32,11 @@ import type {
   EnvironmentView,
   LogLine,
   LogQuery,
+  DeploymentStatsView,
+  MetricCompareQuery,
+  MetricCompareResult,
+  MetricQuery,
+  MetricsResult,
   PatchVersionInput,
   ProjectRef,
   ReplicaView,
@@ -378,8 +387,10 @@ export class FakeControlPlane implements ControlPlane {
   async #build(ref: VersionRef, d: DeploymentRec, rec: VersionRec): Promise<void> {
     const step = () => delay(this.#opts.buildStepMs ?? 5);
     const log = (line: string) => {
-      rec.buildLog.push({ at: Date.now(), stream: 'build', line });
+      const entry: LogLine = { at: Date.now(), stream: 'build', line };
+      rec.buildLog.push(entry);
       rec.updatedAt = now();
+      this.#events.emit(`build:${key(ref)}/${rec.name}`, entry);
     };
     const alive = () => this.#deployments.get(key(ref)) === d && d.versions.includes(rec);
     try {
@@ -415,6 +426,8 @@ export class FakeControlPlane implements ControlPlane {
       rec.status = 'failed';
       rec.reason = (err as Error).message;
       log(`build failed: ${rec.reason}`);
+    } finally {
+      this.#events.emit(`build-end:${key(ref)}/${rec.name}`);
     }
   }
 
@@ -697,6 +710,96 @@ export class FakeControlPlane implements ControlPlane {
     this.#record(actor, 'upload.create', `uploads/${id}`, { size, sha256: digest });
     return { id, size, sha256: digest };
   }
+
+  // ---- telemetry: build log following, metrics, stats -------------------------------------
+
+  /** The fake's metric store (the real query code runs over it). */
+  readonly metrics = new MemoryMetricStore();
+  readonly #stats: EndpointStatsBucket[] = [];
+
+  /** Records a `vh_metadata` line of an endpoint of a version, as a replica printing it would. */
+  appendMetric(ref: VersionRef, endpoint: string, values: Record<string, number | string>, opts: { replica?: string; at?: number } = {}): void {
+    this.#version(ref);
+    this.metrics.add(`${key(ref)}/${ref.version}/${endpoint}`, { at: opts.at ?? Date.now(), replica: opts.replica ?? `${endpoint}-0`, values: Object.entries(values) });
+  }
+
+  /** Adds gateway stats buckets (summed with what is there) for `deploymentStats`. */
+  addStats(buckets: readonly EndpointStatsBucket[]): void {
+    this.#stats.push(...buckets);
+  }
+
+  async *buildLogStream(ref: VersionRef, query: LogQuery, signal?: AbortSignal): AsyncIterable<LogLine> {
+    this.#enter('buildLogStream', ref, query);
+    const rec = this.#version(ref);
+    const keep = (l: LogLine) =>
+      (query.since === undefined || l.at >= query.since) &&
+      (query.until === undefined || l.at < query.until) &&
+      (query.contains === undefined || l.line.includes(query.contains));
+    const queue: LogLine[] = [];
+    let ended = rec.status !== 'building';
+    let wake: (() => void) | undefined;
+    const onLine = (l: LogLine) => {
+      if (keep(l)) queue.push(l);
+      wake?.();
+    };
+    const onEnd = () => {
+      ended = true;
+      wake?.();
+    };
+    const follow = query.follow === true && !ended;
+    if (follow) {
+      this.#events.on(`build:${key(ref)}/${rec.name}`, onLine);
+      this.#events.once(`build-end:${key(ref)}/${rec.name}`, onEnd);
+    }
+    const onAbort = () => wake?.();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      const backlog = rec.buildLog.filter(keep);
+      yield* query.tail === undefined ? backlog : query.tail === 0 ? [] : backlog.slice(-query.tail);
+      if (!follow) return;
+      this.followers++;
+      try {
+        while (!signal?.aborted) {
+          const next = queue.shift();
+          if (next) {
+            yield next;
+            continue;
+          }
+          if (ended) return;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+      } finally {
+        this.followers--;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      this.#events.off(`build:${key(ref)}/${rec.name}`, onLine);
+      this.#events.off(`build-end:${key(ref)}/${rec.name}`, onEnd);
+    }
+  }
+
+  async endpointMetrics(ref: VersionRef, endpoint: string, query: MetricQuery): Promise<MetricsResult> {
+    this.#enter('endpointMetrics', ref, endpoint, query);
+    const rec = this.#version(ref);
+    if (!rec.endpoints.some((e) => e.name === endpoint)) throw notFound(`Endpoint ${endpoint} of ${rec.name}`);
+    return endpointMetrics(this.metrics, `${key(ref)}/${rec.name}/${endpoint}`, query);
+  }
+
+  async compareMetrics(ref: DeploymentRef, query: MetricCompareQuery): Promise<MetricCompareResult> {
+    this.#enter('compareMetrics', ref, query);
+    const recs = query.versions.map((version) => this.#version({ ...ref, version }));
+    if (!recs.some((r) => r.endpoints.some((e) => e.name === query.endpoint))) throw notFound(`Endpoint ${query.endpoint}`);
+    return compareMetrics(this.metrics, recs.map((r) => ({ version: r.name, endpoint: `${key(ref)}/${r.name}/${query.endpoint}` })), query);
+  }
+
+  async deploymentStats(ref: DeploymentRef, query: { readonly window: number }): Promise<DeploymentStatsView> {
+    this.#enter('deploymentStats', ref, query);
+    const d = this.#deployment(ref);
+    const include = d.versions.flatMap((v) => v.endpoints.map((e) => ({ version: v.name, endpoint: e.name })));
+    const mine = this.#stats.filter((b) => key(b) === key(ref));
+    return summarizeStats(mine, { now: Date.now(), windowSeconds: query.window, include });
+  }
 }
 
 function key(ref: DeploymentRef): string {
@@ -705,4 +808,44 @@ function key(ref: DeploymentRef): string {
 
 function targetVersions(t: AliasTargetInput): string[] {
   return 'version' in t ? [t.version] : t.versions.map((v) => v.version);
+}
+
+/** A `MetricStore` in plain arrays, unbounded: the fake's (bounds are the real stores' tests). */
+class MemoryMetricStore implements MetricStore {
+  readonly counters = { added: 0, dropped: 0 };
+  readonly #series = new Map<string, Map<string, { kind: MetricKind; points: MetricPoint[] }>>();
+
+  add(endpoint: string, row: MetricRow): void {
+    let ep = this.#series.get(endpoint);
+    if (!ep) this.#series.set(endpoint, (ep = new Map()));
+    for (const [name, value] of row.values) {
+      const kind: MetricKind = typeof value === 'number' ? 'number' : 'string';
+      let s = ep.get(name);
+      if (!s) ep.set(name, (s = { kind, points: [] }));
+      if (s.kind !== kind) {
+        this.counters.dropped++;
+        continue;
+      }
+      s.points.push({ at: row.at, value, replica: row.replica });
+      this.counters.added++;
+    }
+  }
+
+  async keys(endpoint: string): Promise<MetricKeyInfo[]> {
+    return [...(this.#series.get(endpoint) ?? [])].map(([name, s]) => ({ name, kind: s.kind, count: s.points.length })).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  async points(endpoint: string, name: string, range: MetricRange = {}): Promise<{ kind: MetricKind; points: MetricPoint[] } | null> {
+    const s = this.#series.get(endpoint)?.get(name);
+    if (!s) return null;
+    const points = s.points.filter((p) => (range.from === undefined || p.at >= range.from) && (range.to === undefined || p.at < range.to) && (range.replica === undefined || p.replica === range.replica));
+    return { kind: s.kind, points: points.sort((a, b) => a.at - b.at) };
+  }
+
+  async remove(prefix: string): Promise<void> {
+    for (const k of this.#series.keys()) if (k.startsWith(prefix)) this.#series.delete(k);
+  }
+
+  async flush(): Promise<void> {}
+  async close(): Promise<void> {}
 }

@@ -131,16 +131,6 @@ export const versionRoutes = [
       return { status: 204 };
     },
   }),
-  defineRoute({
-    id: 'getBuildLog',
-    method: 'GET',
-    path: `${VERSION}/build-log`,
-    tag: 'versions',
-    summary: 'Read the build log of a version',
-    params: versionParams,
-    response: { status: 200, description: 'The build log lines so far.', schema: listOf('LogLine') },
-    handler: async ({ control, params }) => ({ body: { items: await control.buildLog(params) } }),
-  }),
 ];
 
 /** The API path of a version. */

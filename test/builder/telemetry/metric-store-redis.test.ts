@@ -1,0 +1,60 @@
+import t from 'tap';
+import { Redis } from 'ioredis';
+import { RedisMetricStore } from '../../../builder/telemetry/metric-store-redis.ts';
+import { startRedis } from '../../helpers/redis.ts';
+import { metricStoreContract } from './metric-store-contract.ts';
+
+const redis = await startRedis();
+t.teardown(() => redis.stop());
+
+let n = 0;
+
+t.test('contract', async (t) => {
+  metricStoreContract(t, {
+    fresh: async (limits) => {
+      const prefix = `m${++n}:`;
+      const opts = { url: redis.url, prefix, ...(limits ? { limits } : {}) };
+      let store = new RedisMetricStore(opts);
+      return {
+        store,
+        async reopen() {
+          await store.close();
+          store = new RedisMetricStore(opts);
+          return store;
+        },
+      };
+    },
+  });
+});
+
+t.test('keys are trimmed in Redis itself, and the bookkeeping matches what is kept', async (t) => {
+  const prefix = 'trim:';
+  const s = new RedisMetricStore({ url: redis.url, prefix, limits: { pointsPerSeries: 50, totalPoints: 120 } });
+  const raw = new Redis(redis.url);
+  t.teardown(async () => {
+    await s.close();
+    await raw.quit();
+  });
+  for (let i = 0; i < 200; i++) s.add('o/p/d/v/e', { at: i, replica: 'r', values: [['a', i], ['b', i], ['c', i]] });
+  await s.flush();
+  const sizes = await raw.zrange(`${prefix}@sizes`, '0', '-1', 'WITHSCORES');
+  const counts: number[] = [];
+  for (const k of ['a', 'b', 'c']) counts.push(await raw.zcard(`${prefix}e:${encodeURIComponent('o/p/d/v/e')}:s:${k}`));
+  t.ok(counts.every((c) => c <= 50), `each series at most 50 (${counts})`);
+  const total = counts.reduce((x, y) => x + y, 0);
+  t.ok(total <= 120, `the budget holds (${total})`);
+  t.equal(Number(await raw.get(`${prefix}@total`)), total, '@total is exact');
+  t.equal(sizes.filter((_, i) => i % 2 === 1).map(Number).reduce((x, y) => x + y, 0), total, '@sizes is exact');
+  await s.remove('o/p/d/');
+  t.equal(Number(await raw.get(`${prefix}@total`)), 0);
+  t.same(await raw.keys(`${prefix}e:*`), []);
+});
+
+t.test('Redis unreachable: adds are dropped and counted, nothing throws', async (t) => {
+  const s = new RedisMetricStore({ url: 'redis://127.0.0.1:1', prefix: 'down:', redisOptions: { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null } });
+  t.teardown(() => s.close());
+  s.add('o/p/d/v/e', { at: 1, replica: 'r', values: [['a', 1], ['b', 2]] });
+  await s.flush();
+  t.equal(s.counters.dropped, 2);
+  t.equal(s.counters.added, 0);
+});
