@@ -22,40 +22,87 @@ export interface AccessRecord {
 
 let lastMs = -1;
 let lastIso = '';
+let lastSecond = -1;
+let secondPrefix = '';
+// '.000Z' ... '.999Z': the milliseconds part of an ISO time.
+const MILLIS = Array.from({ length: 1000 }, (_, i) => `.${String(i).padStart(3, '0')}Z`);
 
-/** `new Date(ms).toISOString()`, computed once per millisecond (many requests share one). */
+/**
+ * `new Date(ms).toISOString()`, cheaply: computed once per millisecond (many requests share one),
+ * and from a per-second prefix otherwise (one Date per second, not per request).
+ */
 export function isoTime(ms: number): string {
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
+  if (ms === lastMs) return lastIso;
+  lastMs = ms;
+  if (!Number.isInteger(ms) || ms < 0) return (lastIso = new Date(ms).toISOString());
+  const millis = ms % 1000;
+  const second = ms - millis;
+  if (second !== lastSecond) {
+    lastSecond = second;
+    const iso = new Date(second).toISOString();
+    // Everything up to the seconds' dot, whatever the year's width.
+    secondPrefix = iso.slice(0, iso.length - 5);
   }
-  return lastIso;
+  return (lastIso = secondPrefix + (MILLIS[millis] as string));
 }
 
-const str = (v: string | null) => (v === null ? 'null' : JSON.stringify(v));
+// Characters JSON.stringify escapes (and lone surrogates, which it escapes too: any surrogate
+// takes the slow path). A string without them is its own JSON body.
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** `JSON.stringify(v)` for a string or null, with a fast path for strings needing no escapes. */
+function str(v: string | null): string {
+  if (v === null) return 'null';
+  return NEEDS_ESCAPE.test(v) ? JSON.stringify(v) : `"${v}"`;
+}
+
+/**
+ * One access-log line from its fields (the fields of `AccessRecord`, in order; `error` `''` for
+ * none): what `formatRecord` writes, without building a record first.
+ */
+export function formatLine(
+  time: string,
+  requestId: string,
+  method: string,
+  route: string | null,
+  version: string | null,
+  replica: string | null,
+  status: number,
+  bytes: number,
+  durationMs: number,
+  error: string,
+): string {
+  return `{"time":${str(time)},"requestId":${str(requestId)},"method":${str(method)},"route":${str(route)},"version":${str(version)},"replica":${str(replica)},"status":${status},"bytes":${bytes},"durationMs":${durationMs}${error === '' ? '' : `,"error":${str(error)}`}}\n`;
+}
 
 /** One record as its JSON line (fields in a fixed order; no generic object walk). */
 export function formatRecord(r: AccessRecord): string {
-  return `{"time":${str(r.time)},"requestId":${str(r.requestId)},"method":${str(r.method)},"route":${str(r.route)},"version":${str(r.version)},"replica":${str(r.replica)},"status":${r.status},"bytes":${r.bytes},"durationMs":${r.durationMs}${r.error === undefined ? '' : `,"error":${str(r.error)}`}}\n`;
+  return formatLine(r.time, r.requestId, r.method, r.route, r.version, r.replica, r.status, r.bytes, r.durationMs, r.error ?? '');
 }
 
 const FLUSH_BYTES = 64 * 1024;
+// Lines are encoded into buffers of this size as they come (a flush hands the filled part on and
+// starts a new buffer). Room for a whole line is checked at 3 bytes per UTF-16 unit, so any line
+// up to a third of this (longer than Node's 16 KiB header limit allows a request line to be) fits
+// into an empty buffer; a longer one becomes a chunk of its own.
+const CHUNK_BYTES = 128 * 1024;
 // Writes to a pipe of at most this many bytes are never interleaved with other processes'
 // writes (POSIX PIPE_BUF): the workers of `portico gateway` share one stdout.
 const PIPE_BUF = 4096;
+const NEWLINE = 0x0a;
 
-function writeAtomically(out: NodeJS.WritableStream, chunk: string): boolean {
+function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer): boolean {
   let ok = true;
   let start = 0;
   while (chunk.length - start > PIPE_BUF) {
     // Cut after the last whole line that fits (a longer line goes alone).
-    let cut = chunk.lastIndexOf('\n', start + PIPE_BUF - 1);
-    if (cut < start) cut = chunk.indexOf('\n', start);
+    let cut = chunk.lastIndexOf(NEWLINE, start + PIPE_BUF - 1);
+    if (cut < start) cut = chunk.indexOf(NEWLINE, start);
     if (cut === -1) break;
-    ok = out.write(chunk.slice(start, cut + 1)) && ok;
+    ok = out.write(chunk.subarray(start, cut + 1)) && ok;
     start = cut + 1;
   }
-  if (start < chunk.length) ok = out.write(start === 0 ? chunk : chunk.slice(start)) && ok;
+  if (start < chunk.length) ok = out.write(start === 0 ? chunk : chunk.subarray(start)) && ok;
   return ok;
 }
 const FLUSH_MS = 100;
@@ -65,13 +112,22 @@ const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 /**
  * The access log: one JSON line per request, written in batches (at 64 KiB or every 100 ms, and
  * on `close`) to stdout, a file (appended), or nowhere (`off`), per `PORTICO_ACCESS_LOG`.
+ *
+ * Each line is encoded into a preallocated buffer when it is queued, so no string outlives its
+ * request (a queue of strings would survive young-generation collections and be copied and
+ * promoted), and a flush only hands filled buffers on: no conversion stalls the event loop.
  */
 export class AccessLog {
   /** Lines dropped because the destination was too slow. */
   dropped = 0;
-  readonly #write: ((chunk: string) => boolean) | null;
+  readonly #write: ((chunk: Buffer) => boolean) | null;
   readonly #stream: WriteStream | null;
-  #buf = '';
+  /** The buffer lines are encoded into, and how much of it is used. */
+  #cur: Buffer | null = null;
+  #used = 0;
+  /** Filled chunks not yet handed on (while a file destination catches up). */
+  #queue: Buffer[] = [];
+  #queued = 0;
   #timer: NodeJS.Timeout | null = null;
   #blocked = false;
   #closed = false;
@@ -89,7 +145,7 @@ export class AccessLog {
       stream.on('error', (err) => process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'access log write failed', error: err.message })}\n`));
       stream.on('drain', () => {
         this.#blocked = false;
-        if (this.#buf !== '') this.#flush();
+        if (this.#used + this.#queued > 0) this.#flush();
       });
       this.#stream = stream;
       this.#write = (chunk) => stream.write(chunk);
@@ -104,16 +160,43 @@ export class AccessLog {
   /** Queues one record. */
   log(record: AccessRecord): void {
     if (this.#write === null || this.#closed) return;
-    if (this.#buf.length > MAX_BUFFERED_BYTES) {
+    this.append(formatRecord(record));
+  }
+
+  /** Queues one line made by `formatLine` (the gateway's hot path: no record object). */
+  append(line: string): void {
+    if (this.#write === null || this.#closed) return;
+    if (this.#queued + this.#used > MAX_BUFFERED_BYTES) {
       this.dropped++;
       return;
     }
-    this.#buf += formatRecord(record);
-    if (this.#buf.length >= FLUSH_BYTES) this.#flush();
+    const room = line.length * 3;
+    if (this.#cur === null || this.#used + room > this.#cur.length) this.#seal();
+    if (room > CHUNK_BYTES) this.#enqueue(Buffer.from(line));
+    else {
+      const cur = (this.#cur ??= Buffer.allocUnsafe(CHUNK_BYTES));
+      this.#used += cur.write(line, this.#used, 'utf8');
+    }
+    if (this.#used + this.#queued >= FLUSH_BYTES) this.#flush();
     else if (this.#timer === null) {
       this.#timer = setTimeout(() => this.#flush(), FLUSH_MS);
       this.#timer.unref();
     }
+  }
+
+  // Moves the used part of the current buffer to the queue; the next line starts a new buffer
+  // (the old one is being written, so it is never reused).
+  #seal(): void {
+    if (this.#cur !== null && this.#used > 0) {
+      this.#enqueue(this.#cur.subarray(0, this.#used));
+      this.#cur = null;
+      this.#used = 0;
+    }
+  }
+
+  #enqueue(chunk: Buffer): void {
+    this.#queue.push(chunk);
+    this.#queued += chunk.length;
   }
 
   #flush(): void {
@@ -121,11 +204,15 @@ export class AccessLog {
       clearTimeout(this.#timer);
       this.#timer = null;
     }
-    if (this.#buf === '' || this.#write === null || this.#blocked) return;
-    const chunk = this.#buf;
-    this.#buf = '';
+    if (this.#used + this.#queued === 0 || this.#write === null || this.#blocked) return;
+    this.#seal();
+    const chunks = this.#queue;
+    this.#queue = [];
+    this.#queued = 0;
+    let ok = true;
+    for (const chunk of chunks) ok = this.#write(chunk) && ok;
     // A file stream that returns false is waited for ('drain'); stdout is left to Node.
-    if (!this.#write(chunk) && this.#stream !== null) this.#blocked = true;
+    if (!ok && this.#stream !== null) this.#blocked = true;
   }
 
   /** Writes what is queued and, for a file, closes it. */

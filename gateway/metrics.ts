@@ -35,14 +35,11 @@ export class RouteMetrics {
   readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1);
   sum = 0;
   count = 0;
-  readonly #classLabels: Labels[];
-  readonly #bucketLabels: Labels[];
 
   constructor(route: RouteLabels) {
-    const labels = { owner: route.owner, project: route.project, deployment: route.deployment, version: route.version, endpoint: route.endpoint };
-    this.labels = labels;
-    this.#classLabels = STATUS_CLASSES.map((c) => ({ ...labels, status_class: c }));
-    this.#bucketLabels = [...LATENCY_BUCKETS.map((b) => ({ ...labels, le: b })), { ...labels, le: '+Inf' }];
+    // Only the route's own labels are kept: the label sets of its series (one per status class
+    // and bucket) are built when scraped, so a route costs a few hundred bytes, not a few KB.
+    this.labels = { owner: route.owner, project: route.project, deployment: route.deployment, version: route.version, endpoint: route.endpoint };
   }
 
   /** Records one finished request. */
@@ -60,7 +57,7 @@ export class RouteMetrics {
   requestValues(name: string, out: MetricValue[]): void {
     for (let c = 0; c < 5; c++) {
       const v = this.requests[c] as number;
-      if (v > 0) out.push({ labels: this.#classLabels[c] as Labels, value: v, metricName: name });
+      if (v > 0) out.push({ labels: { ...this.labels, status_class: STATUS_CLASSES[c] as string }, value: v, metricName: name });
     }
   }
 
@@ -68,7 +65,7 @@ export class RouteMetrics {
     let acc = 0;
     for (let i = 0; i < this.buckets.length; i++) {
       acc += this.buckets[i] as number;
-      out.push({ labels: this.#bucketLabels[i] as Labels, value: acc, metricName: `${name}_bucket` });
+      out.push({ labels: { ...this.labels, le: i < LATENCY_BUCKETS.length ? (LATENCY_BUCKETS[i] as number) : '+Inf' }, value: acc, metricName: `${name}_bucket` });
     }
     out.push({ labels: this.labels, value: this.sum, metricName: `${name}_sum` });
     out.push({ labels: this.labels, value: this.count, metricName: `${name}_count` });

@@ -4,6 +4,8 @@ import type { EndpointStatsDelta, RoutingReader } from './routing/contract.ts';
 
 /** How often a gateway reports its counts unless told otherwise. */
 export const STATS_INTERVAL_MS = 2000;
+/** Routes per stats write (a report of more routes is several writes). */
+export const STATS_BATCH_ROUTES = 200;
 
 interface Snapshot {
   readonly requests: Float64Array;
@@ -75,14 +77,22 @@ export class StatsReporter {
       });
       taken.push([r, now]);
     }
-    if (deltas.length === 0) return;
-    try {
-      await this.#sink.writeStats(deltas);
-    } catch (err) {
-      this.#log?.warn('gateway stats not reported; they go with the next report', { error: (err as Error).message });
-      return;
+    // In batches: one write of every route a busy gateway served would be one Redis command
+    // with hundreds of thousands of arguments (more than a call can spread, and a long stall of
+    // the Redis every gateway reads routes from). A batch counts as reported once written; a
+    // failed one and those after it go with the next report.
+    for (let i = 0; i < deltas.length; i += STATS_BATCH_ROUTES) {
+      try {
+        await this.#sink.writeStats(deltas.slice(i, i + STATS_BATCH_ROUTES));
+      } catch (err) {
+        this.#log?.warn('gateway stats not reported; they go with the next report', { error: (err as Error).message });
+        return;
+      }
+      for (let j = i; j < Math.min(i + STATS_BATCH_ROUTES, taken.length); j++) {
+        const [r, s] = taken[j] as [RouteMetrics, Snapshot];
+        this.#reported.set(r, s);
+      }
     }
-    for (const [r, s] of taken) this.#reported.set(r, s);
   }
 
   /** Stops the timer and sends a last report. */

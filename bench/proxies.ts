@@ -1,0 +1,185 @@
+// The proxy comparison of the issue: (a) the upstream directly, (b) the bare undici proxy,
+// (c) @fastify/http-proxy, (d) nginx (when installed), (e) `portico gateway` on a five-segment
+// alias URL with basic auth, metrics and a file access log. Full-speed runs interleaved in
+// rounds, then (a) and (e) at a fixed rate of half (e)'s peak.
+import { truncateSync } from 'node:fs';
+import { join } from 'node:path';
+import { NODE, ROOT } from '../test/helpers/portico.ts';
+import { freePort } from '../test/helpers/poll.ts';
+import { startRedis, type RedisServer } from '../test/helpers/redis.ts';
+import { runLoad, type LoadResult } from './load.ts';
+import { hasNginx, startNginxProxy } from './nginx.ts';
+import { AUTH_HEADERS, ROUTE_PATH, startGatewayProcess, writeBenchRoute } from './portico.ts';
+import { cpuMs, waitForHttp, type Proc } from './procs.ts';
+import { fix, int, median, progress, ratio, table, type Section } from './report.ts';
+import { processTree, type BenchEnv } from './setup.ts';
+
+type Key = 'a' | 'b' | 'c' | 'd' | 'e';
+
+interface Contender {
+  readonly key: Key;
+  readonly name: string;
+  readonly url: string;
+  /** Processes whose CPU time is counted (the proxy; for (a) the upstream). */
+  readonly pids: () => number[];
+  /** Called after each run (the gateway's access log is emptied so the disk does not fill). */
+  readonly afterRun?: () => void;
+}
+
+interface Sample extends LoadResult {
+  /** CPU time of the contender's processes per request, microseconds. */
+  readonly cpuUsPerReq: number;
+}
+
+async function measure(env: BenchEnv, c: Contender, opts: { durationS: number; rate?: number; connections: number }): Promise<Sample> {
+  const pids = c.pids();
+  const before = pids.reduce((s, p) => s + cpuMs(p), 0);
+  const r = await runLoad(env.tool, { url: c.url, connections: opts.connections, durationS: opts.durationS, headers: AUTH_HEADERS, rate: opts.rate, cpus: env.loadCpus });
+  const after = pids.reduce((s, p) => s + cpuMs(p), 0);
+  c.afterRun?.();
+  return { ...r, cpuUsPerReq: r.requests > 0 ? ((after - before) * 1000) / r.requests : NaN };
+}
+
+/** Results of `proxyComparison`: the report sections and (e)'s median peak (for the workers section). */
+export interface ProxyResults {
+  readonly sections: Section[];
+  readonly porticoPeak: number;
+}
+
+/** Runs the comparison and the fixed-rate latency test; stops every contender it started. */
+export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> = new Set(['a', 'b', 'c', 'd', 'e'])): Promise<ProxyResults> {
+  const { procs, dir } = env;
+  const up = env.upstream;
+  const contenders: Contender[] = [];
+  let redis: RedisServer | undefined;
+  const started: Proc[] = [];
+  try {
+    contenders.push({ key: 'a', name: `upstream directly (${up.kind === 'nginx' ? 'nginx, 1 worker' : 'Node http server'})`, url: `http://${up.address}${ROUTE_PATH}`, pids: () => processTree(up.proc.pid) });
+
+    if (only.has('b')) {
+      const barePort = await freePort();
+      const bare = procs.start('bare undici proxy', NODE, [join(ROOT, 'bench', 'bare-proxy.ts'), up.address, String(barePort)], { cpus: env.proxyCpus });
+      started.push(bare);
+      contenders.push({ key: 'b', name: 'bare undici proxy (`bench/bare-proxy.ts`)', url: `http://127.0.0.1:${barePort}${ROUTE_PATH}`, pids: () => [bare.pid] });
+    }
+
+    if (only.has('c')) {
+      const fastifyPort = await freePort();
+      const fastify = procs.start('fastify proxy', NODE, [join(ROOT, 'bench', 'fastify-proxy.ts'), up.address, String(fastifyPort)], { cpus: env.proxyCpus });
+      started.push(fastify);
+      contenders.push({ key: 'c', name: '`@fastify/http-proxy` (`bench/fastify-proxy.ts`)', url: `http://127.0.0.1:${fastifyPort}${ROUTE_PATH}`, pids: () => [fastify.pid] });
+    }
+
+    if (hasNginx() && only.has('d')) {
+      const nginxPort = await freePort();
+      const nginx = startNginxProxy(procs, dir, nginxPort, up.address, env.proxyCpus);
+      started.push(nginx);
+      contenders.push({ key: 'd', name: 'nginx reverse proxy (1 worker, upstream keep-alive)', url: `http://127.0.0.1:${nginxPort}${ROUTE_PATH}`, pids: () => processTree(nginx.pid) });
+    }
+
+    redis = await startRedis();
+    await writeBenchRoute(redis.url, up.address, env.userHash);
+    const gwPort = await freePort();
+    const accessLog = join(dir, 'access.log');
+    const gw = startGatewayProcess(procs, { redisUrl: redis.url, port: gwPort, metricsPort: await freePort(), accessLog, cpus: env.proxyCpus });
+    started.push(gw);
+    contenders.push({
+      key: 'e',
+      name: '`portico gateway` (Redis, basic auth, metrics, access log to a file)',
+      url: `http://127.0.0.1:${gwPort}${ROUTE_PATH}`,
+      pids: () => [gw.pid],
+      afterRun: () => truncateSync(accessLog, 0),
+    });
+
+    for (const c of contenders) await waitForHttp(c.url, { headers: AUTH_HEADERS, proc: started.find((p) => c.pids().includes(p.pid)) });
+
+    progress(`proxy comparison: ${contenders.map((c) => c.key).join(', ')}; warm-up ${env.warmupS}s each, then ${env.rounds} rounds of ${env.durationS}s`);
+    for (const c of contenders) await measure(env, c, { durationS: env.warmupS, connections: env.connections });
+    const samples = new Map<Key, Sample[]>(contenders.map((c) => [c.key, []]));
+    for (let r = 0; r < env.rounds; r++) {
+      for (const c of contenders) {
+        const s = await measure(env, c, { durationS: env.durationS, connections: env.connections });
+        samples.get(c.key)?.push(s);
+        progress(`  round ${r + 1} (${c.key}) ${int(s.rps)} req/s, p50 ${fix(s.p50)} ms, p99 ${fix(s.p99)} ms, ${fix(s.cpuUsPerReq, 1)} us CPU/req${s.errors ? `, ${s.errors} errors` : ''}`);
+      }
+    }
+
+    const med = (k: Key, f: (s: Sample) => number) => median((samples.get(k) ?? []).map(f));
+    const perRound = (x: Key, y: Key) => {
+      const xs = samples.get(x) ?? [];
+      const ys = samples.get(y) ?? [];
+      return median(xs.map((s, i) => s.rps / (ys[i]?.rps ?? NaN)));
+    };
+    const keys = contenders.map((c) => c.key);
+    const peakE = med('e', (s) => s.rps);
+
+    // Fixed rate: half of (e)'s peak, for (a) and (e).
+    const rate = Math.max(100, Math.round(peakE / 2 / 100) * 100);
+    const rateConnections = Math.min(env.connections, 32);
+    progress(`fixed rate ${int(rate)} req/s: (a) and (e), ${env.rounds} rounds of ${env.durationS}s`);
+    const a = contenders.find((c) => c.key === 'a') as Contender;
+    const e = contenders.find((c) => c.key === 'e') as Contender;
+    const fixed = { a: [] as Sample[], e: [] as Sample[] };
+    for (let r = 0; r < env.rounds; r++) {
+      for (const [k, c] of [['a', a], ['e', e]] as const) {
+        const s = await measure(env, c, { durationS: env.durationS, rate, connections: rateConnections });
+        fixed[k].push(s);
+        progress(`  round ${r + 1} (${k}) ${int(s.rps)} req/s, p50 ${fix(s.p50)} ms, p99 ${fix(s.p99)} ms${s.errors ? `, ${s.errors} errors` : ''}`);
+      }
+    }
+    const p99a = median(fixed.a.map((s) => s.p99));
+    const p99e = median(fixed.e.map((s) => s.p99));
+    const p99Delta = median(fixed.e.map((s, i) => s.p99 - (fixed.a[i]?.p99 ?? NaN)));
+
+    const comparison = [
+      table(
+        ['', 'contender', 'req/s (median)', 'p50 ms', 'p99 ms', 'CPU µs/req', 'errors', `req/s per round`],
+        contenders.map((c) => {
+          const ss = samples.get(c.key) ?? [];
+          return [`(${c.key})`, c.name, int(med(c.key, (s) => s.rps)), fix(med(c.key, (s) => s.p50)), fix(med(c.key, (s) => s.p99)), fix(med(c.key, (s) => s.cpuUsPerReq), 1), String(ss.reduce((n, s) => n + s.errors, 0)), ss.map((s) => int(s.rps)).join(' / ')];
+        }),
+      ),
+      '',
+      'Ratios of throughput, row ÷ column (median of the per-round ratios; each round ran every contender back to back):',
+      '',
+      table(['', ...keys.map((k) => `(${k})`)], keys.map((x) => [`(${x})`, ...keys.map((y) => (x === y ? '—' : ratio(perRound(x, y))))])),
+      '',
+      '"CPU µs/req" is the CPU time (user + system, from `/proc`) of the contender\'s own processes divided by the requests served: the cost of a request, which background load disturbs less than throughput. For (a) it is the upstream\'s.',
+    ].join('\n');
+
+    const latency = [
+      `Fixed arrival rate ${int(rate)} req/s (half of (e)'s median peak), ${rateConnections} connections, ${env.rounds} rounds of ${env.durationS} s, (a) and (e) alternating:`,
+      '',
+      table(
+        ['', 'achieved req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 per round'],
+        ([['a', fixed.a], ['e', fixed.e]] as const).map(([k, ss]) => [`(${k})`, int(median(ss.map((s) => s.rps))), fix(median(ss.map((s) => s.p50))), fix(median(ss.map((s) => s.p90))), fix(median(ss.map((s) => s.p99))), fix(median(ss.map((s) => s.p999))), fix(median(ss.map((s) => s.max))), ss.map((s) => fix(s.p99)).join(' / ')]),
+      ),
+      '',
+      `p99 of (e) minus p99 of (a): median over rounds ${fix(p99Delta)} ms (medians: ${fix(p99e)} − ${fix(p99a)} ms).`,
+    ].join('\n');
+
+    const eb = perRound('e', 'b');
+    const ec = perRound('e', 'c');
+    return {
+      porticoPeak: peakE,
+      sections: [
+        {
+          title: 'Proxy comparison',
+          markdown: comparison,
+          targets: [
+            { name: '(e) >= 0.9 x (b) bare undici proxy', met: Number.isFinite(eb) ? eb >= 0.9 : null, measured: Number.isFinite(eb) ? `${fix(eb, 3)}x` : 'not run' },
+            { name: '(e) >= 1.5 x (c) @fastify/http-proxy', met: Number.isFinite(ec) ? ec >= 1.5 : null, measured: Number.isFinite(ec) ? `${fix(ec, 3)}x` : 'not run' },
+          ],
+        },
+        {
+          title: 'Latency at a fixed rate',
+          markdown: latency,
+          targets: [{ name: "p99 of (e) at half its peak <= p99 of (a) + 2 ms at that rate", met: Number.isFinite(p99Delta) ? p99Delta <= 2 : null, measured: `${p99Delta >= 0 ? '+' : ''}${fix(p99Delta)} ms at ${int(rate)} req/s` }],
+        },
+      ],
+    };
+  } finally {
+    for (const p of started) await procs.stop(p);
+    await redis?.stop();
+  }
+}
