@@ -95,6 +95,10 @@ export function startGatewayProcess(procs: Procs, o: GatewayProcessOptions): Pro
     PORTICO_LOG_LEVEL: 'warn',
     ...o.env,
   };
-  const args = o.entry !== undefined ? [o.entry] : [o.root === undefined ? PORTICO : join(o.root, 'bin', 'portico.ts'), 'gateway'];
-  return procs.start(`portico gateway (${o.workers ?? 1} worker${(o.workers ?? 1) > 1 ? 's' : ''})`, NODE, [...(o.nodeFlags ?? []), ...args], { cpus: o.cpus, env });
+  const name = `portico gateway (${o.workers ?? 1} worker${(o.workers ?? 1) > 1 ? 's' : ''})`;
+  const script = o.root === undefined ? PORTICO : join(o.root, 'bin', 'portico.ts');
+  // As shipped: the script itself, so its first line (`env -S ... node <flags>`) applies.
+  if (o.entry === undefined && (o.nodeFlags ?? []).length === 0) return procs.start(name, script, ['gateway'], { cpus: o.cpus, env });
+  const args = o.entry !== undefined ? [o.entry] : [script, 'gateway'];
+  return procs.start(name, NODE, [...(o.nodeFlags ?? []), ...args], { cpus: o.cpus, env });
 }

@@ -48,6 +48,7 @@ export const VARIABLES = {
   PORTICO_DRAIN_SECONDS: { kind: int(0, 3600), default: '30', doc: 'On SIGTERM, longest the gateway waits for in-flight requests before exiting.' },
   PORTICO_FLIP_ACK_MS: { kind: int(1, 600000), default: '2000', doc: 'Longest an alias PUT waits for every live gateway to acknowledge.' },
   PORTICO_CACHE_SIZE: { kind: int(1, 10_000_000), default: '10000', doc: 'Routing records each gateway process keeps in its LRU cache.' },
+  PORTICO_METRICS_MAX_ROUTES: { kind: int(1, 1_000_000), default: '2000', doc: 'Routes with their own Prometheus series per gateway process; beyond it the longest idle routes are dropped (memory and `/metrics` stay bounded).' },
   PORTICO_NEGATIVE_CACHE_MS: { kind: int(0, 60000), default: '1000', doc: 'How long an unknown route is remembered as unknown (a change to it clears it at once).' },
   PORTICO_MAX_STALE_SECONDS: { kind: int(0, 86400), default: '300', doc: 'While Redis is unreachable, cached routes keep serving for at most this long.' },
   PORTICO_HEARTBEAT_MS: { kind: int(50, 60000), default: '1000', doc: 'Gateway heartbeat period; a gateway silent for 3 periods leaves the live set.' },
@@ -91,6 +92,7 @@ export interface Config {
   readonly drainSeconds: number;
   readonly flipAckMs: number;
   readonly cacheSize: number;
+  readonly metricsMaxRoutes: number;
   readonly negativeCacheMs: number;
   readonly maxStaleSeconds: number;
   readonly heartbeatMs: number;
@@ -241,6 +243,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     drainSeconds: num('PORTICO_DRAIN_SECONDS'),
     flipAckMs: num('PORTICO_FLIP_ACK_MS'),
     cacheSize: num('PORTICO_CACHE_SIZE'),
+    metricsMaxRoutes: num('PORTICO_METRICS_MAX_ROUTES'),
     negativeCacheMs: num('PORTICO_NEGATIVE_CACHE_MS'),
     maxStaleSeconds: num('PORTICO_MAX_STALE_SECONDS'),
     heartbeatMs: num('PORTICO_HEARTBEAT_MS'),

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { getHeapStatistics } from 'node:v8';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
@@ -54,6 +55,32 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/** Heap a gateway needs besides its caches (modules, pools, buffers, young generation), in bytes. */
+const BASE_HEAP_BYTES = 64 * 2 ** 20;
+/** Heap per routing-cache entry and per route with its own metrics, measured with 100,000 routes (docs/benchmarks.md). */
+const CACHE_ENTRY_BYTES = 3 * 1024;
+const ROUTE_METRICS_BYTES = 2 * 1024;
+
+/** The heap the configured caches need at most, in bytes. */
+export function heapNeeded(config: Pick<Config, 'cacheSize' | 'metricsMaxRoutes'>): number {
+  return BASE_HEAP_BYTES + config.cacheSize * CACHE_ENTRY_BYTES + config.metricsMaxRoutes * ROUTE_METRICS_BYTES;
+}
+
+/**
+ * Refuses to start when the process's heap bound (`--max-old-space-size`, as deploy/kubernetes
+ * sets it) is too small for the configured caches: a clear start-up error instead of running
+ * out of memory under load.
+ */
+export function checkHeapBound(config: Pick<Config, 'cacheSize' | 'metricsMaxRoutes'>, heapLimit: number): void {
+  const need = heapNeeded(config);
+  if (heapLimit >= need) return;
+  const mib = (n: number) => Math.ceil(n / 2 ** 20);
+  throw new Error(
+    `PORTICO_CACHE_SIZE=${config.cacheSize} and PORTICO_METRICS_MAX_ROUTES=${config.metricsMaxRoutes} need about ${mib(need)} MiB of heap, ` +
+      `but this process may use ${mib(heapLimit)} MiB: lower them, or raise --max-old-space-size (e.g. NODE_OPTIONS=--max-old-space-size=${mib(need) + 32})`,
+  );
+}
+
 function listen(server: Server<never, never>, port: number, host: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -78,6 +105,7 @@ function urlOf(host: string, port: number): string {
 export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> {
   const { config, routing } = opts;
   const log = opts.log ?? createLogger('gateway', config.logLevel);
+  checkHeapBound(config, getHeapStatistics().heap_size_limit);
   const server = createServer({
     ServerResponse: GatewayResponse,
     // Longer than common load balancers' idle timeouts, so they close first.
@@ -117,6 +145,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     inFlight: () => listener?.inFlight ?? 0,
     accessLogDropped: () => accessLog.dropped,
     processMetrics: opts.processMetrics ?? true,
+    maxRoutes: config.metricsMaxRoutes,
   });
   listener = new GatewayListener({
     routes: cache,
@@ -147,7 +176,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   // Request stats for the controller's stats API, when the routing table takes them.
   const writeStats = routing.writeStats?.bind(routing);
   const stats = writeStats
-    ? new StatsReporter({ routes: () => metrics.routes(), sink: { writeStats }, log, ...(opts.statsIntervalMs !== undefined ? { intervalMs: opts.statsIntervalMs } : {}) })
+    ? new StatsReporter({ routes: () => metrics.routes(), retired: () => metrics.takeRetired(), sink: { writeStats }, log, ...(opts.statsIntervalMs !== undefined ? { intervalMs: opts.statsIntervalMs } : {}) })
     : undefined;
 
   let metricsServer: Server | undefined;

@@ -15,6 +15,10 @@ export const LATENCY_BUCKETS: readonly number[] = [...LATENCY_BOUNDS_SECONDS]; /
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
+/** Routes with their own series, by default (`PORTICO_METRICS_MAX_ROUTES`). */
+export const DEFAULT_MAX_ROUTES = 2000;
+
+
 /** The labels of one route's series. Unrouted requests (bad path, unknown route) share empty ones. */
 export interface RouteLabels {
   readonly owner: string;
@@ -26,6 +30,9 @@ export interface RouteLabels {
 
 type Labels = Record<string, string | number>;
 
+/** Bumped by every observation: the most recently served routes have the highest `lastSeen`. */
+let tick = 0;
+
 /** One route's counters: what the hot path touches. */
 export class RouteMetrics {
   readonly labels: Labels;
@@ -35,6 +42,15 @@ export class RouteMetrics {
   readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1);
   sum = 0;
   count = 0;
+  /** When the route last served a request (a counter, not a time): for evicting idle routes. */
+  lastSeen = 0;
+  /**
+   * What the stats reporter has reported so far: requests, then buckets, then sum (stats.ts);
+   * `null` before the first report.
+   */
+  reported: Float64Array | null = null;
+  /** `count` as of the last report. */
+  reportedCount = 0;
 
   constructor(route: RouteLabels) {
     // Only the route's own labels are kept: the label sets of its series (one per status class
@@ -52,6 +68,7 @@ export class RouteMetrics {
     (this.buckets[i] as number)++;
     this.sum += seconds;
     this.count++;
+    this.lastSeen = ++tick;
   }
 
   requestValues(name: string, out: MetricValue[]): void {
@@ -136,6 +153,9 @@ export class GatewayMetrics {
   /** Requests that never resolved to an endpoint (bad path, unknown route, table down...). */
   readonly unrouted = new RouteMetrics(UNROUTED);
   readonly #routes = new Map<string, RouteMetrics>();
+  readonly #maxRoutes: number;
+  /** Routes evicted with counts the stats reporter has not reported yet. */
+  #retired: RouteMetrics[] = [];
   readonly #upstreamErrors: Counter<'code'>;
   readonly #retries: Counter;
   readonly #clientErrors: Counter<'code'>;
@@ -147,7 +167,10 @@ export class GatewayMetrics {
     accessLogDropped: () => number;
     /** Also export Node's process metrics (CPU, memory, event loop, GC). */
     processMetrics?: boolean;
+    /** Routes with their own series at most (default 2000); the longest idle go first. */
+    maxRoutes?: number;
   }) {
+    this.#maxRoutes = sources.maxRoutes ?? DEFAULT_MAX_ROUTES;
     const registry = this.registry;
     const routes = () => [this.unrouted, ...this.#routes.values()];
     registry.registerMetric(
@@ -207,14 +230,42 @@ export class GatewayMetrics {
     return this.#routes.values();
   }
 
+  /** Routes evicted since the last call whose counts were not all reported (stats reporter). */
+  takeRetired(): RouteMetrics[] {
+    const r = this.#retired;
+    this.#retired = [];
+    return r;
+  }
+
+  /** How many routes have their own series now. */
+  get routeCount(): number {
+    return this.#routes.size;
+  }
+
   /** The pre-bound counters of one route (endpoint key), created on first use. */
   route(key: string, labels: RouteLabels): RouteMetrics {
     let m = this.#routes.get(key);
     if (m === undefined) {
+      if (this.#routes.size >= this.#maxRoutes) this.#evict();
       m = new RouteMetrics(labels);
       this.#routes.set(key, m);
     }
     return m;
+  }
+
+  /**
+   * Drops the tenth of the routes idle the longest, so memory and the `/metrics` exposition stay
+   * bounded however many routes a gateway serves over time (their series vanish, as a restarted
+   * process's would; Prometheus' rate() copes). Runs once per tenth of the bound of new routes.
+   */
+  #evict(): void {
+    const seen = Array.from(this.#routes.values(), (r) => r.lastSeen).sort((a, b) => a - b);
+    const cutoff = seen[Math.max(0, Math.floor(seen.length / 10) - 1)] as number;
+    for (const [key, r] of this.#routes) {
+      if (r.lastSeen > cutoff) continue;
+      this.#routes.delete(key);
+      if (r.count !== r.reportedCount) this.#retired.push(r);
+    }
   }
 
   /** Counts a failed call to a replica. */

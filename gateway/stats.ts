@@ -7,12 +7,6 @@ export const STATS_INTERVAL_MS = 2000;
 /** Routes per stats write (a report of more routes is several writes). */
 export const STATS_BATCH_ROUTES = 200;
 
-interface Snapshot {
-  readonly requests: Float64Array;
-  readonly buckets: Float64Array;
-  sum: number;
-}
-
 /**
  * Reports what a gateway process served to the routing table's stats sink, for the controller's
  * stats API. Nothing runs on the request path: every few seconds a timer reads the per-route
@@ -24,18 +18,22 @@ export class StatsReporter {
   readonly #sink: Required<Pick<RoutingReader, 'writeStats'>>;
   readonly #intervalMs: number;
   readonly #log: Logger | undefined;
-  /** What was reported so far, per route. */
-  readonly #reported = new Map<RouteMetrics, Snapshot>();
+  readonly #retired: () => RouteMetrics[];
+  /** Retired routes whose report failed: they go with the next one. */
+  #pending: RouteMetrics[] = [];
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
 
   constructor(opts: {
     routes: () => Iterable<RouteMetrics>;
+    /** Routes dropped from `routes` with counts not yet reported (GatewayMetrics.takeRetired). */
+    retired?: () => RouteMetrics[];
     sink: Required<Pick<RoutingReader, 'writeStats'>>;
     intervalMs?: number;
     log?: Logger;
   }) {
     this.#routes = opts.routes;
+    this.#retired = opts.retired ?? (() => []);
     this.#sink = opts.sink;
     this.#intervalMs = opts.intervalMs ?? STATS_INTERVAL_MS;
     this.#log = opts.log;
@@ -58,12 +56,18 @@ export class StatsReporter {
 
   async #report(): Promise<void> {
     const deltas: EndpointStatsDelta[] = [];
-    const taken: [RouteMetrics, Snapshot][] = [];
-    for (const r of this.#routes()) {
-      if (r.count === 0) continue;
-      const before = this.#reported.get(r);
-      if (before && before.sum === r.sum && sameCounts(before.requests, r.requests)) continue;
-      const now: Snapshot = { requests: Float64Array.from(r.requests), buckets: Float64Array.from(r.buckets), sum: r.sum };
+    const taken: [RouteMetrics, Float64Array, number][] = [];
+    const nReq = 5;
+    const retired = [...this.#pending, ...this.#retired()];
+    this.#pending = [];
+    for (const r of [...retired, ...this.#routes()]) {
+      if (r.count === r.reportedCount) continue;
+      const before = r.reported;
+      // requests, buckets, sum: one array per route, read back on the next report.
+      const now = new Float64Array(r.requests.length + r.buckets.length + 1);
+      now.set(r.requests, 0);
+      now.set(r.buckets, r.requests.length);
+      now[now.length - 1] = r.sum;
       const l = r.labels as Record<string, string>;
       deltas.push({
         owner: l.owner as string,
@@ -71,26 +75,30 @@ export class StatsReporter {
         deployment: l.deployment as string,
         version: l.version as string,
         endpoint: l.endpoint as string,
-        requests: Array.from(now.requests, (v, i) => v - (before?.requests[i] ?? 0)),
-        latency: Array.from(now.buckets, (v, i) => v - (before?.buckets[i] ?? 0)),
-        latencySum: now.sum - (before?.sum ?? 0),
+        requests: Array.from(r.requests, (v, i) => v - (before?.[i] ?? 0)),
+        latency: Array.from(r.buckets, (v, i) => v - (before?.[nReq + i] ?? 0)),
+        latencySum: r.sum - (before?.[now.length - 1] ?? 0),
       });
-      taken.push([r, now]);
+      taken.push([r, now, r.count]);
     }
     // In batches: one write of every route a busy gateway served would be one Redis command
     // with hundreds of thousands of arguments (more than a call can spread, and a long stall of
     // the Redis every gateway reads routes from). A batch counts as reported once written; a
-    // failed one and those after it go with the next report.
+    // failed one and those after it go with the next report (retired routes included: they are
+    // handed back).
     for (let i = 0; i < deltas.length; i += STATS_BATCH_ROUTES) {
       try {
         await this.#sink.writeStats(deltas.slice(i, i + STATS_BATCH_ROUTES));
       } catch (err) {
         this.#log?.warn('gateway stats not reported; they go with the next report', { error: (err as Error).message });
+        const failed = new Set(taken.slice(i).map(([r]) => r));
+        this.#pending = retired.filter((r) => failed.has(r));
         return;
       }
       for (let j = i; j < Math.min(i + STATS_BATCH_ROUTES, taken.length); j++) {
-        const [r, s] = taken[j] as [RouteMetrics, Snapshot];
-        this.#reported.set(r, s);
+        const [r, now, count] = taken[j] as [RouteMetrics, Float64Array, number];
+        r.reported = now;
+        r.reportedCount = count;
       }
     }
   }
@@ -102,9 +110,4 @@ export class StatsReporter {
     await this.#running;
     await this.flush();
   }
-}
-
-function sameCounts(a: Float64Array, b: Float64Array): boolean {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

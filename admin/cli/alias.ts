@@ -33,7 +33,6 @@ export function reportAliasSet(ctx: Pick<OperatorContext, 'out' | 'err'>, r: Ali
 /** `portico alias`: point, list, delete aliases and show their history. */
 export const aliasCommand = operatorCommand({
   name: 'alias',
-  summary: 'Point aliases at versions (or weighted versions); list them and their history',
   help: `Usage:
   portico alias list                              --owner O --project P --deployment D
   portico alias set ALIAS VERSION [--force]

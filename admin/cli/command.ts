@@ -1,11 +1,20 @@
 /** One `portico` sub-command. `run` returns the process exit code. */
 export interface Command {
   readonly name: string;
-  /** One line for `portico --help`. */
-  readonly summary: string;
   /** Full text for `portico <name> --help`. */
   readonly help: string;
   run(args: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<number>;
+}
+
+/**
+ * A command as `portico --help` lists it: its name, one line, and how to load it. Commands are
+ * loaded only when run, so `portico gateway` does not carry the controller's modules (the
+ * Kubernetes client, dockerode...) in its memory.
+ */
+export interface CommandEntry {
+  readonly name: string;
+  readonly summary: string;
+  load(): Promise<Command>;
 }
 
 /** Thrown for a bad command line; printed without a stack trace, exit code 2. */

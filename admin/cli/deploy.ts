@@ -81,7 +81,6 @@ async function fileSource(client: ApiClient, path: string, upload: boolean, say:
 /** `portico deploy`: build a version of the folder's valohai.yaml and wait until it serves. */
 export const deployCommand = operatorCommand({
   name: 'deploy',
-  summary: 'Build a version from a folder with valohai.yaml, wait until it is ready, print its URLs',
   help: `Usage:
   portico deploy --owner O --project P --deployment D [--path DIR] [options]
 

@@ -21,7 +21,6 @@ function show(d: DeploymentView): string {
 /** `portico deployments`: list, create, show, update and delete deployments. */
 export const deploymentsCommand = operatorCommand({
   name: 'deployments',
-  summary: 'List, create, show, update or delete deployments',
   help: `Usage:
   portico deployments [list]            --owner O --project P
   portico deployments create NAME       --owner O --project P [--target T] [--auth none|basic]

@@ -28,7 +28,6 @@ export function mergeEnvironment(current: EnvironmentView['variables'], set: Var
 /** `portico env`: read and change a project's environment variables and secrets. */
 export const envCommand = operatorCommand({
   name: 'env',
-  summary: 'Read or change a project\'s environment variables and secrets',
   help: `Usage:
   portico env [get]                                  --owner O --project P
   portico env set [K=V ...] [--secret K=V ...] [--unset K ...] [--replace]

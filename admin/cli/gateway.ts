@@ -160,7 +160,6 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
  */
 export const gatewayCommand: Command = {
   name: 'gateway',
-  summary: 'Run a gateway reading the routing table from Redis',
   help: `Usage: portico gateway
 
 Runs the gateway alone: it serves endpoint URLs on PORTICO_HOST:PORTICO_GATEWAY_PORT, reading the

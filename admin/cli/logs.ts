@@ -21,7 +21,6 @@ function format(l: LogLine): string {
 /** `portico logs`: read or follow an endpoint's replica logs. */
 export const logsCommand = operatorCommand({
   name: 'logs',
-  summary: 'Print (or follow with -f) the replica logs of a version\'s endpoint',
   help: `Usage:
   portico logs [-f] VERSION ENDPOINT --owner O --project P --deployment D [--tail N]
 

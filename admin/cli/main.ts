@@ -26,11 +26,12 @@ export async function main(argv: readonly string[], env: Readonly<Record<string,
     process.stdout.write('portico 0.1.0\n');
     return 0;
   }
-  const cmd = commands.find((c) => c.name === name);
-  if (!cmd) {
+  const entry = commands.find((c) => c.name === name);
+  if (!entry) {
     process.stderr.write(`portico: unknown command '${name}'\n\n${usage()}\n`);
     return 2;
   }
+  const cmd = await entry.load();
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(cmd.help.trimEnd() + '\n');
     return 0;

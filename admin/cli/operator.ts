@@ -92,7 +92,6 @@ export interface OperatorContext {
 /** A `portico` operator command over the admin API. */
 export interface OperatorSpec {
   readonly name: string;
-  readonly summary: string;
   readonly help: string;
   /** Accepted flags besides `--json` (added to every operator command). */
   readonly flags: Readonly<Record<string, FlagKind>>;
@@ -104,7 +103,6 @@ export interface OperatorSpec {
 export function operatorCommand(spec: OperatorSpec): Command {
   return {
     name: spec.name,
-    summary: spec.summary,
     help: spec.help,
     async run(args, env) {
       const flags = parseFlags(args, { ...spec.flags, json: 'bool' }, spec.aliases);

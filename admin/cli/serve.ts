@@ -131,7 +131,6 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
 /** `portico start`: controller + gateway + admin API in one process. */
 export const startCommand: Command = {
   name: 'start',
-  summary: 'Run everything on this machine: controller, gateway, admin API and web UI',
   help: `Usage: portico start
 
 Runs the controller (builds, replicas, reconciler), a gateway and the admin API + web UI in one
@@ -150,7 +149,6 @@ SIGTERM or Ctrl-C: the gateway drains (PORTICO_DRAIN_SECONDS), replicas are stop
 /** `portico controller`: controller + admin API, gateways elsewhere (Redis). */
 export const controllerCommand: Command = {
   name: 'controller',
-  summary: 'Run the controller and admin API alone (needs PORTICO_REDIS_URL; gateways run apart)',
   help: `Usage: portico controller
 
 Runs the controller and the admin API + web UI without a gateway; run \`portico gateway\`

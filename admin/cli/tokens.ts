@@ -4,7 +4,6 @@ import { COMMON_HELP, json, noMorePositionals, operatorCommand, positional, subc
 /** `portico tokens`: list, create and revoke admin API tokens. */
 export const tokensCommand = operatorCommand({
   name: 'tokens',
-  summary: 'List, create or revoke admin API tokens',
   help: `Usage:
   portico tokens [list]
   portico tokens create NAME     prints the new token once (it is stored only hashed)

@@ -8,7 +8,6 @@ import {
 /** `portico users`: the basic-auth users of a deployment. */
 export const usersCommand = operatorCommand({
   name: 'users',
-  summary: 'List, set or delete the basic-auth users of a deployment',
   help: `Usage:
   portico users [list]                      --owner O --project P --deployment D
   portico users set NAME --password-stdin   (reads the password from stdin)

@@ -10,7 +10,6 @@ import { formatProblem, readValohaiYaml } from '../../builder/valohai-yaml/index
  */
 export const validateCommand: Command = {
   name: 'validate',
-  summary: 'Check a valohai.yaml and print its endpoints as JSON',
   help: `Usage: portico validate [valohai.yaml]
 
 Checks the endpoints of a valohai.yaml (default: ./valohai.yaml) against the valohai.yaml

@@ -34,7 +34,6 @@ export function showVersion(v: VersionView): string {
 /** `portico versions`: list, show, stop, start, scale and delete versions. */
 export const versionsCommand = operatorCommand({
   name: 'versions',
-  summary: 'List, show, stop, start, scale or delete versions',
   help: `Usage:
   portico versions [list]                                  --owner O --project P --deployment D
   portico versions show VERSION                            (status, endpoints, replicas)

@@ -81,3 +81,11 @@ t.test('close() is immediate and idempotent', async (t) => {
   await Promise.all([gw.close(), gw.close()]);
   await t.rejects(call(client(t), `${gw.url}/healthz`));
 });
+
+t.test('the gateway refuses to start when its caches need more heap than the process may use', async (t) => {
+  const { checkHeapBound, heapNeeded } = await import('../../gateway/main.ts');
+  const defaults = { cacheSize: 10_000, metricsMaxRoutes: 2000 };
+  t.ok(heapNeeded(defaults) < 128 * 2 ** 20, 'the defaults fit the bound deploy/kubernetes sets');
+  t.doesNotThrow(() => checkHeapBound(defaults, 320 * 2 ** 20));
+  t.throws(() => checkHeapBound({ cacheSize: 1_000_000, metricsMaxRoutes: 2000 }, 320 * 2 ** 20), /PORTICO_CACHE_SIZE=1000000 .* need about \d+ MiB .*--max-old-space-size/);
+});

@@ -16,8 +16,9 @@ const ROUTE = { owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1
 const ref = { owner: 'acme', project: 'mnist', deployment: 'web' };
 const zeros = (n: number) => new Array<number>(n).fill(0);
 
-function metrics(): GatewayMetrics {
+function metrics(maxRoutes?: number): GatewayMetrics {
   return new GatewayMetrics({
+    ...(maxRoutes !== undefined ? { maxRoutes } : {}),
     cache: { stats: { hits: 0, misses: 0, negativeHits: 0, invalidations: 0, size: 0 } },
     auth: { stats: { hashes: 0, cacheHits: 0, failureCacheHits: 0 } },
     inFlight: () => 0,
@@ -25,6 +26,37 @@ function metrics(): GatewayMetrics {
     processMetrics: false,
   });
 }
+
+t.test('per-route series are bounded: the longest idle routes go, and their unreported counts are still reported', async (t) => {
+  const m = metrics(100);
+  const written: EndpointStatsDelta[] = [];
+  let fail = false;
+  const reporter = new StatsReporter({
+    routes: () => m.routes(),
+    retired: () => m.takeRetired(),
+    sink: {
+      async writeStats(d) {
+        if (fail) throw new Error('redis down');
+        written.push(...d.map((x) => ({ ...x })));
+      },
+    },
+  });
+  const hot = m.route('e:hot', { ...ROUTE, endpoint: 'hot' });
+  for (let i = 0; i < 1000; i++) {
+    m.route(`e:r${i}`, { ...ROUTE, endpoint: `r${i}` }).observe(200, 0.001);
+    hot.observe(200, 0.001); // always the most recent: never evicted
+    if (i === 500) fail = true;
+    if (i % 50 === 0) await reporter.flush();
+    if (i === 700) fail = false;
+  }
+  t.ok(m.routeCount <= 100, `at most 100 routes kept (${m.routeCount})`);
+  t.ok([...m.routes()].includes(hot), 'the busy route is kept');
+  await reporter.stop();
+  const total = written.reduce((n, d) => n + d.requests[1]!, 0);
+  t.equal(total, 2000, 'every request counted once, evicted routes and failed writes included');
+  const text = await m.text();
+  t.ok(text.split('\n').filter((l) => l.startsWith('portico_gateway_requests_total{')).length <= 101, 'the exposition is bounded too');
+});
 
 t.test('StatsReporter: reports differences since the last report; a failed write goes with the next', async (t) => {
   const m = metrics();

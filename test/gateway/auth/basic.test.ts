@@ -101,3 +101,25 @@ t.test('the challenge names the deployment as realm', async (t) => {
   t.equal(basicChallenge('acme', 'mnist', 'web'), 'Basic realm="acme/mnist/web"');
   t.equal(basicChallenge('a"b', 'c\\d', 'e'), 'Basic realm="a\\"b/c\\\\d/e"');
 });
+
+t.test('a connection remembers its last verified credentials, and only as long as they stay valid', async (t) => {
+  const users = { alice: await hashPassword('wonder', CHEAP), bob: await hashPassword('builder', CHEAP) };
+  const { auth, calls } = counting();
+  const conn = {};
+  t.equal(await auth.check('d:a/b/c', users, basic('alice', 'wonder'), conn), true);
+  t.equal(calls.length, 1);
+  t.equal(Object.getOwnPropertySymbols(conn).length, 1, 'the connection holds the verified header');
+  for (let i = 0; i < 10; i++) t.equal(auth.check('d:a/b/c', users, basic('alice', 'wonder'), conn), true, 'answered at once');
+  t.equal(calls.length, 1);
+  // Another user on the same connection is checked (and becomes the remembered one).
+  t.equal(await auth.check('d:a/b/c', users, basic('bob', 'builder'), conn), true);
+  t.equal(calls.length, 2);
+  // A wrong password on a connection that had a good one is refused.
+  t.equal(await auth.check('d:a/b/c', users, basic('bob', 'wrong'), conn), false);
+  // The same header on another deployment is not taken from the connection.
+  t.equal(await auth.check('d:a/b/other', { bob: 'scrypt$1024$8$1$AAAA$AAAA' }, basic('bob', 'builder'), conn), false);
+  // A changed password invalidates what the connection remembers.
+  t.equal(auth.check('d:a/b/c', users, basic('bob', 'builder'), conn), true);
+  const changed = { ...users, bob: await hashPassword('new-password', CHEAP) };
+  t.equal(await auth.check('d:a/b/c', changed, basic('bob', 'builder'), conn), false);
+});
