@@ -3,10 +3,13 @@
 Usage: python3 wsgi_runner.py [--host H] [--port P] [--server auto|wsgiref|gunicorn] module[:callable]
 
 The callable defaults to `application`. The working directory (the version's code) is first on
-sys.path. With `--server auto` (the default) gunicorn serves the app when the version has it
-installed (gthread workers), else the standard library's wsgiref with one thread per request.
+sys.path. With `--server auto` (the default; `PORTICO_WSGI_SERVER` in the environment sets
+another) gunicorn serves the app when the version's Python has it (one process, gthread workers
+with 8 threads), else the standard library's wsgiref with one thread per request.
 `SCRIPT_NAME` from the environment (Portico sets it to VH_DEFAULT_PREFIX) is split off the
-request path, so the app sees PATH_INFO relative to its prefix. Standard library only.
+request path, so the app sees PATH_INFO relative to its prefix, under either server (under
+gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Standard library
+only, besides gunicorn when used.
 """
 
 import argparse
@@ -30,6 +33,17 @@ def load_app(spec):
     return obj
 
 
+def split_prefix(environ, script_name):
+    """Moves `script_name` from the front of PATH_INFO to SCRIPT_NAME; a path outside it stays whole."""
+    prefix = script_name.rstrip("/")
+    path = environ.get("PATH_INFO", "")
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        environ["SCRIPT_NAME"] = prefix
+        environ["PATH_INFO"] = path[len(prefix):]
+    else:
+        environ["SCRIPT_NAME"] = ""
+
+
 def read_chunked(rfile):
     body = io.BytesIO()
     while True:
@@ -50,13 +64,7 @@ class Handler(WSGIRequestHandler):
 
     def get_environ(self):
         env = super().get_environ()
-        prefix = self.script_name.rstrip("/")
-        path = env.get("PATH_INFO", "")
-        if prefix and (path == prefix or path.startswith(prefix + "/")):
-            env["SCRIPT_NAME"] = prefix
-            env["PATH_INFO"] = path[len(prefix):]
-        else:
-            env["SCRIPT_NAME"] = ""
+        split_prefix(env, self.script_name)
         return env
 
     def handle(self):
@@ -111,22 +119,51 @@ def serve_wsgiref(app, spec, host, port):
         server.server_close()
 
 
-def serve_gunicorn(spec, host, port):
-    from gunicorn.app.wsgiapp import run
+def serve_gunicorn(app, spec, host, port):
+    from gunicorn.app.base import BaseApplication
+
+    # gunicorn would split SCRIPT_NAME off itself, from the environment at each request, and
+    # answer 500 to a path outside it; the prefix is split here instead, as under wsgiref.
+    script_name = os.environ.pop("SCRIPT_NAME", "")
+
+    def prefixed(environ, start_response):
+        environ["PATH_INFO"] = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        split_prefix(environ, script_name)
+        if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # As under wsgiref: a chunked body is read whole and given a CONTENT_LENGTH.
+            body = environ["wsgi.input"].read()
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return app(environ, start_response)
+
+    class Runner(BaseApplication):
+        def load_config(self):
+            settings = {
+                "bind": "%s:%d" % (host, port),
+                "worker_class": "gthread",
+                "threads": 8,
+                "accesslog": "-",
+                # Portico stops a replica with SIGTERM and SIGKILLs it after its grace period.
+                "graceful_timeout": 5,
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return prefixed
 
     print("portico wsgi runner: serving %s on http://%s:%d (gunicorn)" % (spec, host, port), flush=True)
-    sys.argv = [
-        "gunicorn", "--bind", "%s:%d" % (host, port), "--worker-class", "gthread", "--threads", "8",
-        "--chdir", os.getcwd(), "--access-logfile", "-", spec,
-    ]
-    run()
+    Runner().run()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--server", choices=["auto", "wsgiref", "gunicorn"], default="auto")
+    parser.add_argument(
+        "--server", choices=["auto", "wsgiref", "gunicorn"], default=os.environ.get("PORTICO_WSGI_SERVER", "auto")
+    )
     parser.add_argument("app", help="module[:callable], callable defaulting to `application`")
     args = parser.parse_args()
 
@@ -135,10 +172,12 @@ def main():
     use_gunicorn = args.server == "gunicorn" or (
         args.server == "auto" and importlib.util.find_spec("gunicorn") is not None
     )
+    # The app is imported here, before any server starts: an import error is the replica's crash.
+    app = load_app(args.app)
     if use_gunicorn:
-        serve_gunicorn(args.app, args.host, args.port)
+        serve_gunicorn(app, args.app, args.host, args.port)
     else:
-        serve_wsgiref(load_app(args.app), args.app, args.host, args.port)
+        serve_wsgiref(app, args.app, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ interface Echo {
   env: Record<string, string | null>;
 }
 
-t.test('a WSGI app is served with SCRIPT_NAME split off, query and body intact', async (t) => {
-  const h = await startRuntime(t);
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a WSGI app is served with SCRIPT_NAME split off, query and body intact`, async (t) => {
+  // gunicorn is Debian's python3-gunicorn (.ci/run installs it), for Debian's python3: replicas get
+  // a PATH on which `python3` is that one (a pyenv or other python3 first on PATH may lack it).
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
   const spec = h.spec({
     key: PREFIX.slice(1),
     codeDir: wsgiDir,
     command: { kind: 'wsgi', module: 'app' },
-    env: { VH_DEFAULT_PREFIX: PREFIX, PYTHONDONTWRITEBYTECODE: '1' },
+    env: { VH_DEFAULT_PREFIX: PREFIX, PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server },
   });
   await h.runtime.ensure(spec);
   const s = await h.waitReady(spec.key, 1);
@@ -36,7 +39,8 @@ t.test('a WSGI app is served with SCRIPT_NAME split off, query and body intact',
   t.equal(get.status, 200);
   const g = JSON.parse(get.body) as Echo;
   t.match(g, { method: 'GET', script_name: PREFIX, path_info: '/a/b c', query: 'x=1&y=two', body: '', multithread: true });
-  t.same(g.env, { PORT: port, HOST: '127.0.0.1', SCRIPT_NAME: PREFIX, VH_DEFAULT_PREFIX: PREFIX, VIRTUAL_ENV: null });
+  // gunicorn would apply SCRIPT_NAME from the environment itself (and fail outside it): the runner takes it out.
+  t.same(g.env, { PORT: port, HOST: '127.0.0.1', SCRIPT_NAME: server === 'gunicorn' ? null : PREFIX, VH_DEFAULT_PREFIX: PREFIX, VIRTUAL_ENV: null });
 
   const root = JSON.parse((await http('GET', `${base}${PREFIX}`)).body) as Echo;
   t.match(root, { script_name: PREFIX, path_info: '' }, 'the prefix itself');
@@ -61,8 +65,15 @@ t.test('a WSGI app is served with SCRIPT_NAME split off, query and body intact',
   });
   t.match(chunked, { method: 'POST', body: 'hello chunked world' });
 
-  t.ok(await waitFor(() => h.logs.find((l) => l.line.startsWith('portico wsgi runner: serving app on'))), 'the runner says what it serves');
+  t.ok(await waitFor(() => h.logs.find((l) => l.line.startsWith('portico wsgi runner: serving app on') && l.line.includes(`(${server}`))), 'the runner says what it serves, and with which server');
+
+  // Stopped within the grace period, port released.
+  await h.runtime.remove(spec.key);
+  await waitFor(async () => (await h.status(spec.key)) === undefined || (await h.status(spec.key))?.replicas.length === 0, { what: 'replica stopped' });
+  const refused = await http('GET', `${base}${PREFIX}`).then(() => false, () => true);
+  t.ok(refused, 'nothing listens on the replica port after stop');
 });
+}
 
 t.test('module:callable picks another callable', async (t) => {
   const h = await startRuntime(t);
