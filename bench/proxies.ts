@@ -1,7 +1,8 @@
 // The proxy comparison of the issue: (a) the upstream directly, (b) the bare undici proxy,
 // (c) @fastify/http-proxy, (d) nginx (when installed), (e) `portico gateway` on a five-segment
-// alias URL with basic auth, metrics and a file access log. Full-speed runs interleaved in
-// rounds, then (a) and (e) at a fixed rate of half (e)'s peak.
+// alias URL with basic auth, metrics and a file access log, and (f) the same gateway with its
+// access log off (what the log costs). Full-speed runs interleaved in rounds, then (a) and (e)
+// at a fixed rate of half (e)'s peak.
 import { truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { NODE, ROOT } from '../test/helpers/portico.ts';
@@ -14,7 +15,7 @@ import { cpuMs, waitForHttp, type Proc } from './procs.ts';
 import { fix, int, median, progress, ratio, table, type Section } from './report.ts';
 import { processTree, type BenchEnv } from './setup.ts';
 
-type Key = 'a' | 'b' | 'c' | 'd' | 'e';
+type Key = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
 
 interface Contender {
   readonly key: Key;
@@ -47,7 +48,7 @@ export interface ProxyResults {
 }
 
 /** Runs the comparison and the fixed-rate latency test; stops every contender it started. */
-export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> = new Set(['a', 'b', 'c', 'd', 'e'])): Promise<ProxyResults> {
+export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> = new Set(['a', 'b', 'c', 'd', 'e', 'f'])): Promise<ProxyResults> {
   const { procs, dir } = env;
   const up = env.upstream;
   const contenders: Contender[] = [];
@@ -90,6 +91,13 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
       pids: () => [gw.pid],
       afterRun: () => truncateSync(accessLog, 0),
     });
+
+    if (only.has('f')) {
+      const port = await freePort();
+      const nolog = startGatewayProcess(procs, { redisUrl: redis.url, port, metricsPort: await freePort(), accessLog: 'off', cpus: env.proxyCpus });
+      started.push(nolog);
+      contenders.push({ key: 'f', name: '`portico gateway` as (e), access log off (`PORTICO_ACCESS_LOG=off`)', url: `http://127.0.0.1:${port}${ROUTE_PATH}`, pids: () => [nolog.pid] });
+    }
 
     for (const c of contenders) await waitForHttp(c.url, { headers: AUTH_HEADERS, proc: started.find((p) => c.pids().includes(p.pid)) });
 

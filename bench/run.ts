@@ -30,7 +30,7 @@ Options:
   --duration S        Seconds of each load run (default 6; quick 3).
   --connections N     Connections of full-speed runs (default 50).
   --only LIST         Comma-separated sections to run: ${SECTIONS.join(', ')} (default all).
-  --contenders LIST  Proxy comparison contenders among a,b,c,d,e (default all; a and e are
+  --contenders LIST   Proxy comparison contenders among a,b,c,d,e,f (default all; a and e are
                       always run: the fixed-rate test needs them).
   --tool NAME         Load generator: wrk or autocannon (default wrk when installed).
   --out FILE          Where to write the report (default docs/benchmarks.md).
@@ -89,8 +89,8 @@ const outFile = values.out ?? join(ROOT, 'docs', 'benchmarks.md');
 const rounds = posInt('rounds', values.rounds, quick ? 1 : 5);
 const durationS = posInt('duration', values.duration, quick ? 3 : 6);
 const connections = posInt('connections', values.connections, 50);
-const contenders = new Set(['a', 'e', ...(values.contenders ?? 'a,b,c,d,e').split(',')]);
-for (const c of contenders) if (!['a', 'b', 'c', 'd', 'e'].includes(c)) fail(`--contenders: unknown contender ${c}`);
+const contenders = new Set(['a', 'e', ...(values.contenders ?? 'a,b,c,d,e,f').split(',')]);
+for (const c of contenders) if (!['a', 'b', 'c', 'd', 'e', 'f'].includes(c)) fail(`--contenders: unknown contender ${c}`);
 
 const startedAt = new Date();
 const loadStart = loadavg();
@@ -198,8 +198,8 @@ ${table(['target', 'measured', 'met'], targets.map((t) => [t.name, t.measured, t
 - One run, one upstream: ${hasNginx() ? 'nginx (1 worker) answering every request with a 34-byte JSON (`return 200`)' : 'a minimal Node HTTP server answering a 34-byte JSON'}, kept-alive connections (\`keepalive_requests\` unlimited).
 - Load generator: ${tool === 'wrk' ? '`wrk -t1` with `bench/wrk/bench.lua`' : 'autocannon (`bench/autocannon-run.ts`)'}, ${connections} connections, on loopback. ${Procs.canPin && twoCpus ? 'The load generator and the upstream are pinned to CPU 0 (`taskset -c 0`), the proxy under test to CPU 1, so the proxy has a core of its own and is the bottleneck.' : ''}
 - Every request carries the same \`Authorization: Basic\` header, whether or not the contender checks it, so requests are alike.
-- Contenders run one after the other in rounds (a, b, c, d, e; a, b, c, d, e; ...): background load that comes and goes hits each of them alike. Each was warmed up (${quick ? 1 : 2} s) first. Each figure is the median over the rounds; ratios are the median of the per-round ratios.
-- (e) is \`portico gateway\` (\`PORTICO_GATEWAY_WORKERS=1\`) on a real \`redis-server\`, with the deployment, alias and endpoint records written by \`RedisRoutingTable.apply\`, basic auth on (a user hashed by \`hashPassword\` at the production scrypt cost), metrics served on the metrics port, and the access log written to a file (emptied between runs). The URL is the five-segment alias URL \`/bench/models/web/production/predict\`.
+- Contenders run one after the other in rounds (a, b, c, d, e, f; a, b, c, d, e, f; ...): background load that comes and goes hits each of them alike. Each was warmed up (${quick ? 1 : 2} s) first. Each figure is the median over the rounds; ratios are the median of the per-round ratios.
+- (e) is \`portico gateway\` (\`PORTICO_GATEWAY_WORKERS=1\`) on a real \`redis-server\`, with the deployment, alias and endpoint records written by \`RedisRoutingTable.apply\`, basic auth on (a user hashed by \`hashPassword\` at the production scrypt cost), metrics served on the metrics port, and the access log written to a file (emptied between runs). The URL is the five-segment alias URL \`/bench/models/web/production/predict\`. (f) is the same gateway with \`PORTICO_ACCESS_LOG=off\`: not a target, it shows what the access log costs.
 - Fixed-rate latency: wrk2-style constant arrival rate. ${tool === 'wrk' ? "`bench/wrk/bench.lua` gives wrk a `delay()` that hands every request the next slot of one schedule (slot i at start + i/rate, clock from `clock_gettime` through LuaJIT's FFI) and holds the connection until then; a slot already past is sent at once. Latency is wrk's: from writing the request to the end of the response. Unlike wrk2 it is not corrected for coordinated omission (a stalled connection's queued slots are sent late and timed from when they are sent), so stalls show less than they would in wrk2; both contenders are measured the same way." : 'autocannon `overallRate` (per-connection rate, coordinated omission corrected by autocannon; latency at millisecond resolution).'}
 - Memory: see its section. RSS is the kernel's (\`VmRSS\`, \`VmHWM\` in \`/proc/<pid>/status\`).
 - Workers: the same route through \`portico gateway\` with \`PORTICO_GATEWAY_WORKERS=1\` and \`=2\`, neither pinned (the load generator stays on CPU 0).
@@ -208,8 +208,8 @@ ${sections.map((s) => `## ${s.title}\n\n${s.markdown}\n`).join('\n')}
 ## Reading the results
 
 - (e) against (b): per request the gateway does what the bare proxy does, plus the path grammar, two routing-cache lookups, a keyed SHA-256 of the \`Authorization\` header (the verified-credential cache key), five forwarded headers (\`X-Forwarded-For/-Proto/-Host\`, \`X-VH-Prefix\`, \`X-Request-Id\`), two added response headers, per-route metrics and an access-log line. \`node bench/ab.ts\` runs two contenders side by side at one fixed rate on one CPU and compares their CPU time per request (steadier than throughput on a shared machine); \`node bench/profile.ts\` profiles the gateway under load.
-- Fixed-rate p99: at half its peak the gateway's tail is set by young-generation GC pauses (about 1 ms each, several per second at this rate, while every in-flight request waits) and by sharing its CPU with other processes; the upstream has neither.
-- Memory: RSS is the sum of the modules \`portico gateway\` loads (the CLI imports every command's dependencies), V8's young generation (it grows to 2 × 64 MiB on a machine with this much RAM unless \`--max-semi-space-size\` caps it), glibc arenas keeping scrypt's 16 MiB blocks, the routing cache, and per-route metrics and stats kept for every route served.
+- Fixed-rate p99: at half its peak the gateway's event loop still stops now and then: young-generation GC pauses (scavenges, 1–2.5 ms each, several per second at this rate) and old-generation compactions (4–6 ms, every few seconds), during which every in-flight request waits; and on this shared two-core machine the gateway's own GC helper threads and other processes take its core for several milliseconds at a time (an event-loop monitor in the gateway saw gaps of 8–30 ms about once a second at 9,000 req/s). The bare undici proxy at the same rate, measured by hand the same way, had a p99 of 2–3.5 ms against the upstream's 0.4 ms: most of that margin is Node's, not Portico's.
+- Memory: RSS is the sum of the modules \`portico gateway\` loads, V8's young generation (capped at 2 × 16 MiB by \`bin/portico.ts\`'s first line; V8 would grow it to 2 × 64 MiB on a machine with this much RAM), the old generation, which V8 lets grow far beyond what is live unless the heap is bounded (\`deploy/kubernetes\` sets \`--max-old-space-size=128\`), glibc arenas (capped at 2), the routing cache, and per-route metrics and stats (capped by \`PORTICO_METRICS_MAX_ROUTES\`).
 `;
 
 writeFileSync(outFile, doc);
