@@ -411,6 +411,7 @@ export class Controller implements CP.ControlPlane {
             endpoints: built.endpoints.map((e) => ({ name: e.name, enabled: e.enabled, definition: e.definition as EndpointDefinition })),
             codeDir: built.codeDir,
             ...(docker.registry ? { registry: docker.registry } : {}),
+            ...(docker.registryAuth ? { registryAuth: { username: docker.registryAuth.username, password: docker.registryAuth.password } } : {}),
             ...(this.config.dockerNetwork === 'host' ? { networkMode: 'host' } : {}),
             log,
             timeoutMs: this.config.buildTimeoutSeconds * 1000,

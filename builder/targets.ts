@@ -5,6 +5,7 @@ import Dockerode from 'dockerode';
 import { DockerRuntime } from './runtime/docker.ts';
 import { LocalRuntime } from './runtime/local.ts';
 import { KubernetesRuntime, loadKubeConfig } from './runtime/kubernetes.ts';
+import { registryHost } from './runtime/docker/registry.ts';
 import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
 
 /** A target as configured: where replicas run, and the public gateway URL of its endpoints. */
@@ -14,7 +15,26 @@ export interface Target {
   readonly gatewayUrl: string;
   readonly runtime: Runtime;
   /** Docker engine building this target's images (docker and kubernetes targets with an engine). */
-  readonly docker?: { readonly socket: string; readonly registry: string | undefined };
+  readonly docker?: {
+    readonly socket: string;
+    readonly registry: string | undefined;
+    /** `PORTICO_REGISTRY_USERNAME`/`_PASSWORD`, when set and the target has a registry. */
+    readonly registryAuth?: RegistryAuth;
+  };
+}
+
+/** Registry credentials as the engine takes them. */
+export interface RegistryAuth {
+  readonly username: string;
+  readonly password: string;
+  /** The registry's host (credentials are sent there only). */
+  readonly serveraddress: string;
+}
+
+/** The configured credentials for `registry` (a prefix such as `registry.example.com/ml`), if any. */
+export function registryAuthFor(config: Pick<Config, 'registryAuth'>, registry: string | undefined): RegistryAuth | undefined {
+  if (!registry || !config.registryAuth) return undefined;
+  return { ...config.registryAuth, serveraddress: registryHost(`${registry.replace(/\/+$/, '')}/x`) };
 }
 
 /** One entry of `PORTICO_TARGETS_FILE`. */
@@ -133,24 +153,28 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
         });
         break;
       case 'docker': {
+        const registryAuth = registryAuthFor(config, spec.registry);
         const runtime = new DockerRuntime({
           docker: new Dockerode({ socketPath: spec.socket }),
           network: spec.network ?? 'bridge',
           hooks,
           stopGraceSeconds: config.stopGraceSeconds,
+          ...(registryAuth ? { registryAuth } : {}),
         });
-        targets.push({ name: spec.name, kind: 'docker', gatewayUrl, runtime, docker: { socket: spec.socket, registry: spec.registry } });
+        targets.push({ name: spec.name, kind: 'docker', gatewayUrl, runtime, docker: { socket: spec.socket, registry: spec.registry, ...(registryAuth ? { registryAuth } : {}) } });
         break;
       }
       case 'kubernetes': {
+        const registryAuth = registryAuthFor(config, spec.registry);
         const runtime = new KubernetesRuntime({
           kubeConfig: loadKubeConfig(spec.kubeconfig, spec.context),
+          ...(registryAuth ? { imagePullAuth: registryAuth } : {}),
           namespaceTemplate: spec.namespace ?? config.kubeNamespace,
           hooks,
           stopGraceSeconds: config.stopGraceSeconds,
           onError: (message, err) => log.warn(message, { target: spec.name, error: String(err) }),
         });
-        const docker = spec.dockerSocket ? { socket: spec.dockerSocket, registry: spec.registry } : undefined;
+        const docker = spec.dockerSocket ? { socket: spec.dockerSocket, registry: spec.registry, ...(registryAuth ? { registryAuth } : {}) } : undefined;
         targets.push({ name: spec.name, kind: 'kubernetes', gatewayUrl, runtime, ...(docker ? { docker } : {}) });
         break;
       }

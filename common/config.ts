@@ -57,6 +57,8 @@ export const VARIABLES = {
   PORTICO_DOCKER_SOCKET: { kind: { type: 'path' }, default: undefined, doc: 'Adds target `docker` on this Docker engine socket.' },
   PORTICO_DOCKER_NETWORK: { kind: { type: 'enum', values: ['bridge', 'host'] }, default: 'bridge', doc: 'Networking of docker replicas: `bridge` (own address each) or `host` (assigned `PORT`).' },
   PORTICO_REGISTRY: { kind: { type: 'string' }, default: undefined, doc: 'Registry prefix images are tagged with and pushed to (docker/kubernetes targets).' },
+  PORTICO_REGISTRY_USERNAME: { kind: { type: 'string' }, default: undefined, doc: 'User for the registry images are pushed to (`PORTICO_REGISTRY`, or a target\'s `registry` in `PORTICO_TARGETS_FILE`): pushes, docker pulls, and the image pull Secret of kubernetes namespaces. Set with the password or not at all.' },
+  PORTICO_REGISTRY_PASSWORD: { kind: { type: 'string' }, default: undefined, doc: 'Password or token of `PORTICO_REGISTRY_USERNAME` (never logged or returned).' },
   PORTICO_KUBECONFIG: { kind: { type: 'path' }, default: undefined, doc: 'Adds target `kubernetes` using this kubeconfig.' },
   PORTICO_KUBE_CONTEXT: { kind: { type: 'string' }, default: undefined, doc: 'Kubeconfig context (default: its current context).' },
   PORTICO_KUBE_NAMESPACE: { kind: { type: 'string' }, default: 'portico-{owner}-{project}', doc: 'Namespace of replicas, or a template with `{owner}` and `{project}`.' },
@@ -101,6 +103,8 @@ export interface Config {
   readonly dockerSocket: string | undefined;
   readonly dockerNetwork: 'bridge' | 'host';
   readonly registry: string | undefined;
+  /** Credentials for the registry's host (both variables set), else undefined. */
+  readonly registryAuth: { readonly username: string; readonly password: string } | undefined;
   readonly kubeconfig: string | undefined;
   readonly kubeContext: string | undefined;
   readonly kubeNamespace: string;
@@ -213,6 +217,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       problems.push(`${name}: unknown variable (see the configuration table in README.md)`);
     }
   }
+  const user = v.PORTICO_REGISTRY_USERNAME as string | undefined;
+  const password = v.PORTICO_REGISTRY_PASSWORD as string | undefined;
+  if ((user === undefined) !== (password === undefined)) {
+    problems.push(`${user === undefined ? 'PORTICO_REGISTRY_USERNAME' : 'PORTICO_REGISTRY_PASSWORD'}: must be set too (registry credentials are a username and a password)`);
+  } else if (user !== undefined && v.PORTICO_REGISTRY === undefined && v.PORTICO_TARGETS_FILE === undefined) {
+    problems.push('PORTICO_REGISTRY_USERNAME: credentials are for PORTICO_REGISTRY (or the registries of PORTICO_TARGETS_FILE), and neither is set');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const str = (n: VariableName) => v[n] as string;
@@ -252,6 +263,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     dockerSocket: optStr('PORTICO_DOCKER_SOCKET'),
     dockerNetwork: str('PORTICO_DOCKER_NETWORK') as Config['dockerNetwork'],
     registry: optStr('PORTICO_REGISTRY'),
+    registryAuth: user !== undefined && password !== undefined ? Object.freeze({ username: user, password }) : undefined,
     kubeconfig: optStr('PORTICO_KUBECONFIG'),
     kubeContext: optStr('PORTICO_KUBE_CONTEXT'),
     kubeNamespace: str('PORTICO_KUBE_NAMESPACE'),

@@ -15,6 +15,7 @@ import {
   LABEL_VERSION,
 } from '../runtime/docker/labels.ts';
 import { EngineStreamError, followProgress, type ProgressMessage } from '../runtime/docker/progress.ts';
+import { registryHost } from '../runtime/docker/registry.ts';
 import { substitutePort, WSGI_RUNNER } from '../runtime/local/command.ts';
 import type { ServerCommand } from '../runtime/runtime.ts';
 import type { EndpointDefinition } from '../valohai-yaml/index.ts';
@@ -137,12 +138,6 @@ export function imageTag(
   const tag = tagPart(`${spec.version}-${spec.endpoint}`);
   const prefix = registry ? `${registry.replace(/\/+$/, '')}/` : '';
   return `${prefix}${repo}:${tag}`;
-}
-
-/** The registry host of a reference (`docker.io` when it names none). */
-function registryHost(ref: string): string {
-  const first = ref.split('/')[0] ?? '';
-  return ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : 'docker.io';
 }
 
 /** The requirements file the image installs (first of `REQUIREMENT_FILES` present), or null. */

@@ -15,6 +15,7 @@ import {
 } from './docker/labels.ts';
 import { followContainerLogs, type ContainerLine } from './docker/logs.ts';
 import { followProgress } from './docker/progress.ts';
+import { registryHost } from './docker/registry.ts';
 import type { EndpointSpec, EndpointStatus, Runtime, RuntimeHooks } from './runtime.ts';
 import { Supervisor, idNumber, type RestartPolicy, type SupervisedEndpoint, type SupervisedReplica } from './supervisor.ts';
 
@@ -42,8 +43,11 @@ export interface DockerRuntimeOptions {
   readonly host?: string;
   /** Host networking: ports handed out as `PORT` (inclusive). Default: ports the kernel picks. */
   readonly portRange?: { readonly min: number; readonly max: number };
-  /** Credentials for pulling images the engine does not have (from `PORTICO_REGISTRY`). */
-  readonly registryAuth?: { readonly username: string; readonly password: string; readonly serveraddress?: string };
+  /**
+   * Credentials for pulling images the engine does not have from `serveraddress` (the host of
+   * `PORTICO_REGISTRY`); images of other registries are pulled without them.
+   */
+  readonly registryAuth?: { readonly username: string; readonly password: string; readonly serveraddress: string };
   /** Log size kept by the engine per container (`json-file` driver `max-size`, 2 files). Default `10m`. */
   readonly logMaxSize?: string;
   readonly restart?: Partial<RestartPolicy>;
@@ -338,7 +342,8 @@ export class DockerRuntime implements Runtime {
     let pull = this.#pulls.get(image);
     if (!pull) {
       pull = (async () => {
-        const stream = await this.#docker.pull(image, this.#registryAuth ? { authconfig: { ...this.#registryAuth } } : {});
+        const auth = this.#registryAuth;
+        const stream = await this.#docker.pull(image, auth && registryHost(image) === auth.serveraddress ? { authconfig: { ...auth } } : {});
         await followProgress(stream, () => {});
       })().finally(() => this.#pulls.delete(image));
       this.#pulls.set(image, pull);

@@ -13,6 +13,8 @@ import {
   deploymentManifest,
   namespaceManifest,
   networkPolicyManifest,
+  PULL_SECRET_NAME,
+  pullSecretManifest,
   pdbManifest,
   serviceManifest,
   type GatewaySelector,
@@ -56,6 +58,11 @@ export interface KubernetesRuntimeOptions {
   readonly watchTimeoutSeconds?: number;
   /** Failures in the background (watches, adoption, log streams). Default: ignored. */
   readonly onError?: (message: string, err: unknown) => void;
+  /**
+   * Registry credentials (`PORTICO_REGISTRY_USERNAME`/`_PASSWORD`): each namespace gets an image
+   * pull Secret for `serveraddress` and every Deployment names it. Default: none.
+   */
+  readonly imagePullAuth?: { readonly username: string; readonly password: string; readonly serveraddress: string };
 }
 
 /** Loads a kubeconfig file (`PORTICO_KUBECONFIG`) and selects `context` (`PORTICO_KUBE_CONTEXT`) if given. */
@@ -147,7 +154,8 @@ const isTerminating = (pod: PodView) => pod.metadata?.deletionTimestamp !== unde
 export class KubernetesRuntime implements Runtime {
   readonly kind = 'kubernetes' as const;
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector'>> & { gatewaySelector: GatewaySelector };
+  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth'>> & { gatewaySelector: GatewaySelector };
+  readonly #pullAuth: KubernetesRuntimeOptions['imagePullAuth'];
   readonly #onError: (message: string, err: unknown) => void;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #byId = new Map<string, Endpoint>();
@@ -159,6 +167,8 @@ export class KubernetesRuntime implements Runtime {
   readonly #followers = new Map<string, { follower: PodLogFollower; restarts: number }>();
   readonly #namespaces = new Set<string>();
   readonly #policies = new Map<string, { hash: string; at: number }>();
+  /** Namespace -> when its pull Secret was last applied. */
+  readonly #pullSecrets = new Map<string, number>();
   readonly #listeners = new StatusListeners();
   readonly #pods: Informer<PodView>;
   readonly #slices: Informer<SliceView>;
@@ -168,6 +178,7 @@ export class KubernetesRuntime implements Runtime {
   #adoptTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: KubernetesRuntimeOptions) {
+    this.#pullAuth = opts.imagePullAuth;
     this.#opts = {
       kubeConfig: opts.kubeConfig,
       namespaceTemplate: opts.namespaceTemplate,
@@ -405,6 +416,7 @@ export class KubernetesRuntime implements Runtime {
       stopGraceSeconds: this.#opts.stopGraceSeconds,
       preStopSleep: this.#opts.preStopSleep,
       wsgiRunner: this.#opts.wsgiRunner,
+      ...(this.#pullAuth ? { imagePullSecret: PULL_SECRET_NAME } : {}),
     };
   }
 
@@ -419,6 +431,7 @@ export class KubernetesRuntime implements Runtime {
     const deployment = deploymentManifest(spec, opts); // throws before any write if the spec cannot run here
     await this.#ensureNamespace(ep.namespace, spec.owner, spec.project);
     await this.#applyPolicy(ep.namespace);
+    await this.#applyPullSecret(ep.namespace);
     await this.#applyIfChanged(ep, 'Service', serviceManifest(spec, opts));
     const scalingDown = ep.appliedSpecHash === spec.specHash && ep.appliedReplicas !== undefined && spec.replicas < ep.appliedReplicas;
     if (scalingDown) await this.#drainSurplus(ep, spec);
@@ -441,6 +454,15 @@ export class KubernetesRuntime implements Runtime {
     if (last && last.hash === hash && Date.now() - last.at < this.#opts.resyncMs) return;
     await this.#api.apply(policy);
     this.#policies.set(namespace, { hash, at: Date.now() });
+  }
+
+  async #applyPullSecret(namespace: string): Promise<void> {
+    const auth = this.#pullAuth;
+    if (!auth) return;
+    const at = this.#pullSecrets.get(namespace);
+    if (at !== undefined && Date.now() - at < this.#opts.resyncMs) return;
+    await this.#api.apply(pullSecretManifest(namespace, auth));
+    this.#pullSecrets.set(namespace, Date.now());
   }
 
   async #applyIfChanged(ep: Endpoint, kind: ObjectKind, obj: Applied): Promise<void> {

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../common/config.ts';
-import { parseTargetsFile, targetSpecs, TargetsError } from '../../builder/targets.ts';
+import { parseTargetsFile, registryAuthFor, targetSpecs, TargetsError } from '../../builder/targets.ts';
 
 t.test('targets from variables: local always, docker and kubernetes when configured', async (t) => {
   t.same(await targetSpecs(loadConfig({})), [{ name: 'local', kind: 'local' }]);
@@ -11,6 +11,15 @@ t.test('targets from variables: local always, docker and kubernetes when configu
   t.same(specs.map((s) => `${s.name}:${s.kind}`), ['local:local', 'docker:docker', 'kubernetes:kubernetes']);
   t.match(specs[1], { socket: '/run/d.sock', network: 'bridge', registry: 'reg.example/ml' });
   t.match(specs[2], { kubeconfig: '/k/config', namespace: 'portico-{owner}-{project}', dockerSocket: '/run/d.sock' });
+});
+
+t.test('registry credentials go to the registry host of a target only', async (t) => {
+  const config = loadConfig({ PORTICO_REGISTRY: 'reg.example:5000/ml/', PORTICO_REGISTRY_USERNAME: 'bot', PORTICO_REGISTRY_PASSWORD: 'tok' });
+  t.same(registryAuthFor(config, 'reg.example:5000/ml/'), { username: 'bot', password: 'tok', serveraddress: 'reg.example:5000' });
+  t.same(registryAuthFor(config, 'ghcr.io/acme'), { username: 'bot', password: 'tok', serveraddress: 'ghcr.io' }, "a targets file's own registry");
+  t.same(registryAuthFor(config, 'acme'), { username: 'bot', password: 'tok', serveraddress: 'docker.io' }, 'a Docker Hub namespace');
+  t.equal(registryAuthFor(config, undefined), undefined, 'no registry, no credentials');
+  t.equal(registryAuthFor(loadConfig({ PORTICO_REGISTRY: 'reg.example' }), 'reg.example'), undefined, 'none configured');
 });
 
 t.test('a targets file defines named targets with their gateway URLs', async (t) => {

@@ -47,6 +47,21 @@ t.test('every bad variable is reported at once', async (t) => {
   }
 });
 
+t.test('registry credentials: a username and a password together, for a registry', async (t) => {
+  t.equal(loadConfig({}).registryAuth, undefined);
+  const c = loadConfig({ PORTICO_REGISTRY: 'reg.example:5000/ml', PORTICO_REGISTRY_USERNAME: 'bot', PORTICO_REGISTRY_PASSWORD: 'tok' });
+  t.same(c.registryAuth, { username: 'bot', password: 'tok' });
+  t.ok(Object.isFrozen(c.registryAuth));
+  const half = t.throws(() => loadConfig({ PORTICO_REGISTRY: 'reg.example', PORTICO_REGISTRY_USERNAME: 'bot' })) as unknown as ConfigError;
+  t.same(half.problems, ['PORTICO_REGISTRY_PASSWORD: must be set too (registry credentials are a username and a password)']);
+  const other = t.throws(() => loadConfig({ PORTICO_REGISTRY: 'reg.example', PORTICO_REGISTRY_PASSWORD: 'tok' })) as unknown as ConfigError;
+  t.same(other.problems, ['PORTICO_REGISTRY_USERNAME: must be set too (registry credentials are a username and a password)']);
+  const nowhere = t.throws(() => loadConfig({ PORTICO_REGISTRY_USERNAME: 'bot', PORTICO_REGISTRY_PASSWORD: 'tok' })) as unknown as ConfigError;
+  t.match(nowhere.problems, [/^PORTICO_REGISTRY_USERNAME: credentials are for PORTICO_REGISTRY/]);
+  t.notOk(nowhere.message.includes('tok'), 'the password is never in a message');
+  t.same(loadConfig({ PORTICO_TARGETS_FILE: '/etc/portico/targets.json', PORTICO_REGISTRY_USERNAME: 'bot', PORTICO_REGISTRY_PASSWORD: 'tok' }).registryAuth, { username: 'bot', password: 'tok' }, 'or for the registries of a targets file');
+});
+
 t.test('the README documents every variable', async (t) => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
   for (const name of Object.keys(VARIABLES)) t.match(readme, `\`${name}\``, `${name} is in README.md`);

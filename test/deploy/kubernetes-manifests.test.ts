@@ -344,7 +344,9 @@ t.test('the controller\'s RBAC grants exactly what the kubernetes runtime calls'
   const fake = await FakeKubeApi.start();
   t.teardown(() => fake.close());
   const hooks = { beforeStop: async () => {}, logs: { write: () => {} } };
-  const opts = { kubeConfig: fake.kubeConfig(), namespaceTemplate: 'portico-{owner}-{project}', stopGraceSeconds: 5, hooks };
+  // With registry credentials, so the image pull Secret is written too.
+  const imagePullAuth = { username: 'bot', password: 'tok', serveraddress: 'registry.example' };
+  const opts = { kubeConfig: fake.kubeConfig(), namespaceTemplate: 'portico-{owner}-{project}', stopGraceSeconds: 5, hooks, imagePullAuth };
   let rt = new KubernetesRuntime(opts);
   const spec: EndpointSpec = {
     key: 'acme/mnist/web/v1/predict', owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1', endpoint: 'predict',
@@ -385,6 +387,11 @@ t.test('the controller\'s RBAC grants exactly what the kubernetes runtime calls'
   t.same([...granted].filter((x) => !used.has(x)).sort(), [], 'nothing granted that the runtime does not use');
   t.same([...used].filter((x) => !granted.has(x)).sort(), [], 'everything the runtime does is granted');
   t.ok(!objs.some((o) => o.kind === 'Role' || o.kind === 'RoleBinding'), 'no other roles');
+  const secretRules = bound
+    .flatMap((b) => find(objs, 'ClusterRole', (b['roleRef'] as { name: string }).name)!['rules'] as { resources: string[]; verbs: string[]; resourceNames?: string[] }[])
+    .filter((r) => r.resources.includes('secrets'));
+  t.same(secretRules.map((r) => [r.verbs, r.resourceNames]), [[['patch'], ['portico-registry']], [['create'], undefined]], 'secrets: patched by name only; never read');
+  t.same([...new Set(fake.requests.filter((r) => r.resource === 'secrets').map((r) => r.name))], ['portico-registry'], 'the runtime touched that Secret only');
   const clusterScopedOnly = (find(objs, 'ClusterRole', 'portico-controller-namespaces')!['rules'] as { resources: string[] }[]).flatMap((r) => r.resources);
   t.same(clusterScopedOnly, ['namespaces'], 'only namespaces are cluster-scoped by nature');
 });

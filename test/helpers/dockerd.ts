@@ -163,6 +163,8 @@ export interface FakeRegistry {
   readonly blobs: Map<string, Buffer>;
   /** Every request, as `METHOD path`. */
   readonly requests: string[];
+  /** The `Authorization` header of every request (`''` when none), in order. */
+  readonly authorizations: string[];
   close(): Promise<void>;
 }
 
@@ -170,13 +172,15 @@ export interface FakeRegistry {
  * Starts a registry speaking enough of the distribution API v2 for `docker push` and
  * `docker pull` (monolithic and chunked blob uploads, manifests by tag or digest), no auth.
  */
-export async function startFakeRegistry(): Promise<FakeRegistry> {
+export async function startFakeRegistry(opts: { readonly auth?: { readonly username: string; readonly password: string } } = {}): Promise<FakeRegistry> {
   const { createServer } = await import('node:http');
   const { createHash, randomUUID } = await import('node:crypto');
   const manifests = new Map<string, { type: string; body: Buffer; digest: string }>();
   const blobs = new Map<string, Buffer>();
   const uploads = new Map<string, Buffer[]>();
   const requests: string[] = [];
+  const authorizations: string[] = [];
+  const expected = opts.auth ? `Basic ${Buffer.from(`${opts.auth.username}:${opts.auth.password}`).toString('base64')}` : undefined;
   const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -186,11 +190,16 @@ export async function startFakeRegistry(): Promise<FakeRegistry> {
       const url = new URL(req.url ?? '/', 'http://x');
       const path = url.pathname;
       requests.push(`${req.method} ${path}`);
+      authorizations.push(req.headers.authorization ?? '');
       res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
       const send = (status: number, headers: Record<string, string | number> = {}, data?: Buffer | string) => {
         res.writeHead(status, { 'content-length': data ? Buffer.byteLength(data) : 0, ...headers });
         res.end(req.method === 'HEAD' ? undefined : data);
       };
+      // With credentials configured, every request needs them (the engine answers the challenge).
+      if (expected !== undefined && req.headers.authorization !== expected) {
+        return send(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="fake-registry"' }, '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
+      }
       if (path === '/v2/' || path === '/v2') return send(200, { 'content-type': 'application/json' }, '{}');
       let m = /^\/v2\/(.+)\/blobs\/uploads\/?$/.exec(path);
       if (m && req.method === 'POST') {
@@ -250,6 +259,7 @@ export async function startFakeRegistry(): Promise<FakeRegistry> {
     manifests,
     blobs,
     requests,
+    authorizations,
     close: () => new Promise<void>((resolve) => {
       server.closeAllConnections();
       server.close(() => resolve());

@@ -117,6 +117,7 @@ const RESOURCES: readonly ResourceDef[] = [
   { resource: 'namespaces', group: '', version: 'v1', kind: 'Namespace', namespaced: false },
   { resource: 'pods', group: '', version: 'v1', kind: 'Pod', namespaced: true },
   { resource: 'services', group: '', version: 'v1', kind: 'Service', namespaced: true },
+  { resource: 'secrets', group: '', version: 'v1', kind: 'Secret', namespaced: true },
   { resource: 'deployments', group: 'apps', version: 'v1', kind: 'Deployment', namespaced: true },
   { resource: 'poddisruptionbudgets', group: 'policy', version: 'v1', kind: 'PodDisruptionBudget', namespaced: true },
   { resource: 'networkpolicies', group: 'networking.k8s.io', version: 'v1', kind: 'NetworkPolicy', namespaced: true },
@@ -124,7 +125,7 @@ const RESOURCES: readonly ResourceDef[] = [
 ];
 
 /** A resource name the fake serves. */
-export type FakeResource = 'namespaces' | 'pods' | 'services' | 'deployments' | 'poddisruptionbudgets' | 'networkpolicies' | 'endpointslices';
+export type FakeResource = 'namespaces' | 'pods' | 'services' | 'secrets' | 'deployments' | 'poddisruptionbudgets' | 'networkpolicies' | 'endpointslices';
 
 /** One request as the fake saw it, with the RBAC verb it maps to. */
 export interface KubeRequest {

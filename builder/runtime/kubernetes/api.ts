@@ -12,6 +12,7 @@ import {
   type V1Namespace,
   type V1NetworkPolicy,
   type V1PodDisruptionBudget,
+  type V1Secret,
   type V1Service,
 } from '@kubernetes/client-node';
 import type { ListResult } from './watch.ts';
@@ -21,7 +22,7 @@ import type { PodView, SliceView } from './status.ts';
 export const FIELD_MANAGER = 'portico';
 
 /** An object the runtime applies. */
-export type Applied = V1Deployment | V1Service | V1PodDisruptionBudget | V1NetworkPolicy;
+export type Applied = V1Deployment | V1Service | V1PodDisruptionBudget | V1NetworkPolicy | V1Secret;
 
 /** What an adoption LIST reads of a Portico object. */
 export interface ObjectMetaView {
@@ -131,6 +132,9 @@ export class KubeApi {
         return;
       case 'NetworkPolicy':
         await this.#networking.patchNamespacedNetworkPolicy(params, ssa);
+        return;
+      case 'Secret':
+        await this.#core.patchNamespacedSecret(params, ssa);
         return;
       default:
         throw new Error(`cannot apply kind ${String(obj.kind)}`);

@@ -8,6 +8,7 @@ import type {
   V1NetworkPolicyIngressRule,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
+  V1Secret,
   V1Service,
   V1Toleration,
 } from '@kubernetes/client-node';
@@ -50,6 +51,9 @@ export const ANNOTATIONS = {
 
 /** The container name of every replica pod. */
 export const CONTAINER = 'app';
+/** Name of the per-namespace image pull Secret (when registry credentials are configured). */
+export const PULL_SECRET_NAME = 'portico-registry';
+
 /** Name of the per-namespace NetworkPolicy. */
 export const NETWORK_POLICY_NAME = 'portico-replicas';
 /** Name of the container port (and Service port) of replicas. */
@@ -81,6 +85,8 @@ export interface ManifestOptions {
   readonly preStopSleep: 'exec' | 'action';
   /** Path of the bundled WSGI runner inside images built for `wsgi:` endpoints. */
   readonly wsgiRunner: string;
+  /** Name of the namespace's image pull Secret, when there is one. */
+  readonly imagePullSecret?: string;
 }
 
 /** Returns `obj` with `portico.io/manifest-hash` set to a hash of the rest of it. */
@@ -128,6 +134,21 @@ export function namespaceManifest(name: string, owner: string, project: string):
       name,
       labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.owner]: labelValue(owner), [LABELS.project]: labelValue(project) },
     },
+  };
+}
+
+/**
+ * The namespace's image pull Secret (`kubernetes.io/dockerconfigjson`) for the registry's host.
+ * It carries no manifest hash: a hash of the credentials is not written anywhere.
+ */
+export function pullSecretManifest(namespace: string, auth: { readonly username: string; readonly password: string; readonly serveraddress: string }): V1Secret {
+  const config = { auths: { [auth.serveraddress]: { username: auth.username, password: auth.password, auth: Buffer.from(`${auth.username}:${auth.password}`).toString('base64') } } };
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: PULL_SECRET_NAME, namespace, labels: { [LABELS.managedBy]: MANAGED_BY } },
+    type: 'kubernetes.io/dockerconfigjson',
+    data: { '.dockerconfigjson': Buffer.from(JSON.stringify(config)).toString('base64') },
   };
 }
 
@@ -308,6 +329,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
           enableServiceLinks: false,
           ...(nodeSelector ? { nodeSelector } : {}),
           ...(tol ? { tolerations: tol } : {}),
+          ...(opts.imagePullSecret ? { imagePullSecrets: [{ name: opts.imagePullSecret }] } : {}),
         },
       },
     },

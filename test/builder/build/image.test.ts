@@ -252,6 +252,31 @@ t.test('with a registry the image is tagged under it and pushed', async (t) => {
   await docker.getImage(built.image).remove();
 });
 
+t.test('a registry that wants credentials: refused without them (nothing left), pushed with them', async (t) => {
+  const auth = { username: 'ci-bot', password: 's3cret-token' };
+  const registry = await startFakeRegistry({ auth });
+  t.teardown(() => registry.close());
+  const base = {
+    docker, spec: spec({ version: 'private', baseImage: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['sleep', '1'] } as const }),
+    codeDir: emptyDir({ a: '1' }), registry: `${registry.host}/private`, timeoutMs: 60_000,
+  };
+  const tag = `${registry.host}/private/acme-nlp-web:private-sentiment`;
+
+  const err = await buildEndpointImage({ ...base, log: () => {} }).then(() => null, (e: unknown) => e);
+  t.type(err, ImageBuildError);
+  t.match((err as Error).message, /^push of .* failed: .*(unauthorized|authentication required|no basic auth credentials)/i);
+  t.equal(await docker.getImage(tag).inspect().then(() => 'present', () => 'absent'), 'absent', 'a refused push leaves no tagged image');
+  t.equal(registry.manifests.size, 0);
+
+  const lines: string[] = [];
+  const built = await buildEndpointImage({ ...base, registryAuth: auth, log: (l) => lines.push(l) });
+  t.equal(built.pushed, true);
+  t.ok(registry.manifests.get('private/acme-nlp-web:private-sentiment'), 'pushed under the tag');
+  t.ok(registry.authorizations.includes(`Basic ${Buffer.from('ci-bot:s3cret-token').toString('base64')}`), 'the engine answered the challenge with the credentials');
+  t.notOk(lines.some((l) => l.includes(auth.password)), 'the password is not in the build log');
+  await docker.getImage(built.image).remove();
+});
+
 t.test('endpointImageSpec and removeVersionImages: the images of one version, and only those, are removed', async (t) => {
   const def = { name: 'echo', image: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['sleep', '1'] } as const, port: 8001 };
   t.same(endpointImageSpec({ owner: 'acme', project: 'nlp', deployment: 'web', name: 'v7' }, def), {

@@ -376,6 +376,40 @@ t.test('an image the engine lacks is pulled from the registry, then runs', async
   t.ok(registry.requests.some((r) => r.startsWith('GET /v2/acme-nlp-web/manifests/')), 'from the registry');
 });
 
+t.test('a private registry: its images are pulled with the credentials, other registries never see them', async (t) => {
+  const auth = { username: 'puller', password: 'pull-token' };
+  const privateRegistry = await startFakeRegistry({ auth });
+  const openRegistry = await startFakeRegistry();
+  t.teardown(() => Promise.all([privateRegistry.close(), openRegistry.close()]));
+  const code = join(tmp, 'httpd');
+  cpSync(join(EXAMPLE, 'model'), join(code, 'model'), { recursive: true });
+  const argv = ['httpd', '-f', '-p', '127.0.0.1:$PORT', '-h', '/valohai/repository'];
+  const build = async (registry: string, version: string, registryAuth?: typeof auth) => {
+    const built = await buildEndpointImage({
+      docker,
+      spec: { owner: 'acme', project: 'nlp', deployment: 'web', version, endpoint: 'files', baseImage: 'portico-test/busybox:1', command: { kind: 'exec', argv }, port: 8000 },
+      codeDir: code, registry, log: () => {}, timeoutMs: 60_000, ...(registryAuth ? { registryAuth } : {}),
+    });
+    await docker.getImage(built.image).remove();
+    return built.image;
+  };
+  const privateImage = await build(privateRegistry.host, 'private', auth);
+  const openImage = await build(openRegistry.host, 'open');
+  openRegistry.authorizations.length = 0;
+  privateRegistry.authorizations.length = 0;
+
+  const h = startRuntime(t, { registryAuth: { ...auth, serveraddress: privateRegistry.host } });
+  for (const image of [privateImage, openImage]) {
+    const s = spec({ image, command: { kind: 'exec', argv } });
+    await h.runtime.ensure(s);
+    const st = await h.waitReady(s.key, 1);
+    t.equal((await http('GET', `http://${st.replicas[0]!.address}/model/weights.json`)).status, 200, `${image} pulled and serving`);
+  }
+  const basic = `Basic ${Buffer.from('puller:pull-token').toString('base64')}`;
+  t.ok(privateRegistry.authorizations.includes(basic), 'the private registry got the credentials');
+  t.same(openRegistry.authorizations.filter((a) => a !== ''), [], 'another registry never sees them');
+});
+
 t.test('through the gateway: an alias reaches the docker replicas; a scale-down leaves routing first', async (t) => {
   const h = startRuntime(t);
   const s = spec({ replicas: 2 });

@@ -217,6 +217,39 @@ t.test('ensure creates the namespace, NetworkPolicy, headless Service, Deploymen
   ], 'namespace first, Service before Deployment, nothing else written');
 });
 
+t.test('registry credentials: a pull Secret per namespace, named by every Deployment, applied once', async (t) => {
+  const auth = { username: 'puller', password: 'pull-token', serveraddress: 'registry.example:5000' };
+  const h = await setup(t, { imagePullAuth: auth });
+  const a = h.spec({ replicas: 1 });
+  const b = h.spec({ replicas: 1 }); // another version of the same project: the same namespace
+  await h.runtime.ensure(a);
+  await h.runtime.ensure(b);
+
+  const secret = h.fake.get('secrets', NS, 'portico-registry')!;
+  t.ok(secret, 'the namespace has the pull Secret');
+  t.equal(secret['type'], 'kubernetes.io/dockerconfigjson');
+  t.same(secret.metadata.labels, { 'app.kubernetes.io/managed-by': 'portico' });
+  t.notOk(secret.metadata.annotations?.[ANNOTATIONS.manifestHash], 'no hash of the credentials is written');
+  const config = JSON.parse(Buffer.from((secret['data'] as Record<string, string>)['.dockerconfigjson']!, 'base64').toString()) as unknown;
+  t.same(config, { auths: { 'registry.example:5000': { username: 'puller', password: 'pull-token', auth: Buffer.from('puller:pull-token').toString('base64') } } });
+  for (const spec of [a, b]) {
+    const dep = h.fake.get('deployments', NS, resourceName(spec.key))!;
+    t.same((dep['spec'] as { template: { spec: { imagePullSecrets?: unknown } } }).template.spec.imagePullSecrets, [{ name: 'portico-registry' }], `${spec.key} pulls with it`);
+  }
+  const secretWrites = h.fake.writes().filter((r) => r.resource === 'secrets');
+  t.same(secretWrites.map((r) => r.verb), ['patch'], 'applied once for the namespace, not per endpoint');
+  for (const w of secretWrites) t.same(validateManifest(w.body), [], 'a valid Secret');
+});
+
+t.test('without registry credentials no Secret is written and pods name none', async (t) => {
+  const h = await setup(t);
+  const spec = h.spec({ replicas: 1 });
+  await h.runtime.ensure(spec);
+  t.same(h.fake.list('secrets'), []);
+  const dep = h.fake.get('deployments', NS, resourceName(spec.key))!;
+  t.equal((dep['spec'] as { template: { spec: { imagePullSecrets?: unknown } } }).template.spec.imagePullSecrets, undefined);
+});
+
 t.test('a repeated ensure writes nothing; a new spec hash rolls the Deployment without downtime', async (t) => {
   const h = await setup(t);
   const spec = h.spec({ replicas: 1 });
