@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort, waitFor } from '../test/helpers/poll.ts';
-import { NODE, PORTICO, ROOT, removeDataDir, startPortico } from '../test/helpers/portico.ts';
+import { NODE, PORTICO, ROOT, killReplicas, removeDataDir, startPortico } from '../test/helpers/portico.ts';
 import { startRedis } from '../test/helpers/redis.ts';
 
 const EXAMPLE = join(ROOT, 'examples', 'node-sentiment');
@@ -115,6 +115,7 @@ export async function flipLatency(gateways = 4, flips = 200): Promise<{ samples:
   } finally {
     for (const p of procs) p.kill('SIGTERM');
     await Promise.all(procs.map((p) => (p.exitCode !== null ? null : new Promise((r) => p.once('exit', r)))));
+    killReplicas(dataDir); // `portico controller` leaves its replicas running when stopped
     await redis.stop();
     await removeDataDir(dataDir);
   }

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort, waitFor } from '../helpers/poll.ts';
-import { ROOT, removeDataDir, startPortico, type PorticoProcess } from '../helpers/portico.ts';
+import { ROOT, killReplicas, removeDataDir, startPortico, type PorticoProcess } from '../helpers/portico.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const EXAMPLE = join(ROOT, 'examples', 'node-sentiment');
@@ -21,6 +21,7 @@ t.test('controller + 2 gateways on Redis', async (t) => {
   const procs: PorticoProcess[] = [];
   t.teardown(async () => {
     for (const p of procs) await p.stop();
+    killReplicas(dataDir); // a stopped `portico controller` leaves its replicas running (see the end)
     await redis.stop();
     await removeDataDir(dataDir);
   });
@@ -74,4 +75,9 @@ t.test('controller + 2 gateways on Redis', async (t) => {
   for (const g of gateways) t.same(await via(g), { status: 200, version: v1 });
   const history = await controller.api('GET', '/projects/acme/nlp/deployments/web/aliases/production/history');
   t.same(history.body.items.map((i: { to: { version: string } }) => i.to.version), [v1, v2, v1]);
+
+  // A controller stopped on purpose (SIGTERM: an upgrade) leaves the replicas serving too.
+  await controller.stop();
+  for (const g of gateways) t.same(await via(g), { status: 200, version: v1 }, 'serving after the controller stopped');
+  t.equal(killReplicas(dataDir), 2, 'its two replicas were still running (the test stops them)');
 });

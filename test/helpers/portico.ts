@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +116,34 @@ export async function startPortico(opts: { env?: Record<string, string>; dataDir
       await exited;
     },
   };
+}
+
+/**
+ * SIGKILLs the replica process groups the local runtime recorded under `dataDir`
+ * (`replicas/local-runtime.json`): `portico controller` leaves replicas running when it stops, on
+ * purpose (a new controller adopts them), so a test that ran one cleans up with this. Returns how
+ * many were still running.
+ */
+export function killReplicas(dataDir: string): number {
+  let state: { endpoints?: Record<string, { replicas?: { pid?: number }[] }> };
+  try {
+    state = JSON.parse(readFileSync(join(dataDir, 'replicas', 'local-runtime.json'), 'utf8')) as typeof state;
+  } catch {
+    return 0;
+  }
+  let killed = 0;
+  for (const ep of Object.values(state.endpoints ?? {})) {
+    for (const r of ep.replicas ?? []) {
+      if (typeof r.pid !== 'number' || r.pid <= 1) continue;
+      try {
+        process.kill(-r.pid, 'SIGKILL');
+        killed++;
+      } catch {
+        // already gone
+      }
+    }
+  }
+  return killed;
 }
 
 /** Removes a data directory made by `startPortico`. */
