@@ -153,6 +153,12 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
       table(['', ...keys.map((k) => `(${k})`)], keys.map((x) => [`(${x})`, ...keys.map((y) => (x === y ? '—' : ratio(perRound(x, y))))])),
       '',
       '"CPU µs/req" is the CPU time (user + system, from `/proc`) of the contender\'s own processes divided by the requests served: the cost of a request, which background load disturbs less than throughput. For (a) it is the upstream\'s.',
+      ...(keys.includes('f') && keys.includes('b')
+        ? [
+            '',
+            `What the access log costs: (e) ÷ (f) = ${ratio(perRound('e', 'f'))} of the throughput, ${fix(med('e', (s) => s.cpuUsPerReq) - med('f', (s) => s.cpuUsPerReq), 1)} µs of CPU per request. Without it the gateway (auth, metrics, routing cache, headers, request id) runs at (f) ÷ (b) = ${ratio(perRound('f', 'b'))} of the bare undici proxy${keys.includes('c') ? ` and (f) ÷ (c) = ${ratio(perRound('f', 'c'))} of @fastify/http-proxy` : ''}. Read this one with care: on this shared machine a gateway process sometimes settles at a clearly lower throughput than an identical one started next to it, and stays there (with (e) and (f) in separate processes, (e) ÷ (f) has come out anywhere between 0.80x and 0.98x across runs of this same code; formatting and queueing one line costs about 1.5 µs in isolation, and a file, /dev/null or tmpfs as destination, or writing synchronously instead of through libuv's thread pool, made no difference).`,
+          ]
+        : []),
     ].join('\n');
 
     const latency = [
