@@ -31,12 +31,14 @@ RUN if [ -n "${RUNTIME_PACKAGES}" ]; then \
     fi
 
 # As bin/portico.ts's first line runs it: two malloc arenas, large blocks returned at once, and a
-# 2 x 16 MiB young generation (docs/benchmarks.md, memory section).
+# 2 x 16 MiB young generation (docs/benchmarks.md, memory section). Node flags come from
+# NODE_OPTIONS only, so a deployment can replace them (deploy/kubernetes does for the gateway).
 ENV NODE_ENV=production \
     PORTICO_HOST=0.0.0.0 \
     PORTICO_DATA_DIR=/data \
     MALLOC_ARENA_MAX=2 \
-    MALLOC_MMAP_THRESHOLD_=131072
+    MALLOC_MMAP_THRESHOLD_=131072 \
+    NODE_OPTIONS=--max-semi-space-size=16
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json ./
@@ -60,5 +62,5 @@ EXPOSE 8080 8081 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "const e=process.env,h=p=>fetch(`http://127.0.0.1:${p}/healthz`).then(r=>{if(!r.ok)throw 0});Promise.any([h(e.PORTICO_GATEWAY_PORT||8080),h(e.PORTICO_ADMIN_PORT||8081)]).then(()=>process.exit(0),()=>process.exit(1))"]
 
-ENTRYPOINT ["tini", "--", "node", "--max-semi-space-size=16", "/app/bin/portico.ts"]
+ENTRYPOINT ["tini", "--", "node", "/app/bin/portico.ts"]
 CMD ["start"]

@@ -18,20 +18,31 @@ const DEPLOYMENTS = 100;
 const ENDPOINTS_PER_DEPLOYMENT = 1000;
 const DISTINCT = 20_000;
 const CACHE_SIZE = 10_000;
-const LIMIT_MIB = 200;
+// The issue's limit, read strictly: 200 MB = 200 x 10^6 bytes (190.7 MiB).
+const LIMIT_MB = 200;
+const LIMIT_MIB = (LIMIT_MB * 1e6) / 2 ** 20;
+const mb = (mib: number) => fix((mib * 2 ** 20) / 1e6, 1);
 
 /** How the gateway process is started in one memory run. */
 interface Setting {
   readonly label: string;
   readonly env: Readonly<Record<string, string>>;
+  /** Run as the image does (see `startGatewayProcess`). */
+  readonly direct?: boolean;
 }
 
 // `bin/portico.ts` itself, so its first line applies: at most two malloc arenas, large blocks
 // (scrypt's 16 MiB) returned to the system at once, a young generation of 2 x 16 MiB.
 const SHIPPED: Setting = { label: '`bin/portico.ts gateway`, no heap bound', env: {} };
-// As deploy/kubernetes runs the gateway: the same with a heap bound well inside the container's
-// memory limit (the gateway refuses to start if its cache settings need more).
-const DEPLOYED: Setting = { label: 'as deploy/kubernetes runs it (`NODE_OPTIONS=--max-old-space-size=128`)', env: { NODE_OPTIONS: '--max-old-space-size=128' } };
+// As deploy/kubernetes runs the gateway in the image (`node bin/portico.ts`, flags from
+// NODE_OPTIONS): a heap bound well inside the container's memory limit (the gateway refuses to
+// start if its cache settings need more) and a 2 x 8 MiB young generation.
+const DEPLOYED_OPTIONS = '--max-old-space-size=128 --max-semi-space-size=8';
+const DEPLOYED: Setting = {
+  label: `as deploy/kubernetes runs it (\`NODE_OPTIONS=${DEPLOYED_OPTIONS}\`, the image's malloc settings)`,
+  env: { NODE_OPTIONS: DEPLOYED_OPTIONS, MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' },
+  direct: true,
+};
 
 interface Outcome {
   readonly setting: Setting;
@@ -61,7 +72,7 @@ async function once(env: BenchEnv, redisUrl: string, setting: Setting, durationS
     const port = await freePort();
     const metricsPort = await freePort();
     const log = join(dir, 'access-memory.log');
-    gw = startGatewayProcess(procs, { redisUrl, port, metricsPort, accessLog: log, cacheSize: CACHE_SIZE, cpus: env.proxyCpus, env: setting.env });
+    gw = startGatewayProcess(procs, { redisUrl, port, metricsPort, accessLog: log, cacheSize: CACHE_SIZE, cpus: env.proxyCpus, env: setting.env, ...(setting.direct ? { direct: true } : {}) });
     await waitForHttp(`http://127.0.0.1:${port}/readyz`, { proc: gw });
     await delay(500);
     const start = rssMiB(gw.pid).rss;
@@ -134,9 +145,9 @@ export async function memoryTest(env: BenchEnv, durationS: number): Promise<Sect
       markdown,
       targets: [
         {
-          name: `gateway RSS < ${LIMIT_MIB} MB after touching ${int(DISTINCT)} endpoints of ${int(routes)} (${shipped.setting.label})`,
+          name: `gateway RSS < ${LIMIT_MB} MB (${fix(LIMIT_MIB, 1)} MiB) after touching ${int(DISTINCT)} endpoints of ${int(routes)} (${shipped.setting.label})`,
           met: ok ? shipped.after < LIMIT_MIB : false,
-          measured: `${fix(shipped.after, 1)} MiB (${fix(shipped.scraped, 1)} after a scrape)${touched(shipped) < DISTINCT ? `, only ${int(touched(shipped))} touched` : ''}${shipped.load.errors ? `, ${shipped.load.errors} errors` : ''}`,
+          measured: `${fix(shipped.after, 1)} MiB = ${mb(shipped.after)} MB (${fix(shipped.scraped, 1)} MiB = ${mb(shipped.scraped)} MB after a scrape)${touched(shipped) < DISTINCT ? `, only ${int(touched(shipped))} touched` : ''}${shipped.load.errors ? `, ${shipped.load.errors} errors` : ''}`,
         },
         ...outcomes.slice(1).map((o) => ({ name: `the same with ${o.setting.label} (no target)`, met: null, measured: `${fix(o.after, 1)} MiB (${fix(o.scraped, 1)} after a scrape)` })),
       ],

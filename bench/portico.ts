@@ -74,6 +74,11 @@ export interface GatewayProcessOptions {
   readonly nodeFlags?: readonly string[];
   /** Another copy of the repository to run the gateway from (default this one): before/after comparisons. */
   readonly root?: string;
+  /**
+   * Run `node bin/portico.ts gateway` as the container image does: Node flags only from
+   * `NODE_OPTIONS` (the script's first line, with its own flags, is not used).
+   */
+  readonly direct?: boolean;
   /** A script to run instead of `bin/portico.ts gateway` (experiments). */
   readonly entry?: string;
   /** Extra environment variables. */
@@ -98,7 +103,7 @@ export function startGatewayProcess(procs: Procs, o: GatewayProcessOptions): Pro
   const name = `portico gateway (${o.workers ?? 1} worker${(o.workers ?? 1) > 1 ? 's' : ''})`;
   const script = o.root === undefined ? PORTICO : join(o.root, 'bin', 'portico.ts');
   // As shipped: the script itself, so its first line (`env -S ... node <flags>`) applies.
-  if (o.entry === undefined && (o.nodeFlags ?? []).length === 0) return procs.start(name, script, ['gateway'], { cpus: o.cpus, env });
+  if (o.entry === undefined && (o.nodeFlags ?? []).length === 0 && o.direct !== true) return procs.start(name, script, ['gateway'], { cpus: o.cpus, env });
   const args = o.entry !== undefined ? [o.entry] : [script, 'gateway'];
   return procs.start(name, NODE, [...(o.nodeFlags ?? []), ...args], { cpus: o.cpus, env });
 }
