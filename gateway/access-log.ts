@@ -90,8 +90,9 @@ const CHUNK_BYTES = 128 * 1024;
 // writes (POSIX PIPE_BUF): the workers of `portico gateway` share one stdout.
 const PIPE_BUF = 4096;
 const NEWLINE = 0x0a;
+const noop = (): void => {};
 
-function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer): boolean {
+function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer, done: () => void): boolean {
   let ok = true;
   let start = 0;
   while (chunk.length - start > PIPE_BUF) {
@@ -99,13 +100,16 @@ function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer): boolean {
     let cut = chunk.lastIndexOf(NEWLINE, start + PIPE_BUF - 1);
     if (cut < start) cut = chunk.indexOf(NEWLINE, start);
     if (cut === -1) break;
+    if (cut + 1 === chunk.length) return out.write(chunk.subarray(start), done) && ok;
     ok = out.write(chunk.subarray(start, cut + 1)) && ok;
     start = cut + 1;
   }
-  if (start < chunk.length) ok = out.write(start === 0 ? chunk : chunk.subarray(start)) && ok;
-  return ok;
+  // The last write's callback comes after the earlier ones' (a stream completes in order).
+  return out.write(start === 0 ? chunk : chunk.subarray(start), done) && ok;
 }
 const FLUSH_MS = 100;
+// Encoding buffers kept for reuse once written: no allocation (and no fresh pages) per chunk.
+const SPARE_BUFFERS = 4;
 // Lines waiting beyond this (a destination that cannot keep up) are dropped and counted.
 const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
@@ -120,13 +124,16 @@ const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 export class AccessLog {
   /** Lines dropped because the destination was too slow. */
   dropped = 0;
-  readonly #write: ((chunk: Buffer) => boolean) | null;
+  readonly #write: ((chunk: Buffer, done: () => void) => boolean) | null;
   readonly #stream: WriteStream | null;
   /** The buffer lines are encoded into, and how much of it is used. */
   #cur: Buffer | null = null;
   #used = 0;
-  /** Filled chunks not yet handed on (while a file destination catches up). */
+  /** Filled chunks not yet handed on (while a file destination catches up), with their buffers. */
   #queue: Buffer[] = [];
+  #owners: (Buffer | null)[] = [];
+  /** Written buffers, ready for reuse. */
+  #spare: Buffer[] = [];
   #queued = 0;
   #timer: NodeJS.Timeout | null = null;
   #blocked = false;
@@ -138,7 +145,7 @@ export class AccessLog {
       this.#stream = null;
     } else if (destination === 'stdout') {
       this.#stream = null;
-      this.#write = (chunk) => writeAtomically(stdout, chunk);
+      this.#write = (chunk, done) => writeAtomically(stdout, chunk, done);
     } else {
       mkdirSync(dirname(destination), { recursive: true });
       const stream = createWriteStream(destination, { flags: 'a' });
@@ -148,7 +155,7 @@ export class AccessLog {
         if (this.#used + this.#queued > 0) this.#flush();
       });
       this.#stream = stream;
-      this.#write = (chunk) => stream.write(chunk);
+      this.#write = (chunk, done) => stream.write(chunk, done);
     }
   }
 
@@ -172,9 +179,9 @@ export class AccessLog {
     }
     const room = line.length * 3;
     if (this.#cur === null || this.#used + room > this.#cur.length) this.#seal();
-    if (room > CHUNK_BYTES) this.#enqueue(Buffer.from(line));
+    if (room > CHUNK_BYTES) this.#enqueue(Buffer.from(line), null);
     else {
-      const cur = (this.#cur ??= Buffer.allocUnsafe(CHUNK_BYTES));
+      const cur = (this.#cur ??= this.#spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
       this.#used += cur.write(line, this.#used, 'utf8');
     }
     if (this.#used + this.#queued >= FLUSH_BYTES) this.#flush();
@@ -184,19 +191,24 @@ export class AccessLog {
     }
   }
 
-  // Moves the used part of the current buffer to the queue; the next line starts a new buffer
-  // (the old one is being written, so it is never reused).
+  // Moves the used part of the current buffer to the queue; the next line starts another buffer
+  // (this one is reused only once it has been written).
   #seal(): void {
     if (this.#cur !== null && this.#used > 0) {
-      this.#enqueue(this.#cur.subarray(0, this.#used));
+      this.#enqueue(this.#cur.subarray(0, this.#used), this.#cur);
       this.#cur = null;
       this.#used = 0;
     }
   }
 
-  #enqueue(chunk: Buffer): void {
+  #enqueue(chunk: Buffer, owner: Buffer | null): void {
     this.#queue.push(chunk);
+    this.#owners.push(owner);
     this.#queued += chunk.length;
+  }
+
+  #reuse(owner: Buffer): void {
+    if (this.#spare.length < SPARE_BUFFERS) this.#spare.push(owner);
   }
 
   #flush(): void {
@@ -207,10 +219,15 @@ export class AccessLog {
     if (this.#used + this.#queued === 0 || this.#write === null || this.#blocked) return;
     this.#seal();
     const chunks = this.#queue;
+    const owners = this.#owners;
     this.#queue = [];
+    this.#owners = [];
     this.#queued = 0;
     let ok = true;
-    for (const chunk of chunks) ok = this.#write(chunk) && ok;
+    for (let i = 0; i < chunks.length; i++) {
+      const owner = owners[i] ?? null;
+      ok = this.#write(chunks[i] as Buffer, owner === null ? noop : () => this.#reuse(owner)) && ok;
+    }
     // A file stream that returns false is waited for ('drain'); stdout is left to Node.
     if (!ok && this.#stream !== null) this.#blocked = true;
   }

@@ -42,6 +42,40 @@ t.test('a file destination is appended to and flushed on close', async (t) => {
   t.same(lines.map((l) => l.requestId), ['r1', 'r2', 'r3']);
 });
 
+t.test('encoding buffers are reused only once written: a slow destination gets every line intact', async (t) => {
+  // A destination that completes writes late and checks, when it does, that the bytes it was
+  // given have not changed meanwhile (a buffer reused too early would overwrite them).
+  const pending: { chunk: Buffer; copy: Buffer; cb: () => void }[] = [];
+  const received: Buffer[] = [];
+  let changed = 0;
+  const complete = (keep: number) => {
+    for (const p of pending.splice(0, Math.max(0, pending.length - keep))) {
+      if (!p.chunk.equals(p.copy)) changed++;
+      received.push(p.copy);
+      p.cb();
+    }
+  };
+  // Only `write(chunk, cb)` is used: the bytes are copied the moment they are handed over.
+  const out = { write: (chunk: Buffer, cb?: () => void) => pending.push({ chunk, copy: Buffer.from(chunk), cb: cb ?? (() => {}) }) < 1e9 };
+  const log = new AccessLog('stdout', out as unknown as NodeJS.WritableStream);
+  const n = 20_000; // about 3 MB of lines: dozens of encoding buffers, each reused many times
+  for (let i = 0; i < n; i++) {
+    log.log({ ...record(i), requestId: `r${i}-${'x'.repeat(i % 50)}` });
+    if (i % 2000 === 1999) {
+      await new Promise((resolve) => setImmediate(resolve)); // let size-triggered flushes run
+      complete(3);
+    }
+  }
+  const closed = log.close();
+  complete(0);
+  await closed;
+  complete(0);
+  t.equal(changed, 0, 'no byte changed between a write and its completion');
+  const lines = Buffer.concat(received).toString().trimEnd().split('\n');
+  t.equal(lines.length, n);
+  t.same(lines.map((l) => (JSON.parse(l) as AccessRecord).bytes), Array.from({ length: n }, (_, i) => i), 'every line, in order');
+});
+
 t.test('off writes nothing', async (t) => {
   const log = new AccessLog('off');
   t.equal(log.enabled, false);
