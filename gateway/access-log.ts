@@ -75,6 +75,123 @@ export function formatLine(
   return `{"time":${str(time)},"requestId":${str(requestId)},"method":${str(method)},"route":${str(route)},"version":${str(version)},"replica":${str(replica)},"status":${status},"bytes":${bytes},"durationMs":${durationMs}${error === '' ? '' : `,"error":${str(error)}`}}\n`;
 }
 
+// Direct encoding of a line into a buffer, for the gateway's hot path: no string is built.
+// Plain ASCII fields (what the gateway's own values and almost every client-sent request id
+// are) are copied byte by byte; a line with any other character is left to `formatLine`.
+
+const ASCII = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
+const K_TIME = ASCII('{"time":"');
+const K_REQUEST_ID = ASCII('","requestId":"');
+const K_METHOD = ASCII('","method":"');
+const K_ROUTE = ASCII('","route":');
+const K_VERSION = ASCII(',"version":');
+const K_REPLICA = ASCII(',"replica":');
+const K_STATUS = ASCII(',"status":');
+const K_BYTES = ASCII(',"bytes":');
+const K_DURATION = ASCII(',"durationMs":');
+const K_ERROR = ASCII(',"error":"');
+const NULL_BYTES = ASCII('null');
+const QUOTE = 0x22;
+
+function putBytes(buf: Buffer, at: number, bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length; i++) buf[at + i] = bytes[i] as number;
+  return at + bytes.length;
+}
+
+/** Copies `s` if it is printable ASCII needing no JSON escape; else returns -1. */
+function putAscii(buf: Buffer, at: number, s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return -1;
+    buf[at + i] = c;
+  }
+  return at + s.length;
+}
+
+/** A JSON string or `null`; -1 as `putAscii`. */
+function putNullable(buf: Buffer, at: number, s: string | null): number {
+  if (s === null) return putBytes(buf, at, NULL_BYTES);
+  buf[at] = QUOTE;
+  const end = putAscii(buf, at + 1, s);
+  if (end < 0) return -1;
+  buf[end] = QUOTE;
+  return end + 1;
+}
+
+/** A non-negative safe integer's digits. */
+function putUint(buf: Buffer, at: number, n: number): number {
+  let digits = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+  for (let i = at + digits - 1, x = n; i >= at; i--, x = Math.floor(x / 10)) buf[i] = 0x30 + (x % 10);
+  return at + digits;
+}
+
+/** `micros / 1000` as JavaScript prints it (`1.5`, `0.744`, `49`): integer part, then up to three decimals. */
+function putMillis(buf: Buffer, at: number, micros: number): number {
+  let end = putUint(buf, at, Math.floor(micros / 1000));
+  let frac = micros % 1000;
+  if (frac === 0) return end;
+  let width = 3;
+  while (frac % 10 === 0) {
+    frac /= 10;
+    width--;
+  }
+  buf[end++] = 0x2e;
+  for (let i = end + width - 1, x = frac; i >= end; i--, x = Math.floor(x / 10)) buf[i] = 0x30 + (x % 10);
+  return end + width;
+}
+
+/**
+ * Writes the line `formatLine` would make (with `durationMs = micros / 1000`) into `buf` at `at`;
+ * returns where it ends, or -1 when a field needs escaping or a number is not a plain
+ * non-negative integer (the caller then uses `formatLine`). `buf` must have room for
+ * `maxLineBytes` of the same fields.
+ */
+export function encodeLine(
+  buf: Buffer,
+  at: number,
+  time: string,
+  requestId: string,
+  method: string,
+  route: string | null,
+  version: string | null,
+  replica: string | null,
+  status: number,
+  bytes: number,
+  micros: number,
+  error: string,
+): number {
+  if (!Number.isSafeInteger(status) || status < 0 || !Number.isSafeInteger(bytes) || bytes < 0 || !Number.isSafeInteger(micros) || micros < 0) return -1;
+  let p = putBytes(buf, at, K_TIME);
+  if ((p = putAscii(buf, p, time)) < 0) return -1;
+  p = putBytes(buf, p, K_REQUEST_ID);
+  if ((p = putAscii(buf, p, requestId)) < 0) return -1;
+  p = putBytes(buf, p, K_METHOD);
+  if ((p = putAscii(buf, p, method)) < 0) return -1;
+  p = putBytes(buf, p, K_ROUTE);
+  if ((p = putNullable(buf, p, route)) < 0) return -1;
+  p = putBytes(buf, p, K_VERSION);
+  if ((p = putNullable(buf, p, version)) < 0) return -1;
+  p = putBytes(buf, p, K_REPLICA);
+  if ((p = putNullable(buf, p, replica)) < 0) return -1;
+  p = putUint(buf, putBytes(buf, p, K_STATUS), status);
+  p = putUint(buf, putBytes(buf, p, K_BYTES), bytes);
+  p = putMillis(buf, putBytes(buf, p, K_DURATION), micros);
+  if (error !== '') {
+    p = putBytes(buf, p, K_ERROR);
+    if ((p = putAscii(buf, p, error)) < 0) return -1;
+    buf[p++] = QUOTE;
+  }
+  buf[p++] = 0x7d; // }
+  buf[p++] = NEWLINE;
+  return p;
+}
+
+/** Most bytes `encodeLine` writes for fields of these lengths (numbers at their widest). */
+function maxLineBytes(time: string, requestId: string, method: string, route: string | null, version: string | null, replica: string | null, error: string): number {
+  return 160 + time.length + requestId.length + method.length + (route?.length ?? 4) + (version?.length ?? 4) + (replica?.length ?? 4) + error.length + 3 * 16;
+}
+
 /** One record as its JSON line (fields in a fixed order; no generic object walk). */
 export function formatRecord(r: AccessRecord): string {
   return formatLine(r.time, r.requestId, r.method, r.route, r.version, r.replica, r.status, r.bytes, r.durationMs, r.error ?? '');
@@ -184,6 +301,43 @@ export class AccessLog {
       const cur = (this.#cur ??= this.#spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
       this.#used += cur.write(line, this.#used, 'utf8');
     }
+    this.#queuedLine();
+  }
+
+  /**
+   * Queues one request's line from its fields (those of `formatLine`, the duration in whole
+   * microseconds): the gateway's hot path. Encoded straight into the buffer when every field is
+   * plain ASCII; otherwise through `formatLine`. The same bytes either way.
+   */
+  appendFields(
+    time: string,
+    requestId: string,
+    method: string,
+    route: string | null,
+    version: string | null,
+    replica: string | null,
+    status: number,
+    bytes: number,
+    micros: number,
+    error: string,
+  ): void {
+    if (this.#write === null || this.#closed) return;
+    const room = maxLineBytes(time, requestId, method, route, version, replica, error);
+    if (room <= CHUNK_BYTES && this.#queued + this.#used <= MAX_BUFFERED_BYTES) {
+      if (this.#cur === null || this.#used + room > this.#cur.length) this.#seal();
+      const cur = (this.#cur ??= this.#spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
+      const end = encodeLine(cur, this.#used, time, requestId, method, route, version, replica, status, bytes, micros, error);
+      if (end >= 0) {
+        this.#used = end;
+        this.#queuedLine();
+        return;
+      }
+    }
+    this.append(formatLine(time, requestId, method, route, version, replica, status, bytes, micros / 1000, error));
+  }
+
+  // A line was added: flush at FLUSH_BYTES, else within FLUSH_MS.
+  #queuedLine(): void {
     if (this.#used + this.#queued >= FLUSH_BYTES) this.#flush();
     else if (this.#timer === null) {
       this.#timer = setTimeout(() => this.#flush(), FLUSH_MS);

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PorticoError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
-import { formatLine, isoTime, type AccessLog } from './access-log.ts';
+import { isoTime, type AccessLog } from './access-log.ts';
 import { authenticate, type BasicAuthenticator } from './auth/basic.ts';
 import type { LeastPendingBalancer } from './balancer/least-pending.ts';
 import { GatewayErrors } from './errors.ts';
@@ -206,19 +206,17 @@ export class GatewayListener implements ExchangeSink {
     m.observe(status, seconds);
     const log = this.#deps.accessLog;
     if (log.enabled) {
-      log.append(
-        formatLine(
-          isoTime(ex.time),
-          ex.requestId,
-          ex.req.method ?? '',
-          ex.prefix === '' ? null : ex.prefix,
-          ex.version === '' ? null : ex.version,
-          ex.replica === '' ? null : ex.replica,
-          status,
-          ex.bytes,
-          Math.round(seconds * 1e6) / 1e3,
-          ex.errorCode,
-        ),
+      log.appendFields(
+        isoTime(ex.time),
+        ex.requestId,
+        ex.req.method ?? '',
+        ex.prefix === '' ? null : ex.prefix,
+        ex.version === '' ? null : ex.version,
+        ex.replica === '' ? null : ex.replica,
+        status,
+        ex.bytes,
+        Math.round(seconds * 1e6),
+        ex.errorCode,
       );
     }
     if (this.inFlight === 0 && this.#idleWaiters.length > 0) {

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { AccessLog, formatRecord, isoTime, type AccessRecord } from '../../gateway/access-log.ts';
+import { AccessLog, encodeLine, formatLine, formatRecord, isoTime, type AccessRecord } from '../../gateway/access-log.ts';
 import { waitFor } from '../helpers/poll.ts';
 
 function record(i: number): AccessRecord {
@@ -74,6 +74,51 @@ t.test('encoding buffers are reused only once written: a slow destination gets e
   const lines = Buffer.concat(received).toString().trimEnd().split('\n');
   t.equal(lines.length, n);
   t.same(lines.map((l) => (JSON.parse(l) as AccessRecord).bytes), Array.from({ length: n }, (_, i) => i), 'every line, in order');
+});
+
+t.test('encodeLine writes exactly the bytes of formatLine, or declines', async (t) => {
+  const buf = Buffer.alloc(4096);
+  type Fields = [string, string, string, string | null, string | null, string | null, number, number, number, string];
+  const check = (f: Fields, expectEncoded: boolean, what: string) => {
+    const [time, id, method, route, version, replica, status, bytes, micros, error] = f;
+    const end = encodeLine(buf, 7, time, id, method, route, version, replica, status, bytes, micros, error);
+    const want = formatLine(time, id, method, route, version, replica, status, bytes, micros / 1000, error);
+    if (!expectEncoded) return t.equal(end, -1, `${what}: left to formatLine`);
+    t.equal(buf.toString('utf8', 7, end), want, what);
+  };
+  const base: Fields = ['2026-11-25T13:00:48.520Z', '99a46ce3-52e0-416d-b375-1a8ede09565a', 'POST', '/acme/nlp/web/production/iris', '20261125.2', '127.0.0.1:34127', 200, 55, 49021, ''];
+  check(base, true, 'a proxied request');
+  check([...base.slice(0, 3), null, null, null, 401, 131, 744, 'AUTH_REQUIRED'] as Fields, true, 'a refused one, with nulls and an error');
+  for (const micros of [0, 1, 10, 100, 999, 1000, 1001, 1010, 1100, 1500, 12_345, 100_000, 3_600_000_000, 9_007_199_254_740]) {
+    check([...base.slice(0, 8), micros, ''] as Fields, true, `${micros} us`);
+  }
+  for (let i = 0; i < 2000; i++) {
+    const micros = Math.floor(Math.random() * 10 ** (1 + (i % 10)));
+    check([...base.slice(0, 6), 100 + (i % 500), Math.floor(Math.random() * 1e9), micros, i % 3 === 0 ? 'UPSTREAM_TIMEOUT' : ''] as Fields, true, 'random numbers');
+  }
+  check([base[0], 'id-"quoted"', ...base.slice(2)] as Fields, false, 'a quote in the request id');
+  check([base[0], 'id\\back', ...base.slice(2)] as Fields, false, 'a backslash');
+  check([base[0], base[1], base[2], '/acme/caf\u00e9/x/y/z', ...base.slice(4)] as Fields, false, 'non-ASCII');
+  check([base[0], 'tab\there', ...base.slice(2)] as Fields, false, 'a control character');
+  check([...base.slice(0, 8), 1.5, ''] as Fields, false, 'a fractional microsecond count');
+});
+
+t.test('appendFields: the same lines as append(formatLine(...)), escaped or not', async (t) => {
+  const a: string[] = [];
+  const b: string[] = [];
+  const sink = (into: string[]) => new Writable({ write(chunk, _enc, cb) { into.push(String(chunk)); cb(); } });
+  const fast = new AccessLog('stdout', sink(a));
+  const slow = new AccessLog('stdout', sink(b));
+  const ids = ['plain-id', 'with "quotes"', 'caf\u00e9', 'emoji \ud83d\ude00', 'ctl\u0001'];
+  for (let i = 0; i < 500; i++) {
+    const f = ['2026-11-25T13:00:48.520Z', ids[i % ids.length] as string, 'GET', i % 7 === 0 ? null : `/o/p/d/a/e${i}`, 'v1', '127.0.0.1:1', 200, i, i * 37, i % 4 === 0 ? 'NO_ROUTE' : ''] as const;
+    fast.appendFields(...f);
+    slow.append(formatLine(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8] / 1000, f[9]));
+  }
+  await fast.close();
+  await slow.close();
+  t.equal(a.join(''), b.join(''));
+  t.equal(a.join('').trimEnd().split('\n').length, 500);
 });
 
 t.test('off writes nothing', async (t) => {
