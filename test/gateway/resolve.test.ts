@@ -99,6 +99,27 @@ t.test('uncached routes load; a table that is down is 503 ROUTING_UNAVAILABLE wi
   t.equal(r.headers?.['retry-after'], '1');
 });
 
+t.test('keys are right whatever the previous request named (the last keys are reused)', async (t) => {
+  const { src, loads } = source(records);
+  const names: [string, string, string, string][] = [
+    ['acme', 'mnist', 'web', 'v1'],
+    ['acme', 'mnist', 'web', 'v2'],
+    ['acme', 'mnist', 'api', 'v1'],
+    ['acme', 'other', 'web', 'v1'],
+    ['zeta', 'mnist', 'web', 'v1'],
+    ['acme', 'mnist', 'web', 'v1'],
+  ];
+  for (const [owner, project, deployment, target] of [...names, ...names.reverse()]) {
+    const ex = exchange(target);
+    Object.assign(ex, { owner, project, deployment });
+    loads.length = 0;
+    await runBoth(src, ex);
+    t.equal(ex.deploymentKey, deploymentKey({ owner, project, deployment }), `${owner}/${project}/${deployment}`);
+    t.equal(loads[0], ex.deploymentKey, 'and that key was read');
+    if (ex.endpointKey !== '') t.equal(ex.endpointKey, endpointKey({ owner, project, deployment, version: ex.version, endpoint: 'predict' }));
+  }
+});
+
 t.test('the default body limit applies when the endpoint sets none', async (t) => {
   const { src } = source(records, { cached: true });
   const ex = exchange('canary');
