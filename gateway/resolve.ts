@@ -59,27 +59,22 @@ function applyDeployment(ex: Exchange, d: DeploymentRecord | null): StageResult 
 // The keys of the last request, reused while requests name the same route: one string object
 // per route, whose hash the routing cache's Map computes once, instead of a new concatenation
 // (flattened and hashed again) per request.
-const lastDeployment = { owner: '', project: '', deployment: '', key: '' };
-const lastEndpoint = { deploymentKey: '', version: '', endpoint: '', key: '' };
-
-function memoDeploymentKey(ex: Exchange): string {
-  const m = lastDeployment;
-  if (ex.owner !== m.owner || ex.project !== m.project || ex.deployment !== m.deployment || m.key === '') {
-    m.owner = ex.owner;
-    m.project = ex.project;
-    m.deployment = ex.deployment;
-    m.key = deploymentKey(ex);
-  }
-  return m.key;
+interface KeyMemo {
+  a: string;
+  b: string;
+  c: string;
+  key: string;
 }
+const lastDeployment: KeyMemo = { a: '', b: '', c: '', key: '' };
+const lastEndpoint: KeyMemo = { a: '', b: '', c: '', key: '' };
 
-function memoEndpointKey(ex: Exchange): string {
-  const m = lastEndpoint;
-  if (ex.deploymentKey !== m.deploymentKey || ex.version !== m.version || ex.endpoint !== m.endpoint || m.key === '') {
-    m.deploymentKey = ex.deploymentKey;
-    m.version = ex.version;
-    m.endpoint = ex.endpoint;
-    m.key = endpointKey(ex);
+/** `build(ex)`, or the key last built from the same three names. */
+function memoKey(m: KeyMemo, a: string, b: string, c: string, ex: Exchange, build: (ex: Exchange) => string): string {
+  if (a !== m.a || b !== m.b || c !== m.c || m.key === '') {
+    m.a = a;
+    m.b = b;
+    m.c = c;
+    m.key = build(ex);
   }
   return m.key;
 }
@@ -87,7 +82,7 @@ function memoEndpointKey(ex: Exchange): string {
 /** Stage: the deployment record of the path (404 if none; 503 if the table is down and it is not cached). */
 export function resolveDeployment(routes: RouteSource): Stage {
   return (ex) => {
-    ex.deploymentKey = memoDeploymentKey(ex);
+    ex.deploymentKey = memoKey(lastDeployment, ex.owner, ex.project, ex.deployment, ex, deploymentKey);
     const d = routes.peekDeployment(ex.deploymentKey);
     if (d !== undefined) return applyDeployment(ex, d);
     return routes.loadDeployment(ex.deploymentKey).then((rec) => applyDeployment(ex, rec), unavailable);
@@ -121,7 +116,7 @@ export function resolveEndpoint(routes: RouteSource, defaultMaxBody: number, ran
     } else {
       ex.version = ex.target;
     }
-    ex.endpointKey = memoEndpointKey(ex);
+    ex.endpointKey = memoKey(lastEndpoint, ex.deploymentKey, ex.version, ex.endpoint, ex, endpointKey);
     const e = routes.peekEndpoint(ex.endpointKey);
     if (e !== undefined) return applyEndpoint(ex, e, defaultMaxBody);
     return routes.loadEndpoint(ex.endpointKey).then((rec) => applyEndpoint(ex, rec, defaultMaxBody), unavailable);
