@@ -6,7 +6,7 @@ import { DockerRuntime } from './runtime/docker.ts';
 import { LocalRuntime } from './runtime/local.ts';
 import { KubernetesRuntime, loadKubeConfig } from './runtime/kubernetes.ts';
 import { registryHost } from './runtime/docker/registry.ts';
-import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
+import type { RegistryAuth, Runtime, RuntimeHooks } from './runtime/runtime.ts';
 
 /** A target as configured: where replicas run, and the public gateway URL of its endpoints. */
 export interface Target {
@@ -21,14 +21,6 @@ export interface Target {
     /** `PORTICO_REGISTRY_USERNAME`/`_PASSWORD`, when set and the target has a registry. */
     readonly registryAuth?: RegistryAuth;
   };
-}
-
-/** Registry credentials as the engine takes them. */
-export interface RegistryAuth {
-  readonly username: string;
-  readonly password: string;
-  /** The registry's host (credentials are sent there only). */
-  readonly serveraddress: string;
 }
 
 /** The configured credentials for `registry` (a prefix such as `registry.example.com/ml`), if any. */

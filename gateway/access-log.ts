@@ -57,8 +57,8 @@ function str(v: string | null): string {
 }
 
 /**
- * One access-log line from its fields (the fields of `AccessRecord`, in order; `error` `''` for
- * none): what `formatRecord` writes, without building a record first.
+ * One access-log line (an `AccessRecord` as JSON) from its fields, in order (`error` `''` for
+ * none), without building a record first.
  */
 export function formatLine(
   time: string,
@@ -192,11 +192,6 @@ function maxLineBytes(time: string, requestId: string, method: string, route: st
   return 160 + time.length + requestId.length + method.length + (route?.length ?? 4) + (version?.length ?? 4) + (replica?.length ?? 4) + error.length + 3 * 16;
 }
 
-/** One record as its JSON line (fields in a fixed order; no generic object walk). */
-export function formatRecord(r: AccessRecord): string {
-  return formatLine(r.time, r.requestId, r.method, r.route, r.version, r.replica, r.status, r.bytes, r.durationMs, r.error ?? '');
-}
-
 const FLUSH_BYTES = 64 * 1024;
 // Lines are encoded into buffers of this size as they come (a flush hands the filled part on and
 // starts a new buffer). Room for a whole line is checked at 3 bytes per UTF-16 unit, so any line
@@ -281,12 +276,6 @@ export class AccessLog {
     return this.#write !== null && !this.#closed;
   }
 
-  /** Queues one record. */
-  log(record: AccessRecord): void {
-    if (this.#write === null || this.#closed) return;
-    this.append(formatRecord(record));
-  }
-
   /** Queues one line made by `formatLine` (the gateway's hot path: no record object). */
   append(line: string): void {
     if (this.#write === null || this.#closed) return;
@@ -295,11 +284,11 @@ export class AccessLog {
       return;
     }
     const room = line.length * 3;
-    if (this.#cur === null || this.#used + room > this.#cur.length) this.#seal();
-    if (room > CHUNK_BYTES) this.#enqueue(Buffer.from(line), null);
-    else {
-      const cur = (this.#cur ??= this.#spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
-      this.#used += cur.write(line, this.#used, 'utf8');
+    if (room > CHUNK_BYTES) {
+      this.#seal();
+      this.#enqueue(Buffer.from(line), null);
+    } else {
+      this.#used += this.#bufferWithRoom(room).write(line, this.#used, 'utf8');
     }
     this.#queuedLine();
   }
@@ -322,11 +311,13 @@ export class AccessLog {
     error: string,
   ): void {
     if (this.#write === null || this.#closed) return;
+    if (this.#queued + this.#used > MAX_BUFFERED_BYTES) {
+      this.dropped++;
+      return;
+    }
     const room = maxLineBytes(time, requestId, method, route, version, replica, error);
-    if (room <= CHUNK_BYTES && this.#queued + this.#used <= MAX_BUFFERED_BYTES) {
-      if (this.#cur === null || this.#used + room > this.#cur.length) this.#seal();
-      const cur = (this.#cur ??= this.#spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
-      const end = encodeLine(cur, this.#used, time, requestId, method, route, version, replica, status, bytes, micros, error);
+    if (room <= CHUNK_BYTES) {
+      const end = encodeLine(this.#bufferWithRoom(room), this.#used, time, requestId, method, route, version, replica, status, bytes, micros, error);
       if (end >= 0) {
         this.#used = end;
         this.#queuedLine();
@@ -343,6 +334,13 @@ export class AccessLog {
       this.#timer = setTimeout(() => this.#flush(), FLUSH_MS);
       this.#timer.unref();
     }
+  }
+
+  // The buffer the next line goes into, with at least `room` bytes free after `#used` (room is
+  // at most CHUNK_BYTES): the current one, or a spare or new one once the current is sealed.
+  #bufferWithRoom(room: number): Buffer {
+    if (this.#cur !== null && this.#used + room > this.#cur.length) this.#seal();
+    return (this.#cur ??= this.#spare.pop() ?? Buffer.allocUnsafe(CHUNK_BYTES));
   }
 
   // Moves the used part of the current buffer to the queue; the next line starts another buffer

@@ -18,7 +18,6 @@ const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 /** Routes with their own series, by default (`PORTICO_METRICS_MAX_ROUTES`). */
 export const DEFAULT_MAX_ROUTES = 2000;
 
-
 /** The labels of one route's series. Unrouted requests (bad path, unknown route) share empty ones. */
 export interface RouteLabels {
   readonly owner: string;

@@ -57,7 +57,6 @@ export class StatsReporter {
   async #report(): Promise<void> {
     const deltas: EndpointStatsDelta[] = [];
     const taken: [RouteMetrics, Float64Array, number][] = [];
-    const nReq = 5;
     const retired = [...this.#pending, ...this.#retired()];
     this.#pending = [];
     for (const r of [...retired, ...this.#routes()]) {
@@ -76,7 +75,7 @@ export class StatsReporter {
         version: l.version as string,
         endpoint: l.endpoint as string,
         requests: Array.from(r.requests, (v, i) => v - (before?.[i] ?? 0)),
-        latency: Array.from(r.buckets, (v, i) => v - (before?.[nReq + i] ?? 0)),
+        latency: Array.from(r.buckets, (v, i) => v - (before?.[r.requests.length + i] ?? 0)),
         latencySum: r.sum - (before?.[now.length - 1] ?? 0),
       });
       taken.push([r, now, r.count]);

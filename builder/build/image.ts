@@ -17,7 +17,7 @@ import {
 import { EngineStreamError, followProgress, type ProgressMessage } from '../runtime/docker/progress.ts';
 import { registryHost } from '../runtime/docker/registry.ts';
 import { substitutePort, WSGI_RUNNER } from '../runtime/local/command.ts';
-import type { ServerCommand } from '../runtime/runtime.ts';
+import type { RegistryAuth, ServerCommand } from '../runtime/runtime.ts';
 import type { EndpointDefinition } from '../valohai-yaml/index.ts';
 import { REQUIREMENT_FILES } from './python-deps.ts';
 import { BuildError } from './source.ts';
@@ -70,7 +70,7 @@ export interface BuildEndpointImageOptions {
   /** Network of the build's RUN containers (`host` where the engine has no bridge). Default: the engine's. */
   readonly networkMode?: string;
   /** Credentials for the registry (push, and private base images). Default: none. */
-  readonly registryAuth?: { readonly username: string; readonly password: string };
+  readonly registryAuth?: Pick<RegistryAuth, 'username' | 'password'>;
   /** Aborts the build (cancellation); the timeout aborts it too. */
   readonly signal?: AbortSignal;
 }

@@ -16,7 +16,7 @@ import {
 import { followContainerLogs, type ContainerLine } from './docker/logs.ts';
 import { followProgress } from './docker/progress.ts';
 import { registryHost } from './docker/registry.ts';
-import type { EndpointSpec, EndpointStatus, Runtime, RuntimeHooks } from './runtime.ts';
+import type { EndpointSpec, EndpointStatus, RegistryAuth, Runtime, RuntimeHooks } from './runtime.ts';
 import { Supervisor, idNumber, type RestartPolicy, type SupervisedEndpoint, type SupervisedReplica } from './supervisor.ts';
 
 /** How often the docker runtime looks at things (ms). */
@@ -47,7 +47,7 @@ export interface DockerRuntimeOptions {
    * Credentials for pulling images the engine does not have from `serveraddress` (the host of
    * `PORTICO_REGISTRY`); images of other registries are pulled without them.
    */
-  readonly registryAuth?: { readonly username: string; readonly password: string; readonly serveraddress: string };
+  readonly registryAuth?: RegistryAuth;
   /** Log size kept by the engine per container (`json-file` driver `max-size`, 2 files). Default `10m`. */
   readonly logMaxSize?: string;
   readonly restart?: Partial<RestartPolicy>;

@@ -1,5 +1,5 @@
 import { KubeConfig } from '@kubernetes/client-node';
-import type { EndpointSpec, EndpointStatus, Runtime, RuntimeHooks } from './runtime.ts';
+import type { EndpointSpec, EndpointStatus, RegistryAuth, Runtime, RuntimeHooks } from './runtime.ts';
 import { StatusListeners } from './status-listeners.ts';
 import { KubeApi, describeApiError, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
 import { PodLogFollower } from './kubernetes/logs.ts';
@@ -62,7 +62,7 @@ export interface KubernetesRuntimeOptions {
    * Registry credentials (`PORTICO_REGISTRY_USERNAME`/`_PASSWORD`): each namespace gets an image
    * pull Secret for `serveraddress` and every Deployment names it. Default: none.
    */
-  readonly imagePullAuth?: { readonly username: string; readonly password: string; readonly serveraddress: string };
+  readonly imagePullAuth?: RegistryAuth;
 }
 
 /** Loads a kubeconfig file (`PORTICO_KUBECONFIG`) and selects `context` (`PORTICO_KUBE_CONTEXT`) if given. */

@@ -11,6 +11,14 @@ export type ServerCommand =
   | { readonly kind: 'wsgi'; readonly module: string };
 
 /** Compute resources from valohai.yaml `resources` (min = request, max = limit). */
+/** Registry credentials as the engine takes them (`PORTICO_REGISTRY_USERNAME`/`_PASSWORD`). */
+export interface RegistryAuth {
+  readonly username: string;
+  readonly password: string;
+  /** The registry's host: the credentials are sent there only. */
+  readonly serveraddress: string;
+}
+
 export interface Resources {
   readonly cpu?: { readonly min?: number; readonly max?: number };
   readonly memory?: { readonly min?: number; readonly max?: number };

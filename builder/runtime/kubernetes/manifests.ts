@@ -13,7 +13,7 @@ import type {
   V1Toleration,
 } from '@kubernetes/client-node';
 import { substitutePort } from '../local/command.ts';
-import type { EndpointSpec, Resources } from '../runtime.ts';
+import type { EndpointSpec, RegistryAuth, Resources } from '../runtime.ts';
 import { endpointId, labelValue, resourceName } from './names.ts';
 
 /**
@@ -141,7 +141,7 @@ export function namespaceManifest(name: string, owner: string, project: string):
  * The namespace's image pull Secret (`kubernetes.io/dockerconfigjson`) for the registry's host.
  * It carries no manifest hash: a hash of the credentials is not written anywhere.
  */
-export function pullSecretManifest(namespace: string, auth: { readonly username: string; readonly password: string; readonly serveraddress: string }): V1Secret {
+export function pullSecretManifest(namespace: string, auth: RegistryAuth): V1Secret {
   const config = { auths: { [auth.serveraddress]: { username: auth.username, password: auth.password, auth: Buffer.from(`${auth.username}:${auth.password}`).toString('base64') } } };
   return {
     apiVersion: 'v1',
