@@ -1,8 +1,8 @@
 // The proxy comparison of the issue: (a) the upstream directly, (b) the bare undici proxy,
 // (c) @fastify/http-proxy, (d) nginx (when installed), (e) `portico gateway` on a five-segment
 // alias URL with basic auth, metrics and a file access log, and (f) the same gateway with its
-// access log off (what the log costs). Full-speed runs interleaved in rounds, then (a) and (e)
-// at a fixed rate of half (e)'s peak.
+// access log off (what the log costs). Full-speed runs interleaved in rounds, then (a), (e)
+// and (b) (when run) at a fixed rate of half (e)'s peak.
 import { truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { NODE, ROOT } from '../test/helpers/portico.ts';
@@ -121,23 +121,28 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
     const keys = contenders.map((c) => c.key);
     const peakE = med('e', (s) => s.rps);
 
-    // Fixed rate: half of (e)'s peak, for (a) and (e).
+    // Fixed rate: half of (e)'s peak, for (a), (b) when it runs (what a bare Node proxy manages at
+    // that rate on this machine) and (e).
     const rate = Math.max(100, Math.round(peakE / 2 / 100) * 100);
     const rateConnections = Math.min(env.connections, 32);
-    progress(`fixed rate ${int(rate)} req/s: (a) and (e), ${env.rounds} rounds of ${env.durationS}s`);
-    const a = contenders.find((c) => c.key === 'a') as Contender;
-    const e = contenders.find((c) => c.key === 'e') as Contender;
-    const fixed = { a: [] as Sample[], e: [] as Sample[] };
+    const atRate = contenders.filter((c) => c.key === 'a' || c.key === 'b' || c.key === 'e');
+    const rateKeys = atRate.map((c) => `(${c.key})`).join(', ');
+    progress(`fixed rate ${int(rate)} req/s: ${rateKeys}, ${env.rounds} rounds of ${env.durationS}s`);
+    const fixed = new Map<Key, Sample[]>(atRate.map((c) => [c.key, []]));
     for (let r = 0; r < env.rounds; r++) {
-      for (const [k, c] of [['a', a], ['e', e]] as const) {
+      for (const c of atRate) {
         const s = await measure(env, c, { durationS: env.durationS, rate, connections: rateConnections });
-        fixed[k].push(s);
-        progress(`  round ${r + 1} (${k}) ${int(s.rps)} req/s, p50 ${fix(s.p50)} ms, p99 ${fix(s.p99)} ms${s.errors ? `, ${s.errors} errors` : ''}`);
+        fixed.get(c.key)?.push(s);
+        progress(`  round ${r + 1} (${c.key}) ${int(s.rps)} req/s, p50 ${fix(s.p50)} ms, p99 ${fix(s.p99)} ms${s.errors ? `, ${s.errors} errors` : ''}`);
       }
     }
-    const p99a = median(fixed.a.map((s) => s.p99));
-    const p99e = median(fixed.e.map((s) => s.p99));
-    const p99Delta = median(fixed.e.map((s, i) => s.p99 - (fixed.a[i]?.p99 ?? NaN)));
+    const fixedA = fixed.get('a') ?? [];
+    const fixedB = fixed.get('b') ?? [];
+    const fixedE = fixed.get('e') ?? [];
+    const p99a = median(fixedA.map((s) => s.p99));
+    const p99e = median(fixedE.map((s) => s.p99));
+    const overA = (ss: readonly Sample[]) => median(ss.map((s, i) => s.p99 - (fixedA[i]?.p99 ?? NaN)));
+    const p99Delta = overA(fixedE);
 
     const comparison = [
       table(
@@ -162,14 +167,16 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
     ].join('\n');
 
     const latency = [
-      `Fixed arrival rate ${int(rate)} req/s (half of (e)'s median peak), ${rateConnections} connections, ${env.rounds} rounds of ${env.durationS} s, (a) and (e) alternating:`,
+      `Fixed arrival rate ${int(rate)} req/s (half of (e)'s median peak), ${rateConnections} connections, ${env.rounds} rounds of ${env.durationS} s, ${rateKeys} one after the other in each round:`,
       '',
       table(
         ['', 'achieved req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 per round'],
-        ([['a', fixed.a], ['e', fixed.e]] as const).map(([k, ss]) => [`(${k})`, int(median(ss.map((s) => s.rps))), fix(median(ss.map((s) => s.p50))), fix(median(ss.map((s) => s.p90))), fix(median(ss.map((s) => s.p99))), fix(median(ss.map((s) => s.p999))), fix(median(ss.map((s) => s.max))), ss.map((s) => fix(s.p99)).join(' / ')]),
+        [...fixed].map(([k, ss]) => [`(${k})`, int(median(ss.map((s) => s.rps))), fix(median(ss.map((s) => s.p50))), fix(median(ss.map((s) => s.p90))), fix(median(ss.map((s) => s.p99))), fix(median(ss.map((s) => s.p999))), fix(median(ss.map((s) => s.max))), ss.map((s) => fix(s.p99)).join(' / ')]),
       ),
       '',
-      `p99 of (e) minus p99 of (a): median over rounds ${fix(p99Delta)} ms (medians: ${fix(p99e)} − ${fix(p99a)} ms).`,
+      `p99 of (e) minus p99 of (a): median over rounds ${fix(p99Delta)} ms (medians: ${fix(p99e)} − ${fix(p99a)} ms).${fixedB.length > 0 ? ` The bare undici proxy (b) at the same rate: ${fix(overA(fixedB))} ms over (a) (p99 ${fix(median(fixedB.map((s) => s.p99)))} ms): the floor for a Node proxy on this machine, to read the target against.` : ''}`,
+      '',
+      'What drives the tail on this machine, and what was tried: bench/README.md (Tail latency).',
     ].join('\n');
 
     const eb = perRound('e', 'b');
