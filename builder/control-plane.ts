@@ -90,6 +90,8 @@ export interface VersionView {
   readonly source: SourceInput;
   /** Environment names only (values may be secret). */
   readonly environment: readonly string[];
+  /** Those of `environment` that came from secret project variables. */
+  readonly secretEnvironment: readonly string[];
   readonly endpoints: readonly EndpointView[];
   /** Aliases pointing at this version. */
   readonly aliases: readonly string[];

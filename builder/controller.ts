@@ -203,6 +203,7 @@ export class Controller implements CP.ControlPlane {
       createdBy: v.createdBy ?? '',
       source: v.source as CP.SourceInput,
       environment: Object.keys(v.environment).sort(),
+      secretEnvironment: [...(v.secretEnvironment ?? [])].sort(),
       endpoints,
       aliases: aliases.filter((a) => targetVersions(a.target).includes(v.name)).map((a) => a.name),
     };
@@ -350,8 +351,18 @@ export class Controller implements CP.ControlPlane {
     }
     const inherit = input.inheritEnvironment ?? true;
     const environment: Record<string, string> = {};
-    if (inherit) for (const [k, v] of Object.entries(await this.store.getEnvironment(ref.owner, ref.project))) environment[k] = v.value;
-    Object.assign(environment, input.environment ?? {});
+    const secret = new Set<string>();
+    if (inherit) {
+      for (const [k, v] of Object.entries(await this.store.getEnvironment(ref.owner, ref.project))) {
+        environment[k] = v.value;
+        if (v.secret) secret.add(k);
+      }
+    }
+    // A value given for this version replaces the project's (and is not a secret of the project's).
+    for (const [k, v] of Object.entries(input.environment ?? {})) {
+      environment[k] = v;
+      secret.delete(k);
+    }
     const name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
     let v: Version;
     try {
@@ -365,6 +376,7 @@ export class Controller implements CP.ControlPlane {
         enabled: true,
         source: input.source,
         environment,
+        ...(secret.size > 0 ? { secretEnvironment: [...secret].sort() } : {}),
         inheritEnvironment: inherit,
         endpoints: [],
       });

@@ -19,6 +19,7 @@ export function versionPrefix(v: { owner: string; project: string; deployment: s
 export function endpointSpec(v: Version, e: VersionEndpoint): EndpointSpec {
   const def = e.definition as EndpointDefinition;
   const env = { ...v.environment, VH_DEFAULT_PREFIX: versionPrefix(v, e.name) };
+  const secretEnv = (v.secretEnvironment ?? []).filter((k) => k in v.environment).sort();
   const image = v.images?.[e.name];
   const base = {
     key: endpointRuntimeKey(v, e.name),
@@ -31,6 +32,8 @@ export function endpointSpec(v: Version, e: VersionEndpoint): EndpointSpec {
     command: def.command,
     port: def.port,
     env,
+    // Only when there are any: the spec hash of versions without secrets stays what it was.
+    ...(secretEnv.length > 0 ? { secretEnv } : {}),
     ...(image !== undefined ? { image } : {}),
     ...(def.resources !== undefined ? { resources: def.resources } : {}),
     ...(def.nodeSelector !== undefined ? { nodeSelector: def.nodeSelector } : {}),

@@ -11,6 +11,8 @@ import {
   MANAGED_SELECTOR,
   NETWORK_POLICY_NAME,
   deploymentManifest,
+  envSecretManifest,
+  manifestHash,
   namespaceManifest,
   networkPolicyManifest,
   PULL_SECRET_NAME,
@@ -76,7 +78,7 @@ export function loadKubeConfig(path: string, context?: string): KubeConfig {
   return kc;
 }
 
-type ObjectKind = 'Deployment' | 'Service' | 'PodDisruptionBudget';
+type ObjectKind = 'Deployment' | 'Service' | 'PodDisruptionBudget' | 'Secret';
 
 /** What one informer has done: LISTs, WATCH requests, 410s, and the last resourceVersion seen. */
 export interface WatchStats {
@@ -252,6 +254,8 @@ export class KubernetesRuntime implements Runtime {
         await this.#api.delete('Deployment', ep.namespace, ep.name);
         await this.#api.delete('PodDisruptionBudget', ep.namespace, ep.name);
         await this.#api.delete('Service', ep.namespace, ep.name);
+        // Whether there is one is not known after a restart (Secrets are never listed): 404 is fine.
+        await this.#api.delete('Secret', ep.namespace, ep.name);
       });
     } catch (err) {
       this.#emit(ep);
@@ -435,6 +439,9 @@ export class KubernetesRuntime implements Runtime {
     await this.#applyIfChanged(ep, 'Service', serviceManifest(spec, opts));
     const scalingDown = ep.appliedSpecHash === spec.specHash && ep.appliedReplicas !== undefined && spec.replicas < ep.appliedReplicas;
     if (scalingDown) await this.#drainSurplus(ep, spec);
+    // Before the Deployment: its pods read their secret environment from it when they start.
+    const envSecret = envSecretManifest(spec, opts);
+    if (envSecret !== null) await this.#applyIfChanged(ep, 'Secret', envSecret, manifestHash(envSecret));
     await this.#applyIfChanged(ep, 'Deployment', deployment);
     ep.appliedReplicas = spec.replicas;
     ep.appliedSpecHash = spec.specHash;
@@ -465,8 +472,8 @@ export class KubernetesRuntime implements Runtime {
     this.#pullSecrets.set(namespace, Date.now());
   }
 
-  async #applyIfChanged(ep: Endpoint, kind: ObjectKind, obj: Applied): Promise<void> {
-    const hash = obj.metadata!.annotations![ANNOTATIONS.manifestHash]!;
+  /** `hash` defaults to the manifest's hash annotation (a Secret's is kept in memory only). */
+  async #applyIfChanged(ep: Endpoint, kind: ObjectKind, obj: Applied, hash = obj.metadata!.annotations![ANNOTATIONS.manifestHash]!): Promise<void> {
     const last = ep.applied.get(kind);
     if (last && last.hash === hash && Date.now() - last.at < this.#opts.resyncMs) return;
     await this.#api.apply(obj);

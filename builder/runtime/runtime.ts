@@ -54,6 +54,11 @@ export interface EndpointSpec {
   readonly port: number;
   /** The version's environment, plus `VH_DEFAULT_PREFIX`; runtimes add `PORT`/`HOST`. */
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * Names in `env` whose values are secret, sorted (absent: none). The kubernetes runtime passes
+   * them through a Secret; the local and docker runtimes pass them like the rest.
+   */
+  readonly secretEnv?: readonly string[];
   readonly resources?: Resources;
   readonly nodeSelector?: string;
   readonly tolerations?: readonly Toleration[];

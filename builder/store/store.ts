@@ -85,6 +85,11 @@ export interface Version {
   source: unknown;
   /** The resolved environment the replicas get. */
   environment: Record<string, string>;
+  /**
+   * Names in `environment` whose values came from secret project variables (absent: none). On
+   * kubernetes their values go into a Secret the Deployment refers to, never into the Deployment.
+   */
+  secretEnvironment?: string[];
   inheritEnvironment: boolean;
   endpoints: VersionEndpoint[];
   /** Directory holding the built code and files. */

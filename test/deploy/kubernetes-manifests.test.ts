@@ -7,6 +7,7 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { loadConfig, VARIABLES } from '../../common/config.ts';
 import { KubernetesRuntime } from '../../builder/runtime/kubernetes.ts';
 import { DEFAULT_GATEWAY_SELECTOR } from '../../builder/runtime/kubernetes/manifests.ts';
+import { resourceName } from '../../builder/runtime/kubernetes/names.ts';
 import type { EndpointSpec } from '../../builder/runtime/runtime.ts';
 import { FakeKubeApi, matchesSelector, validateManifest } from '../helpers/fake-kube-api.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -351,7 +352,7 @@ t.test('the controller\'s RBAC grants exactly what the kubernetes runtime calls'
   const spec: EndpointSpec = {
     key: 'acme/mnist/web/v1/predict', owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1', endpoint: 'predict',
     replicas: 2, codeDir: '/unused', image: 'registry.example/x:1', command: { kind: 'exec', argv: ['serve'] }, port: 8000,
-    env: {}, specHash: 'h1',
+    env: { API_KEY: 'k-123456' }, secretEnv: ['API_KEY'], specHash: 'h1',
   };
   await rt.ensure(spec);
   const pods = await waitFor(() => {
@@ -390,8 +391,10 @@ t.test('the controller\'s RBAC grants exactly what the kubernetes runtime calls'
   const secretRules = bound
     .flatMap((b) => find(objs, 'ClusterRole', (b['roleRef'] as { name: string }).name)!['rules'] as { resources: string[]; verbs: string[]; resourceNames?: string[] }[])
     .filter((r) => r.resources.includes('secrets'));
-  t.same(secretRules.map((r) => [r.verbs, r.resourceNames]), [[['patch'], ['portico-registry']], [['create'], undefined]], 'secrets: patched by name only; never read');
-  t.same([...new Set(fake.requests.filter((r) => r.resource === 'secrets').map((r) => r.name))], ['portico-registry'], 'the runtime touched that Secret only');
+  t.same(secretRules.map((r) => [r.verbs, r.resourceNames]), [[['create', 'patch', 'delete'], undefined]], 'secrets: applied and deleted, never read or listed');
+  const secretCalls = fake.requests.filter((r) => r.resource === 'secrets');
+  t.same([...new Set(secretCalls.map((r) => r.name))].sort(), [resourceName(spec.key), 'portico-registry'].sort(), 'the runtime touched the pull Secret and the endpoint\'s env Secret only');
+  t.ok(secretCalls.every((r) => r.name !== undefined), 'every Secret call names its Secret (no list, no collection calls)');
   const clusterScopedOnly = (find(objs, 'ClusterRole', 'portico-controller-namespaces')!['rules'] as { resources: string[] }[]).flatMap((r) => r.resources);
   t.same(clusterScopedOnly, ['namespaces'], 'only namespaces are cluster-scoped by nature');
 });

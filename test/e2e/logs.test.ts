@@ -71,6 +71,11 @@ t.test('logs: secrets masked, filters, follow, build log follow, portico logs -f
   t.ok(buildLines.some((l) => /^build finished/.test(l.line)), 'the followed build log ran to the end of the build');
   t.ok(buildLines.every((l) => l.stream === 'build'));
   await ready(p, v);
+  const view = (await p.api('GET', `${D}/versions/${v}`)).body;
+  t.same([view.environment, view.secretEnvironment], [['SECRET_TOKEN'], ['SECRET_TOKEN']], 'the version knows its inherited variable is a secret (kubernetes passes it through a Secret)');
+  const own = await p.api('POST', `${D}/versions`, { source: { path: PROBE }, environment: { SECRET_TOKEN: 'given-for-this-version' }, endpoints: { probe: { replicas: 0 } } });
+  t.equal(own.status, 202);
+  t.same([own.body.environment, own.body.secretEnvironment], [['SECRET_TOKEN'], []], 'a value given for the version itself is not the project\'s secret');
   const done = await p.api('GET', `${D}/versions/${v}/build-log?follow=true&tail=1`);
   t.equal(done.status, 200, 'following a finished build answers its lines and ends');
   t.match(done.body, { stream: 'build', line: /^build finished/ }, 'one NDJSON line: the last');

@@ -142,10 +142,11 @@ export class KubeApi {
   }
 
   /** Deletes one object; false if it was already gone. Dependents (ReplicaSets, pods) go in the background. */
-  async delete(kind: 'Deployment' | 'Service' | 'PodDisruptionBudget', namespace: string, name: string): Promise<boolean> {
+  async delete(kind: 'Deployment' | 'Service' | 'PodDisruptionBudget' | 'Secret', namespace: string, name: string): Promise<boolean> {
     try {
       if (kind === 'Deployment') await this.#apps.deleteNamespacedDeployment({ name, namespace, propagationPolicy: 'Background' });
       else if (kind === 'Service') await this.#core.deleteNamespacedService({ name, namespace });
+      else if (kind === 'Secret') await this.#core.deleteNamespacedSecret({ name, namespace });
       else await this.#policy.deleteNamespacedPodDisruptionBudget({ name, namespace });
       return true;
     } catch (err) {

@@ -270,11 +270,43 @@ function commandOf(spec: EndpointSpec, wsgiRunner: string): Pick<V1Container, 'c
   }
 }
 
-/** The spec's environment plus `PORT`, `HOST=0.0.0.0` (and `SCRIPT_NAME` for wsgi), sorted. */
+// Set by the runtime itself: a secret of the same name is overridden, so it is not a secret here.
+function runtimeEnv(spec: EndpointSpec): Record<string, string> {
+  return { PORT: String(spec.port), HOST: '0.0.0.0', ...(spec.command.kind === 'wsgi' ? { SCRIPT_NAME: spec.env['VH_DEFAULT_PREFIX'] ?? '' } : {}) };
+}
+
+/** The names of `spec.env` whose values go through the endpoint's env Secret, sorted. */
+export function secretEnvNames(spec: EndpointSpec): string[] {
+  const runtime = runtimeEnv(spec);
+  return (spec.secretEnv ?? []).filter((name) => name in spec.env && !(name in runtime)).sort();
+}
+
+/**
+ * The spec's environment plus `PORT`, `HOST=0.0.0.0` (and `SCRIPT_NAME` for wsgi), sorted; the
+ * secret ones as references to the endpoint's env Secret (`envSecretManifest`), not values.
+ */
 function envOf(spec: EndpointSpec): V1EnvVar[] {
-  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...spec.env, PORT: String(spec.port), HOST: '0.0.0.0' };
-  if (spec.command.kind === 'wsgi') env['SCRIPT_NAME'] = spec.env['VH_DEFAULT_PREFIX'] ?? '';
-  return Object.keys(env).sort().map((name) => ({ name, value: env[name] ?? '' }));
+  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...spec.env, ...runtimeEnv(spec) };
+  const secret = new Set(secretEnvNames(spec));
+  const secretName = resourceName(spec.key);
+  return Object.keys(env).sort().map((name) => (secret.has(name) ? { name, valueFrom: { secretKeyRef: { name: secretName, key: name } } } : { name, value: env[name] ?? '' }));
+}
+
+/**
+ * The Secret holding an endpoint's secret environment values (named like its Deployment), or
+ * `null` when it has none. Like the image pull Secret it carries no manifest hash: no hash of
+ * the values is written anywhere.
+ */
+export function envSecretManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace'>): V1Secret | null {
+  const names = secretEnvNames(spec);
+  if (names.length === 0) return null;
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: { [ANNOTATIONS.key]: spec.key } },
+    type: 'Opaque',
+    data: Object.fromEntries(names.map((name) => [name, Buffer.from(spec.env[name] ?? '').toString('base64')])),
+  };
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   DEFAULT_GATEWAY_SELECTOR,
   cpuQuantity,
   deploymentManifest,
+  envSecretManifest,
   manifestHash,
   mebibytes,
   namespaceManifest,
@@ -125,6 +126,22 @@ t.test('every generated manifest is valid and has no unknown fields', async (t) 
   }
   t.same(validateManifest(namespaceManifest('portico-acme-mnist', 'acme', 'mnist')), []);
   t.same(validateManifest(networkPolicyManifest('portico-acme-mnist', DEFAULT_GATEWAY_SELECTOR)), []);
+});
+
+t.test('secret environment: a Secret of exactly the secret names; the runtime\'s own names stay values', async (t) => {
+  t.equal(envSecretManifest(spec(), OPTS), null, 'no secrets, no Secret');
+  t.equal(envSecretManifest(spec({ env: { A: '1' }, secretEnv: ['GONE'] }), OPTS), null, 'a secret name without a value is ignored');
+  const s = spec({ command: { kind: 'wsgi', module: 'app:app' }, env: { VH_DEFAULT_PREFIX: '/p', TOKEN: 't0ps3cret', PORT: '1', SCRIPT_NAME: 'x', PLAIN: 'v' }, secretEnv: ['PORT', 'SCRIPT_NAME', 'TOKEN'] });
+  const secret = envSecretManifest(s, OPTS)!;
+  t.same(validateManifest(secret), [], 'valid');
+  t.same(secret.metadata!.name, resourceName(s.key));
+  t.same(secret.data, { TOKEN: Buffer.from('t0ps3cret').toString('base64') }, 'PORT and SCRIPT_NAME are set by the runtime, so they are not taken from the Secret');
+  const env = container(s).env!;
+  t.same(env.find((e) => e.name === 'TOKEN'), { name: 'TOKEN', valueFrom: { secretKeyRef: { name: resourceName(s.key), key: 'TOKEN' } } });
+  t.same(env.find((e) => e.name === 'PORT'), { name: 'PORT', value: '8000' });
+  t.same(env.find((e) => e.name === 'PLAIN'), { name: 'PLAIN', value: 'v' });
+  t.notOk(JSON.stringify(deploymentManifest(s, OPTS)).includes('t0ps3cret'), 'the value is not in the Deployment');
+  t.same(validateManifest(deploymentManifest(s, OPTS)), [], 'the Deployment with references is valid');
 });
 
 t.test('the manifest hash changes with content, not with key order', async (t) => {

@@ -250,6 +250,36 @@ t.test('without registry credentials no Secret is written and pods name none', a
   t.equal((dep['spec'] as { template: { spec: { imagePullSecrets?: unknown } } }).template.spec.imagePullSecrets, undefined);
 });
 
+t.test('secret environment: values in a Secret the Deployment refers to, never in the Deployment; deleted with the endpoint', async (t) => {
+  const h = await setup(t);
+  const spec = h.spec({ replicas: 1, env: { VH_DEFAULT_PREFIX: '/x', MODEL: 'cnn', API_KEY: 'sk-live-0123456789', DB_PASSWORD: 'hunter2-hunter2' }, secretEnv: ['API_KEY', 'DB_PASSWORD'] });
+  await h.runtime.ensure(spec);
+  const name = resourceName(spec.key);
+  const secret = h.fake.get('secrets', NS, name)!;
+  t.ok(secret, 'a Secret named like the Deployment');
+  t.equal(secret['type'], 'Opaque');
+  t.equal(secret.metadata.labels?.['portico.io/endpoint-id'], endpointId(spec.key), 'labelled as the endpoint\'s');
+  t.notOk(secret.metadata.annotations?.[ANNOTATIONS.manifestHash], 'no hash of the values is written');
+  const data = Object.fromEntries(Object.entries(secret['data'] as Record<string, string>).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]));
+  t.same(data, { API_KEY: 'sk-live-0123456789', DB_PASSWORD: 'hunter2-hunter2' }, 'exactly the secret values');
+  const dep = h.fake.get('deployments', NS, name)!;
+  const text = JSON.stringify(dep);
+  t.notOk(text.includes('sk-live-0123456789') || text.includes('hunter2-hunter2'), 'no secret value in the Deployment');
+  const env = (dep['spec'] as { template: { spec: { containers: { env: { name: string; value?: string; valueFrom?: unknown }[] }[] } } }).template.spec.containers[0]!.env;
+  t.same(env.find((e) => e.name === 'API_KEY'), { name: 'API_KEY', valueFrom: { secretKeyRef: { name, key: 'API_KEY' } } });
+  t.same(env.find((e) => e.name === 'MODEL'), { name: 'MODEL', value: 'cnn' }, 'the others as values');
+  const order = h.fake.writes().filter((r) => r.resource === 'secrets' || r.resource === 'deployments').map((r) => r.resource);
+  t.same(order.slice(0, 2), ['secrets', 'deployments'], 'the Secret exists before the pods that read it');
+  for (const w of h.fake.writes().filter((r) => r.resource === 'secrets')) t.same(validateManifest(w.body), [], 'a valid Secret');
+
+  const writes = h.fake.writes().length;
+  await h.runtime.ensure(spec);
+  t.equal(h.fake.writes().length, writes, 'a repeated ensure writes nothing');
+
+  await h.runtime.remove(spec.key);
+  t.notOk(h.fake.get('secrets', NS, name), 'removed with the endpoint');
+});
+
 t.test('a repeated ensure writes nothing; a new spec hash rolls the Deployment without downtime', async (t) => {
   const h = await setup(t);
   const spec = h.spec({ replicas: 1 });
@@ -381,7 +411,7 @@ t.test('remove announces the replicas, then deletes the Deployment, PDB and Serv
   await h.runtime.remove(spec.key);
   t.same(h.events.filter((e) => e.startsWith('beforeStop')), [`beforeStop:${pods.map((p) => p.metadata.name).sort().join(',')}`]);
   t.ok(deploymentDuringBeforeStop, 'beforeStop ran while the replicas were still there');
-  t.same(h.fake.writes().slice(writes).map((r) => `${r.verb}:${r.resource}`), ['delete:deployments', 'delete:poddisruptionbudgets', 'delete:services']);
+  t.same(h.fake.writes().slice(writes).map((r) => `${r.verb}:${r.resource}`), ['delete:deployments', 'delete:poddisruptionbudgets', 'delete:services', 'delete:secrets'], 'the env Secret too, whether or not there is one (404 here)');
   t.notOk(h.fake.get('deployments', NS, resourceName(spec.key)));
   t.notOk(h.fake.get('services', NS, resourceName(spec.key)));
   t.notOk(h.fake.get('poddisruptionbudgets', NS, resourceName(spec.key)));
