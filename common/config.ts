@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { isIP } from 'node:net';
+import { parseRedisUrl } from './redis.ts';
 
 /**
  * Every `PORTICO_*` environment variable, in one table. `loadConfig(env)` is the only code that
@@ -13,6 +14,7 @@ type Kind =
   | { type: 'bool' }
   | { type: 'enum'; values: readonly string[] }
   | { type: 'url'; protocols: readonly string[] }
+  | { type: 'redis' }
   | { type: 'path' }
   | { type: 'cidrs' }
   | { type: 'host' };
@@ -34,7 +36,7 @@ export const VARIABLES = {
   PORTICO_METRICS_PORT: { kind: int(0, 65535), default: '9464', doc: 'Prometheus `/metrics` port of the gateway (0 picks a free port).' },
   PORTICO_DATA_DIR: { kind: { type: 'path' }, default: './.portico', doc: 'Embedded store, version builds, files and logs.' },
   PORTICO_ADMIN_TOKEN: { kind: { type: 'string' }, default: undefined, doc: 'Admin bearer token. Unset: the first start creates one in `$PORTICO_DATA_DIR/admin-token` (mode 0600). The CLI sends it.' },
-  PORTICO_REDIS_URL: { kind: { type: 'url', protocols: ['redis:', 'rediss:'] }, default: undefined, doc: 'Store and routing table in Redis (several gateways, separate controller). Unset: embedded store.' },
+  PORTICO_REDIS_URL: { kind: { type: 'redis' }, default: undefined, doc: 'Store and routing table in Redis (several gateways, separate controller): `redis://[[user]:password@]host:port[/db]`, `rediss://...` (TLS), or through Sentinel `redis+sentinel://[[user]:password@]sentinel[:port][,sentinel[:port]...]/master-name[/db]` (`?sentinelPassword=...` when the sentinels want one). Unset: embedded store.' },
   PORTICO_REDIS_TIMEOUT_MS: { kind: int(10, 60000), default: '250', doc: 'Longest the gateway waits on one Redis command before failing fast.' },
   PORTICO_GATEWAY_WORKERS: { kind: int(1, 256), default: '1', doc: 'Worker processes of `portico gateway` (needs Redis when > 1).' },
   PORTICO_GATEWAY_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: undefined, doc: 'Public base URL of the gateway, used in endpoint URLs shown to users. Default: `http://PORTICO_HOST:PORTICO_GATEWAY_PORT`.' },
@@ -168,6 +170,14 @@ function parseValue(name: string, spec: VariableSpec, raw: string, problems: str
         return undefined;
       }
       return raw;
+    case 'redis':
+      try {
+        parseRedisUrl(raw);
+      } catch (err) {
+        problems.push(`${name}: ${(err as Error).message}`);
+        return undefined;
+      }
+      return raw.startsWith('redis+sentinel:') ? raw : raw.replace(/\/+$/, '');
     case 'url': {
       let u: URL;
       try {

@@ -8,6 +8,7 @@ import type { RoutingTable } from '../../gateway/routing/contract.ts';
 import { startAdminServer, type AdminServer } from '../api/server.ts';
 import { createUi } from '../ui/serve.ts';
 import { UsageError, parseArgs, type Command } from './command.ts';
+import { describeRedisUrl } from '../../common/redis.ts';
 
 /** The controller writes with more patience than the gateway reads (it must not give up on a busy Redis). */
 const CONTROLLER_REDIS_TIMEOUT_MS = 5000;
@@ -66,7 +67,7 @@ function announce(r: Running, config: Config): void {
   if (r.gateway) lines.push(`  gateway    ${r.gateway.url}/{owner}/{project}/{deployment}/{version-or-alias}/{endpoint}`);
   lines.push(`  admin      ${r.admin.url}/  (API ${r.admin.url}/api/v1, web UI ${r.admin.url}/)`);
   if (r.gateway?.metricsUrl) lines.push(`  metrics    ${r.gateway.metricsUrl}`);
-  lines.push(`  store      ${config.redisUrl ? `Redis ${new URL(config.redisUrl).host}` : `embedded, ${config.dataDir}`}`);
+  lines.push(`  store      ${config.redisUrl ? `Redis ${describeRedisUrl(config.redisUrl)}` : `embedded, ${config.dataDir}`}`);
   if (r.controller.createdToken) lines.push(`  admin token created and saved in ${r.controller.tokenFile} (mode 0600)`);
   else if (r.controller.tokenFile) lines.push(`  admin token in ${r.controller.tokenFile}`);
   else if (config.adminToken) lines.push('  admin token from PORTICO_ADMIN_TOKEN');

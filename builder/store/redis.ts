@@ -24,6 +24,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
+import { redisClient } from '../../common/redis.ts';
 import {
   STORE_DEFAULTS,
   StoreConflictError,
@@ -63,7 +64,7 @@ import {
 
 /** Options of `RedisStore`. */
 export interface RedisStoreOptions extends StoreOptions {
-  /** `redis://` or `rediss://` URL. */
+  /** A `PORTICO_REDIS_URL` (`redis://`, `rediss://` or `redis+sentinel://`). */
   readonly url: string;
   /** Prefix of every key (tests use a fresh one each). Default `portico:store:`. */
   readonly prefix?: string;
@@ -206,7 +207,10 @@ export class RedisStore implements Store {
 
   /** Connects to `opts.url` (ioredis reconnects by itself; commands wait while it does). */
   constructor(opts: RedisStoreOptions) {
-    this.redis = new Redis(opts.url, { ...opts.redisOptions });
+    this.redis = redisClient(opts.url, { ...opts.redisOptions });
+    // Failures are seen through rejected calls; without a listener ioredis would print every
+    // reconnection attempt while Redis is away.
+    this.redis.on('error', () => {});
     this.prefix = opts.prefix ?? 'portico:store:';
     this.clock = opts.clock ?? (() => new Date());
     this.auditLimit = opts.auditLimit ?? STORE_DEFAULTS.auditLimit;
@@ -557,7 +561,10 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    await this.redis.quit().catch(() => {});
+    // Also after a clean QUIT: through Sentinel, this is what closes the failover detector's
+    // connections to the sentinels.
+    this.redis.disconnect();
   }
 }
 

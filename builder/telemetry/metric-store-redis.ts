@@ -14,6 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
+import { redisClient } from '../../common/redis.ts';
 import {
   kindOf,
   METRIC_LIMITS,
@@ -115,7 +116,7 @@ return removed
 
 /** Options of `RedisMetricStore`. */
 export interface RedisMetricStoreOptions {
-  /** `redis://` or `rediss://` URL. */
+  /** A `PORTICO_REDIS_URL` (`redis://`, `rediss://` or `redis+sentinel://`). */
   readonly url: string;
   /** Prefix of every key (tests use a fresh one each). Default `portico:metrics:`. */
   readonly prefix?: string;
@@ -139,7 +140,7 @@ export class RedisMetricStore implements MetricStore {
   constructor(opts: RedisMetricStoreOptions) {
     this.limits = { ...METRIC_LIMITS, ...opts.limits };
     this.prefix = opts.prefix ?? 'portico:metrics:';
-    this.redis = new Redis(opts.url, { maxRetriesPerRequest: 2, ...opts.redisOptions });
+    this.redis = redisClient(opts.url, { maxRetriesPerRequest: 2, ...opts.redisOptions });
     this.redis.on('error', () => {}); // seen through failed writes (counted as dropped)
   }
 
@@ -262,7 +263,10 @@ export class RedisMetricStore implements MetricStore {
     if (this.closed) return;
     await this.flush();
     this.closed = true;
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    await this.redis.quit().catch(() => {});
+    // Also after a clean QUIT: through Sentinel, this is what closes the failover detector's
+    // connections to the sentinels.
+    this.redis.disconnect();
   }
 }
 

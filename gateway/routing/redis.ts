@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
+import { redisClient } from '../../common/redis.ts';
 import {
   deploymentKey,
   endpointKey,
@@ -22,7 +23,7 @@ export const DEFAULT_PREFIX = 'portico:rt:';
 
 /** Options of `RedisRoutingTable`. */
 export interface RedisRoutingTableOptions {
-  /** `redis://` or `rediss://` URL. */
+  /** A `PORTICO_REDIS_URL` (`redis://`, `rediss://` or `redis+sentinel://`). */
   readonly url: string;
   /** Longest one command may take before it rejects (the gateway passes `config.redisTimeoutMs`). */
   readonly commandTimeoutMs: number;
@@ -219,7 +220,7 @@ export class RedisRoutingTable implements RoutingTable {
       retryStrategy: (times) => Math.min(25 * 2 ** times, 1000),
       connectionName: 'portico-routing',
     };
-    this.cmd = new Redis(this.url, this.redisOptions);
+    this.cmd = redisClient(this.url, this.redisOptions);
     // Failures are seen through 'close' and rejected commands; without a listener ioredis
     // would print every connection error.
     this.cmd.on('error', noop);
@@ -509,7 +510,7 @@ export class RedisRoutingTable implements RoutingTable {
 
   private subscriber(): Redis {
     if (this.sub) return this.sub;
-    const sub = new Redis(this.url, { ...this.redisOptions, connectionName: 'portico-routing-feed' });
+    const sub = redisClient(this.url, { ...this.redisOptions, connectionName: 'portico-routing-feed' });
     sub.on('error', noop);
     sub.on('ready', () => void this.subscribeAll(sub));
     sub.on('close', () => {

@@ -1,5 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { freePort, waitFor } from './poll.ts';
 
 /** A real redis-server started for a test, on a free loopback port. */
@@ -36,32 +39,97 @@ function ping(port: number): Promise<boolean> {
  * Starts `redis-server` (Debian's package; `.ci/run` installs it) on a free port and waits
  * until it answers PING. Call `stop()` in `t.teardown`.
  */
-export async function startRedis(): Promise<RedisServer> {
-  const port = await freePort();
-  let proc!: ChildProcess;
-  const launch = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    proc.on('error', (err) => { throw new Error(`cannot start redis-server (is it installed?): ${err.message}`); });
-    await waitFor(() => ping(port), { timeoutMs: 10_000, what: `redis-server on port ${port}` });
-  };
-  const kill = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGCONT');
-    proc.kill('SIGKILL');
-    await exited;
-  };
-  await launch();
+export function startRedis(): Promise<RedisServer> {
+  return freePort().then((port) => serverOn(port, []));
+}
+
+/** `redis-server` on `port` with `extra` arguments (a replica: `--replicaof host port`). */
+async function serverOn(port: number, extra: string[]): Promise<RedisServer> {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra];
+  let proc = await startServer(port, args);
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
     get process() { return proc; },
     pause: () => { proc.kill('SIGSTOP'); },
     resume: () => { proc.kill('SIGCONT'); },
-    kill,
-    start: launch,
-    stop: kill,
+    kill: () => stopProcess(proc),
+    start: async () => { proc = await startServer(port, args); },
+    stop: () => stopProcess(proc),
+  };
+}
+
+/** A master, its replica and one Redis Sentinel monitoring them, each on a free loopback port. */
+export interface SentinelSet {
+  /** The master's name the sentinel monitors. */
+  readonly name: string;
+  /** `redis+sentinel://127.0.0.1:<sentinel port>/<name>`. */
+  readonly url: string;
+  readonly master: RedisServer;
+  readonly replica: RedisServer;
+  readonly sentinelPort: number;
+  /** Port of the server the sentinel names as master now. */
+  currentMasterPort(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function startServer(port: number, args: string[]): Promise<ChildProcess> {
+  const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  proc.on('error', (err) => { throw new Error(`cannot start redis-server (is it installed?): ${err.message}`); });
+  return waitFor(() => ping(port), { timeoutMs: 10_000, what: `redis-server on port ${port}` }).then(() => proc);
+}
+
+async function stopProcess(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGCONT');
+  proc.kill('SIGKILL');
+  await exited;
+}
+
+/**
+ * Starts a master, a replica of it and a sentinel (`redis-server --sentinel`, quorum 1, a master
+ * is down after `downAfterMs`) in `dir`, and waits until the sentinel knows the replica, so a
+ * failover can happen. Call `stop()` in `t.teardown`.
+ */
+export async function startSentinelSet(dir: string, opts: { name?: string; downAfterMs?: number } = {}): Promise<SentinelSet> {
+  const name = opts.name ?? 'portico';
+  const master = await startRedis();
+  const replicaPort = await freePort();
+  const replica = await serverOn(replicaPort, ['--replicaof', '127.0.0.1', String(master.port)]);
+  const admin = (port: number) => new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: true });
+  const r = admin(replicaPort);
+  try {
+    await waitFor(async () => /master_link_status:up/.test(await r.info('replication')), { what: 'the replica in sync' });
+  } finally {
+    r.disconnect();
+  }
+  const sentinelPort = await freePort();
+  const conf = join(dir, `sentinel-${sentinelPort}.conf`);
+  writeFileSync(conf, [
+    `port ${sentinelPort}`,
+    'bind 127.0.0.1',
+    `dir ${dir}`,
+    `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`,
+    `sentinel down-after-milliseconds ${name} ${opts.downAfterMs ?? 1000}`,
+    `sentinel failover-timeout ${name} 10000`,
+    `sentinel parallel-syncs ${name} 1`,
+    '',
+  ].join('\n'));
+  const sentinel = await startServer(sentinelPort, [conf, '--sentinel']);
+  const s = admin(sentinelPort);
+  const currentMasterPort = async () => Number(((await s.call('SENTINEL', 'get-master-addr-by-name', name)) as string[])[1]);
+  await waitFor(async () => ((await s.call('SENTINEL', 'replicas', name)) as unknown[]).length === 1, { what: 'the sentinel knowing the replica' });
+  return {
+    name,
+    url: `redis+sentinel://127.0.0.1:${sentinelPort}/${name}`,
+    master,
+    replica,
+    sentinelPort,
+    currentMasterPort,
+    async stop() {
+      s.disconnect();
+      await Promise.all([stopProcess(sentinel), replica.stop(), master.stop()]);
+    },
   };
 }
