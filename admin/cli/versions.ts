@@ -10,6 +10,12 @@ function replicasSummary(v: VersionView): string {
   return v.endpoints.map((e) => `${e.name} ${e.replicas.filter((r) => r.state === 'ready').length}/${e.replicaCount ?? e.replicas.length}`).join(', ') || '-';
 }
 
+/** The version's variable names, secret ones marked: `MODEL, API_KEY (secret)`. */
+function environmentSummary(v: VersionView): string {
+  const secret = new Set(v.secretEnvironment ?? []);
+  return v.environment.map((k) => (secret.has(k) ? `${k} (secret)` : k)).join(', ') || '-';
+}
+
 /** The text `portico versions show` prints. */
 export function showVersion(v: VersionView): string {
   const lines = [
@@ -18,6 +24,7 @@ export function showVersion(v: VersionView): string {
     `enabled   ${v.enabled}`,
     `created   ${v.createdAt}${v.createdBy ? ` by ${v.createdBy}` : ''}`,
     `aliases   ${v.aliases?.length ? v.aliases.join(', ') : '-'}`,
+    `env       ${environmentSummary(v)}`,
     '',
     table(['ENDPOINT', 'STATUS', 'REPLICAS', 'URL'], v.endpoints.map((e) => [
       e.name,
@@ -36,7 +43,7 @@ export const versionsCommand = operatorCommand({
   name: 'versions',
   help: `Usage:
   portico versions [list]                                  --owner O --project P --deployment D
-  portico versions show VERSION                            (status, endpoints, replicas)
+  portico versions show VERSION                            (status, environment names, endpoints, replicas)
   portico versions stop VERSION                            (stops every replica; no rebuild)
   portico versions start VERSION
   portico versions scale VERSION --endpoint E --replicas N

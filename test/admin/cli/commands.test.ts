@@ -59,12 +59,15 @@ t.test('versions: list, show, stop, start, scale, build-log, delete', async (t) 
   const api = await startApi(t);
   const env = cliEnv(api);
   await createDeployment(api);
-  await readyVersion(api, { name: 'v1' });
+  t.equal((await api.call('PUT', '/api/v1/projects/acme/mnist/environment', { body: { variables: { API_KEY: { value: 'k-0123456789', secret: true }, MODEL: { value: 'small' } } } })).status, 200);
+  await readyVersion(api, { name: 'v1', environment: { EXTRA: '1' } });
   const list = await runCli(['versions', ...DSCOPE], { env });
   t.equal(list.code, 0, list.stderr);
   t.match(list.stdout, /^VERSION +STATUS +REPLICAS +ALIASES +CREATED\nv1 +ready +predict 2\/2 +- +\d{4}-/);
   const show = await runCli(['versions', 'show', 'v1', ...DSCOPE], { env });
   t.match(show.stdout, /^version +v1\nstatus +ready\n/);
+  t.match(show.stdout, /\nenv +API_KEY \(secret\), EXTRA, MODEL\n/, 'variable names, secrets marked, no values');
+  t.notOk(show.stdout.includes('k-0123456789'));
   t.match(show.stdout, /predict +ready +2\/2 +http:\/\/127\.0\.0\.1:8080\/acme\/mnist\/web\/v1\/predict/);
   t.match(show.stdout, /predict +predict-1 +ready +127\.0\.0\.1:20001/);
   const stop = await runCli(['versions', 'stop', 'v1', ...DSCOPE], { env });
