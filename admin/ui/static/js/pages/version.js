@@ -57,7 +57,7 @@ async function renderOverview({ signal, rerender }, ref, dep, first, body) {
     const source = v.source?.path ? `directory ${v.source.path}` : v.source?.git ? `git ${v.source.git.url}${v.source.git.ref ? ` @ ${v.source.git.ref}` : ''}` : v.source?.upload ? `upload ${v.source.upload}` : '—';
     replace(details,
       h('dt', null, 'Source'), h('dd', null, source),
-      h('dt', null, 'Environment'), h('dd', null, v.environment?.length ? v.environment.join(', ') : '—'),
+      h('dt', null, 'Environment'), h('dd', null, v.environment?.length ? v.environment.map((/** @type {string} */ k) => (v.secretEnvironment?.includes(k) ? `${k} (secret)` : k)).join(', ') : '—'),
       h('dt', null, 'Aliases'), h('dd', null, v.aliases?.length ? v.aliases.join(', ') : '—'),
       h('dt', null, 'Enabled'), h('dd', null, v.enabled === false ? 'no (stopped)' : 'yes'));
     replace(log, items.length ? items.map((/** @type {any} */ l) => `${new Date(l.at).toISOString()}  ${l.line}\n`).join('') : '(no build output)');
