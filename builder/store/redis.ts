@@ -24,7 +24,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import { redisClient } from '../../common/redis.ts';
+import { closeRedisClient, redisClient } from '../../common/redis.ts';
 import {
   STORE_DEFAULTS,
   StoreConflictError,
@@ -561,10 +561,7 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.redis.quit().catch(() => {});
-    // Also after a clean QUIT: through Sentinel, this is what closes the failover detector's
-    // connections to the sentinels.
-    this.redis.disconnect();
+    await closeRedisClient(this.redis);
   }
 }
 

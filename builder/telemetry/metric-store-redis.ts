@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import { redisClient } from '../../common/redis.ts';
+import { closeRedisClient, redisClient } from '../../common/redis.ts';
 import {
   kindOf,
   METRIC_LIMITS,
@@ -263,10 +263,7 @@ export class RedisMetricStore implements MetricStore {
     if (this.closed) return;
     await this.flush();
     this.closed = true;
-    await this.redis.quit().catch(() => {});
-    // Also after a clean QUIT: through Sentinel, this is what closes the failover detector's
-    // connections to the sentinels.
-    this.redis.disconnect();
+    await closeRedisClient(this.redis);
   }
 }
 
