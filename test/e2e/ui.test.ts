@@ -344,6 +344,14 @@ t.test('web UI', async (t) => {
 
   await t.test('environment: a secret is never shown and is sent back masked', async (t) => {
     t.equal((await p.api('PUT', '/projects/acme/mnist/environment', { variables: { MODEL: { value: 'small' }, API_KEY: { value: 's3cret-value', secret: true } } })).status, 200);
+    // A version built now inherits the secret: its page names it as one, without the value.
+    const inheriting = await p.api('POST', `${DEP}/versions`, { source: { path: EXAMPLE }, endpoints: { sentiment: { replicas: 0 } } });
+    t.equal(inheriting.status, 202);
+    await hash(`#/p/acme/mnist/d/web/v/${inheriting.body.name}`);
+    const envCell = page.locator('dl.details dt:text-is("Environment") + dd');
+    await envCell.waitFor();
+    t.equal(await envCell.textContent(), 'API_KEY (secret), MODEL', 'secret names marked');
+    t.notMatch(await page.content(), /s3cret/, 'no value in the page');
     await hash('#/p/acme/mnist/environment');
     const model = page.locator('[data-env-value="MODEL"]');
     await model.waitFor();
