@@ -25,6 +25,8 @@ interface Contender {
   readonly pids: () => number[];
   /** Called after each run (the gateway's access log is emptied so the disk does not fill). */
   readonly afterRun?: () => void;
+  /** Stops the contender's process, if any, and starts a fresh one (proxies; not the upstream). */
+  readonly restart?: () => Promise<void>;
 }
 
 interface Sample extends LoadResult {
@@ -53,59 +55,70 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
   const up = env.upstream;
   const contenders: Contender[] = [];
   let redis: RedisServer | undefined;
-  const started: Proc[] = [];
+  // Each proxy contender's current process: restarted every round (see below), stopped at the end.
+  const current = new Map<Key, Proc>();
   try {
     contenders.push({ key: 'a', name: `upstream directly (${up.kind === 'nginx' ? 'nginx, 1 worker' : 'Node http server'})`, url: `http://${up.address}${ROUTE_PATH}`, pids: () => processTree(up.proc.pid) });
+    // A proxy contender: `launch` starts a fresh process of it on `port`.
+    const proxy = (key: Key, name: string, port: number, launch: () => Proc, extra: Partial<Contender> = {}): void => {
+      const url = `http://127.0.0.1:${port}${ROUTE_PATH}`;
+      contenders.push({
+        key,
+        name,
+        url,
+        pids: () => { const p = current.get(key); return p === undefined ? [] : processTree(p.pid); },
+        restart: async () => {
+          const before = current.get(key);
+          if (before !== undefined) await procs.stop(before);
+          const proc = launch();
+          current.set(key, proc);
+          await waitForHttp(url, { headers: AUTH_HEADERS, proc });
+        },
+        ...extra,
+      });
+    };
 
     if (only.has('b')) {
-      const barePort = await freePort();
-      const bare = procs.start('bare undici proxy', NODE, [join(ROOT, 'bench', 'bare-proxy.ts'), up.address, String(barePort)], { cpus: env.proxyCpus });
-      started.push(bare);
-      contenders.push({ key: 'b', name: 'bare undici proxy (`bench/bare-proxy.ts`)', url: `http://127.0.0.1:${barePort}${ROUTE_PATH}`, pids: () => [bare.pid] });
+      const port = await freePort();
+      proxy('b', 'bare undici proxy (`bench/bare-proxy.ts`)', port, () => procs.start('bare undici proxy', NODE, [join(ROOT, 'bench', 'bare-proxy.ts'), up.address, String(port)], { cpus: env.proxyCpus }));
     }
 
     if (only.has('c')) {
-      const fastifyPort = await freePort();
-      const fastify = procs.start('fastify proxy', NODE, [join(ROOT, 'bench', 'fastify-proxy.ts'), up.address, String(fastifyPort)], { cpus: env.proxyCpus });
-      started.push(fastify);
-      contenders.push({ key: 'c', name: '`@fastify/http-proxy` (`bench/fastify-proxy.ts`)', url: `http://127.0.0.1:${fastifyPort}${ROUTE_PATH}`, pids: () => [fastify.pid] });
+      const port = await freePort();
+      proxy('c', '`@fastify/http-proxy` (`bench/fastify-proxy.ts`)', port, () => procs.start('fastify proxy', NODE, [join(ROOT, 'bench', 'fastify-proxy.ts'), up.address, String(port)], { cpus: env.proxyCpus }));
     }
 
     if (hasNginx() && only.has('d')) {
-      const nginxPort = await freePort();
-      const nginx = startNginxProxy(procs, dir, nginxPort, up.address, env.proxyCpus);
-      started.push(nginx);
-      contenders.push({ key: 'd', name: 'nginx reverse proxy (1 worker, upstream keep-alive)', url: `http://127.0.0.1:${nginxPort}${ROUTE_PATH}`, pids: () => processTree(nginx.pid) });
+      const port = await freePort();
+      proxy('d', 'nginx reverse proxy (1 worker, upstream keep-alive)', port, () => startNginxProxy(procs, dir, port, up.address, env.proxyCpus));
     }
 
-    redis = await startRedis();
-    await writeBenchRoute(redis.url, up.address, env.userHash);
+    const rs = await startRedis();
+    redis = rs;
+    await writeBenchRoute(rs.url, up.address, env.userHash);
     const gwPort = await freePort();
+    const gwMetrics = await freePort();
     const accessLog = join(dir, 'access.log');
-    const gw = startGatewayProcess(procs, { redisUrl: redis.url, port: gwPort, metricsPort: await freePort(), accessLog, cpus: env.proxyCpus });
-    started.push(gw);
-    contenders.push({
-      key: 'e',
-      name: '`portico gateway` (Redis, basic auth, metrics, access log to a file)',
-      url: `http://127.0.0.1:${gwPort}${ROUTE_PATH}`,
-      pids: () => [gw.pid],
-      afterRun: () => truncateSync(accessLog, 0),
-    });
+    proxy('e', '`portico gateway` (Redis, basic auth, metrics, access log to a file)', gwPort,
+      () => startGatewayProcess(procs, { redisUrl: rs.url, port: gwPort, metricsPort: gwMetrics, accessLog, cpus: env.proxyCpus }),
+      { afterRun: () => truncateSync(accessLog, 0) });
 
     if (only.has('f')) {
       const port = await freePort();
-      const nolog = startGatewayProcess(procs, { redisUrl: redis.url, port, metricsPort: await freePort(), accessLog: 'off', cpus: env.proxyCpus });
-      started.push(nolog);
-      contenders.push({ key: 'f', name: '`portico gateway` as (e), access log off (`PORTICO_ACCESS_LOG=off`)', url: `http://127.0.0.1:${port}${ROUTE_PATH}`, pids: () => [nolog.pid] });
+      const metricsPort = await freePort();
+      proxy('f', '`portico gateway` as (e), access log off (`PORTICO_ACCESS_LOG=off`)', port,
+        () => startGatewayProcess(procs, { redisUrl: rs.url, port, metricsPort, accessLog: 'off', cpus: env.proxyCpus }));
     }
 
-    for (const c of contenders) await waitForHttp(c.url, { headers: AUTH_HEADERS, proc: started.find((p) => c.pids().includes(p.pid)) });
-
-    progress(`proxy comparison: ${contenders.map((c) => c.key).join(', ')}; warm-up ${env.warmupS}s each, then ${env.rounds} rounds of ${env.durationS}s`);
-    for (const c of contenders) await measure(env, c, { durationS: env.warmupS, connections: env.connections });
+    // Every round starts each proxy afresh and warms it up: on this machine one process can run
+    // about 15% slower than an identical one for its whole life, so a figure taken from one
+    // process per contender would be one draw. The median of the rounds is over `rounds` processes.
+    progress(`proxy comparison: ${contenders.map((c) => c.key).join(', ')}; ${env.rounds} rounds of ${env.durationS}s, each proxy a fresh process every round, warmed up ${env.warmupS}s`);
     const samples = new Map<Key, Sample[]>(contenders.map((c) => [c.key, []]));
     for (let r = 0; r < env.rounds; r++) {
       for (const c of contenders) {
+        await c.restart?.();
+        await measure(env, c, { durationS: env.warmupS, connections: env.connections });
         const s = await measure(env, c, { durationS: env.durationS, connections: env.connections });
         samples.get(c.key)?.push(s);
         progress(`  round ${r + 1} (${c.key}) ${int(s.rps)} req/s, p50 ${fix(s.p50)} ms, p99 ${fix(s.p99)} ms, ${fix(s.cpuUsPerReq, 1)} us CPU/req${s.errors ? `, ${s.errors} errors` : ''}`);
@@ -161,7 +174,7 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
       ...(keys.includes('f') && keys.includes('b')
         ? [
             '',
-            `What the access log costs: (e) ÷ (f) = ${ratio(perRound('e', 'f'))} of the throughput, ${fix(med('e', (s) => s.cpuUsPerReq) - med('f', (s) => s.cpuUsPerReq), 1)} µs of CPU per request. Without it the gateway (auth, metrics, routing cache, headers, request id) runs at (f) ÷ (b) = ${ratio(perRound('f', 'b'))} of the bare undici proxy${keys.includes('c') ? ` and (f) ÷ (c) = ${ratio(perRound('f', 'c'))} of @fastify/http-proxy` : ''}. Read this one with care: on this shared machine a gateway process sometimes settles at a clearly lower throughput than an identical one started next to it, and stays there (with (e) and (f) in separate processes, (e) ÷ (f) has come out anywhere from about 0.8x to 1.0x across runs; formatting and queueing one line costs about 1.5 µs in isolation, and a file, /dev/null or tmpfs as destination, or writing synchronously instead of through libuv's thread pool, made no difference).`,
+            `What the access log costs: (e) ÷ (f) = ${ratio(perRound('e', 'f'))} of the throughput, ${fix(med('e', (s) => s.cpuUsPerReq) - med('f', (s) => s.cpuUsPerReq), 1)} µs of CPU per request. Without it the gateway (auth, metrics, routing cache, headers, request id) runs at (f) ÷ (b) = ${ratio(perRound('f', 'b'))} of the bare undici proxy${keys.includes('c') ? ` and (f) ÷ (c) = ${ratio(perRound('f', 'c'))} of @fastify/http-proxy` : ''}. Before the proxies were restarted every round, one process per contender made this figure a draw: (e) ÷ (f) came out anywhere from 0.8x to 1.0x across runs of the same code.`,
           ]
         : []),
     ].join('\n');
@@ -200,7 +213,7 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
       ],
     };
   } finally {
-    for (const p of started) await procs.stop(p);
+    for (const p of current.values()) await procs.stop(p);
     await redis?.stop();
   }
 }
