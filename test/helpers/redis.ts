@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -43,9 +44,14 @@ export function startRedis(): Promise<RedisServer> {
   return freePort().then((port) => serverOn(port, []));
 }
 
-/** `redis-server` on `port` with `extra` arguments (a replica: `--replicaof host port`). */
+/**
+ * `redis-server` on `port` with `extra` arguments (a replica: `--replicaof host port`), working in
+ * a directory of its own: a replica stores the master's snapshot there while it syncs, even
+ * with `--save ''`, and the directory goes with `stop()`.
+ */
 async function serverOn(port: number, extra: string[]): Promise<RedisServer> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra];
+  const dir = mkdtempSync(join(tmpdir(), 'portico-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra];
   let proc = await startServer(port, args);
   return {
     port,
@@ -55,7 +61,10 @@ async function serverOn(port: number, extra: string[]): Promise<RedisServer> {
     resume: () => { proc.kill('SIGCONT'); },
     kill: () => stopProcess(proc),
     start: async () => { proc = await startServer(port, args); },
-    stop: () => stopProcess(proc),
+    stop: async () => {
+      await stopProcess(proc);
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
