@@ -106,6 +106,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   const { config, routing } = opts;
   const log = opts.log ?? createLogger('gateway', config.logLevel);
   checkHeapBound(config, getHeapStatistics().heap_size_limit);
+  // Before listening: a log path that cannot be opened stops the start with nothing left open.
+  const accessLog = new AccessLog(config.accessLog);
   const server = createServer({
     ServerResponse: GatewayResponse,
     // Longer than common load balancers' idle timeouts, so they close first.
@@ -114,7 +116,13 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     // Checked by the header stage instead, so the 400 is the JSON error like every other.
     requireHostHeader: false,
   });
-  const address = await listen(server, config.gatewayPort, config.host);
+  let address: AddressInfo;
+  try {
+    address = await listen(server, config.gatewayPort, config.host);
+  } catch (err) {
+    await accessLog.close();
+    throw err;
+  }
   const url = urlOf(config.host, address.port);
   const derivedUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.gatewayPort}`;
   // Nothing happens between `listen` resolving and the listeners below being attached: no I/O
@@ -137,7 +145,6 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     connectTimeoutMs: config.connectTimeoutMs,
     bodyIdleMs: config.bodyIdleSeconds * 1000,
   });
-  const accessLog = new AccessLog(config.accessLog);
   let listener: GatewayListener | undefined;
   const metrics = new GatewayMetrics({
     cache,

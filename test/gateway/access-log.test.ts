@@ -1,5 +1,6 @@
 import t from 'tap';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -51,6 +52,64 @@ t.test('a file destination is appended to and flushed on close', async (t) => {
   await second.close();
   const lines = readFileSync(path, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as AccessRecord);
   t.same(lines.map((l) => l.requestId), ['r1', 'r2', 'r3']);
+});
+
+t.test('a file is written directly, 16 KiB of lines at a time, nothing held back past a flush', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  const log = new AccessLog(path);
+  // Enough lines to pass the 16 KiB flush threshold once, and a few more.
+  const n = Math.ceil((16 * 1024) / lineOf(record(100)).length) + 10;
+  for (let i = 0; i < n; i++) put(log, record(i));
+  const flushed = statSync(path).size;
+  t.ok(flushed >= 16 * 1024 && flushed < n * lineOf(record(100)).length, `a full batch is on disk before any timer or callback (${flushed} bytes)`);
+  t.equal(readFileSync(path, 'utf8').split('\n').at(-1), '', 'and it ends with a whole line');
+  await waitFor(() => statSync(path).size > flushed, { what: 'the timed flush of the rest' });
+  await log.close();
+  const lines = readFileSync(path, 'utf8').trimEnd().split('\n');
+  t.same(lines.map((l) => (JSON.parse(l) as AccessRecord).bytes), Array.from({ length: n }, (_, i) => i));
+});
+
+t.test('a destination that fails (disk full) drops and counts its lines, reports once, and keeps serving', async (t) => {
+  const errors: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string) => (errors.push(String(chunk)), true)) as typeof process.stderr.write;
+  t.teardown(() => {
+    process.stderr.write = write;
+  });
+  // /dev/full: every write(2) fails with ENOSPC.
+  const log = new AccessLog('/dev/full');
+  t.equal(log.enabled, true);
+  for (let i = 0; i < 500; i++) put(log, record(i));
+  await log.close();
+  t.equal(log.dropped, 500, 'every line counted as dropped');
+  t.equal(errors.length, 1, 'one report for a run of the same failure');
+  t.match(JSON.parse(errors[0] as string), { level: 'error', msg: 'access log write failed', error: /ENOSPC/ });
+});
+
+t.test('a FIFO destination is written through a stream (a reader may be slow)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const fifo = join(dir, 'log.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const { createReadStream } = await import('node:fs');
+  const reader = createReadStream(fifo);
+  const chunks: Buffer[] = [];
+  reader.on('data', (c) => chunks.push(c as Buffer));
+  const ended = new Promise<void>((resolve) => reader.on('end', () => resolve()));
+  const log = new AccessLog(fifo);
+  for (let i = 0; i < 3; i++) put(log, record(i));
+  await log.close();
+  await ended;
+  t.same(Buffer.concat(chunks).toString().trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId), ['r0', 'r1', 'r2']);
+});
+
+t.test('a path that cannot be opened is refused at once, naming the path', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'a-directory'));
+  t.throws(() => new AccessLog(join(dir, 'a-directory')), { code: 'EISDIR', message: /a-directory/ });
 });
 
 t.test('encoding buffers are reused only once written: a slow destination gets every line intact', async (t) => {

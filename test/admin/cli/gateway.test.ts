@@ -1,6 +1,9 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { RedisRoutingTable } from '../../../gateway/routing/redis.ts';
 import { startRedis } from '../../helpers/redis.ts';
@@ -118,4 +121,25 @@ t.test('portico gateway with one process serves its own metrics and exits 0 on S
   gw.proc.kill('SIGTERM');
   t.equal(await gw.exit, 0);
   t.match(gw.stderr(), /"msg":"draining"/);
+});
+
+t.test('portico gateway with an access log path it cannot open exits 1 naming the path', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  const gw = run(['gateway'], {
+    PORTICO_REDIS_URL: redis.url,
+    PORTICO_GATEWAY_PORT: String(port),
+    PORTICO_METRICS_PORT: String(await freePort()),
+    // A directory: open(2) refuses it.
+    PORTICO_ACCESS_LOG: dir,
+  });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  t.equal(await gw.exit, 1);
+  t.match(gw.stderr(), /"msg":"gateway failed to start"/);
+  t.match(gw.stderr(), new RegExp(`EISDIR.*${dir}`));
 });
