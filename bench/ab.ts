@@ -1,15 +1,20 @@
 // Paired CPU-cost measurement for performance work on the gateway (not part of `npm run bench`):
 // two contenders run at the same time on the same CPU, each driven by its own wrk at the same
-// fixed rate, and the CPU time each used per request is compared. Both see the same background
-// load at the same moment, so their ratio is far steadier on a shared machine than throughput
-// measured one after the other.
-//   node bench/ab.ts [--a bare] [--b gateway] [--a-flags '<node flags>'] [--b-flags ...] [--rate 3000]
-//                    [--duration 10] [--rounds 3] [--profile]
-// A contender is `bare` (bench/bare-proxy.ts), `gateway` (this tree's `portico gateway`, set up
-// as contender (e): Redis, basic auth, metrics, access log to a file), `gateway:<dir>` (the
-// gateway of another copy of the repository: before/after), `gateway-nolog[:<dir>]` (access
-// log off) or `gateway-devnull[:<dir>]` (access log to /dev/null). With --profile both run under --cpu-prof and their self time per request is listed
-// side by side.
+// fixed rate (or both at full speed with --rate 0), and the CPU time each used per request is
+// compared. Both see the same background load at the same moment, so their ratio is far steadier
+// on a shared machine than throughput measured one after the other.
+//   node bench/ab.ts [--a bare] [--b gateway] [--a-flags=<node flags>] [--b-flags=...] [--rate 3000]
+//                    [--duration 10] [--rounds 3] [--fresh] [--profile]
+// A contender is `bare` (bench/bare-proxy.ts), `fastify` (bench/fastify-proxy.ts), `gateway`
+// (this tree's `portico gateway`, set up as contender (e): Redis, basic auth, metrics, access log
+// to a file), `gateway:<dir>` (the gateway of another copy of the repository: before/after),
+// `gateway-nolog[:<dir>]` (access log off) or `gateway-devnull[:<dir>]` (access log to
+// /dev/null). Flags replace the first line of bin/portico.ts (its own Node flags and malloc
+// settings): compare flags against flags, or edit that line in a copy. With --profile both run
+// under --cpu-prof and their self time per request is listed side by side. With --fresh both
+// contenders are started afresh every round (one process is one draw here: identical gateways
+// differ by up to 15% for their whole life, bench/README.md), so the result is over as many pairs
+// of processes as rounds; use 8 or more.
 import { mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,11 +39,15 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
     profile: { type: 'boolean', default: false },
+    fresh: { type: 'boolean', default: false },
   },
 });
 const rate = Number(values.rate);
+if (values.fresh && values.profile) throw new Error('--fresh and --profile do not go together');
 const durationS = Number(values.duration);
 const procs = new Procs();
+// Two-sided 95% quantiles of Student's t by degrees of freedom (1-12).
+const T95 = [NaN, 12.71, 4.3, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.2, 2.18];
 const dir = mkdtempSync(join(tmpdir(), 'portico-ab-'));
 const redis = await startRedis();
 
@@ -56,8 +65,9 @@ async function start(spec: string, label: string, upstream: string): Promise<Sid
   const profDir = join(dir, `prof-${label}`);
   const extra = (label === 'a' ? values['a-flags'] : values['b-flags']).split(' ').filter(Boolean);
   const flags = [...extra, ...(values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-  if (spec === 'bare') {
-    const proc = procs.start('bare undici proxy', NODE, [...flags, join(ROOT, 'bench', 'bare-proxy.ts'), upstream, String(port)], { cpus: '1' });
+  if (spec === 'bare' || spec === 'fastify') {
+    const script = spec === 'bare' ? 'bare-proxy.ts' : 'fastify-proxy.ts';
+    const proc = procs.start(spec, NODE, [...flags, join(ROOT, 'bench', script), upstream, String(port)], { cpus: '1' });
     const url = `http://127.0.0.1:${port}${ROUTE_PATH}`;
     await waitForHttp(url, { proc });
     return { label, proc, url, profDir, accessLog: null, served: 0 };
@@ -74,24 +84,36 @@ async function start(spec: string, label: string, upstream: string): Promise<Sid
 try {
   const upstream = await startUpstream(procs, dir, '0');
   await writeBenchRoute(redis.url, upstream.address, await benchUserHash());
-  const a = await start(values.a, 'a', upstream.address);
-  const b = await start(values.b, 'b', upstream.address);
+  let a = await start(values.a, 'a', upstream.address);
+  let b = await start(values.b, 'b', upstream.address);
   const ratios: number[] = [];
   const run = async (s: Side, seconds: number): Promise<[LoadResult, number]> => {
     const c0 = cpuMs(s.proc.pid);
-    const r = await runLoad(defaultTool(), { url: s.url, connections: 16, durationS: seconds, headers: AUTH_HEADERS, rate, cpus: '0' });
+    // --rate 0: both as fast as they can go, sharing the CPU (each gets about half of it).
+    const r = await runLoad(defaultTool(), { url: s.url, connections: rate > 0 ? 16 : 50, durationS: seconds, headers: AUTH_HEADERS, ...(rate > 0 ? { rate } : {}), cpus: '0' });
     const us = ((cpuMs(s.proc.pid) - c0) * 1000) / r.requests;
     if (s.accessLog !== null) truncateSync(s.accessLog, 0);
     s.served += r.requests;
     return [r, us];
   };
   const line = (s: string, r: LoadResult, us: number) => `${s} ${int(r.rps)} req/s ${fix(us, 1)} us/req p50 ${fix(r.p50)} p99 ${fix(r.p99)} ms${r.errors ? ` ${r.errors} errors` : ''}`;
-  for (let i = 0; i <= Number(values.rounds); i++) {
-    const [[ra, ua], [rb, ub]] = await Promise.all([run(a, i === 0 ? 3 : durationS), run(b, i === 0 ? 3 : durationS)]);
-    if (i === 0) continue; // warm-up
+  await Promise.all([run(a, 3), run(b, 3)]); // warm-up
+  for (let i = 1; i <= Number(values.rounds); i++) {
+    if (values.fresh && i > 1) {
+      await Promise.all([procs.stop(a.proc), procs.stop(b.proc)]);
+      [a, b] = [await start(values.a, 'a', upstream.address), await start(values.b, 'b', upstream.address)];
+      await Promise.all([run(a, 3), run(b, 3)]); // warm-up
+    }
+    const [[ra, ua], [rb, ub]] = await Promise.all([run(a, durationS), run(b, durationS)]);
     ratios.push(ub / ua);
     console.log(`round ${i}: ${line(`a=${values.a}`, ra, ua)} | ${line(`b=${values.b}`, rb, ub)} | b/a ${fix(ub / ua, 3)}`);
   }
+  // Geometric mean of the ratios and a rough 95% interval (t distribution on the log ratios).
+  const logs = ratios.map(Math.log);
+  const mean = logs.reduce((x, y) => x + y, 0) / logs.length;
+  const sd = Math.sqrt(logs.reduce((x, y) => x + (y - mean) ** 2, 0) / Math.max(1, logs.length - 1));
+  const half = (T95[logs.length - 1] ?? 2) * (sd / Math.sqrt(logs.length));
+  console.log(`geometric mean b ÷ a: ${fix(Math.exp(mean), 3)} (95% interval ${fix(Math.exp(mean - half), 3)}-${fix(Math.exp(mean + half), 3)}, ${ratios.length} ${values.fresh ? 'fresh pairs' : 'rounds of one pair'})`);
   console.log(`median CPU/req ratio b ÷ a: ${fix(median(ratios), 3)} (${ratios.map((r) => fix(r, 3)).join(', ')})`);
   if (values.profile) {
     await procs.stop(a.proc);
