@@ -26,7 +26,7 @@ import { defaultTool, runLoad, type LoadResult } from './load.ts';
 import { AUTH_HEADERS, ROUTE_PATH, benchUserHash, startGatewayProcess, writeBenchRoute } from './portico.ts';
 import { selfTimes, type Profile } from './profile.ts';
 import { Procs, cpuMs, waitForHttp, type Proc } from './procs.ts';
-import { fix, int, median } from './report.ts';
+import { fix, int, median, ratioInterval } from './report.ts';
 import { startUpstream } from './setup.ts';
 
 const { values } = parseArgs({
@@ -46,8 +46,6 @@ const rate = Number(values.rate);
 if (values.fresh && values.profile) throw new Error('--fresh and --profile do not go together');
 const durationS = Number(values.duration);
 const procs = new Procs();
-// Two-sided 95% quantiles of Student's t by degrees of freedom (1-12).
-const T95 = [NaN, 12.71, 4.3, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.2, 2.18];
 const dir = mkdtempSync(join(tmpdir(), 'portico-ab-'));
 const redis = await startRedis();
 
@@ -108,12 +106,8 @@ try {
     ratios.push(ub / ua);
     console.log(`round ${i}: ${line(`a=${values.a}`, ra, ua)} | ${line(`b=${values.b}`, rb, ub)} | b/a ${fix(ub / ua, 3)}`);
   }
-  // Geometric mean of the ratios and a rough 95% interval (t distribution on the log ratios).
-  const logs = ratios.map(Math.log);
-  const mean = logs.reduce((x, y) => x + y, 0) / logs.length;
-  const sd = Math.sqrt(logs.reduce((x, y) => x + (y - mean) ** 2, 0) / Math.max(1, logs.length - 1));
-  const half = (T95[logs.length - 1] ?? 2) * (sd / Math.sqrt(logs.length));
-  console.log(`geometric mean b ÷ a: ${fix(Math.exp(mean), 3)} (95% interval ${fix(Math.exp(mean - half), 3)}-${fix(Math.exp(mean + half), 3)}, ${ratios.length} ${values.fresh ? 'fresh pairs' : 'rounds of one pair'})`);
+  const iv = ratioInterval(ratios);
+  console.log(`geometric mean b ÷ a: ${fix(iv.mean, 3)} (95% interval ${fix(iv.lo, 3)}-${fix(iv.hi, 3)}, ${ratios.length} ${values.fresh ? 'fresh pairs' : 'rounds of one pair'})`);
   console.log(`median CPU/req ratio b ÷ a: ${fix(median(ratios), 3)} (${ratios.map((r) => fix(r, 3)).join(', ')})`);
   if (values.profile) {
     await procs.stop(a.proc);

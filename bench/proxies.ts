@@ -12,7 +12,7 @@ import { runLoad, type LoadResult } from './load.ts';
 import { hasNginx, startNginxProxy } from './nginx.ts';
 import { AUTH_HEADERS, ROUTE_PATH, startGatewayProcess, writeBenchRoute } from './portico.ts';
 import { cpuMs, waitForHttp, type Proc } from './procs.ts';
-import { fix, int, median, progress, ratio, table, type Section } from './report.ts';
+import { fix, int, intervalText, median, progress, ratio, ratioInterval, table, type Section } from './report.ts';
 import { processTree, type BenchEnv } from './setup.ts';
 
 type Key = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
@@ -116,7 +116,9 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
     progress(`proxy comparison: ${contenders.map((c) => c.key).join(', ')}; ${env.rounds} rounds of ${env.durationS}s, each proxy a fresh process every round, warmed up ${env.warmupS}s`);
     const samples = new Map<Key, Sample[]>(contenders.map((c) => [c.key, []]));
     for (let r = 0; r < env.rounds; r++) {
-      for (const c of contenders) {
+      // Each round starts one contender later (a, b, c ...; b, c, ..., a; ...): a machine that
+      // slows down or speeds up during a round does not favour whoever always runs first.
+      for (const c of [...contenders.slice(r % contenders.length), ...contenders.slice(0, r % contenders.length)]) {
         await c.restart?.();
         await measure(env, c, { durationS: env.warmupS, connections: env.connections });
         const s = await measure(env, c, { durationS: env.durationS, connections: env.connections });
@@ -126,11 +128,12 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
     }
 
     const med = (k: Key, f: (s: Sample) => number) => median((samples.get(k) ?? []).map(f));
-    const perRound = (x: Key, y: Key) => {
+    const roundRatios = (x: Key, y: Key) => {
       const xs = samples.get(x) ?? [];
       const ys = samples.get(y) ?? [];
-      return median(xs.map((s, i) => s.rps / (ys[i]?.rps ?? NaN)));
+      return xs.map((s, i) => s.rps / (ys[i]?.rps ?? NaN));
     };
+    const perRound = (x: Key, y: Key) => median(roundRatios(x, y));
     const keys = contenders.map((c) => c.key);
     const peakE = med('e', (s) => s.rps);
 
@@ -149,6 +152,30 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
         progress(`  round ${r + 1} (${c.key}) ${int(s.rps)} req/s, p50 ${fix(s.p50)} ms, p99 ${fix(s.p99)} ms${s.errors ? `, ${s.errors} errors` : ''}`);
       }
     }
+    // Head to head: (e) and another proxy at full speed at the same time, sharing the proxy's CPU,
+    // each driven by its own load generator; fresh processes every round. Both see the same
+    // background load at the same moment, so the ratio is steadier than one of runs taken in turn.
+    const h2h = new Map<Key, { thr: number[]; cpu: number[]; rows: string[] }>();
+    const contender = (k: Key) => contenders.find((c) => c.key === k);
+    const e = contender('e') as Contender;
+    for (const other of (['b', 'c'] as const).map(contender)) {
+      if (other === undefined) continue;
+      progress(`head to head: (e) and (${other.key}) at full speed on one CPU, ${env.rounds} rounds of ${env.durationS}s, fresh processes every round`);
+      const res = { thr: [] as number[], cpu: [] as number[], rows: [] as string[] };
+      for (let r = 0; r < env.rounds; r++) {
+        await e.restart?.();
+        await other.restart?.();
+        const both = (durationS: number) => Promise.all([measure(env, e, { durationS, connections: env.connections }), measure(env, other, { durationS, connections: env.connections })]);
+        await both(env.warmupS);
+        const [se, so] = await both(env.durationS);
+        res.thr.push(se.rps / so.rps);
+        res.cpu.push(se.cpuUsPerReq / so.cpuUsPerReq);
+        res.rows.push(`${int(se.rps)} / ${int(so.rps)}`);
+        progress(`  round ${r + 1}: (e) ${int(se.rps)} req/s ${fix(se.cpuUsPerReq, 1)} us CPU/req, (${other.key}) ${int(so.rps)} req/s ${fix(so.cpuUsPerReq, 1)} us CPU/req`);
+      }
+      h2h.set(other.key, res);
+    }
+
     const fixedA = fixed.get('a') ?? [];
     const fixedB = fixed.get('b') ?? [];
     const fixedE = fixed.get('e') ?? [];
@@ -179,6 +206,17 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
         : []),
     ].join('\n');
 
+    const headToHead = h2h.size === 0 ? '' : [
+      `Both proxies at full speed at the same time on the proxy's CPU, each with its own load generator (${env.connections} connections) on the other CPU, ${env.rounds} rounds of ${env.durationS} s, both fresh processes every round. The ratios are geometric means over the rounds with a 95% interval:`,
+      '',
+      table(
+        ['pair', 'throughput (e) ÷ other', 'CPU per request (e) ÷ other', 'req/s (e) / other, per round'],
+        [...h2h].map(([k, v]) => [`(e) and (${k})`, intervalText(ratioInterval(v.thr)), intervalText(ratioInterval(v.cpu)), v.rows.join(', ')]),
+      ),
+      '',
+      'Sharing one CPU is not the same as having it alone: each process loses its caches to the other at every switch. It answers a narrower question, which of two proxies does a request with less CPU, without the drift between runs taken in turn.',
+    ].join('\n');
+
     const latency = [
       `Fixed arrival rate ${int(rate)} req/s (half of (e)'s median peak), ${rateConnections} connections, ${env.rounds} rounds of ${env.durationS} s, ${rateKeys} one after the other in each round:`,
       '',
@@ -194,6 +232,13 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
 
     const eb = perRound('e', 'b');
     const ec = perRound('e', 'c');
+    // The target's figure: the median of the per-round ratios, with the interval of their
+    // geometric mean and the head-to-head ratio beside it.
+    const measured = (x: Key, value: number) => {
+      const iv = ratioInterval(roundRatios('e', x));
+      const hh = h2h.get(x);
+      return `${fix(value, 3)}x (rounds: ${Number.isFinite(iv.lo) ? `${fix(iv.lo)}-${fix(iv.hi)}` : 'one'}${hh !== undefined ? `; head to head ${fix(ratioInterval(hh.thr).mean)}x` : ''})`;
+    };
     return {
       porticoPeak: peakE,
       sections: [
@@ -201,10 +246,11 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
           title: 'Proxy comparison',
           markdown: comparison,
           targets: [
-            { name: '(e) >= 0.9 x (b) bare undici proxy', met: Number.isFinite(eb) ? eb >= 0.9 : null, measured: Number.isFinite(eb) ? `${fix(eb, 3)}x` : 'not run' },
-            { name: '(e) >= 1.5 x (c) @fastify/http-proxy', met: Number.isFinite(ec) ? ec >= 1.5 : null, measured: Number.isFinite(ec) ? `${fix(ec, 3)}x` : 'not run' },
+            { name: '(e) >= 0.9 x (b) bare undici proxy', met: Number.isFinite(eb) ? eb >= 0.9 : null, measured: Number.isFinite(eb) ? measured('b', eb) : 'not run' },
+            { name: '(e) >= 1.5 x (c) @fastify/http-proxy', met: Number.isFinite(ec) ? ec >= 1.5 : null, measured: Number.isFinite(ec) ? measured('c', ec) : 'not run' },
           ],
         },
+        ...(headToHead === '' ? [] : [{ title: 'Head to head on one CPU', markdown: headToHead, targets: [] }]),
         {
           title: 'Latency at a fixed rate',
           markdown: latency,

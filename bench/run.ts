@@ -26,7 +26,7 @@ Runs the gateway benchmarks and writes docs/benchmarks.md.
 
 Options:
   --quick             Short runs (1 round, 3 s runs, fewer control samples): a smoke test, ~2 min.
-  --rounds N          Rounds of each interleaved comparison (default 5; quick 1).
+  --rounds N          Rounds of each interleaved comparison (default 7; quick 1).
   --duration S        Seconds of each load run (default 6; quick 3).
   --connections N     Connections of full-speed runs (default 50).
   --only LIST         Comma-separated sections to run: ${SECTIONS.join(', ')} (default all).
@@ -86,7 +86,7 @@ const tool: LoadTool = (values.tool as LoadTool | undefined) ?? defaultTool();
 const wrkMissing = defaultTool() !== 'wrk';
 if (tool === 'wrk' && wrkMissing) fail('wrk is not installed');
 const outFile = values.out ?? join(ROOT, 'docs', 'benchmarks.md');
-const rounds = posInt('rounds', values.rounds, quick ? 1 : 5);
+const rounds = posInt('rounds', values.rounds, quick ? 1 : 7);
 const durationS = posInt('duration', values.duration, quick ? 3 : 6);
 const connections = posInt('connections', values.connections, 50);
 const contenders = new Set(['a', 'e', ...(values.contenders ?? 'a,b,c,d,e,f').split(',')]);
@@ -198,7 +198,8 @@ ${table(['target', 'measured', 'met'], targets.map((t) => [t.name, t.measured, t
 - One run, one upstream: ${hasNginx() ? 'nginx (1 worker) answering every request with a 34-byte JSON (`return 200`)' : 'a minimal Node HTTP server answering a 34-byte JSON'}, kept-alive connections (\`keepalive_requests\` unlimited).
 - Load generator: ${tool === 'wrk' ? '`wrk -t1` with `bench/wrk/bench.lua`' : 'autocannon (`bench/autocannon-run.ts`)'}, ${connections} connections, on loopback. ${Procs.canPin && twoCpus ? 'The load generator and the upstream are pinned to CPU 0 (`taskset -c 0`), the proxy under test to CPU 1, so the proxy has a core of its own and is the bottleneck.' : ''}
 - Every request carries the same \`Authorization: Basic\` header, whether or not the contender checks it, so requests are alike.
-- Contenders run one after the other in rounds (a, b, c, d, e, f; a, b, c, d, e, f; ...): background load that comes and goes hits each of them alike. In every round each proxy is a fresh process, warmed up (${quick ? 1 : 2} s) before it is measured: on this machine one process can run about 15% slower than an identical one for its whole life (four identical gateways side by side: 43.8 to 51.7 µs of CPU per request, each keeping its rank), so one process per contender would make each figure a single draw. Each figure is the median over the rounds; ratios are the median of the per-round ratios.
+- Contenders run one after the other in rounds, each round starting one contender later (a, b, c, d, e, f; b, c, d, e, f, a; ...): background load that comes and goes hits each of them alike, and none always runs first. In every round each proxy is a fresh process, warmed up (${quick ? 1 : 2} s) before it is measured: on this machine one process can run about 15% slower than an identical one for its whole life (four identical gateways side by side: 43.8 to 51.7 µs of CPU per request, each keeping its rank), so one process per contender would make each figure a single draw. Each figure is the median over the rounds; ratios are the median of the per-round ratios, and the targets give the 95% interval of their geometric mean beside it (how much the machine moved during the run).
+- Head to head: (e) and (b), then (e) and (c), run at full speed at the same time, sharing the proxy's CPU, each with its own load generator; both are fresh processes every round. A second measure of the same ratios, which drift between runs taken in turn cannot disturb.
 - (e) is \`portico gateway\` (\`PORTICO_GATEWAY_WORKERS=1\`) on a real \`redis-server\`, with the deployment, alias and endpoint records written by \`RedisRoutingTable.apply\`, basic auth on (a user hashed by \`hashPassword\` at the production scrypt cost), metrics served on the metrics port, and the access log written to a file (emptied between runs). The URL is the five-segment alias URL \`/bench/models/web/production/predict\`. (f) is the same gateway with \`PORTICO_ACCESS_LOG=off\`: not a target, it shows what the access log costs.
 - Fixed-rate latency: wrk2-style constant arrival rate. ${tool === 'wrk' ? "`bench/wrk/bench.lua` gives wrk a `delay()` that hands every request the next slot of one schedule (slot i at start + i/rate, clock from `clock_gettime` through LuaJIT's FFI) and holds the connection until then; a slot already past is sent at once. Latency is wrk's: from writing the request to the end of the response. Unlike wrk2 it is not corrected for coordinated omission (a stalled connection's queued slots are sent late and timed from when they are sent), so stalls show less than they would in wrk2; both contenders are measured the same way." : 'autocannon `overallRate` (per-connection rate, coordinated omission corrected by autocannon; latency at millisecond resolution).'}
 - Memory: see its section. RSS is the kernel's (\`VmRSS\`, \`VmHWM\` in \`/proc/<pid>/status\`).
