@@ -54,7 +54,7 @@ export const VARIABLES = {
   PORTICO_NEGATIVE_CACHE_MS: { kind: int(0, 60000), default: '1000', doc: 'How long an unknown route is remembered as unknown (a change to it clears it at once).' },
   PORTICO_MAX_STALE_SECONDS: { kind: int(0, 86400), default: '300', doc: 'While Redis is unreachable, cached routes keep serving for at most this long.' },
   PORTICO_HEARTBEAT_MS: { kind: int(50, 60000), default: '1000', doc: 'Gateway heartbeat period; a gateway silent for 3 periods leaves the live set.' },
-  PORTICO_ACCESS_LOG: { kind: { type: 'string' }, default: 'stdout', doc: 'Gateway access log: `stdout`, `off`, or a file path (one JSON line per request).' },
+  PORTICO_ACCESS_LOG: { kind: { type: 'string' }, default: 'stdout', doc: 'Gateway access log: `stdout`, `off`, or a file path (one JSON line per request), appended to by plain writes of 16 KiB of lines; a path that cannot be opened stops the gateway.' },
   PORTICO_LOG_LEVEL: { kind: { type: 'enum', values: ['debug', 'info', 'warn', 'error'] }, default: 'info', doc: 'Process log level (JSON lines on stderr).' },
   PORTICO_DOCKER_SOCKET: { kind: { type: 'path' }, default: undefined, doc: 'Adds target `docker` on this Docker engine socket.' },
   PORTICO_DOCKER_NETWORK: { kind: { type: 'enum', values: ['bridge', 'host'] }, default: 'bridge', doc: 'Networking of docker replicas: `bridge` (own address each) or `host` (assigned `PORT`).' },

@@ -196,8 +196,8 @@ function maxLineBytes(time: string, requestId: string, method: string, route: st
 // Small on purpose: the encoding buffers are touched on every request, and the fewer bytes they
 // span the more of them stays in the CPU's cache. In an A/B of fresh processes at full speed this
 // took the gateway from 57.6 to 51.4 µs of CPU per request (49.9 with the log off); 8 KiB flushes
-// cost more again (more writes). The full benchmark still puts the log's cost near 12 µs per
-// request at full speed, for reasons not found yet (bench/README.md).
+// cost more again (more writes). Most of what the log still cost after that was the thread-pool
+// round trip of each write, gone with direct writes (bench/README.md).
 const FLUSH_BYTES = 16 * 1024;
 // Lines are encoded into buffers of this size as they come (a flush hands the filled part on and
 // starts a new buffer). Room for a whole line is checked at 3 bytes per UTF-16 unit, so a line of

@@ -220,7 +220,7 @@ export class GatewayMetrics {
     counterFrom(registry, 'portico_gateway_auth_hashes_total', 'Password hashes computed for basic auth (cache misses).', () => a.stats.hashes);
     counterFrom(registry, 'portico_gateway_auth_cache_hits_total', 'Basic-auth checks answered by the verified-credential cache.', () => a.stats.cacheHits);
     counterFrom(registry, 'portico_gateway_auth_failure_cache_hits_total', 'Basic-auth refusals answered by the recent-failure cache.', () => a.stats.failureCacheHits);
-    counterFrom(registry, 'portico_gateway_access_log_dropped_total', 'Access-log lines dropped because the destination could not keep up.', sources.accessLogDropped);
+    counterFrom(registry, 'portico_gateway_access_log_dropped_total', 'Access-log lines dropped because the destination could not keep up or a write failed (disk full).', sources.accessLogDropped);
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: registry });
   }
 
