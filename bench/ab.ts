@@ -99,7 +99,14 @@ try {
   for (let i = 1; i <= Number(values.rounds); i++) {
     if (values.fresh && i > 1) {
       await Promise.all([procs.stop(a.proc), procs.stop(b.proc)]);
-      [a, b] = [await start(values.a, 'a', upstream.address), await start(values.b, 'b', upstream.address)];
+      // Started in turn, first a then b, then b then a: neither is always the older process.
+      if (i % 2 === 0) {
+        b = await start(values.b, 'b', upstream.address);
+        a = await start(values.a, 'a', upstream.address);
+      } else {
+        a = await start(values.a, 'a', upstream.address);
+        b = await start(values.b, 'b', upstream.address);
+      }
       await Promise.all([run(a, 3), run(b, 3)]); // warm-up
     }
     const [[ra, ua], [rb, ub]] = await Promise.all([run(a, durationS), run(b, durationS)]);

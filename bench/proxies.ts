@@ -163,8 +163,8 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
       progress(`head to head: (e) and (${other.key}) at full speed on one CPU, ${env.rounds} rounds of ${env.durationS}s, fresh processes every round`);
       const res = { thr: [] as number[], cpu: [] as number[], rows: [] as string[] };
       for (let r = 0; r < env.rounds; r++) {
-        await e.restart?.();
-        await other.restart?.();
+        // Started in turn, (e) first, then the other first: neither is always the older process.
+        for (const c of r % 2 === 0 ? [e, other] : [other, e]) await c.restart?.();
         const both = (durationS: number) => Promise.all([measure(env, e, { durationS, connections: env.connections }), measure(env, other, { durationS, connections: env.connections })]);
         await both(env.warmupS);
         const [se, so] = await both(env.durationS);
