@@ -1,8 +1,8 @@
 import { BlockList, isIPv4 } from 'node:net';
-import { randomUUID } from 'node:crypto';
 import { PorticoError } from '../../common/errors.ts';
 import { GatewayErrors } from '../errors.ts';
 import type { Stage } from '../exchange.ts';
+import { newRequestId } from './request-id.ts';
 
 /**
  * Header rules of the data path, applied in one pass each way: what of the client's request
@@ -137,7 +137,7 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
         break;
     }
   }
-  if (out.requestId === '') out.requestId = randomUUID();
+  if (out.requestId === '') out.requestId = newRequestId();
   if (connection !== undefined && !isPlainConnection(connection)) stripConnectionTokens(headers, connection);
 }
 
