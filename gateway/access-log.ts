@@ -230,6 +230,8 @@ function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer, done: () => 
   return out.write(start === 0 ? chunk : chunk.subarray(start), done) && ok;
 }
 const FLUSH_MS = 100;
+// Requests whose fields are kept before their lines are encoded together.
+const BATCH = 64;
 // Encoding buffers kept for reuse once written: no allocation (and no fresh pages) per chunk.
 const SPARE_BUFFERS = 2;
 // Lines waiting beyond this (a destination that cannot keep up) are dropped and counted.
@@ -260,9 +262,13 @@ function countLines(chunk: Buffer): number {
  * The access log: one JSON line per request, written in batches (at 16 KiB or every 100 ms, and
  * on `close`) to stdout, a file (appended), or nowhere (`off`), per `PORTICO_ACCESS_LOG`.
  *
- * Each line is encoded into a preallocated buffer when it is queued, so no string outlives its
- * request (a queue of strings would survive young-generation collections and be copied and
- * promoted), and a flush only hands filled buffers on: no conversion stalls the event loop.
+ * The fields of up to 64 requests are kept, then encoded together into a preallocated buffer,
+ * and a flush only hands filled buffers on: no conversion stalls the event loop. Encoding a line
+ * once per request, amid everything else a request does, took about 4.5 µs on the reference
+ * machine; in a loop over 64 requests, with the encoder's code and data warm, under 1 µs, and the
+ * gateway used 3% less CPU per request for it (bench/README.md). The fields held are a few
+ * strings of each of the last 64 requests: too few and too short-lived to weigh on the young
+ * generation, as a queue of finished lines did.
  *
  * A file is written with plain `write(2)` calls from the event loop, as nginx writes its access
  * log: one call per 16 KiB of lines, which the page cache takes in about 10 µs here. Handing each
@@ -290,6 +296,17 @@ export class AccessLog {
   #spare: Buffer[] = [];
   #queued = 0;
   #timer: NodeJS.Timeout | null = null;
+  /** Requests whose fields wait in the arrays below (`appendFields`), not yet encoded. */
+  #pending = 0;
+  readonly #times: string[] = new Array<string>(BATCH).fill('');
+  readonly #ids: string[] = new Array<string>(BATCH).fill('');
+  readonly #methods: string[] = new Array<string>(BATCH).fill('');
+  readonly #routes: (string | null)[] = new Array<string | null>(BATCH).fill(null);
+  readonly #versions: (string | null)[] = new Array<string | null>(BATCH).fill(null);
+  readonly #replicas: (string | null)[] = new Array<string | null>(BATCH).fill(null);
+  readonly #errors: string[] = new Array<string>(BATCH).fill('');
+  /** Status, bytes and microseconds of each waiting request. */
+  readonly #numbers = new Float64Array(3 * BATCH);
   #blocked = false;
   #closed = false;
 
@@ -344,9 +361,14 @@ export class AccessLog {
     return this.#write !== null && !this.#closed;
   }
 
-  /** Queues one line made by `formatLine` (the gateway's hot path: no record object). */
+  /** Queues one line made by `formatLine`, after the lines of `appendFields` calls before it. */
   append(line: string): void {
     if (this.#write === null || this.#closed) return;
+    if (this.#pending > 0) this.#encodePending();
+    this.#appendLine(line);
+  }
+
+  #appendLine(line: string): void {
     if (this.#queued + this.#used > MAX_BUFFERED_BYTES) {
       this.dropped++;
       return;
@@ -363,8 +385,9 @@ export class AccessLog {
 
   /**
    * Queues one request's line from its fields (those of `formatLine`, the duration in whole
-   * microseconds): the gateway's hot path. Encoded straight into the buffer when every field is
-   * plain ASCII; otherwise through `formatLine`. The same bytes either way.
+   * microseconds): the gateway's hot path. The fields wait with those of up to 63 other requests
+   * and are encoded together (see the class). A line is encoded straight into the buffer when
+   * every field is plain ASCII, otherwise through `formatLine`: the same bytes either way.
    */
   appendFields(
     time: string,
@@ -383,16 +406,51 @@ export class AccessLog {
       this.dropped++;
       return;
     }
-    const room = maxLineBytes(time, requestId, method, route, version, replica, error);
-    if (room <= CHUNK_BYTES) {
-      const end = encodeLine(this.#bufferWithRoom(room), this.#used, time, requestId, method, route, version, replica, status, bytes, micros, error);
+    const i = this.#pending;
+    this.#times[i] = time;
+    this.#ids[i] = requestId;
+    this.#methods[i] = method;
+    this.#routes[i] = route;
+    this.#versions[i] = version;
+    this.#replicas[i] = replica;
+    this.#errors[i] = error;
+    this.#numbers[3 * i] = status;
+    this.#numbers[3 * i + 1] = bytes;
+    this.#numbers[3 * i + 2] = micros;
+    this.#pending = i + 1;
+    if (this.#pending === BATCH) this.#encodePending();
+    else if (this.#timer === null) {
+      this.#timer = setTimeout(() => this.#flush(), FLUSH_MS);
+      this.#timer.unref();
+    }
+  }
+
+  // Encodes the waiting requests' lines, in order. The fields stay in the arrays until
+  // overwritten: a few strings of the last 64 requests.
+  #encodePending(): void {
+    const n = this.#pending;
+    this.#pending = 0;
+    const num = this.#numbers;
+    for (let i = 0; i < n; i++) {
+      const time = this.#times[i] as string;
+      const requestId = this.#ids[i] as string;
+      const method = this.#methods[i] as string;
+      const route = this.#routes[i] as string | null;
+      const version = this.#versions[i] as string | null;
+      const replica = this.#replicas[i] as string | null;
+      const error = this.#errors[i] as string;
+      const status = num[3 * i] as number;
+      const bytes = num[3 * i + 1] as number;
+      const micros = num[3 * i + 2] as number;
+      const room = maxLineBytes(time, requestId, method, route, version, replica, error);
+      const end = room <= CHUNK_BYTES ? encodeLine(this.#bufferWithRoom(room), this.#used, time, requestId, method, route, version, replica, status, bytes, micros, error) : -1;
       if (end >= 0) {
         this.#used = end;
         this.#queuedLine();
-        return;
+      } else {
+        this.#appendLine(formatLine(time, requestId, method, route, version, replica, status, bytes, micros / 1000, error));
       }
     }
-    this.append(formatLine(time, requestId, method, route, version, replica, status, bytes, micros / 1000, error));
   }
 
   // A line was added: flush at FLUSH_BYTES, else within FLUSH_MS.
@@ -436,6 +494,7 @@ export class AccessLog {
       clearTimeout(this.#timer);
       this.#timer = null;
     }
+    if (this.#pending > 0) this.#encodePending();
     if (this.#used + this.#queued === 0 || this.#write === null || this.#blocked) return;
     this.#seal();
     const chunks = this.#queue;

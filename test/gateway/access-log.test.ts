@@ -59,8 +59,9 @@ t.test('a file is written directly, 16 KiB of lines at a time, nothing held back
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'access.log');
   const log = new AccessLog(path);
-  // Enough lines to pass the 16 KiB flush threshold once, and a few more.
-  const n = Math.ceil((16 * 1024) / lineOf(record(100)).length) + 10;
+  // Enough lines to pass the 16 KiB flush threshold once, and a few more; a multiple of the 64
+  // requests whose lines are encoded together.
+  const n = 64 * Math.ceil((Math.ceil((16 * 1024) / lineOf(record(100)).length) + 10) / 64);
   for (let i = 0; i < n; i++) put(log, record(i));
   const flushed = statSync(path).size;
   t.ok(flushed >= 16 * 1024 && flushed < n * lineOf(record(100)).length, `a full batch is on disk before any timer or callback (${flushed} bytes)`);
@@ -189,6 +190,19 @@ t.test('appendFields: the same lines as append(formatLine(...)), escaped or not'
   await slow.close();
   t.equal(a.join(''), b.join(''));
   t.equal(a.join('').trimEnd().split('\n').length, 500);
+});
+
+t.test('lines keep the order of the calls, whether from fields (encoded 64 at a time) or whole', async (t) => {
+  const writes: string[] = [];
+  const log = new AccessLog('stdout', new Writable({ write(chunk, _enc, cb) { writes.push(String(chunk)); cb(); } }));
+  const expected: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    if (i % 37 === 5) log.append(lineOf(record(i)));
+    else put(log, record(i));
+    expected.push(i);
+  }
+  await log.close();
+  t.same(writes.join('').trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).bytes), expected);
 });
 
 t.test('off writes nothing', async (t) => {
