@@ -115,10 +115,12 @@ export async function proxyComparison(env: BenchEnv, only: ReadonlySet<string> =
     // process per contender would be one draw. The median of the rounds is over `rounds` processes.
     progress(`proxy comparison: ${contenders.map((c) => c.key).join(', ')}; ${env.rounds} rounds of ${env.durationS}s, each proxy a fresh process every round, warmed up ${env.warmupS}s`);
     const samples = new Map<Key, Sample[]>(contenders.map((c) => [c.key, []]));
+    // (e) runs right between the two proxies it is held to, (b) and (c), so each of its ratios
+    // compares runs seconds apart (this machine's speed drifts over tens of seconds), and every
+    // other round runs the order backwards, so neither side of a pair always goes first.
+    const order = ['a', 'b', 'e', 'c', 'f', 'd'].flatMap((k) => contenders.filter((c) => c.key === k));
     for (let r = 0; r < env.rounds; r++) {
-      // Each round starts one contender later (a, b, c ...; b, c, ..., a; ...): a machine that
-      // slows down or speeds up during a round does not favour whoever always runs first.
-      for (const c of [...contenders.slice(r % contenders.length), ...contenders.slice(0, r % contenders.length)]) {
+      for (const c of r % 2 === 0 ? order : [...order].reverse()) {
         await c.restart?.();
         await measure(env, c, { durationS: env.warmupS, connections: env.connections });
         const s = await measure(env, c, { durationS: env.durationS, connections: env.connections });
