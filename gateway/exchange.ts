@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { ServerResponse, STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { PorticoError } from '../common/errors.ts';
