@@ -322,8 +322,14 @@ export class AccessLog {
     } else if (destination === 'stdout') {
       this.#write = (chunk, done) => writeAtomically(stdout, chunk, done);
     } else {
-      mkdirSync(dirname(destination), { recursive: true });
-      const fd = openForDirectWrites(destination);
+      let fd: number | null;
+      try {
+        mkdirSync(dirname(destination), { recursive: true });
+        fd = openForDirectWrites(destination);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw Object.assign(new Error(`cannot open the access log (PORTICO_ACCESS_LOG=${destination}): ${e.code ?? e.message}`, { cause: err }), { code: e.code });
+      }
       if (fd !== null) {
         this.#fd = fd;
         this.#write = (chunk, done) => {
