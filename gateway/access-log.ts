@@ -282,8 +282,9 @@ export class AccessLog {
   dropped = 0;
   readonly #write: ((chunk: Buffer, done: () => void) => boolean) | null;
   readonly #stream: WriteStream | null;
-  /** The open file written directly, or -1. */
-  readonly #fd: number;
+  /** The open file written directly, or -1; and its path (`reopen`). */
+  #fd: number;
+  readonly #path: string;
   /** The error code of the last failed direct write, reported once until a write succeeds. */
   #failing = '';
   /** The buffer lines are encoded into, and how much of it is used. */
@@ -316,6 +317,7 @@ export class AccessLog {
    */
   constructor(destination: string, stdout: NodeJS.WritableStream = process.stdout) {
     this.#fd = -1;
+    this.#path = destination;
     this.#stream = null;
     if (destination === 'off') {
       this.#write = null;
@@ -333,7 +335,7 @@ export class AccessLog {
       if (fd !== null) {
         this.#fd = fd;
         this.#write = (chunk, done) => {
-          this.#writeDirect(fd, chunk);
+          this.#writeDirect(this.#fd, chunk);
           done();
           return true;
         };
@@ -517,13 +519,42 @@ export class AccessLog {
     if (!ok && this.#stream !== null) this.#blocked = true;
   }
 
+  /**
+   * For a file written directly: writes what is queued to the file open now, then opens the path
+   * again, so that after logrotate has moved the file (its `create` mode) the next lines go to a
+   * new one. `portico gateway` and `portico start` do this on SIGHUP. A path that cannot be opened
+   * any more is reported on stderr and the old file kept. Nothing to do for stdout, `off` or a
+   * FIFO.
+   */
+  reopen(): void {
+    if (this.#fd === -1 || this.#closed) return;
+    this.#blocked = false;
+    this.#flush();
+    let fd: number | null;
+    try {
+      fd = openForDirectWrites(this.#path);
+    } catch (err) {
+      reportWriteError(new Error(`cannot reopen the access log ${this.#path}: ${(err as Error).message}`));
+      return;
+    }
+    if (fd === null) {
+      reportWriteError(new Error(`cannot reopen the access log ${this.#path}: it is no longer a file`));
+      return;
+    }
+    closeSync(this.#fd);
+    this.#fd = fd;
+  }
+
   /** Writes what is queued and, for a file, closes it. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#blocked = false;
     this.#flush();
     this.#closed = true;
-    if (this.#fd !== -1) closeSync(this.#fd);
+    if (this.#fd !== -1) {
+      closeSync(this.#fd);
+      this.#fd = -1;
+    }
     const stream = this.#stream;
     if (stream !== null) await new Promise<void>((resolve) => stream.end(resolve));
   }

@@ -53,6 +53,8 @@ export interface Gateway {
   drain(): Promise<void>;
   /** Stops at once: closes listeners, connections, pools; leaves the live set. */
   close(): Promise<void>;
+  /** Reopens a file access log at its path (after log rotation); see `AccessLog.reopen`. */
+  reopenLogs(): void;
 }
 
 /** Heap a gateway needs besides its caches (modules, pools, buffers, young generation), in bytes. */
@@ -249,5 +251,5 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
       await close();
     })());
 
-  return { url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, close };
+  return { url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, close, reopenLogs: () => accessLog.reopen() };
 }

@@ -24,6 +24,11 @@ function onSignals(handler: (signal: string) => void): void {
  * resolves with the exit code. In a cluster worker, metrics are answered to the primary.
  */
 async function runGateway(config: Config, log: Logger, inCluster: boolean): Promise<number> {
+  // SIGHUP reopens the access log (log rotation); installed first, so a SIGHUP while starting
+  // never ends the process.
+  let onHangup = (): void => {};
+  const hangup = () => onHangup();
+  process.on('SIGHUP', hangup);
   const routing = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: config.redisTimeoutMs });
   let gw;
   try {
@@ -31,6 +36,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   } catch (err) {
     log.error('gateway failed to start', { error: err instanceof Error ? err.message : String(err) });
     await routing.close().catch(() => {});
+    process.off('SIGHUP', hangup);
     return 1;
   }
   if (inCluster) {
@@ -39,11 +45,16 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
     new AggregatorRegistry();
   }
   const gateway = gw;
+  onHangup = () => {
+    log.info('SIGHUP: reopening the access log');
+    gateway.reopenLogs();
+  };
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (why: string) => {
       if (stopping) return;
       stopping = true;
+      process.off('SIGHUP', hangup);
       log.info('draining', { why, inFlight: gateway.listener.inFlight });
       gateway
         .drain()
@@ -125,6 +136,14 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       killer.unref();
       finish();
     };
+    // SIGHUP (log rotation): every worker reopens its access log.
+    const hangup = () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    };
+    process.on('SIGHUP', hangup);
+    cluster.once('exit', () => {
+      if (stopping && Object.keys(cluster.workers ?? {}).length === 0) process.off('SIGHUP', hangup);
+    });
     cluster.on('listening', (worker) => {
       listened.add(worker);
       restartDelayMs = 100;
@@ -172,6 +191,8 @@ then serves the sum over all workers.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
 connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS.
+On SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path, in every
+worker, so that log rotation can move the old file away (logrotate's default "create" mode).
 
 Options:
   -h, --help   Show this help.

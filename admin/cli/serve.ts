@@ -74,13 +74,22 @@ function announce(r: Running, config: Config): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-/** Runs until SIGTERM/SIGINT, then stops in order: gateway drain, controller, admin, tables. */
+/**
+ * Runs until SIGTERM/SIGINT, then stops in order: gateway drain, controller, admin, tables.
+ * SIGHUP reopens the gateway's file access log (log rotation) and never stops the process.
+ */
 function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
+    const hangup = () => {
+      log.info(r.gateway ? 'SIGHUP: reopening the access log' : 'SIGHUP: nothing to reopen');
+      r.gateway?.reopenLogs();
+    };
+    process.on('SIGHUP', hangup);
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
+      process.off('SIGHUP', hangup);
       log.info('stopping', { signal });
       (async () => {
         await r.gateway?.drain();
@@ -143,6 +152,7 @@ on PORTICO_HOST (127.0.0.1). The first start without PORTICO_ADMIN_TOKEN creates
 in $PORTICO_DATA_DIR/admin-token (mode 0600).
 
 SIGTERM or Ctrl-C: the gateway drains (PORTICO_DRAIN_SECONDS), replicas are stopped, exit 0.
+SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path (log rotation).
 `,
   run: (args, env) => run(args, env, true),
 };

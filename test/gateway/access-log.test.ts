@@ -1,5 +1,5 @@
-import t from 'tap';
-import { mkdtempSync, readFileSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { mkdtempSync, readFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,17 @@ function put(log: AccessLog, r: AccessRecord): void {
 /** A record's line as `formatLine` makes it. */
 function lineOf(r: AccessRecord): string {
   return formatLine(r.time, r.requestId, r.method, r.route, r.version, r.replica, r.status, r.bytes, r.durationMs, r.error ?? '');
+}
+
+/** What the test writes to stderr from now on (not passed through), until its end. */
+function captureStderr(t: Test): string[] {
+  const errors: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string) => (errors.push(String(chunk)), true)) as typeof process.stderr.write;
+  t.teardown(() => {
+    process.stderr.write = write;
+  });
+  return errors;
 }
 
 t.test('stdout: one JSON line per request, written in batches, not per request', async (t) => {
@@ -73,12 +84,7 @@ t.test('a file is written directly, 16 KiB of lines at a time, nothing held back
 });
 
 t.test('a destination that fails (disk full) drops and counts its lines, reports once, and keeps serving', async (t) => {
-  const errors: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((chunk: string) => (errors.push(String(chunk)), true)) as typeof process.stderr.write;
-  t.teardown(() => {
-    process.stderr.write = write;
-  });
+  const errors = captureStderr(t);
   // /dev/full: every write(2) fails with ENOSPC.
   const log = new AccessLog('/dev/full');
   t.equal(log.enabled, true);
@@ -104,6 +110,49 @@ t.test('a FIFO destination is written through a stream (a reader may be slow)', 
   await log.close();
   await ended;
   t.same(Buffer.concat(chunks).toString().trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId), ['r0', 'r1', 'r2']);
+});
+
+t.test('reopen: after the file is moved away (log rotation), the next lines go to a new file at the path', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  const log = new AccessLog(path);
+  for (let i = 0; i < 3; i++) put(log, record(i));
+  renameSync(path, `${path}.1`);
+  log.reopen();
+  for (let i = 3; i < 5; i++) put(log, record(i));
+  await log.close();
+  const ids = (f: string) => readFileSync(f, 'utf8').trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId);
+  t.same(ids(`${path}.1`), ['r0', 'r1', 'r2'], 'lines queued before the reopen went to the old file');
+  t.same(ids(path), ['r3', 'r4'], 'the rest to the new one');
+});
+
+t.test('reopen: a path that cannot be opened any more keeps the old file and says so', async (t) => {
+  const errors = captureStderr(t);
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'logs', 'access.log');
+  const log = new AccessLog(path);
+  put(log, record(1));
+  renameSync(join(dir, 'logs'), join(dir, 'moved'));
+  log.reopen();
+  put(log, record(2));
+  await log.close();
+  t.match(errors.join(''), /cannot reopen the access log .*access\.log: ENOENT/);
+  t.same(readFileSync(join(dir, 'moved', 'access.log'), 'utf8').trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId), ['r1', 'r2'], 'every line still written, to the file still open');
+});
+
+t.test('reopen does nothing for stdout or off', async (t) => {
+  const writes: string[] = [];
+  const log = new AccessLog('stdout', new Writable({ write(chunk, _enc, cb) { writes.push(String(chunk)); cb(); } }));
+  put(log, record(1));
+  log.reopen();
+  put(log, record(2));
+  await log.close();
+  t.equal(writes.join('').trimEnd().split('\n').length, 2);
+  const off = new AccessLog('off');
+  off.reopen();
+  await off.close();
 });
 
 t.test('a path that cannot be opened is refused at once, naming the path', async (t) => {

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -142,4 +142,54 @@ t.test('portico gateway with an access log path it cannot open exits 1 naming th
   t.equal(await gw.exit, 1);
   t.match(gw.stderr(), /"msg":"gateway failed to start"/);
   t.match(gw.stderr(), new RegExp(`cannot open the access log \\(PORTICO_ACCESS_LOG=${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): EISDIR`));
+});
+
+t.test('portico gateway with 2 workers reopens its access log on SIGHUP (log rotation) in every worker', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
+  t.teardown(() => writer.close());
+  const rep = await replica(t, (_req, res) => res.end('ok'));
+  await waitFor(() => writer.isAvailable(), { what: 'redis' });
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-rotate-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const logFile = join(dir, 'access.log');
+  const port = await freePort();
+  const gw = run(['gateway'], {
+    PORTICO_REDIS_URL: redis.url,
+    PORTICO_GATEWAY_PORT: String(port),
+    PORTICO_METRICS_PORT: String(await freePort()),
+    PORTICO_GATEWAY_WORKERS: '2',
+    PORTICO_ACCESS_LOG: logFile,
+  });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await get(`${base}/readyz`)).status === 200, { what: `the gateway to be ready (${gw.stderr()})`, timeoutMs: 20_000 });
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'both workers in the live set' });
+
+  // A new connection per request: the primary hands them to both workers in turn.
+  const send = async (id: string) => {
+    const res = await request(`${base}/acme/mnist/web/production/predict`, { reset: true, headers: { 'x-request-id': id } });
+    await res.body.text();
+    t.equal(res.statusCode, 200);
+  };
+  const ids = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trimEnd().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { requestId: string }).requestId) : []);
+  for (let i = 0; i < 10; i++) await send(`before-${i}`);
+  await waitFor(() => ids(logFile).length === 10, { what: 'the first ten lines' });
+
+  renameSync(logFile, `${logFile}.1`);
+  gw.proc.kill('SIGHUP');
+  // Each worker logs the reopen in the same synchronous handler that does it.
+  await waitFor(() => gw.stderr().split('SIGHUP: reopening the access log').length - 1 === 2, { what: `both workers to reopen (${gw.stderr().slice(-500)})` });
+  for (let i = 0; i < 20; i++) await send(`after-${i}`);
+  await waitFor(() => ids(logFile).filter((id) => id.startsWith('after-')).length === 20, { what: 'the last twenty lines in the new file' });
+  const old = ids(`${logFile}.1`);
+  t.same(old.filter((id) => id.startsWith('before-')).sort(), Array.from({ length: 10 }, (_, i) => `before-${i}`).sort(), 'the rotated file keeps the lines from before');
+  t.equal(old.filter((id) => id.startsWith('after-')).length, 0, 'no worker wrote to the rotated file after reopening');
+  t.equal(gw.proc.exitCode, null, 'SIGHUP did not stop the gateway');
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0);
 });
