@@ -117,9 +117,16 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   const fork = () => {
     if (!stopping) cluster.fork();
   };
+  // SIGHUP (log rotation): every worker reopens its access log. Only workers already serving: one
+  // still loading its modules would die of it (and opens the log at its path when it starts).
+  const hangup = () => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined && listened.has(w)) w.process.kill('SIGHUP');
+  };
+  process.on('SIGHUP', hangup);
   return new Promise<number>((resolve) => {
     const finish = () => {
       if (Object.keys(cluster.workers ?? {}).length > 0) return;
+      process.off('SIGHUP', hangup);
       metricsServer.close();
       metricsServer.closeAllConnections();
       log.info('stopped');
@@ -136,14 +143,6 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       killer.unref();
       finish();
     };
-    // SIGHUP (log rotation): every worker reopens its access log.
-    const hangup = () => {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
-    };
-    process.on('SIGHUP', hangup);
-    cluster.once('exit', () => {
-      if (stopping && Object.keys(cluster.workers ?? {}).length === 0) process.off('SIGHUP', hangup);
-    });
     cluster.on('listening', (worker) => {
       listened.add(worker);
       restartDelayMs = 100;
