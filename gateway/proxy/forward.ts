@@ -159,7 +159,18 @@ class Forward implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     this.requestStarted = true;
-    if (this.cancelled) controller.abort(CLIENT_GONE);
+    if (this.cancelled) {
+      controller.abort(CLIENT_GONE);
+      return;
+    }
+    // A chunked body that has already arrived whole is sent by undici with a Content-Length and
+    // in one write, so `onBodySent` would see it only once complete at the replica. Nothing is
+    // written yet here (undici has just taken the body's measure): what is buffered already over
+    // the limit is refused now. A body still arriving goes out chunked and is cut in `onBodySent`.
+    if (this.opts.body !== null && this.ex.req.readableLength > this.ex.maxBodyBytes) {
+      this.tooLarge = true;
+      controller.abort(TOO_LARGE);
+    }
   }
 
   onBodySent(chunk: Buffer): void {

@@ -106,6 +106,23 @@ t.test('413 for a chunked body over the limit: the replica never sees a complete
   t.equal(gw.upstreams.stats().pending, 0);
 });
 
+t.test('413 for a chunked body over the limit that arrives whole: nothing reaches the replica', async (t) => {
+  const { rep, bodies } = await bodyReplica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '1000' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address]), endpoint('v2', [rep.address], { maxBodyBytes: 100 })] });
+  const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
+  // Head and the whole body in one write: the body is complete before the gateway forwards it.
+  for (const [version, size] of [['v1', 1001], ['v1', 20_000], ['v2', 101], ['v2', 60_000]] as const) {
+    const out = await rawRequest(gw.url, `POST /acme/mnist/web/${version}/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('z'.repeat(size))}0\r\n\r\n`);
+    t.match(out, /^HTTP\/1\.1 413 /, `${size} bytes to ${version}`);
+    t.match(out, /"code":"PAYLOAD_TOO_LARGE"/);
+  }
+  const within = await rawRequest(gw.url, `POST ${PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk('y'.repeat(1000))}0\r\n\r\n`);
+  t.match(within, /^HTTP\/1\.1 200 /, 'a whole chunked body at the limit goes through');
+  t.same(bodies.map((b) => [b.complete, b.bytes]), [[true, 1000]], 'the replica saw only the body within the limit');
+  t.equal(gw.upstreams.stats().pending, 0);
+});
+
 t.test('a hung replica is a 504 within the endpoint timeout', async (t) => {
   const rep = await replica(t, () => {});
   const { gw, table } = await gateway(t);
