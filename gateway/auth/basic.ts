@@ -37,7 +37,8 @@ const DUMMY_HASH = `scrypt$${DEFAULT_SCRYPT_COST.N}$${DEFAULT_SCRYPT_COST.r}$${D
  * stored hash it matched, and counts only while the record still holds that same hash (a
  * password change or user removal takes effect at once). Failures are remembered briefly, in a
  * separate bounded cache, so a flood of one wrong password costs one hash and cannot evict good
- * entries. Concurrent first requests with the same credentials share one hash computation. A
+ * entries. Concurrent first requests with the same credentials share one hash computation (only
+ * while the user's stored hash is the same: never across a password change). A
  * keep-alive connection also remembers its last verified header (given as `connection`), so
  * its next requests cost a string comparison, not a digest.
  * Unknown users are checked against a dummy hash of the same cost.
@@ -107,10 +108,13 @@ export class BasicAuthenticator {
     const creds = parse(authorization);
     if (!creds) return false;
     const stored = storedHash(users, creds.name);
-    let p = this.#pending.get(key);
+    // Shared only by checks against the same stored hash: a request arriving after a password
+    // change must not ride on a check of the old one still in flight.
+    const pendingKey = stored === null ? key : `${key}\0${stored}`;
+    let p = this.#pending.get(pendingKey);
     if (!p) {
-      p = this.#hash(key, creds.name, creds.pass, stored);
-      this.#pending.set(key, p);
+      p = this.#hash(key, pendingKey, creds.name, creds.pass, stored);
+      this.#pending.set(pendingKey, p);
     }
     if (!conn || stored === null) return p;
     return p.then((good) => {
@@ -119,7 +123,7 @@ export class BasicAuthenticator {
     });
   }
 
-  async #hash(key: string, user: string, password: string, stored: string | null): Promise<boolean> {
+  async #hash(key: string, pendingKey: string, user: string, password: string, stored: string | null): Promise<boolean> {
     this.stats.hashes++;
     let matched = false;
     try {
@@ -127,7 +131,7 @@ export class BasicAuthenticator {
     } catch {
       matched = false;
     } finally {
-      this.#pending.delete(key);
+      this.#pending.delete(pendingKey);
     }
     const good = matched && stored !== null;
     if (good) {

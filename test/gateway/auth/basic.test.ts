@@ -88,6 +88,20 @@ t.test('concurrent first requests share one hash', async (t) => {
   t.equal(calls.length, 1);
 });
 
+t.test('a check started before a password change is not shared with requests after it', async (t) => {
+  const old = { alice: await hashPassword('old', CHEAP) };
+  const changed = { alice: await hashPassword('new', CHEAP) };
+  const { auth, calls } = counting();
+  // Request A (old password) is being checked against the old hash when the password changes;
+  // request B, with the same old password, arrives after the change.
+  const a = auth.check('d:x', old, basic('alice', 'old'));
+  const b = auth.check('d:x', changed, basic('alice', 'old'));
+  t.equal(await a, true, 'A was checked against the record it saw');
+  t.equal(await b, false, 'B is checked against the new hash');
+  t.equal(calls.length, 2, 'two hash computations, not one shared');
+  t.equal(auth.check('d:x', changed, basic('alice', 'old')), false, 'and the old password stays refused');
+});
+
 t.test('missing, malformed and oversized headers are refused without hashing', async (t) => {
   const { auth, calls } = counting();
   const users = { alice: await hashPassword('wonder', CHEAP) };
