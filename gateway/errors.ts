@@ -10,6 +10,7 @@ export const GatewayErrors = defineErrors({
   BAD_REQUEST: { statusCode: 400, message: 'malformed HTTP request' },
   AUTH_REQUIRED: { statusCode: 401, message: 'this deployment requires a valid username and password' },
   ROUTE_NOT_FOUND: { statusCode: 404, message: 'no such deployment, version, alias or endpoint' },
+  METHOD_NOT_ALLOWED: { statusCode: 405, message: 'CONNECT is not supported: the gateway is not a forward proxy' },
   REQUEST_TIMEOUT: { statusCode: 408, message: 'the request was not received in time' },
   EXPECTATION_FAILED: { statusCode: 417, message: 'only Expect: 100-continue is supported' },
   PAYLOAD_TOO_LARGE: { statusCode: 413, message: 'the request body is larger than this endpoint accepts' },

@@ -70,6 +70,11 @@ export class Exchange {
   errorCode = '';
   /** Set when the exchange has been accounted for (metrics, access log). */
   finished = false;
+  /**
+   * The client sent `Expect: 100-continue` and waits for `100 Continue` before its body: sent
+   * only once the request is about to be proxied, so a refusal costs the client no upload.
+   */
+  awaitingContinue = false;
 
   constructor(req: IncomingMessage, res: GatewayResponse | null, socket: Duplex | null, head: Buffer | null) {
     this.req = req;
@@ -88,9 +93,11 @@ export class Exchange {
   /**
    * Answers with `err` as the contract's JSON error (with `x-request-id`, and `x-portico-version`
    * once the version is resolved). If part of a response was already sent the connection is
-   * destroyed instead (a response is never cut off silently).
+   * destroyed instead (a response is never cut off silently). An answer to a client still
+   * waiting to send its body after `Expect: 100-continue` closes the connection: whether that
+   * body follows or not, it cannot be told from the next request.
    */
-  fail(err: PorticoError, closeConnection = false): void {
+  fail(err: PorticoError, closeConnection = this.awaitingContinue): void {
     this.errorCode = err.code;
     this.status = err.statusCode;
     const body = JSON.stringify(err.toJSON());

@@ -70,6 +70,9 @@ function failInternal(ex: Exchange, err: unknown, log: Logger): void {
   ex.fail(new PorticoError(GatewayErrors.INTERNAL_ERROR, undefined, { cause: err }));
 }
 
+/** Marks a connection whose parser refused bytes while a request of it was being answered. */
+const REFUSED_AFTER = Symbol('portico.refusedAfterRequest');
+
 // Shared 'close' listener of every proxied response: the single place an exchange ends.
 function onResponseClose(this: GatewayResponse): void {
   const ex = this.exchange;
@@ -125,6 +128,28 @@ export class GatewayListener implements ExchangeSink {
     const url = req.url ?? '';
     if (url.charCodeAt(1) === 104 /* h */ && this.#health(url, res)) return;
     if (url.charCodeAt(1) === 114 /* r */ && this.#ready(url, res)) return;
+    run(this.#exchange(req, res), this.#stages, 0, this.#deps.log);
+  };
+
+  /**
+   * The HTTP server's 'checkContinue' listener (`Expect: 100-continue`): the request passes the
+   * stages like any other, and `100 Continue` goes out only when it is about to be proxied. A
+   * refusal on the way (401, 404, 413) is answered without it, and the client never uploads.
+   */
+  readonly handleContinue = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = req.url ?? '';
+    if (url.charCodeAt(1) === 104 /* h */ || url.charCodeAt(1) === 114 /* r */) {
+      // Answered without reading a body: the connection cannot be reused.
+      res.shouldKeepAlive = false;
+      if (this.#health(url, res) || this.#ready(url, res)) return;
+      res.shouldKeepAlive = true;
+    }
+    const ex = this.#exchange(req, res);
+    ex.awaitingContinue = true;
+    run(ex, this.#stages, 0, this.#deps.log);
+  };
+
+  #exchange(req: IncomingMessage, res: ServerResponse): Exchange {
     const gres = res as GatewayResponse;
     const ex = new Exchange(req, gres, null, null);
     ex.sink = this;
@@ -132,8 +157,8 @@ export class GatewayListener implements ExchangeSink {
     gres.on('close', onResponseClose);
     this.inFlight++;
     if (this.draining) gres.shouldKeepAlive = false;
-    run(ex, this.#stages, 0, this.#deps.log);
-  };
+    return ex;
+  }
 
   /** The HTTP server's 'upgrade' listener. */
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -152,9 +177,25 @@ export class GatewayListener implements ExchangeSink {
     run(ex, this.#upgradeStages, 0, this.#deps.log);
   };
 
-  /** The HTTP server's 'clientError' listener: Node's parser refused the request; JSON 400. */
+  /**
+   * The HTTP server's 'clientError' listener: Node's parser refused the request; JSON 400. When
+   * the bytes refused came after a complete request still being answered, that answer is let
+   * finish and the connection closes after it: a 400 written now would reach the client as the
+   * answer to that request, which the replica may well be carrying out. (Refused bytes inside a
+   * request's own body get the 400: that request never reaches a replica complete.)
+   */
   readonly handleClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
     const current = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (current != null && current.req.complete && !current.writableEnded && err.code !== 'ECONNRESET' && socket.writable) {
+      const s = socket as Duplex & { [REFUSED_AFTER]?: true };
+      if (s[REFUSED_AFTER]) return;
+      s[REFUSED_AFTER] = true;
+      current.shouldKeepAlive = false;
+      // Too late for `Connection: close` in the head: end the connection once the answer is out.
+      if (current.headersSent) current.once('finish', () => socket.end());
+      this.#deps.metrics.clientError(GatewayErrors.BAD_REQUEST.code);
+      return;
+    }
     if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) {
       socket.destroy();
       return;
@@ -168,15 +209,28 @@ export class GatewayListener implements ExchangeSink {
     socket.end(rawErrorResponse(new PorticoError(def, message)));
   };
 
-  /** The HTTP server's 'checkExpectation' listener: an `Expect` other than 100-continue; JSON 417. */
+  /**
+   * The HTTP server's 'checkExpectation' listener: an `Expect` other than 100-continue; JSON 417
+   * (with the request id), and the connection closes (a body may or may not follow).
+   */
   readonly handleExpectation = (req: IncomingMessage, res: ServerResponse): void => {
-    const gres = res as GatewayResponse;
-    const ex = new Exchange(req, gres, null, null);
+    const ex = this.#exchange(req, res);
+    readHeaders(ex);
+    ex.fail(new PorticoError(GatewayErrors.EXPECTATION_FAILED), true);
+  };
+
+  /**
+   * The HTTP server's 'connect' listener: the gateway is no forward proxy; JSON 405 (logged and
+   * counted like any request), and the connection closes.
+   */
+  readonly handleConnect = (req: IncomingMessage, socket: Duplex): void => {
+    const ex = new Exchange(req, null, socket, null);
     ex.sink = this;
-    gres.exchange = ex;
-    gres.on('close', onResponseClose);
     this.inFlight++;
-    ex.fail(new PorticoError(GatewayErrors.EXPECTATION_FAILED));
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => this.finish(ex));
+    readHeaders(ex);
+    ex.fail(new PorticoError(GatewayErrors.METHOD_NOT_ALLOWED, undefined, { headers: { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' } }));
   };
 
   #health(url: string, res: ServerResponse): boolean {

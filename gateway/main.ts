@@ -181,6 +181,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   server.on('upgrade', l.handleUpgrade);
   server.on('clientError', l.handleClientError);
   server.on('checkExpectation', l.handleExpectation);
+  server.on('checkContinue', l.handleContinue);
+  server.on('connect', l.handleConnect);
 
   // Request stats for the controller's stats API, when the routing table takes them.
   const writeStats = routing.writeStats?.bind(routing);

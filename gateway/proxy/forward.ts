@@ -52,10 +52,15 @@ export function chooseReplica(ctx: ProxyContext): Stage {
   };
 }
 
-/** Stage: a declared body larger than the endpoint's limit is a 413 before anything is sent. */
+/**
+ * Stage: a declared body larger than the endpoint's limit is a 413 before anything is sent, and
+ * the connection is closed after it (as nginx does) rather than kept by reading and discarding
+ * a body of whatever size the client declared.
+ */
 export const limitBody: Stage = (ex) => {
-  if (ex.contentLength > ex.maxBodyBytes) return new PorticoError(GatewayErrors.PAYLOAD_TOO_LARGE);
-  return undefined;
+  if (ex.contentLength <= ex.maxBodyBytes) return undefined;
+  ex.fail(new PorticoError(GatewayErrors.PAYLOAD_TOO_LARGE), true);
+  return HANDLED;
 };
 
 /** The request path the replica gets: canonical prefix, the rest and the query as sent. */
@@ -270,6 +275,10 @@ export function proxy(ctx: ProxyContext): Stage {
   return (ex) => {
     prepareForward(ctx, ex);
     const res = ex.res as GatewayResponse;
+    if (ex.awaitingContinue) {
+      ex.awaitingContinue = false;
+      res.writeContinue();
+    }
     const f = new Forward(ctx, ex, res, ctx.upstreams.get(ex.replica));
     ex.call = f;
     f.dispatch();

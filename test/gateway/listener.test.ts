@@ -282,12 +282,64 @@ t.test("Node's parser errors and other protocol refusals are JSON too", async (t
     ['bad header', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n', 400, 'BAD_REQUEST'],
     ['no Host on HTTP/1.1', 'GET /a/b/c/d/e HTTP/1.1\r\n\r\n', 400, 'BAD_REQUEST'],
     ['headers too large', `GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
-    ['unsupported Expect', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n', 417, 'EXPECTATION_FAILED'],
+    ['unsupported Expect', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nX-Request-Id: teapot-1\r\n\r\n', 417, 'EXPECTATION_FAILED'],
+    ['CONNECT', 'CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nX-Request-Id: connect-1\r\n\r\n', 405, 'METHOD_NOT_ALLOWED'],
   ];
+  const outs = new Map<string, string>();
   for (const [name, bytes, status, code] of cases) {
     const out = await rawRequest(gw.url, bytes);
+    outs.set(name, out);
     t.match(out, new RegExp(`^HTTP/1\\.1 ${status} `), name);
     const body = out.slice(out.indexOf('\r\n\r\n') + 4);
     t.match(JSON.parse(body), { statusCode: status, code }, name);
   }
+  t.match(outs.get('unsupported Expect'), /\r\nx-request-id: teapot-1\r\n/i, '417 carries the request id');
+  t.match(outs.get('unsupported Expect'), /\r\nconnection: close\r\n/i, 'and closes (a body may or may not follow)');
+  t.match(outs.get('CONNECT'), /\r\nallow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n/i, '405 names the methods allowed');
+  t.match(outs.get('CONNECT'), /\r\nx-request-id: connect-1\r\n/i);
+  t.match(outs.get('CONNECT'), /\r\nconnection: close\r\n/i);
+  const unrouted4xx = async () => metricValue(await (await fetch(gw.metricsUrl)).text(), 'portico_gateway_requests_total', { owner: '', status_class: '4xx' });
+  // The 400 for a missing Host comes from the header stage, so it is a request too.
+  await waitFor(async () => (await unrouted4xx()) === 3, { what: "the 400 without Host, the 417 and the 405 counted as requests" });
+});
+
+t.test('bytes the parser refuses after a complete request: that request is answered, then the connection closes', async (t) => {
+  let release: () => void = () => {};
+  const rep = await replica(t, (req, res) => {
+    req.resume();
+    if (req.url?.endsWith('/stream')) {
+      // The head goes out at once; the end waits for the test.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first ');
+      release = () => res.end('last');
+      return;
+    }
+    req.on('end', () => res.end('done'));
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  // Garbage in the same packet as the request: refused while the request is being proxied.
+  const out = await rawRequest(gw.url, 'POST /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGARBAGE GARBAGE\r\n\r\n', { until: () => false });
+  t.match(out, /^HTTP\/1\.1 200 /, 'the client gets the answer to its request, not a 400');
+  t.match(out, /\r\nconnection: close\r\n/i);
+  t.notMatch(out, /HTTP\/1\.1 400/);
+  t.match(out, /done$/);
+  t.equal(rep.seen.length, 1);
+  // Garbage after the answer's head has gone out: the answer completes, then the connection ends.
+  const { hostname, port } = new URL(gw.url);
+  const { connect } = await import('node:net');
+  const sock = connect(Number(port), hostname);
+  let got = '';
+  sock.on('data', (d) => (got += d.toString('latin1')));
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.write('GET /acme/mnist/web/v1/predict/stream HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => got.includes('first '), { what: 'the head and first chunk' });
+  sock.write('GARBAGE GARBAGE\r\n\r\n');
+  const text = () => fetch(gw.metricsUrl).then((r) => r.text());
+  await waitFor(async () => metricValue(await text(), 'portico_gateway_client_errors_total', { code: 'BAD_REQUEST' }) === 2, { what: 'the refusal to be counted' });
+  release();
+  await closed;
+  t.match(got, /^HTTP\/1\.1 200 /);
+  t.match(got, /first .*last/s, 'the streamed answer is complete');
+  t.notMatch(got, /HTTP\/1\.1 400/);
 });

@@ -80,7 +80,34 @@ t.test('413 by Content-Length: before anything is sent', async (t) => {
   t.equal(over.json().code, 'PAYLOAD_TOO_LARGE');
   const endpointLimit = await call(agent, `${gw.url}/acme/mnist/web/v2/predict`, { method: 'POST', body: 'x'.repeat(6) });
   t.equal(endpointLimit.status, 413, "the endpoint's own maxBodyBytes applies");
+  t.equal(over.headers.connection, 'close', 'the connection closes: the declared body is not read');
   t.equal(rep.seen.length, 1, 'the replica saw only the request within the limit');
+});
+
+t.test('Expect: 100-continue: 100 only when the request is proxied; a refusal comes without it and closes', async (t) => {
+  const { rep, bodies } = await bodyReplica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '100' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const head = (path: string, length: number) => `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`;
+  // The client sends only the head and waits, as curl does: the refusal must come without a 100.
+  for (const [path, length, status] of [[PATH, 5000, 413], ['/acme/mnist/web/v9/predict', 5, 404], ['/acme/mnist/web/v1', 5, 400]] as const) {
+    const out = await rawRequest(gw.url, head(path, length), { until: () => false });
+    t.match(out, new RegExp(`^HTTP/1\\.1 ${status} `), `${status} for ${path}`);
+    t.notMatch(out, /100 Continue/);
+    t.match(out, /\r\nconnection: close\r\n/i, 'and the connection closed');
+  }
+  // A request to proxy gets its 100 once it is about to go out, then the answer.
+  const { hostname, port } = new URL(gw.url);
+  const sock = connect(Number(port), hostname);
+  let got = '';
+  sock.on('data', (d) => (got += d.toString('latin1')));
+  sock.write(head(PATH, 5));
+  await waitFor(() => got.includes('100 Continue'), { what: 'the 100 Continue' });
+  sock.write('hello');
+  await waitFor(() => got.includes('"bytes":5'), { what: 'the answer' });
+  t.match(got, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+  sock.destroy();
+  t.same(bodies.map((b) => b.bytes), [5]);
 });
 
 t.test('413 for a chunked body over the limit: the replica never sees a complete request', async (t) => {
