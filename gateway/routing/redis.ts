@@ -41,13 +41,28 @@ export interface RedisRoutingTableOptions {
 const RECHECK_MS = 100;
 
 // Milliseconds from the Redis server's clock, so gateway clocks never matter; and removal of
-// gateways whose heartbeat expired (KEYS: expiry zset, info hash, ack hash).
+// gateways whose heartbeat expired (KEYS: expiry zset, info hash, ack hash, clock hash).
+//
+// The server's clock runs on while the server itself is stalled (stopped, swapping, a long
+// command), when no gateway can heartbeat: without care every gateway would expire at once, and
+// the first alias change after the stall would find nobody to wait for. So every script here
+// notes when it ran ('last'); a gap longer than a heartbeat period (the latest heartbeat's TTL
+// / 3) moves every expiry on by the excess, as if the server's clock had stopped too. A gateway
+// that died meanwhile then leaves the live set one TTL later than it would have: the safe side.
 const LUA_LIB = `
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function prune(exp, info, ack, now)
+local function prune(exp, info, ack, clock, now)
+  local last = tonumber(redis.call('HGET', clock, 'last') or '')
+  local period = tonumber(redis.call('HGET', clock, 'period') or '1000')
+  if last and now - last > period then
+    local shift = now - last - period
+    local all = redis.call('ZRANGE', exp, 0, -1, 'WITHSCORES')
+    for i = 1, #all, 2 do redis.call('ZADD', exp, tonumber(all[i + 1]) + shift, all[i]) end
+  end
+  redis.call('HSET', clock, 'last', now)
   local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', exp, '-inf', now)
@@ -77,10 +92,11 @@ redis.call('PUBLISH', ARGV[1], '{"seq":' .. seq .. ',"keys":' .. ARGV[3] .. '}')
 return seq
 `);
 
-// KEYS: exp, info, ack  ARGV: id, ttlMs, info JSON
+// KEYS: exp, info, ack, clock  ARGV: id, ttlMs, info JSON
 const HEARTBEAT = lua(`
 local now = now_ms()
-prune(KEYS[1], KEYS[2], KEYS[3], now)
+prune(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
+redis.call('HSET', KEYS[4], 'period', math.floor(tonumber(ARGV[2]) / 3))
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 `);
@@ -92,24 +108,24 @@ if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) en
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. ' ' .. ARGV[1])
 `);
 
-// KEYS: exp, info, ack  ARGV: id
+// KEYS: exp, info, ack (and clock, unused)  ARGV: id
 const UNREGISTER = lua(`
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 `);
 
-// KEYS: exp, info, ack. Returns the live gateways' info JSON.
+// KEYS: exp, info, ack, clock. Returns the live gateways' info JSON.
 const LIVE = lua(`
-prune(KEYS[1], KEYS[2], KEYS[3], now_ms())
+prune(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms())
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[2], unpack(ids))
 `);
 
-// KEYS: exp, info, ack. Returns id, acked seq, id, acked seq... of the live gateways.
+// KEYS: exp, info, ack, clock. Returns id, acked seq, id, acked seq... of the live gateways.
 const ACK_STATE = lua(`
-prune(KEYS[1], KEYS[2], KEYS[3], now_ms())
+prune(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms())
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   out[#out + 1] = id
@@ -179,7 +195,7 @@ export class RedisRoutingTable implements RoutingTable {
   private readonly ackRecheckMs: number;
   private readonly prefix: string;
   private readonly seqKey: string;
-  private readonly liveKeys: [exp: string, info: string, ack: string];
+  private readonly liveKeys: [exp: string, info: string, ack: string, clock: string];
   private readonly changeChannel: string;
   private readonly ackChannel: string;
   /** Channels the subscriber connection must hold. */
@@ -204,7 +220,7 @@ export class RedisRoutingTable implements RoutingTable {
     this.prefix = opts.prefix ?? DEFAULT_PREFIX;
     const p = this.prefix;
     this.seqKey = `${p}@seq`;
-    this.liveKeys = [`${p}@gateways:expiry`, `${p}@gateways:info`, `${p}@gateways:ack`];
+    this.liveKeys = [`${p}@gateways:expiry`, `${p}@gateways:info`, `${p}@gateways:ack`, `${p}@gateways:clock`];
     this.changeChannel = `${p}@changes`;
     this.ackChannel = `${p}@acks`;
     this.redisOptions = {

@@ -118,6 +118,26 @@ t.test('redis: a restarted server fires resync and availability events', async (
   t.same(await reader.getDeployment(deploymentKey(deployment('web'))), deployment('web'));
 });
 
+t.test('redis: gateways do not all expire while the server itself is stalled', async (t) => {
+  const open = fresh(t);
+  const [writer, reader] = [await open(), await open()];
+  await reader.heartbeat(gateway('g1'), 900);
+  await reader.heartbeat(gateway('g2'), 900);
+  redis.pause();
+  // The stall being simulated (longer than the gateways' TTL, shorter than the client's socket
+  // timeout), not a wait for some condition: nobody can heartbeat meanwhile.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  redis.resume();
+  const seq = await writer.apply({ putDeployments: [deployment('web')] });
+  await reader.ack('g1', seq);
+  const result = await writer.waitForAcks(seq, 200);
+  t.same(result, { seq, acknowledged: ['g1'], missing: ['g2'] }, 'both still count as live: one acknowledged, the other waited for and named');
+  // Without heartbeats they leave the live set within a TTL of the stall's end.
+  const start = performance.now();
+  await waitFor(async () => (await writer.liveGateways()).length === 0, { what: 'expiry after the stall' });
+  t.ok(since(start) < 2000, `expired ${since(start).toFixed(0)} ms later`);
+});
+
 t.test('redis: a feed connection closed by the server resyncs', async (t) => {
   const reader = await fresh(t)();
   let resyncs = 0;
