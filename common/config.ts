@@ -49,7 +49,7 @@ export const VARIABLES = {
   PORTICO_TRUSTED_PROXIES: { kind: { type: 'cidrs' }, default: '', doc: 'Comma-separated IPs/CIDRs whose `X-Forwarded-*` headers the gateway keeps (e.g. your load balancer).' },
   PORTICO_DRAIN_SECONDS: { kind: int(0, 3600), default: '30', doc: 'On SIGTERM, longest the gateway waits for in-flight requests before exiting.' },
   PORTICO_FLIP_ACK_MS: { kind: int(1, 600000), default: '2000', doc: 'Longest an alias PUT waits for every live gateway to acknowledge.' },
-  PORTICO_CACHE_SIZE: { kind: int(1, 10_000_000), default: '10000', doc: 'Routing records each gateway process keeps in its LRU cache.' },
+  PORTICO_CACHE_SIZE: { kind: int(1, 10_000_000), default: '10000', doc: 'Routing records each gateway process keeps in its LRU cache (and as many unknown routes, apart: a flood of bad URLs never evicts a real route).' },
   PORTICO_METRICS_MAX_ROUTES: { kind: int(1, 1_000_000), default: '2000', doc: 'Routes with their own Prometheus series per gateway process; beyond it the longest idle routes are dropped (memory and `/metrics` stay bounded).' },
   PORTICO_NEGATIVE_CACHE_MS: { kind: int(0, 60000), default: '1000', doc: 'How long an unknown route is remembered as unknown (a change to it clears it at once).' },
   PORTICO_MAX_STALE_SECONDS: { kind: int(0, 86400), default: '300', doc: 'While Redis is unreachable, cached routes keep serving for at most this long.' },

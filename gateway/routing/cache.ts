@@ -3,7 +3,10 @@ import type { ChangeMessage, DeploymentRecord, EndpointRecord, GatewayInfo, Rout
 
 /** Options of `RouteCache`. */
 export interface RouteCacheOptions {
-  /** Records and known-missing keys kept at most (least recently used go first). */
+  /**
+   * Records kept at most (least recently used go first); as many known-missing keys are kept
+   * apart from them, so a flood of unknown routes never pushes a real one out.
+   */
   maxEntries: number;
   /** How long a key is remembered as missing; 0 remembers nothing. */
   negativeTtlMs: number;
@@ -27,9 +30,6 @@ export class RoutingUnavailableError extends Error {
 
 type Entry = DeploymentRecord | EndpointRecord;
 
-// lru-cache stores no null: a known-missing key holds this instead.
-const MISSING = Object.freeze({ missing: true });
-
 interface Flight {
   readonly promise: Promise<Entry | null>;
 }
@@ -45,16 +45,27 @@ const noop = (): void => {};
  * - `load*` fetches once per key however many callers wait (single flight). A fetch that was
  *   under way when its key changed does not fill the cache, and later callers do not join it.
  * - Each change message drops the keys it names and is then acknowledged: once the controller
- *   sees the ack, a request arriving at this gateway sees the change. A resync drops everything.
+ *   sees the ack, a request arriving at this gateway sees the change. A resync drops everything
+ *   (changes may have been missed): the records dropped are kept aside only to serve while the
+ *   table cannot answer, until this gateway acknowledges anything again.
  * - While the table is unavailable, cached entries serve for at most `maxStaleMs` from when it
  *   went down, and unknown keys fail at once with `RoutingUnavailableError`.
+ * - Known-missing keys live in a bounded LRU of their own, with a short TTL.
  */
 export class RouteCache {
   /** Plain counters for metrics: lookups answered by a record, by a known miss, by the table. */
   readonly stats: { hits: number; misses: number; negativeHits: number; invalidations: number; readonly size: number };
 
   private readonly reader: RoutingReader;
-  private readonly cache: LRUCache<string, Entry | typeof MISSING>;
+  private readonly cache: LRUCache<string, Entry>;
+  private readonly missing: LRUCache<string, true>;
+  /**
+   * Records a resync dropped: served only when the table cannot answer (within `maxStaleMs`),
+   * and forgotten as soon as this gateway acknowledges a sequence again (an ack promises the
+   * current routes). Without them, every route failed from a resync until the table answered
+   * again: the change feed can come back before the command connection does.
+   */
+  private previous: Map<string, Entry> | null = null;
   private readonly flights = new Map<string, Flight>();
   private readonly negativeTtl: { ttl: number } | undefined;
   private readonly maxStaleMs: number;
@@ -80,19 +91,21 @@ export class RouteCache {
     this.gateway = opts.gateway;
     this.negativeTtl = opts.negativeTtlMs > 0 ? { ttl: opts.negativeTtlMs } : undefined;
     // ttlResolution 0: with an injected clock a cached "now" would hide the clock's moves.
-    const cache = new LRUCache<string, Entry | typeof MISSING>({
+    const cache = new LRUCache<string, Entry>({ max: opts.maxEntries });
+    this.cache = cache;
+    const missing = new LRUCache<string, true>({
       max: opts.maxEntries,
       perf: { now: this.now },
       ttlResolution: opts.now ? 0 : 1,
     });
-    this.cache = cache;
+    this.missing = missing;
     this.stats = {
       hits: 0,
       misses: 0,
       negativeHits: 0,
       invalidations: 0,
       get size() {
-        return cache.size;
+        return cache.size + missing.size;
       },
     };
   }
@@ -147,19 +160,31 @@ export class RouteCache {
   private peek(key: string): Entry | null | undefined {
     if (this.downSince !== undefined && this.now() - this.downSince > this.maxStaleMs) return undefined;
     const value = this.cache.get(key);
-    if (value === undefined) return undefined;
-    if (value === MISSING) {
+    if (value !== undefined) {
+      this.stats.hits++;
+      return value;
+    }
+    if (this.missing.get(key) === true) {
       this.stats.negativeHits++;
       return null;
     }
-    this.stats.hits++;
-    return value as Entry;
+    return undefined;
+  }
+
+  /** A record a resync dropped, while it may still serve (see `previous`). */
+  private stale(key: string): Entry | undefined {
+    if (this.previous === null) return undefined;
+    if (this.downSince !== undefined && this.now() - this.downSince > this.maxStaleMs) return undefined;
+    return this.previous.get(key);
   }
 
   private load(key: string, kind: 'd' | 'e'): Promise<Entry | null> {
     const cached = this.peek(key);
     if (cached !== undefined) return Promise.resolve(cached);
-    if (!this.up) return Promise.reject(new RoutingUnavailableError());
+    if (!this.up) {
+      const prev = this.stale(key);
+      return prev !== undefined ? Promise.resolve(prev) : Promise.reject(new RoutingUnavailableError());
+    }
     const running = this.flights.get(key);
     if (running) return running.promise;
     this.stats.misses++;
@@ -171,12 +196,14 @@ export class RouteCache {
           if (this.flights.get(key) === flight) {
             this.flights.delete(key);
             if (record) this.cache.set(key, record);
-            else if (this.negativeTtl) this.cache.set(key, MISSING, this.negativeTtl);
+            else if (this.negativeTtl) this.missing.set(key, true, this.negativeTtl);
           }
           return record;
         },
         (err: unknown) => {
           if (this.flights.get(key) === flight) this.flights.delete(key);
+          const prev = this.stale(key);
+          if (prev !== undefined) return prev;
           throw new RoutingUnavailableError(`routing table unavailable: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
         },
       ),
@@ -188,6 +215,7 @@ export class RouteCache {
   private onChange(msg: ChangeMessage): void {
     for (const key of msg.keys) {
       if (this.cache.delete(key)) this.stats.invalidations++;
+      this.missing.delete(key);
       this.flights.delete(key);
     }
     if (msg.seq > this.appliedSeq) this.appliedSeq = msg.seq;
@@ -195,8 +223,14 @@ export class RouteCache {
   }
 
   private onResync(): void {
-    this.stats.invalidations += this.cache.size;
+    this.stats.invalidations += this.cache.size + this.missing.size;
+    if (this.cache.size > 0) {
+      const prev = this.previous ?? new Map<string, Entry>();
+      for (const [key, record] of this.cache.entries()) prev.set(key, record);
+      this.previous = prev;
+    }
     this.cache.clear();
+    this.missing.clear();
     this.flights.clear();
     // The table may have been replaced (a Redis restart starts the sequence again): what this
     // gateway has applied is now whatever the table says is current.
@@ -217,7 +251,9 @@ export class RouteCache {
   }
 
   private sendAck(): void {
-    if (!this.stopped) this.reader.ack(this.gateway.id, this.appliedSeq).catch(noop);
+    if (this.stopped) return;
+    this.previous = null;
+    this.reader.ack(this.gateway.id, this.appliedSeq).catch(noop);
   }
 
   /** Runs `beat`, once more if asked again meanwhile (a resync must not wait a whole period). */
@@ -249,6 +285,8 @@ export class RouteCache {
         this.seqUnknown = false;
         if (seq > this.appliedSeq) this.appliedSeq = seq;
       }
+      // Before the ack goes out: once it is seen, no request here may get a record a resync dropped.
+      this.previous = null;
       await this.reader.ack(this.gateway.id, this.appliedSeq);
       await this.reader.heartbeat(this.gateway, 3 * this.heartbeatMs);
     } catch {

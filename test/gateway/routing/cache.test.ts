@@ -217,17 +217,49 @@ t.test('a failed read rejects with RoutingUnavailableError and caches nothing', 
   t.same(await cache.loadDeployment(WEB), deployment('web'), 'the next load reads again');
 });
 
-t.test('the cache holds at most maxEntries', async (t) => {
+t.test('the cache holds at most maxEntries records, and as many known-missing keys apart', async (t) => {
   const table = new EmbeddedRoutingTable();
   const versions = Array.from({ length: 10_050 }, (_, i) => endpoint(`v${i}`));
   await table.apply({ putEndpoints: versions });
   const cache = await cacheOn(t, table, { maxEntries: 10_000 });
   for (const v of versions) await cache.loadEndpoint(endpointKey(v));
-  for (let i = 0; i < 20; i++) await cache.loadEndpoint(endpointKey(endpoint(`missing${i}`)));
   t.equal(cache.stats.size, 10_000);
   t.equal(cache.peekEndpoint(endpointKey(versions[0]!)), undefined, 'the least recently used went first');
-  t.same(cache.peekEndpoint(endpointKey(versions.at(-1)!)), versions.at(-1));
-  t.equal(cache.peekEndpoint(endpointKey(endpoint('missing19'))), null);
+  // A flood of unknown routes fills only the known-missing side.
+  for (let i = 0; i < 12_000; i++) await cache.loadEndpoint(endpointKey(endpoint(`missing${i}`)));
+  t.equal(cache.stats.size, 20_000);
+  t.same(cache.peekEndpoint(endpointKey(versions.at(-1)!)), versions.at(-1), 'records stay');
+  t.same(cache.peekEndpoint(endpointKey(versions[50]!)), versions[50], 'even the least recently used one');
+  t.equal(cache.peekEndpoint(endpointKey(endpoint('missing11999'))), null);
+  t.equal(cache.peekEndpoint(endpointKey(endpoint('missing0'))), undefined, 'the oldest missing keys went first');
+});
+
+t.test('a resync while the table cannot answer: dropped records serve until the table is back', async (t) => {
+  const c = clock();
+  const reader = new FakeReader();
+  reader.put([WEB, deployment('web')]);
+  const cache = await cacheOn(t, reader, { now: c.now, maxStaleMs: 5000 });
+  await cache.loadDeployment(WEB);
+  reader.setAvailable(false);
+  // The change feed comes back (a resync) before the table answers commands again.
+  reader.resync();
+  t.equal(cache.peekDeployment(WEB), undefined, 'not served as current');
+  t.same(await cache.loadDeployment(WEB), deployment('web'), 'but served while the table cannot answer');
+  await t.rejects(cache.loadDeployment(NOPE), RoutingUnavailableError, 'an unknown route still fails fast');
+  c.advance(5001);
+  await t.rejects(cache.loadDeployment(WEB), RoutingUnavailableError, 'not beyond maxStaleMs from when the table went down');
+  c.advance(-5001);
+  // A change missed while the feed was down: the table has a new record, no message came.
+  reader.put([WEB, deployment('web', 'v2')]);
+  const acks = reader.acks.length;
+  reader.setAvailable(true);
+  await waitFor(() => reader.acks.length > acks, { what: 'the ack after the table came back' });
+  t.same(await cache.loadDeployment(WEB), deployment('web', 'v2'), 'once acknowledged, the table is read again');
+  reader.failing = true;
+  await t.rejects(cache.loadDeployment(NOPE), RoutingUnavailableError);
+  reader.put([WEB, deployment('web', 'v3')]);
+  reader.change(WEB);
+  await t.rejects(cache.loadDeployment(WEB), RoutingUnavailableError, 'the dropped records are forgotten after the ack');
 });
 
 t.test('start registers the gateway in the live set, stop removes it', async (t) => {
