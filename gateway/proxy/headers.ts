@@ -275,3 +275,65 @@ export function responseHeaders(
   if (closing) out.push('connection', 'close');
   return out;
 }
+
+// An HTTP token (a header name).
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** A replica's response head to an upgrade request, rewritten for the client (`tunnelResponseHead`). */
+export interface TunnelHead {
+  /** The head to send, blank line included. */
+  readonly head: string;
+  /** The body's declared length, or `null` (chunked, none declared, or an accepted upgrade). */
+  readonly contentLength: number | null;
+}
+
+/**
+ * Rewrites the response head a replica sent to an upgrade request (the tunnel reads it raw):
+ * the same headers are dropped as from any proxied response (`responseHeaders`), except what
+ * the answer needs to stay what it is: `Connection` and `Upgrade` of an accepted upgrade (101),
+ * `Transfer-Encoding` of a declined one (its body passes as the replica framed it). A declined
+ * upgrade's answer says `connection: close`: the connection carries nothing after it.
+ * `x-portico-version` and `x-request-id` are the gateway's. `null` for a head that is not
+ * HTTP/1.x (a bad status line, a header line without a valid name, a folded line, a
+ * Content-Length that is not one number).
+ */
+export function tunnelResponseHead(raw: string, version: string, requestId: string): (TunnelHead & { status: number }) | null {
+  const lines = raw.split('\r\n');
+  const statusLine = lines[0] ?? '';
+  const m = /^HTTP\/1\.[01] (\d{3})(?: [^\r\n]*)?$/.exec(statusLine);
+  if (!m) return null;
+  const status = Number(m[1]);
+  const upgraded = status === 101;
+  const fields: [string, string, string][] = [];
+  let named: Set<string> | undefined;
+  let contentLength: number | null = null;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    const name = colon > 0 ? line.slice(0, colon) : '';
+    if (!TOKEN.test(name)) return null;
+    const lower = name.toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    if (lower === 'connection') {
+      for (const token of value.split(',')) {
+        const tk = token.trim().toLowerCase();
+        if (tk !== '' && !CONNECTION_OPTIONS.has(tk)) (named ??= new Set()).add(tk);
+      }
+    } else if (lower === 'content-length') {
+      if (!/^\d{1,15}$/.test(value) || (contentLength !== null && contentLength !== Number(value))) return null;
+      contentLength = Number(value);
+    }
+    fields.push([name, lower, value]);
+  }
+  let head = `${statusLine}\r\n`;
+  for (const [name, lower, value] of fields) {
+    if (named?.has(lower)) continue;
+    const keep = upgraded ? lower === 'connection' || lower === 'upgrade' : lower === 'transfer-encoding';
+    if (!keep && RESPONSE_DROP.has(lower)) continue;
+    head += `${name}: ${value}\r\n`;
+  }
+  head += `x-portico-version: ${version}\r\nx-request-id: ${requestId}\r\n`;
+  if (!upgraded) head += 'connection: close\r\n';
+  return { head: `${head}\r\n`, status, contentLength: upgraded ? null : contentLength };
+}

@@ -2,7 +2,9 @@ import { connect, type Socket } from 'node:net';
 import { PorticoError } from '../../common/errors.ts';
 import { GatewayErrors } from '../errors.ts';
 import { HANDLED, type Exchange, type Stage } from '../exchange.ts';
+import type { EndpointRecord } from '../routing/contract.ts';
 import { prepareForward, upstreamPath, type ProxyContext } from './forward.ts';
+import { tunnelResponseHead } from './headers.ts';
 import { classifyUpstreamError, upstreamError, upstreamErrorCode } from './upstream-errors.ts';
 
 /** What a tunnel needs beyond the proxy's context. */
@@ -17,9 +19,11 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 /**
  * An upgrade (WebSocket) request passed through on a raw TCP connection to the replica: the
  * request head is rewritten like any proxied request (canonical path, forwarding headers, no
- * credentials), the replica's response head gets `x-portico-version` and `x-request-id`, and
+ * credentials), the replica's response head like any response (`tunnelResponseHead`), and
  * after a 101 bytes flow both ways until either side closes. A replica that declines (any other
- * status) has its answer passed on and the connection closed.
+ * status) has its answer passed on, and the connection ends with that answer: nothing the
+ * client sends after it reaches the replica. A replica that cannot be connected to is tried
+ * once on another, as for any request.
  */
 class Tunnel {
   readonly ctx: TunnelContext;
@@ -28,13 +32,23 @@ class Tunnel {
   up: Socket | null = null;
   headChunks: Buffer[] = [];
   headBytes = 0;
+  /** The replica's answer has begun to reach the client (or the exchange was answered). */
   piped = false;
+  retried = false;
+  /** Body bytes of a declined upgrade's answer still to pass, when its length is declared. */
+  remaining = -1;
   timer: NodeJS.Timeout | null = null;
 
   constructor(ctx: TunnelContext, ex: Exchange) {
     this.ctx = ctx;
     this.ex = ex;
     this.client = ex.socket as Socket;
+    ex.call = { cancel: () => this.up?.destroy(), resume: () => {} };
+    this.client.once('close', () => this.up?.destroy());
+    this.client.on('error', () => this.up?.destroy());
+    // Either side's EOF ends the tunnel (as nginx does): a half-closed WebSocket means nothing,
+    // and waiting on the other side to close as well could hold both sockets forever.
+    this.client.once('end', () => this.#shutdown());
   }
 
   open(): void {
@@ -47,9 +61,9 @@ class Tunnel {
     up.setNoDelay(true);
     this.client.setNoDelay?.(true);
     this.#arm(ctx.connectTimeoutMs, 'UND_ERR_CONNECT_TIMEOUT');
-    ex.call = { cancel: () => up.destroy(), resume: () => {} };
 
     up.once('connect', () => {
+      if (this.up !== up) return;
       const e = ex.endpointRecord;
       this.#arm(((e?.timeoutSeconds ?? ctx.timeoutSeconds) * 1000), 'UND_ERR_HEADERS_TIMEOUT');
       // `close`: a replica that declines the upgrade answers once and closes, so nothing else
@@ -61,28 +75,29 @@ class Tunnel {
       if (ex.head !== null && ex.head.length > 0) up.write(ex.head);
     });
     up.on('data', (chunk: Buffer) => {
+      if (this.up !== up) return;
       ex.bytes += chunk.length;
       if (!this.piped) this.#readHead(chunk);
+      else if (this.remaining >= 0) this.#passBody(chunk);
     });
-    up.on('error', (err) => this.#failed(err));
+    up.on('error', (err) => {
+      if (this.up === up) this.#failed(err);
+    });
     up.once('close', () => {
       u.pending--;
+      if (this.up !== up) return;
       this.#disarm();
       if (!this.piped) this.#failed(Object.assign(new Error('replica closed the connection'), { code: 'UND_ERR_SOCKET' }));
       else this.client.destroy();
     });
-    this.client.once('close', () => up.destroy());
-    this.client.on('error', () => up.destroy());
-    // Either side's EOF ends the tunnel (as nginx does): a half-closed WebSocket means nothing,
-    // and waiting on the other side to close as well could hold both sockets forever.
-    this.client.once('end', () => this.#shutdown());
-    up.once('end', () => this.#shutdown());
+    up.once('end', () => {
+      if (this.up === up) this.#shutdown();
+    });
   }
 
   #shutdown(): void {
-    const up = this.up as Socket;
-    for (const s of [this.client, up]) {
-      if (s.destroyed) continue;
+    for (const s of [this.client, this.up]) {
+      if (s === null || s.destroyed) continue;
       s.end();
       if (s.writableFinished) s.destroy();
       else s.once('finish', () => s.destroy());
@@ -113,26 +128,42 @@ class Tunnel {
       if (this.headBytes > MAX_HEAD_BYTES) this.#failed(Object.assign(new Error('response head too large'), { code: 'UND_ERR_HEADERS_OVERFLOW' }));
       return;
     }
-    this.#disarm();
-    this.piped = true;
-    const up = this.up as Socket;
     const ex = this.ex;
-    const lineEnd = buf.indexOf('\r\n');
-    const statusLine = buf.toString('latin1', 0, lineEnd);
-    const m = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
-    if (!m) {
-      this.piped = false;
+    const parsed = tunnelResponseHead(buf.toString('latin1', 0, end), ex.version, ex.requestId);
+    if (parsed === null) {
       this.#failed(Object.assign(new Error('invalid response from the replica'), { code: 'HPE_INVALID_CONSTANT' }));
       return;
     }
-    ex.status = Number(m[1]);
-    const injected = `x-portico-version: ${ex.version}\r\nx-request-id: ${ex.requestId}\r\n`;
-    this.client.write(Buffer.concat([buf.subarray(0, lineEnd + 2), Buffer.from(injected, 'latin1'), buf.subarray(lineEnd + 2)]));
+    this.#disarm();
+    this.piped = true;
     this.headChunks = [];
-    up.pipe(this.client);
-    // Only an accepted upgrade carries client bytes on: after any other answer, whatever the
-    // client sends next would reach the replica without passing the gateway's checks.
-    if (ex.status === 101) this.client.pipe(up);
+    ex.status = parsed.status;
+    const up = this.up as Socket;
+    const rest = buf.subarray(end + HEAD_END.length);
+    this.client.write(parsed.head, 'latin1');
+    if (parsed.status === 101) {
+      if (rest.length > 0) this.client.write(rest);
+      up.pipe(this.client);
+      this.client.pipe(up);
+      return;
+    }
+    // A declined upgrade: only its answer passes. Its end is the replica's close, the declared
+    // length, or (no body) at once; the replica is asked to close, and one that keeps the
+    // connection open is not waited for past the declared length.
+    const noBody = parsed.status === 204 || parsed.status === 304 || ex.req.method === 'HEAD';
+    this.remaining = noBody ? 0 : (parsed.contentLength ?? Number.MAX_SAFE_INTEGER);
+    this.#passBody(rest);
+  }
+
+  #passBody(chunk: Buffer): void {
+    const up = this.up as Socket;
+    const take = Math.min(chunk.length, this.remaining);
+    this.remaining -= take;
+    if (take > 0 && !this.client.write(take === chunk.length ? chunk : chunk.subarray(0, take))) {
+      up.pause();
+      this.client.once('drain', () => up.resume());
+    }
+    if (this.remaining === 0) this.#shutdown();
   }
 
   #failed(err: Error): void {
@@ -143,11 +174,26 @@ class Tunnel {
       up?.destroy();
       return;
     }
-    this.piped = true; // answered: nothing more goes to the client from the replica
     up?.destroy();
     this.ctx.onUpstreamError(upstreamErrorCode(err));
     const failure = classifyUpstreamError(err);
-    if (failure.retry === 'connect') this.ctx.upstreams.markFailed(this.ctx.upstreams.get(this.ex.replica));
+    if (failure.retry === 'connect') {
+      const upstreams = this.ctx.upstreams;
+      upstreams.markFailed(upstreams.get(this.ex.replica));
+      // Nothing reached the replica: once more on another, as for any request.
+      const next = this.retried ? undefined : this.ctx.balancer.pick((this.ex.endpointRecord as EndpointRecord).replicas, upstreams, this.ex.replica);
+      if (next !== undefined && !this.ex.gone) {
+        this.retried = true;
+        this.ctx.onRetry();
+        this.headChunks = [];
+        this.headBytes = 0;
+        this.ex.replica = next.address;
+        this.open();
+        return;
+      }
+    }
+    this.piped = true; // answered: nothing more goes to the client from the replica
+    this.up = null;
     const e: PorticoError = failure.code === 'BAD_REQUEST' ? new PorticoError(GatewayErrors.UPSTREAM_BAD_RESPONSE, undefined, { cause: err }) : upstreamError(failure, err);
     this.ex.fail(e);
   }

@@ -2,7 +2,7 @@ import t from 'tap';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { hashPassword } from '../../../gateway/auth/password.ts';
 import { waitFor } from '../../helpers/poll.ts';
-import { attachWebSocketEcho, deadAddress, deployment, endpoint, gateway, rawRequest, replica } from '../fixtures.ts';
+import { attachWebSocketEcho, deadAddress, deployment, endpoint, gateway, metricValue, rawRequest, replica } from '../fixtures.ts';
 
 const UPGRADE = (path: string, extra = '') =>
   `GET ${path} HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
@@ -99,4 +99,47 @@ t.test('a replica that declines the upgrade answers once; nothing after it reach
   t.equal(rep.seen.length, 1, 'only the routed request reached the replica');
   t.equal(rep.seen[0]!.url, '/acme/mnist/web/v1/predict');
   await waitFor(() => gw.listener.inFlight === 0, { what: 'the exchange to end' });
+});
+
+t.test('a declined upgrade ends with its answer, even when the replica keeps the connection open', async (t) => {
+  // Answers any request with a sized 200 and ignores `connection: close`.
+  const requests: string[] = [];
+  const stubborn = createTcpServer((s) => {
+    s.on('error', () => {});
+    s.on('data', (d) => {
+      requests.push(d.toString('latin1'));
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-Portico-Version: forged\r\n\r\nhello');
+    });
+  });
+  await new Promise<void>((r) => stubborn.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    stubborn.close();
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [`127.0.0.1:${(stubborn.address() as AddressInfo).port}`])] });
+  const started = performance.now();
+  const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict'), { until: () => false });
+  t.ok(performance.now() - started < 5000, 'the connection closed after the answer (not at the test\'s timeout)');
+  t.match(out, /^HTTP\/1\.1 200 OK\r\n/);
+  t.match(out, /\r\nconnection: close\r\n/);
+  t.match(out, /\r\nx-portico-version: v1\r\n/);
+  t.notMatch(out, /forged|keep-alive/i, 'the replica\'s own version header and hop-by-hop headers are dropped');
+  t.match(out, /\r\n\r\nhello$/, 'the body, and nothing after it');
+  t.equal(requests.length, 1);
+  await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the exchange to end' });
+});
+
+t.test('an upgrade whose replica refuses the connection is tried once on another', async (t) => {
+  const rep = await replica(t);
+  const { upgrades } = attachWebSocketEcho(rep.server);
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [await deadAddress(), rep.address])] });
+  for (let i = 0; i < 4; i++) {
+    const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict'));
+    t.match(out, /^HTTP\/1\.1 101 /, `upgrade ${i + 1}`);
+  }
+  t.equal(upgrades.length, 4);
+  const m = await (await fetch(gw.metricsUrl)).text();
+  t.ok(metricValue(m, 'portico_gateway_upstream_retries_total') >= 1, 'at least one went to the dead replica first and was retried');
+  t.equal(metricValue(m, 'portico_gateway_upstream_retries_total'), metricValue(m, 'portico_gateway_upstream_errors_total', { code: 'ECONNREFUSED' }));
 });
