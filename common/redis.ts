@@ -99,3 +99,17 @@ export function describeRedisUrl(url: string): string {
   if (target.kind === 'server') return new URL(url).host;
   return `master ${target.name} via Sentinel ${target.sentinels.map((s) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`).join(',')}`;
 }
+
+/**
+ * Whether `err` says the Redis server could not be reached or did not answer in time (ioredis's
+ * own errors), rather than refusing a command: what callers answer with "unavailable, retry".
+ */
+export function isRedisOutage(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return (
+    err.name === 'MaxRetriesPerRequestError' ||
+    err.message === 'Command timed out' ||
+    err.message === 'Connection is closed.' ||
+    err.message.startsWith("Stream isn't writeable")
+  );
+}

@@ -6,6 +6,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { PorticoError, errorBody } from '../../common/errors.ts';
 import { ControlErrors } from '../../builder/errors.ts';
+import { StoreUnavailableError } from '../../builder/store/store.ts';
+import { isRedisOutage } from '../../common/redis.ts';
 import type { Logger } from '../../common/log.ts';
 import type { Problem } from './schema.ts';
 
@@ -54,12 +56,20 @@ export class ValidationError extends PorticoError {
 
 /**
  * Sends `err` in the contract's error shape. A `PorticoError` keeps its status, code, message
- * and headers; anything else is a 500 `INTERNAL` whose details go to `logger`, never to the client.
+ * and headers; the store being unreachable (closed, Redis down or not answering in time) is a
+ * 503 `STORE_UNAVAILABLE` with `Retry-After`; anything else is a 500 `INTERNAL` whose details go
+ * to `logger`, never to the client.
  */
 export function sendError(res: ServerResponse, err: unknown, logger: Logger, context: Record<string, unknown> = {}): void {
   if (err instanceof PorticoError) {
     if (err.statusCode >= 500) logger.error(err.message, { code: err.code, ...context, err: errorDetails(err) });
     sendJson(res, err.statusCode, err.toJSON(), err.headers);
+    return;
+  }
+  if (err instanceof StoreUnavailableError || isRedisOutage(err)) {
+    logger.error('the store is unavailable', { ...context, err: errorDetails(err) });
+    const def = ControlErrors.STORE_UNAVAILABLE;
+    sendJson(res, def.statusCode, errorBody(def.statusCode, def.code, def.message), { 'retry-after': '1' });
     return;
   }
   logger.error('internal error in the admin API', { ...context, err: errorDetails(err) });

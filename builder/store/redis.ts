@@ -196,6 +196,13 @@ return 1`);
 
 const enc = encodeURIComponent;
 
+/**
+ * Longest one store command may take, queued while Redis reconnects included. Every write is
+ * one script or transaction, so a command that times out was applied whole or not at all (a
+ * stalled server may still apply it once it resumes: the caller was told 503, not that it failed).
+ */
+export const STORE_COMMAND_TIMEOUT_MS = 5000;
+
 /** The Redis `Store`. */
 export class RedisStore implements Store {
   private readonly redis: Redis;
@@ -205,9 +212,13 @@ export class RedisStore implements Store {
   private readonly aliasHistoryLimit: number;
   private closed = false;
 
-  /** Connects to `opts.url` (ioredis reconnects by itself; commands wait while it does). */
+  /**
+   * Connects to `opts.url` (ioredis reconnects by itself; commands wait while it does, for at
+   * most `STORE_COMMAND_TIMEOUT_MS` each: an unresponsive Redis fails an admin call rather than
+   * hanging it).
+   */
   constructor(opts: RedisStoreOptions) {
-    this.redis = redisClient(opts.url, { ...opts.redisOptions });
+    this.redis = redisClient(opts.url, { commandTimeout: STORE_COMMAND_TIMEOUT_MS, ...opts.redisOptions });
     // Failures are seen through rejected calls; without a listener ioredis would print every
     // reconnection attempt while Redis is away.
     this.redis.on('error', () => {});

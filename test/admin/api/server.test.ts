@@ -30,6 +30,23 @@ t.test('API answers carry the security headers', async (t) => {
   t.match(res.headers.get('x-request-id'), /^[0-9a-f-]{36}$/);
 });
 
+t.test('the store unreachable is a 503 STORE_UNAVAILABLE with Retry-After, never a 500', async (t) => {
+  const api = await startApi(t);
+  const { StoreUnavailableError } = await import('../../../builder/store/store.ts');
+  for (const err of [new Error('Command timed out'), new Error('Connection is closed.'), new StoreUnavailableError('the store is closed')]) {
+    api.fake.listDeployments = async () => {
+      throw err;
+    };
+    const res = await api.call('GET', `${P}/deployments`);
+    assertError(t, res, 503, 'STORE_UNAVAILABLE');
+    t.equal(res.headers.get('retry-after'), '1', err.message);
+  }
+  api.fake.listDeployments = async () => {
+    throw new Error('something else');
+  };
+  assertError(t, await api.call('GET', `${P}/deployments`), 500, 'INTERNAL');
+});
+
 t.test('GET /healthz needs no token', async (t) => {
   const api = await startApi(t);
   const res = await api.call('GET', '/healthz', { token: null });

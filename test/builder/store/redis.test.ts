@@ -91,3 +91,21 @@ t.test('concurrent updates from two connections lose nothing', async (t) => {
   const names = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? s1 : s2).allocateVersionName('acme', 'mnist', 'web', new Date('2024-02-02T00:00:00Z'))));
   t.equal(new Set(names).size, 20, 'names unique across connections');
 });
+
+t.test('an unresponsive Redis fails store calls within the command timeout, as an outage', async (t) => {
+  const { isRedisOutage } = await import('../../../common/redis.ts');
+  const { STORE_COMMAND_TIMEOUT_MS } = await import('../../../builder/store/redis.ts');
+  t.ok(STORE_COMMAND_TIMEOUT_MS <= 10_000, 'the default bound is seconds, not minutes');
+  const s = new RedisStore({ url: redis.url, prefix: freshPrefix(), redisOptions: { commandTimeout: 300 } });
+  t.teardown(() => s.close());
+  const ref = { owner: 'acme', project: 'mnist', deployment: 'web' };
+  t.equal(await s.getDeployment(ref), null, 'connected');
+  redis.pause();
+  t.teardown(() => redis.resume());
+  const start = performance.now();
+  const err = await s.getDeployment(ref).then(() => null, (e: unknown) => e);
+  redis.resume();
+  t.ok(err instanceof Error && isRedisOutage(err), `an outage error (${String(err)})`);
+  t.ok(performance.now() - start < 2000, `failed after ${Math.round(performance.now() - start)} ms`);
+  t.equal(await s.getDeployment(ref), null, 'and works again once Redis answers');
+});
