@@ -1,5 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
+import { hostname } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -30,9 +32,10 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   const hangup = () => onHangup();
   process.on('SIGHUP', hangup);
   const routing = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: config.redisTimeoutMs });
+  const gatewayId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   let gw;
   try {
-    gw = await startGateway({ config, routing, serveMetrics: !inCluster, log });
+    gw = await startGateway({ config, routing, serveMetrics: !inCluster, log, gatewayId });
   } catch (err) {
     log.error('gateway failed to start', { error: err instanceof Error ? err.message : String(err) });
     await routing.close().catch(() => {});
@@ -40,6 +43,8 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
     return 1;
   }
   if (inCluster) {
+    // The primary takes this worker out of the live set if it dies without doing so itself.
+    process.send?.({ portico: 'gateway-id', id: gatewayId } satisfies WorkerMessage);
     AggregatorRegistry.setRegistries([gw.metrics.registry]);
     // Constructing one installs the worker's answer to the primary's metrics requests.
     new AggregatorRegistry();
@@ -74,6 +79,28 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
     // The primary went away: nobody will forward connections or signals any more.
     if (inCluster) process.once('disconnect', () => stop('primary disconnected'));
   });
+}
+
+/** What a worker tells the primary: the id it registered in the live set under. */
+interface WorkerMessage {
+  readonly portico: 'gateway-id';
+  readonly id: string;
+}
+
+/**
+ * Takes a dead worker's registration out of the live set at once, so that alias changes do not
+ * wait for it until its heartbeat expires (three periods). Best effort: the expiry still does.
+ */
+async function unregisterDead(config: Config, id: string, log: Logger): Promise<void> {
+  const table = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: Math.max(config.redisTimeoutMs, 1000) });
+  try {
+    if (await table.whenAvailable(2000)) await table.unregister(id);
+    log.info('dead worker left the live set', { id });
+  } catch (err) {
+    log.warn('dead worker not removed from the live set (its heartbeat will expire)', { id, error: err instanceof Error ? err.message : String(err) });
+  } finally {
+    await table.close();
+  }
 }
 
 /**
@@ -111,6 +138,10 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   }
 
   const listened = new WeakSet<Worker>();
+  const ids = new WeakMap<Worker, string>();
+  cluster.on('message', (worker, msg: Partial<WorkerMessage> | null) => {
+    if (msg?.portico === 'gateway-id' && typeof msg.id === 'string') ids.set(worker, msg.id);
+  });
   let stopping = false;
   let failed = false;
   let restartDelayMs = 100;
@@ -162,6 +193,8 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
         return;
       }
       log.warn('worker died; restarting it', { pid: worker.process.pid, code, signal });
+      const id = ids.get(worker);
+      if (id !== undefined) void unregisterDead(config, id, log);
       setTimeout(fork, restartDelayMs).unref();
       restartDelayMs = Math.min(restartDelayMs * 2, 5000);
     });

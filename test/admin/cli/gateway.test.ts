@@ -98,6 +98,36 @@ t.test('portico gateway with 2 workers on Redis: serves, sums metrics, drains on
   await waitFor(async () => (await writer.liveGateways()).length === 0, { what: 'the workers to leave the live set' });
 });
 
+t.test('portico gateway: a worker that dies leaves the live set at once, not when its heartbeat expires', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
+  t.teardown(() => writer.close());
+  await waitFor(() => writer.isAvailable(), { what: 'redis' });
+  const port = await freePort();
+  const gw = run(['gateway'], {
+    PORTICO_REDIS_URL: redis.url,
+    PORTICO_GATEWAY_PORT: String(port),
+    PORTICO_METRICS_PORT: String(await freePort()),
+    PORTICO_GATEWAY_WORKERS: '2',
+    PORTICO_ACCESS_LOG: 'off',
+    // A registration would take 3 x 10 s to expire by itself.
+    PORTICO_HEARTBEAT_MS: '10000',
+  });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: `both workers in the live set (${gw.stderr()})`, timeoutMs: 20_000 });
+  const [victim] = await writer.liveGateways();
+  process.kill(victim!.pid, 'SIGKILL');
+  const killed = performance.now();
+  await waitFor(async () => !(await writer.liveGateways()).some((g) => g.id === victim!.id), { what: 'the dead worker to leave the live set', timeoutMs: 10_000 });
+  t.ok(performance.now() - killed < 10_000, `gone ${Math.round(performance.now() - killed)} ms after the kill (its registration had 30 s to run)`);
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'the restarted worker in the live set', timeoutMs: 20_000 });
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0, `exit 0 (${gw.stderr().slice(-500)})`);
+});
+
 t.test('portico gateway with one process serves its own metrics and exits 0 on SIGTERM', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
