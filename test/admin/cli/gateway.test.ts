@@ -1,4 +1,5 @@
 import t from 'tap';
+import type { Tap } from '../../gateway/fixtures.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
@@ -25,6 +26,17 @@ function run(args: string[], vars: Record<string, string>): { proc: ChildProcess
   proc.stderr?.on('data', (d) => (stderr += d.toString()));
   const exit = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   return { proc, stderr: () => stderr, exit };
+}
+
+/** `portico gateway` on `redisUrl` with free gateway and metrics ports, killed at teardown if still running. */
+async function gatewayOn(t: Tap, redisUrl: string, vars: Record<string, string>) {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const gw = run(['gateway'], { PORTICO_REDIS_URL: redisUrl, PORTICO_GATEWAY_PORT: String(port), PORTICO_METRICS_PORT: String(metricsPort), ...vars });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  return { ...gw, port, metricsPort, base: `http://127.0.0.1:${port}` };
 }
 
 async function get(url: string): Promise<{ status: number; text: string }> {
@@ -59,21 +71,13 @@ t.test('portico gateway with 2 workers on Redis: serves, sums metrics, drains on
   await waitFor(() => writer.isAvailable(), { what: 'redis' });
   await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
 
-  const port = await freePort();
-  const metricsPort = await freePort();
-  const gw = run(['gateway'], {
-    PORTICO_REDIS_URL: redis.url,
-    PORTICO_GATEWAY_PORT: String(port),
-    PORTICO_METRICS_PORT: String(metricsPort),
+  const gw = await gatewayOn(t, redis.url, {
     PORTICO_GATEWAY_WORKERS: '2',
     PORTICO_DRAIN_SECONDS: '20',
     PORTICO_ACCESS_LOG: 'off',
     PORTICO_HEARTBEAT_MS: '200',
   });
-  t.teardown(() => {
-    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
-  });
-  const base = `http://127.0.0.1:${port}`;
+  const { base, metricsPort } = gw;
   await waitFor(async () => (await get(`${base}/readyz`)).status === 200, { what: `the gateway to be ready (${gw.stderr()})`, timeoutMs: 20_000 });
   await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'both workers in the live set' });
 
@@ -104,18 +108,11 @@ t.test('portico gateway: a worker that dies leaves the live set at once, not whe
   const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
   t.teardown(() => writer.close());
   await waitFor(() => writer.isAvailable(), { what: 'redis' });
-  const port = await freePort();
-  const gw = run(['gateway'], {
-    PORTICO_REDIS_URL: redis.url,
-    PORTICO_GATEWAY_PORT: String(port),
-    PORTICO_METRICS_PORT: String(await freePort()),
+  const gw = await gatewayOn(t, redis.url, {
     PORTICO_GATEWAY_WORKERS: '2',
     PORTICO_ACCESS_LOG: 'off',
     // A registration would take 3 x 10 s to expire by itself.
     PORTICO_HEARTBEAT_MS: '10000',
-  });
-  t.teardown(() => {
-    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
   });
   await waitFor(async () => (await writer.liveGateways()).length === 2, { what: `both workers in the live set (${gw.stderr()})`, timeoutMs: 20_000 });
   const [victim] = await writer.liveGateways();
@@ -131,19 +128,10 @@ t.test('portico gateway: a worker that dies leaves the live set at once, not whe
 t.test('portico gateway with one process serves its own metrics and exits 0 on SIGTERM', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  const port = await freePort();
-  const metricsPort = await freePort();
-  const gw = run(['gateway'], {
-    PORTICO_REDIS_URL: redis.url,
-    PORTICO_GATEWAY_PORT: String(port),
-    PORTICO_METRICS_PORT: String(metricsPort),
-    PORTICO_ACCESS_LOG: 'off',
-  });
-  t.teardown(() => {
-    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
-  });
-  await waitFor(async () => (await get(`http://127.0.0.1:${port}/readyz`)).status === 200, { what: 'ready', timeoutMs: 20_000 });
-  const unknown = await get(`http://127.0.0.1:${port}/acme/mnist/web/v1/predict`);
+  const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: 'off' });
+  const { base, metricsPort } = gw;
+  await waitFor(async () => (await get(`${base}/readyz`)).status === 200, { what: 'ready', timeoutMs: 20_000 });
+  const unknown = await get(`${base}/acme/mnist/web/v1/predict`);
   t.equal(unknown.status, 404);
   const m = await get(`http://127.0.0.1:${metricsPort}/metrics`);
   t.equal(metricValue(m.text, 'portico_gateway_requests_total', { status_class: '4xx' }), 1);
@@ -158,17 +146,8 @@ t.test('portico gateway with an access log path it cannot open exits 1 naming th
   t.teardown(() => redis.stop());
   const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const port = await freePort();
-  const gw = run(['gateway'], {
-    PORTICO_REDIS_URL: redis.url,
-    PORTICO_GATEWAY_PORT: String(port),
-    PORTICO_METRICS_PORT: String(await freePort()),
-    // A directory: open(2) refuses it.
-    PORTICO_ACCESS_LOG: dir,
-  });
-  t.teardown(() => {
-    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
-  });
+  // A directory: open(2) refuses it.
+  const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: dir });
   t.equal(await gw.exit, 1);
   t.match(gw.stderr(), /"msg":"gateway failed to start"/);
   t.match(gw.stderr(), new RegExp(`cannot open the access log \\(PORTICO_ACCESS_LOG=${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): EISDIR`));
@@ -185,18 +164,8 @@ t.test('portico gateway with 2 workers reopens its access log on SIGHUP (log rot
   const dir = mkdtempSync(join(tmpdir(), 'portico-gw-rotate-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const logFile = join(dir, 'access.log');
-  const port = await freePort();
-  const gw = run(['gateway'], {
-    PORTICO_REDIS_URL: redis.url,
-    PORTICO_GATEWAY_PORT: String(port),
-    PORTICO_METRICS_PORT: String(await freePort()),
-    PORTICO_GATEWAY_WORKERS: '2',
-    PORTICO_ACCESS_LOG: logFile,
-  });
-  t.teardown(() => {
-    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
-  });
-  const base = `http://127.0.0.1:${port}`;
+  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: logFile });
+  const { base } = gw;
   await waitFor(async () => (await get(`${base}/readyz`)).status === 200, { what: `the gateway to be ready (${gw.stderr()})`, timeoutMs: 20_000 });
   await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'both workers in the live set' });
 
