@@ -42,7 +42,7 @@ export const VARIABLES = {
   PORTICO_GATEWAY_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: undefined, doc: 'Public base URL of the gateway, used in endpoint URLs shown to users. Default: `http://PORTICO_HOST:PORTICO_GATEWAY_PORT`.' },
   PORTICO_MAX_BODY_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(64 * MiB), doc: 'Largest request body the gateway streams to a replica (413 above). An endpoint may set its own `maxBodyBytes`.' },
   PORTICO_MAX_UPLOAD_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(4096 * MiB), doc: 'Largest upload (`POST /api/v1/uploads`: source archives, model files) the admin API accepts.' },
-  PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after). An endpoint may set its own `timeoutSeconds`.' },
+  PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after, within about half a second: undici keeps such timers on a coarse clock, which keeps them cheap per request). An endpoint may set its own `timeoutSeconds`.' },
   PORTICO_CONNECT_TIMEOUT_MS: { kind: int(1, 600000), default: '5000', doc: 'Longest the gateway waits to connect to a replica.' },
   PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A response body that sends nothing for this long is aborted.' },
   PORTICO_UPSTREAM_CONNECTIONS: { kind: int(1, 100000), default: '256', doc: 'Keep-alive connections per replica kept by each gateway process.' },

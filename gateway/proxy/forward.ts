@@ -197,6 +197,8 @@ class Forward implements Dispatcher.DispatchHandler {
     }
     this.responseStarted = true;
     const ex = this.ex;
+    // A 204 has no body and must not declare one (RFC 9110 8.6), whatever the replica says.
+    if (statusCode === 204 && headers['content-length'] !== undefined) headers['content-length'] = undefined;
     try {
       res.writeHead(statusCode, responseHeaders(headers, ex.version, ex.requestId, this.ctx.closing()));
     } catch {
