@@ -56,9 +56,15 @@ export function upstreamErrorCode(err: unknown): string {
   return e?.name === 'HTTPParserError' ? 'HPE' : 'OTHER';
 }
 
+// undici's socket errors for an answer no request asked for: a response on an idle connection
+// or a 100 nobody expected ('bad response'), a 101 to a plain request ('bad upgrade'). The
+// replica misbehaved; the connection did not merely break.
+const UNASKED_ANSWERS = new Set(['bad response', 'bad upgrade']);
+
 /** The table's entry for `err` (by its `code`). */
 export function classifyUpstreamError(err: unknown): UpstreamFailure {
   const code = upstreamErrorCode(err);
+  if (code === 'UND_ERR_SOCKET' && UNASKED_ANSWERS.has((err as { message?: unknown }).message as string)) return PARSER_FAILURE;
   return UPSTREAM_FAILURES[code] ?? (code.startsWith('HPE') ? PARSER_FAILURE : DEFAULT_FAILURE);
 }
 

@@ -265,6 +265,30 @@ t.test('an invalid response from the replica is a 502 UPSTREAM_BAD_RESPONSE', as
   t.equal(res.json().code, 'UPSTREAM_BAD_RESPONSE');
 });
 
+t.test('a 101 to a plain request is a bad response, not a broken connection to retry', async (t) => {
+  let requests = 0;
+  const upgrader = createTcpServer((s) => {
+    s.once('data', () => {
+      requests++;
+      s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => upgrader.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => upgrader.close(r)));
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t);
+  const address = `127.0.0.1:${(upgrader.address() as AddressInfo).port}`;
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [address]), endpoint('v2', [address, rep.address])] });
+  const res = await call(client(t), gw.url + PATH);
+  t.equal(res.status, 502);
+  t.equal(res.json().code, 'UPSTREAM_BAD_RESPONSE');
+  t.equal(requests, 1);
+  // Not retried elsewhere either: the replica answered, wrongly.
+  for (let i = 0; i < 4; i++) await call(client(t), `${gw.url}/acme/mnist/web/v2/predict`);
+  t.equal(rep.seen.length + requests, 5, 'each request went to one replica only');
+});
+
 t.test('a client that disconnects cancels the upstream request', async (t) => {
   const rep = await replica(t, () => {});
   const { gw, table } = await gateway(t);
