@@ -12,6 +12,7 @@ import type { GatewayMetrics } from './metrics.ts';
 import { checkPath } from './path.ts';
 import { chooseReplica, limitBody, proxy } from './proxy/forward.ts';
 import { readHeaders, TrustedProxies } from './proxy/headers.ts';
+import { newRequestId } from './proxy/request-id.ts';
 import { tunnel, type TunnelContext } from './proxy/tunnel.ts';
 import type { Upstreams } from './proxy/upstreams.ts';
 import { resolveDeployment, resolveEndpoint, type RouteSource } from './resolve.ts';
@@ -206,7 +207,13 @@ export class GatewayListener implements ExchangeSink {
       : GatewayErrors.BAD_REQUEST;
     this.#deps.metrics.clientError(def.code);
     const message = def === GatewayErrors.BAD_REQUEST && err.code ? `${def.message} (${err.code})` : def.message;
-    socket.end(rawErrorResponse(new PorticoError(def, message)));
+    const e = new PorticoError(def, message);
+    const body = JSON.stringify(e.toJSON());
+    const requestId = newRequestId();
+    socket.end(rawErrorResponse(e, body, requestId));
+    // Logged too (nothing of the request is known: no method, no route), as nginx logs its 400s.
+    const log = this.#deps.accessLog;
+    if (log.enabled) log.appendFields(isoTime(Date.now()), requestId, '', null, null, null, def.statusCode, Buffer.byteLength(body), 0, def.code);
   };
 
   /**

@@ -228,10 +228,13 @@ t.test('the access log has one JSON line per request and never credentials', asy
     headers: { authorization: basic('u', 'header-secret'), 'x-request-id': 'log-me' },
   });
   await call(agent, `${gw.url}/acme/mnist/web/nope/predict`, { headers: { 'x-request-id': 'missing' } });
-  await waitFor(() => readFileSync(path, 'utf8').split('\n').length >= 3, { what: 'two access-log lines' });
+  const refused = await rawRequest(gw.url, 'GET /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n');
+  await waitFor(() => readFileSync(path, 'utf8').split('\n').length >= 4, { what: 'three access-log lines' });
   const text = readFileSync(path, 'utf8');
   t.notMatch(text, /secret|dTpoZWFkZXI/, 'no credentials, no query string');
-  const [ok, missing] = text.trimEnd().split('\n').map((l) => JSON.parse(l));
+  const [ok, missing, bad] = text.trimEnd().split('\n').map((l) => JSON.parse(l));
+  t.match(bad, { method: '', route: null, status: 400, error: 'BAD_REQUEST' }, "a request Node's parser refused is logged too");
+  t.match(refused, new RegExp(`\r\nx-request-id: ${bad.requestId}\r\n`), 'under the request id its answer carries');
   t.match(ok, { requestId: 'log-me', method: 'GET', route: '/acme/mnist/web/production/predict', version: 'v1', replica: rep.address, status: 200 });
   t.ok(ok.bytes > 0);
   t.type(ok.durationMs, 'number');
