@@ -60,10 +60,11 @@ export class RouteCache {
   private readonly cache: LRUCache<string, Entry>;
   private readonly missing: LRUCache<string, true>;
   /**
-   * Records a resync dropped: served only when the table cannot answer (within `maxStaleMs`),
-   * and forgotten as soon as this gateway acknowledges a sequence again (an ack promises the
-   * current routes). Without them, every route failed from a resync until the table answered
-   * again: the change feed can come back before the command connection does.
+   * Records a resync dropped, or a change while the table could not answer: served only when
+   * the table cannot answer (within `maxStaleMs`), and forgotten as soon as this gateway
+   * acknowledges a sequence again (an ack promises the current routes). Without them, every
+   * route failed from a resync until the table answered again: the change feed can come back
+   * before the command connection does.
    */
   private previous: Map<string, Entry> | null = null;
   private readonly flights = new Map<string, Flight>();
@@ -212,14 +213,25 @@ export class RouteCache {
     return flight.promise;
   }
 
+  /**
+   * A change: its keys are dropped and the change acknowledged. While the table cannot answer
+   * (the change feed can be back before the command connection after Redis stalled), a dropped
+   * record could not be loaded again: it is kept aside to serve while the table stays away, and
+   * the acknowledgement waits for the table to answer (the heartbeat sends it, after dropping
+   * what was kept aside). Until then the controller has not heard from this gateway, so the
+   * change is not yet promised here.
+   */
   private onChange(msg: ChangeMessage): void {
+    const down = !this.up;
     for (const key of msg.keys) {
+      const record = down ? this.cache.peek(key) : undefined;
+      if (record !== undefined) (this.previous ??= new Map()).set(key, record);
       if (this.cache.delete(key)) this.stats.invalidations++;
       this.missing.delete(key);
       this.flights.delete(key);
     }
     if (msg.seq > this.appliedSeq) this.appliedSeq = msg.seq;
-    this.sendAck();
+    if (!down) this.sendAck();
   }
 
   private onResync(): void {

@@ -262,6 +262,24 @@ t.test('a resync while the table cannot answer: dropped records serve until the 
   await t.rejects(cache.loadDeployment(WEB), RoutingUnavailableError, 'the dropped records are forgotten after the ack');
 });
 
+t.test('a change while the table cannot answer: the old record serves until the table is back, unacknowledged', async (t) => {
+  const reader = new FakeReader();
+  reader.put([WEB, deployment('web')]);
+  const cache = await cacheOn(t, reader);
+  await cache.loadDeployment(WEB);
+  reader.setAvailable(false);
+  // The change feed delivers an alias change; the command connection is still away.
+  reader.put([WEB, deployment('web', 'v2')]);
+  const acks = reader.acks.length;
+  const seq = reader.change(WEB);
+  t.equal(cache.peekDeployment(WEB), undefined, 'no longer served as current');
+  t.same(await cache.loadDeployment(WEB), deployment('web'), 'but the old record serves while the table cannot answer');
+  t.equal(reader.acks.length, acks, 'and the change is not acknowledged meanwhile');
+  reader.setAvailable(true);
+  await waitFor(() => reader.acks.some(([id, s]) => id === 'gw1' && s === seq), { what: 'the ack once the table is back' });
+  t.same(await cache.loadDeployment(WEB), deployment('web', 'v2'), 'then the new record');
+});
+
 t.test('start registers the gateway in the live set, stop removes it', async (t) => {
   const table = new EmbeddedRoutingTable();
   const cache = await cacheOn(t, table);
