@@ -240,6 +240,8 @@ const RESPONSE_DROP = new Set([
   'te',
   'trailer',
   'upgrade',
+  // For the next proxy on the way, and the gateway is none to its clients.
+  'proxy-authenticate',
   'x-portico-version',
   'x-request-id',
 ]);
@@ -285,6 +287,8 @@ export interface TunnelHead {
   readonly head: string;
   /** The body's declared length, or `null` (chunked, none declared, or an accepted upgrade). */
   readonly contentLength: number | null;
+  /** A declined upgrade's body is chunked (it ends with its last chunk). */
+  readonly chunked: boolean;
 }
 
 /**
@@ -307,6 +311,7 @@ export function tunnelResponseHead(raw: string, version: string, requestId: stri
   const fields: [string, string, string][] = [];
   let named: Set<string> | undefined;
   let contentLength: number | null = null;
+  let chunked = false;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] as string;
     if (line === '') continue;
@@ -323,6 +328,8 @@ export function tunnelResponseHead(raw: string, version: string, requestId: stri
     } else if (lower === 'content-length') {
       if (!/^\d{1,15}$/.test(value) || (contentLength !== null && contentLength !== Number(value))) return null;
       contentLength = Number(value);
+    } else if (lower === 'transfer-encoding') {
+      chunked = value.toLowerCase().split(',').at(-1)?.trim() === 'chunked';
     }
     fields.push([name, lower, value]);
   }
@@ -331,9 +338,20 @@ export function tunnelResponseHead(raw: string, version: string, requestId: stri
     if (named?.has(lower)) continue;
     const keep = upgraded ? lower === 'connection' || lower === 'upgrade' : lower === 'transfer-encoding';
     if (!keep && RESPONSE_DROP.has(lower)) continue;
-    head += `${name}: ${value}\r\n`;
+    // An accepted upgrade's Connection keeps only the standard options (the names it listed went).
+    const v = lower === 'connection' ? connectionOptions(value) : value;
+    head += `${name}: ${v}\r\n`;
   }
   head += `x-portico-version: ${version}\r\nx-request-id: ${requestId}\r\n`;
   if (!upgraded) head += 'connection: close\r\n';
-  return { head: `${head}\r\n`, status, contentLength: upgraded ? null : contentLength };
+  if (chunked && contentLength !== null) return null; // both framings: ambiguous
+  return { head: `${head}\r\n`, status, contentLength: upgraded ? null : contentLength, chunked: !upgraded && chunked };
+}
+
+function connectionOptions(value: string): string {
+  return value
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => CONNECTION_OPTIONS.has(t.toLowerCase()))
+    .join(', ');
 }

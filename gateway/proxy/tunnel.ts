@@ -4,6 +4,7 @@ import { GatewayErrors } from '../errors.ts';
 import { HANDLED, type Exchange, type Stage } from '../exchange.ts';
 import type { EndpointRecord } from '../routing/contract.ts';
 import { prepareForward, upstreamPath, type ProxyContext } from './forward.ts';
+import { ChunkedEnd } from './chunked-end.ts';
 import { tunnelResponseHead } from './headers.ts';
 import { classifyUpstreamError, upstreamError, upstreamErrorCode } from './upstream-errors.ts';
 
@@ -37,6 +38,8 @@ class Tunnel {
   retried = false;
   /** Body bytes of a declined upgrade's answer still to pass, when its length is declared. */
   remaining = -1;
+  /** Where a declined upgrade's chunked answer ends. */
+  chunks: ChunkedEnd | null = null;
   timer: NodeJS.Timeout | null = null;
 
   constructor(ctx: TunnelContext, ex: Exchange) {
@@ -71,14 +74,15 @@ class Tunnel {
       let head = `${ex.req.method} ${upstreamPath(ex)} HTTP/1.1\r\nhost: ${u.address}\r\nconnection: upgrade, close\r\nupgrade: ${ex.upgrade ?? ''}\r\n`;
       const h = ex.headers;
       for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+      // Bytes the client sent after its head wait for a 101: after any other answer they would
+      // reach the replica without passing the gateway's checks.
       up.write(`${head}\r\n`);
-      if (ex.head !== null && ex.head.length > 0) up.write(ex.head);
     });
     up.on('data', (chunk: Buffer) => {
       if (this.up !== up) return;
       ex.bytes += chunk.length;
       if (!this.piped) this.#readHead(chunk);
-      else if (this.remaining >= 0) this.#passBody(chunk);
+      else if (this.remaining >= 0 || this.chunks !== null) this.#passBody(chunk);
     });
     up.on('error', (err) => {
       if (this.up === up) this.#failed(err);
@@ -143,22 +147,37 @@ class Tunnel {
     this.client.write(parsed.head, 'latin1');
     if (parsed.status === 101) {
       if (rest.length > 0) this.client.write(rest);
+      if (ex.head !== null && ex.head.length > 0) up.write(ex.head);
       up.pipe(this.client);
       this.client.pipe(up);
       return;
     }
-    // A declined upgrade: only its answer passes. Its end is the replica's close, the declared
-    // length, or (no body) at once; the replica is asked to close, and one that keeps the
-    // connection open is not waited for past the declared length.
+    // A declined upgrade: only its answer passes. Its end is the declared length, the last
+    // chunk, the replica's close, or (no body) at once; the replica is asked to close, and one
+    // that keeps the connection open is not waited for past the end of its answer.
     const noBody = parsed.status === 204 || parsed.status === 304 || ex.req.method === 'HEAD';
-    this.remaining = noBody ? 0 : (parsed.contentLength ?? Number.MAX_SAFE_INTEGER);
+    if (!noBody && parsed.chunked) this.chunks = new ChunkedEnd();
+    else this.remaining = noBody ? 0 : (parsed.contentLength ?? Number.MAX_SAFE_INTEGER);
     this.#passBody(rest);
   }
 
   #passBody(chunk: Buffer): void {
     const up = this.up as Socket;
-    const take = Math.min(chunk.length, this.remaining);
-    this.remaining -= take;
+    let take: number;
+    if (this.chunks !== null) {
+      const end = this.chunks.feed(chunk);
+      if (this.chunks.invalid) {
+        // Not chunked encoding after all: the answer cannot be told from what follows.
+        this.client.destroy();
+        up.destroy();
+        return;
+      }
+      take = end === -1 ? chunk.length : end;
+      if (end !== -1) this.remaining = 0;
+    } else {
+      take = Math.min(chunk.length, this.remaining);
+      this.remaining -= take;
+    }
     if (take > 0 && !this.client.write(take === chunk.length ? chunk : chunk.subarray(0, take))) {
       up.pause();
       this.client.once('drain', () => up.resume());

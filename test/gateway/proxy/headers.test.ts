@@ -163,18 +163,21 @@ t.test('a replica\'s answer to an upgrade: rewritten like any response, minus wh
     'rid-1',
   );
   t.same(accepted, {
-    head: 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Internal\r\nSec-WebSocket-Accept: abc=\r\nx-portico-version: v1\r\nx-request-id: rid-1\r\n\r\n',
+    head: 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\nx-portico-version: v1\r\nx-request-id: rid-1\r\n\r\n',
     status: 101,
     contentLength: null,
-  }, '101 keeps Connection and Upgrade; drops Keep-Alive, what Connection names, and the replica\'s own version and id');
-  const declined = tunnelResponseHead('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\nUpgrade: h2c', 'v1', 'rid-2');
+    chunked: false,
+  }, '101 keeps Connection (standard options only) and Upgrade; drops Keep-Alive, what Connection names, and the replica\'s own version and id');
+  const declined = tunnelResponseHead('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic', 'v1', 'rid-2');
   t.same(declined, {
     head: 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nx-portico-version: v1\r\nx-request-id: rid-2\r\nconnection: close\r\n\r\n',
     status: 200,
     contentLength: 5,
+    chunked: false,
   }, 'a declined upgrade closes, and keeps its framing');
-  t.match(tunnelResponseHead('HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked', 'v', 'r'), { head: /\r\nTransfer-Encoding: chunked\r\n/, contentLength: null });
-  for (const bad of ['HTTP/2 200', 'SPDY/1 200 OK', 'HTTP/1.1 200 OK\r\nBad Name: x', 'HTTP/1.1 200 OK\r\n folded', 'HTTP/1.1 200 OK\r\nno colon', 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6', 'HTTP/1.1 200 OK\r\nContent-Length: -1']) {
+  t.match(tunnelResponseHead('HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked', 'v', 'r'), { head: /\r\nTransfer-Encoding: chunked\r\n/, contentLength: null, chunked: true });
+  t.match(tunnelResponseHead('HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: gzip', 'v', 'r'), { chunked: false });
+  for (const bad of ['HTTP/2 200', 'SPDY/1 200 OK', 'HTTP/1.1 200 OK\r\nBad Name: x', 'HTTP/1.1 200 OK\r\n folded', 'HTTP/1.1 200 OK\r\nno colon', 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6', 'HTTP/1.1 200 OK\r\nContent-Length: -1', 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked']) {
     t.equal(tunnelResponseHead(bad, 'v', 'r'), null, JSON.stringify(bad));
   }
 });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { hashPassword } from '../../../gateway/auth/password.ts';
 import { waitFor } from '../../helpers/poll.ts';
-import { attachWebSocketEcho, deadAddress, deployment, endpoint, gateway, metricValue, rawRequest, replica } from '../fixtures.ts';
+import { attachWebSocketEcho, deadAddress, deployment, endpoint, gateway, metricValue, rawRequest, replica, type Tap } from '../fixtures.ts';
 
 const UPGRADE = (path: string, extra = '') =>
   `GET ${path} HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
@@ -101,32 +101,45 @@ t.test('a replica that declines the upgrade answers once; nothing after it reach
   await waitFor(() => gw.listener.inFlight === 0, { what: 'the exchange to end' });
 });
 
-t.test('a declined upgrade ends with its answer, even when the replica keeps the connection open', async (t) => {
-  // Answers any request with a sized 200 and ignores `connection: close`.
-  const requests: string[] = [];
-  const stubborn = createTcpServer((s) => {
+/** A replica that answers every request with `answer` and ignores `connection: close`; records what it got. */
+async function stubbornReplica(t: Tap, answer: string) {
+  const received: string[] = [];
+  const server = createTcpServer((s) => {
     s.on('error', () => {});
     s.on('data', (d) => {
-      requests.push(d.toString('latin1'));
-      s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-Portico-Version: forged\r\n\r\nhello');
+      received.push(d.toString('latin1'));
+      s.write(answer);
     });
   });
-  await new Promise<void>((r) => stubborn.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => {
-    stubborn.close();
+    server.close();
   });
+  return { received, address: `127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+t.test('a declined upgrade ends with its answer, even when the replica keeps the connection open', async (t) => {
+  const sized = await stubbornReplica(t, 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-Portico-Version: forged\r\n\r\nhello');
+  const chunked = await stubbornReplica(t, 'HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n');
   const { gw, table } = await gateway(t);
-  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [`127.0.0.1:${(stubborn.address() as AddressInfo).port}`])] });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [sized.address]), endpoint('v2', [chunked.address])] });
+  const smuggled = 'GET /acme/mnist/web/v1/predict/smuggled HTTP/1.1\r\nHost: x\r\nAuthorization: Basic c2VjcmV0\r\n\r\n';
   const started = performance.now();
-  const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict'), { until: () => false });
-  t.ok(performance.now() - started < 5000, 'the connection closed after the answer (not at the test\'s timeout)');
+  // Pipelined after the upgrade request: must never reach the replica of a declined upgrade.
+  const out = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict') + smuggled, { until: () => false });
+  t.ok(performance.now() - started < 5000, "the connection closed after the answer (not at the test's timeout)");
   t.match(out, /^HTTP\/1\.1 200 OK\r\n/);
   t.match(out, /\r\nconnection: close\r\n/);
   t.match(out, /\r\nx-portico-version: v1\r\n/);
-  t.notMatch(out, /forged|keep-alive/i, 'the replica\'s own version header and hop-by-hop headers are dropped');
+  t.notMatch(out, /forged|keep-alive/i, "the replica's own version header and hop-by-hop headers are dropped");
   t.match(out, /\r\n\r\nhello$/, 'the body, and nothing after it');
-  t.equal(requests.length, 1);
-  await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the exchange to end' });
+  t.equal(sized.received.length, 1);
+  t.notMatch(sized.received.join(''), /smuggled|c2VjcmV0/, 'the pipelined request never reached the replica');
+  const out2 = await rawRequest(gw.url, UPGRADE('/acme/mnist/web/v2/predict'), { until: () => false });
+  t.ok(performance.now() - started < 10_000, 'a chunked answer ends at its last chunk too');
+  t.match(out2, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  t.match(out2, /\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n$/, 'passed as the replica framed it, and nothing after it');
+  await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the exchanges to end' });
 });
 
 t.test('an upgrade whose replica refuses the connection is tried once on another', async (t) => {
