@@ -69,7 +69,9 @@ export function sendError(res: ServerResponse, err: unknown, logger: Logger, con
   if (err instanceof StoreUnavailableError || isRedisOutage(err)) {
     logger.error('the store is unavailable', { ...context, err: errorDetails(err) });
     const def = ControlErrors.STORE_UNAVAILABLE;
-    sendJson(res, def.statusCode, errorBody(def.statusCode, def.code, def.message), { 'retry-after': '1' });
+    // A command that timed out was sent: Redis may still carry it out once it answers again.
+    const message = err instanceof Error && err.message === 'Command timed out' ? 'The store did not answer in time; a change may still be applied once it does: check before retrying one.' : def.message;
+    sendJson(res, def.statusCode, errorBody(def.statusCode, def.code, message), { 'retry-after': '1' });
     return;
   }
   logger.error('internal error in the admin API', { ...context, err: errorDetails(err) });

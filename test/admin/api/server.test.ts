@@ -40,6 +40,8 @@ t.test('the store unreachable is a 503 STORE_UNAVAILABLE with Retry-After, never
     const res = await api.call('GET', `${P}/deployments`);
     assertError(t, res, 503, 'STORE_UNAVAILABLE');
     t.equal(res.headers.get('retry-after'), '1', err.message);
+    // A timed-out command was sent and may still be applied: the answer says so.
+    t.equal(/may still be applied/.test(res.json.message), err.message === 'Command timed out', res.json.message);
   }
   api.fake.listDeployments = async () => {
     throw new Error('something else');
