@@ -297,9 +297,14 @@ export class RouteCache {
         this.seqUnknown = false;
         if (seq > this.appliedSeq) this.appliedSeq = seq;
       }
-      // Before the ack goes out: once it is seen, no request here may get a record a resync dropped.
-      this.previous = null;
-      await this.reader.ack(this.gateway.id, this.appliedSeq);
+      // Records kept aside serve while the table cannot answer; the ack that ends them waits
+      // for the table (`onAvailability` runs a beat at once). A periodic beat in between must
+      // neither drop them nor acknowledge. Otherwise, before the ack goes out: once it is seen,
+      // no request here may get a record kept aside.
+      if (this.up || this.previous === null) {
+        this.previous = null;
+        await this.reader.ack(this.gateway.id, this.appliedSeq);
+      }
       await this.reader.heartbeat(this.gateway, 3 * this.heartbeatMs);
     } catch {
       // The table is down: the next period (or its return) tries again.

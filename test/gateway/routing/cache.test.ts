@@ -265,7 +265,7 @@ t.test('a resync while the table cannot answer: dropped records serve until the 
 t.test('a change while the table cannot answer: the old record serves until the table is back, unacknowledged', async (t) => {
   const reader = new FakeReader();
   reader.put([WEB, deployment('web')]);
-  const cache = await cacheOn(t, reader);
+  const cache = await cacheOn(t, reader, { heartbeatMs: 20 });
   await cache.loadDeployment(WEB);
   reader.setAvailable(false);
   // The change feed delivers an alias change; the command connection is still away.
@@ -274,6 +274,10 @@ t.test('a change while the table cannot answer: the old record serves until the 
   const seq = reader.change(WEB);
   t.equal(cache.peekDeployment(WEB), undefined, 'no longer served as current');
   t.same(await cache.loadDeployment(WEB), deployment('web'), 'but the old record serves while the table cannot answer');
+  // Periodic heartbeats meanwhile (they fail) neither drop it nor acknowledge.
+  const calls = reader.beatCalls;
+  await waitFor(() => reader.beatCalls >= calls + 3, { what: 'three heartbeats while the table is down' });
+  t.same(await cache.loadDeployment(WEB), deployment('web'), 'still served after heartbeats');
   t.equal(reader.acks.length, acks, 'and the change is not acknowledged meanwhile');
   reader.setAvailable(true);
   await waitFor(() => reader.acks.some(([id, s]) => id === 'gw1' && s === seq), { what: 'the ack once the table is back' });

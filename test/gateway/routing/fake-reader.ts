@@ -19,6 +19,8 @@ export class FakeReader implements RoutingReader {
   reads = 0;
   readonly acks: [id: string, seq: number][] = [];
   readonly heartbeats: GatewayInfo[] = [];
+  /** Heartbeats and acks tried, failed ones included. */
+  beatCalls = 0;
   readonly unregistered: string[] = [];
   /** While true, every call rejects (a table that is down). */
   failing = false;
@@ -59,11 +61,13 @@ export class FakeReader implements RoutingReader {
   }
 
   async heartbeat(info: GatewayInfo): Promise<void> {
+    this.beatCalls++;
     this.check();
     this.heartbeats.push(info);
   }
 
   async ack(id: string, seq: number): Promise<void> {
+    this.beatCalls++;
     this.check();
     this.acks.push([id, seq]);
   }
