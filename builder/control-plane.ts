@@ -126,7 +126,8 @@ export interface CreateVersionInput {
 /** `PATCH version` body: stop/start/rescale without a rebuild. */
 export interface PatchVersionInput {
   readonly enabled?: boolean;
-  readonly endpoints?: Readonly<Record<string, { readonly replicas?: number; readonly timeoutSeconds?: number; readonly maxBodyBytes?: number; readonly enabled?: boolean }>>;
+  /** `null` for `timeoutSeconds` or `maxBodyBytes` puts the gateway default back. */
+  readonly endpoints?: Readonly<Record<string, { readonly replicas?: number; readonly timeoutSeconds?: number | null; readonly maxBodyBytes?: number | null; readonly enabled?: boolean }>>;
 }
 
 export interface WeightedVersion {

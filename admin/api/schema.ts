@@ -178,6 +178,18 @@ export function enumOf<const V extends string>(values: readonly V[], opts: Doc =
   };
 }
 
+/** `schema`, or `null` (a PATCH that puts a setting back to its default). */
+export function nullable<T>(schema: Schema<T>, opts: Doc = {}): Schema<T | null> {
+  return {
+    kind: schema.kind,
+    optional: schema.optional,
+    check(value, path, problems, checkOpts) {
+      return value === null ? null : schema.check(value, path, problems, checkOpts);
+    },
+    jsonSchema: () => withDoc({ oneOf: [schema.jsonSchema(), { type: 'null' }] }, opts),
+  };
+}
+
 /** Marks a property of `object()` as optional. */
 export function optional<T>(schema: Schema<T>): Schema<T> & { readonly optional: true } {
   return { ...schema, optional: true };

@@ -1,5 +1,5 @@
 import { defineRoute, DEPLOYMENT, deploymentParams, listOf, name, ref, VERSION, versionParams } from '../route.ts';
-import { bool, int, object, oneOf, optional, record, string } from '../schema.ts';
+import { bool, int, nullable, object, oneOf, optional, record, string } from '../schema.ts';
 import { ENV_NAME_PATTERN } from './environment.ts';
 
 /** Endpoint names as valohai.yaml allows them. */
@@ -60,8 +60,8 @@ const patchBody = object({
     object({
       enabled: optional(bool()),
       replicas: optional(replicas),
-      timeoutSeconds: optional(timeoutSeconds),
-      maxBodyBytes: optional(maxBodyBytes),
+      timeoutSeconds: optional(nullable(timeoutSeconds, { description: 'null: back to the gateway default (PORTICO_TIMEOUT_SECONDS).' })),
+      maxBodyBytes: optional(nullable(maxBodyBytes, { description: 'null: back to the gateway default (PORTICO_MAX_BODY_BYTES).' })),
     }),
     { keyPattern: ENDPOINT_NAME_PATTERN, keyExample: 'predict', maxKeys: 100 },
   )),

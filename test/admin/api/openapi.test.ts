@@ -147,6 +147,8 @@ function generate(schema: S, at: string, c: Case): unknown {
       return schema.minimum ?? 0;
     case 'boolean':
       return true;
+    case 'null':
+      return null;
     case 'array':
       return Array.from({ length: Math.max(schema.minItems ?? 1, 1) }, (_, i) => generate(schema.items, joinPath(at, i), c));
     case 'object': {

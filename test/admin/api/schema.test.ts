@@ -1,6 +1,6 @@
 import t from 'tap';
 import {
-  array, bool, enumOf, int, object, oneOf, optional, record, refine, string, validate, type Schema,
+  array, bool, enumOf, int, nullable, object, oneOf, optional, record, refine, string, validate, type Schema,
 } from '../../../admin/api/schema.ts';
 
 const problemsOf = <T>(s: Schema<T>, v: unknown, coerce = false) => {
@@ -30,6 +30,18 @@ t.test('int: range, integers only, query coercion', async (t) => {
   t.same(problemsOf(int({ min: 1 }), 0), ['body: must be an integer of at least 1']);
   t.same(problemsOf(int({ max: 1 }), 2), ['body: must be an integer of at most 1']);
   t.same(int({ min: 0, max: 100 }).jsonSchema(), { type: 'integer', minimum: 0, maximum: 100 });
+});
+
+t.test('nullable: null or the inner schema, documented as either', async (t) => {
+  const s = nullable(int({ min: 1, max: 10 }), { description: 'null: the default' });
+  t.same(validate(s, null, 'body'), { ok: true, value: null });
+  t.same(validate(s, 3, 'body'), { ok: true, value: 3 });
+  t.same(problemsOf(s, 0), ['body: must be an integer from 1 to 10'], 'the inner rules still apply');
+  t.same(problemsOf(s, 'x'), ['body: must be an integer from 1 to 10']);
+  t.same(s.jsonSchema(), { oneOf: [{ type: 'integer', minimum: 1, maximum: 10 }, { type: 'null' }], description: 'null: the default' });
+  const o = object({ limit: optional(nullable(int())) });
+  t.same(validate(o, {}, 'body'), { ok: true, value: {} });
+  t.same(validate(o, { limit: null }, 'body'), { ok: true, value: { limit: null } });
 });
 
 t.test('bool and enum', async (t) => {

@@ -111,6 +111,11 @@ t.test('patch a version: stop, start, scale; delete refused while aliased', asyn
   const scale = await api.call('PATCH', `${D}/versions/v1`, { body: { endpoints: { predict: { replicas: 3 } } } });
   t.equal(scale.json.endpoints[0].replicaCount, 3);
   t.equal(scale.json.endpoints[0].replicas.length, 3);
+  const limits = await api.call('PATCH', `${D}/versions/v1`, { body: { endpoints: { predict: { timeoutSeconds: 5, maxBodyBytes: 100 } } } });
+  t.match(limits.json.endpoints[0], { timeoutSeconds: 5, maxBodyBytes: 100 });
+  const reset = await api.call('PATCH', `${D}/versions/v1`, { body: { endpoints: { predict: { timeoutSeconds: null, maxBodyBytes: null } } } });
+  t.equal(reset.status, 200);
+  t.match(reset.json.endpoints[0], { timeoutSeconds: null, maxBodyBytes: null, replicaCount: 3 }, 'null puts the gateway defaults back, and leaves the rest');
   const bad = await api.call('PATCH', `${D}/versions/v1`, { body: { endpoints: { predict: { replicas: -1 } } } });
   t.equal(bad.json.message, 'body.endpoints.predict.replicas: must be an integer from 0 to 100');
   const unknown = await api.call('PATCH', `${D}/versions/v1`, { body: { endpoints: { other: { replicas: 1 } } } });
