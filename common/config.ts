@@ -47,7 +47,7 @@ export const VARIABLES = {
   PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A response body that sends nothing for this long is aborted.' },
   PORTICO_UPSTREAM_CONNECTIONS: { kind: int(1, 100000), default: '256', doc: 'Keep-alive connections per replica kept by each gateway process.' },
   PORTICO_TRUSTED_PROXIES: { kind: { type: 'cidrs' }, default: '', doc: 'Comma-separated IPs/CIDRs whose `X-Forwarded-*` headers the gateway keeps (e.g. your load balancer).' },
-  PORTICO_DRAIN_SECONDS: { kind: int(0, 3600), default: '30', doc: 'On SIGTERM, longest the gateway waits for in-flight requests before exiting.' },
+  PORTICO_DRAIN_SECONDS: { kind: int(0, 3600), default: '30', doc: 'On SIGTERM, longest the gateway waits for in-flight requests before exiting. Meanwhile `/readyz` is 503 (take the gateway out of the load balancer on it), idle connections close, and requests still arriving are served with `connection: close`; requests cut at the deadline are logged with status 499. `portico start` then stops its replicas, which takes up to `PORTICO_STOP_GRACE_SECONDS` more: give a supervisor\'s stop timeout the sum.' },
   PORTICO_FLIP_ACK_MS: { kind: int(1, 600000), default: '2000', doc: 'Longest an alias PUT waits for every live gateway to acknowledge.' },
   PORTICO_CACHE_SIZE: { kind: int(1, 10_000_000), default: '10000', doc: 'Routing records each gateway process keeps in its LRU cache (and as many unknown routes, apart: a flood of bad URLs never evicts a real route).' },
   PORTICO_METRICS_MAX_ROUTES: { kind: int(1, 1_000_000), default: '2000', doc: 'Routes with their own Prometheus series per gateway process; beyond it the longest idle routes are dropped (memory and `/metrics` stay bounded).' },

@@ -242,17 +242,32 @@ export class GatewayListener implements ExchangeSink {
 
   #health(url: string, res: ServerResponse): boolean {
     if (url !== '/healthz' && !url.startsWith('/healthz?')) return false;
-    res.writeHead(200, HEALTH_HEADERS);
-    res.end('{"status":"ok"}');
+    if (this.#probeMethod(res)) {
+      res.writeHead(200, HEALTH_HEADERS);
+      res.end('{"status":"ok"}');
+    }
     return true;
   }
 
   #ready(url: string, res: ServerResponse): boolean {
     if (url !== '/readyz' && !url.startsWith('/readyz?')) return false;
+    if (!this.#probeMethod(res)) return true;
     const status = this.draining ? 'draining' : this.#deps.routesReady() ? 'ready' : 'routing table unavailable';
+    // While draining, the probe's connection closes too (as every response's does).
+    if (this.draining) res.shouldKeepAlive = false;
     res.writeHead(status === 'ready' ? 200 : 503, HEALTH_HEADERS);
     res.end(JSON.stringify({ status }));
     return true;
+  }
+
+  /** Probes answer GET and HEAD; anything else is a JSON 405 naming them. */
+  #probeMethod(res: ServerResponse): boolean {
+    const method = res.req.method;
+    if (method === 'GET' || method === 'HEAD') return true;
+    const e = new PorticoError(GatewayErrors.METHOD_NOT_ALLOWED, 'health probes answer GET and HEAD');
+    res.writeHead(405, [...HEALTH_HEADERS, 'allow', 'GET, HEAD']);
+    res.end(JSON.stringify(e.toJSON()));
+    return false;
   }
 
   /** Accounts for an ended exchange, once: metrics, access log, in-flight count. */

@@ -196,6 +196,9 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     server.close();
     server.closeAllConnections();
     for (const sock of sockets) sock.destroy();
+    // The exchanges of the connections just cut end on their 'close' events, a turn of the loop
+    // later: let them be accounted for (metrics, access log) before the log closes.
+    if (l.inFlight > 0) await Promise.race([l.whenIdle(), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     metricsServer?.close();
     metricsServer?.closeAllConnections();
     await stats?.stop();

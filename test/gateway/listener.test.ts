@@ -17,6 +17,15 @@ t.test('/healthz and /readyz', async (t) => {
   const r = await call(agent, `${gw.url}/readyz`);
   t.equal(r.status, 200);
   t.same(r.json(), { status: 'ready' });
+  t.equal((await call(agent, `${gw.url}/readyz?probe=1`, { method: 'HEAD' })).status, 200, 'HEAD, with a query string');
+  for (const path of ['/healthz', '/readyz']) {
+    for (const method of ['POST', 'DELETE', 'OPTIONS']) {
+      const res = await call(agent, `${gw.url}${path}`, { method });
+      t.equal(res.status, 405, `${method} ${path}`);
+      t.equal(res.headers.allow, 'GET, HEAD');
+      t.equal(res.json().code, 'METHOD_NOT_ALLOWED');
+    }
+  }
 });
 
 t.test('alias and version paths reach the replica as the canonical path, rest and query kept', async (t) => {

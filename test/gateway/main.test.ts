@@ -1,5 +1,8 @@
 import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { waitFor } from '../helpers/poll.ts';
 import { attachWebSocketEcho, call, client, deployment, endpoint, gateway, rawRequest, replica } from './fixtures.ts';
@@ -41,6 +44,7 @@ t.test('drain: readyz 503 at once, in-flight requests finish, idle connections c
   const ready = await call(client(t), `${gw.url}/readyz`);
   t.equal(ready.status, 503);
   t.same(ready.json(), { status: 'draining' });
+  t.equal(ready.headers.connection, 'close', "the probe's connection closes too");
   await idle.closed;
   t.pass('the idle keep-alive connection was closed');
 
@@ -63,7 +67,10 @@ t.test('drain: readyz 503 at once, in-flight requests finish, idle connections c
 
 t.test('drain gives up on requests still running at PORTICO_DRAIN_SECONDS', async (t) => {
   const rep = await replica(t, () => {});
-  const { gw, table } = await gateway(t, { env: { PORTICO_DRAIN_SECONDS: '1' } });
+  const dir = mkdtempSync(join(tmpdir(), 'portico-drain-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const log = join(dir, 'access.log');
+  const { gw, table } = await gateway(t, { env: { PORTICO_DRAIN_SECONDS: '1', PORTICO_ACCESS_LOG: log } });
   await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
   const hung = request(gw.url + P, { dispatcher: client(t) });
   hung.catch(() => {});
@@ -74,6 +81,8 @@ t.test('drain gives up on requests still running at PORTICO_DRAIN_SECONDS', asyn
   t.ok(ms >= 900 && ms < 5000, `drained in ${Math.round(ms)} ms`);
   await t.rejects(hung, 'the hung request was cut');
   await waitFor(() => rep.open === 0, { what: 'the replica to see it closed' });
+  const lines = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { route: string; status: number });
+  t.match(lines, [{ route: '/acme/mnist/web/v1/predict', status: 499 }], 'the cut request has its access-log line, written before the log closed');
 });
 
 t.test('close() is immediate and idempotent', async (t) => {
