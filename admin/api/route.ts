@@ -73,6 +73,8 @@ export interface RouteSpec<P extends string, Q, B> {
   /** A schema for each `{name}` of the path template (checked after percent-decoding). */
   readonly params: { readonly [K in P]: Schema<string> };
   readonly query?: ObjectSchema<Q>;
+  /** Without `query`: ignore any query string instead of refusing it (probes add cache-busters). */
+  readonly ignoresQuery?: boolean;
   /** A JSON body schema. */
   readonly body?: Schema<B>;
   /** A raw body streamed to the handler instead (uploads): its media type and description. */

@@ -101,7 +101,7 @@ export function createAdminHandler(opts: AdminHandlerOptions): (req: IncomingMes
       }
       // fromEntries keeps a "__proto__" parameter as data (reported as unknown).
       query = check(route.query, Object.fromEntries(entries), 'query', true, problems);
-    } else {
+    } else if (!route.ignoresQuery) {
       for (const key of new Set(searchParams.keys())) problems.push({ path: `query.${key}`, message: 'is not a known query parameter (this route takes none)' });
     }
     if (problems.length > 0) throw new ValidationError(problems);

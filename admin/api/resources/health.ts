@@ -10,6 +10,7 @@ export const healthRoutes = [
     summary: 'Liveness of the controller process',
     auth: false,
     params: {},
+    ignoresQuery: true,
     response: { status: 200, description: 'The process is running.', schema: ref('Health') },
     handler: async () => ({ body: { status: 'ok' } }),
   }),

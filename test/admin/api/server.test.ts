@@ -54,6 +54,10 @@ t.test('GET /healthz needs no token', async (t) => {
   const res = await api.call('GET', '/healthz', { token: null });
   t.equal(res.status, 200);
   t.same(res.json, { status: 'ok' });
+  const busted = await api.call('GET', '/healthz?nocache=1723&x=1&x=2', { token: null });
+  t.equal(busted.status, 200, 'a probe with a cache-busting query string is answered too');
+  const other = await api.call('GET', `${P}/deployments?bogus=1`);
+  t.equal(other.status, 400, 'routes without a query still refuse one');
 });
 
 t.test('401 without a token, with a bad one, with a malformed header', async (t) => {
