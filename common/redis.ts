@@ -108,8 +108,13 @@ export function isRedisOutage(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   return (
     err.name === 'MaxRetriesPerRequestError' ||
-    err.message === 'Command timed out' ||
+    isRedisTimeout(err) ||
     err.message === 'Connection is closed.' ||
     err.message.startsWith("Stream isn't writeable")
   );
+}
+
+/** Whether `err` is ioredis's `commandTimeout` expiring: the command was sent, and may still be carried out. */
+export function isRedisTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message === 'Command timed out';
 }

@@ -37,6 +37,8 @@ export interface StartGatewayOptions {
 
 /** A running gateway. */
 export interface Gateway {
+  /** The id it registered in the live set under. */
+  readonly id: string;
   /** Where it serves, e.g. `http://127.0.0.1:8080`. */
   readonly url: string;
   /** `http://host:port/metrics`, or `''` when metrics are not served by this process. */
@@ -129,13 +131,14 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   const derivedUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.gatewayPort}`;
   // Nothing happens between `listen` resolving and the listeners below being attached: no I/O
   // callback can run in between.
+  const gatewayId = opts.gatewayId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const cache = new RouteCache(routing, {
     maxEntries: config.cacheSize,
     negativeTtlMs: config.negativeCacheMs,
     maxStaleMs: config.maxStaleSeconds * 1000,
     heartbeatMs: config.heartbeatMs,
     gateway: {
-      id: opts.gatewayId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      id: gatewayId,
       url: config.gatewayUrl === derivedUrl ? url : config.gatewayUrl,
       pid: process.pid,
       startedAt: Date.now(),
@@ -256,5 +259,5 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
       await close();
     })());
 
-  return { url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, close, reopenLogs: () => accessLog.reopen() };
+  return { id: gatewayId, url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, close, reopenLogs: () => accessLog.reopen() };
 }

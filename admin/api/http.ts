@@ -7,7 +7,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { PorticoError, errorBody } from '../../common/errors.ts';
 import { ControlErrors } from '../../builder/errors.ts';
 import { StoreUnavailableError } from '../../builder/store/store.ts';
-import { isRedisOutage } from '../../common/redis.ts';
+import { isRedisOutage, isRedisTimeout } from '../../common/redis.ts';
 import type { Logger } from '../../common/log.ts';
 import type { Problem } from './schema.ts';
 
@@ -70,7 +70,7 @@ export function sendError(res: ServerResponse, err: unknown, logger: Logger, con
     logger.error('the store is unavailable', { ...context, err: errorDetails(err) });
     const def = ControlErrors.STORE_UNAVAILABLE;
     // A command that timed out was sent: Redis may still carry it out once it answers again.
-    const message = err instanceof Error && err.message === 'Command timed out' ? 'The store did not answer in time; a change may still be applied once it does: check before retrying one.' : def.message;
+    const message = isRedisTimeout(err) ? 'The store did not answer in time; a change may still be applied once it does: check before retrying one.' : def.message;
     sendJson(res, def.statusCode, errorBody(def.statusCode, def.code, message), { 'retry-after': '1' });
     return;
   }

@@ -1,7 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import { hostname } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -32,10 +30,9 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   const hangup = () => onHangup();
   process.on('SIGHUP', hangup);
   const routing = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: config.redisTimeoutMs });
-  const gatewayId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   let gw;
   try {
-    gw = await startGateway({ config, routing, serveMetrics: !inCluster, log, gatewayId });
+    gw = await startGateway({ config, routing, serveMetrics: !inCluster, log });
   } catch (err) {
     log.error('gateway failed to start', { error: err instanceof Error ? err.message : String(err) });
     await routing.close().catch(() => {});
@@ -44,7 +41,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   }
   if (inCluster) {
     // The primary takes this worker out of the live set if it dies without doing so itself.
-    process.send?.({ portico: 'gateway-id', id: gatewayId } satisfies WorkerMessage);
+    process.send?.({ portico: 'gateway-id', id: gw.id } satisfies WorkerMessage);
     AggregatorRegistry.setRegistries([gw.metrics.registry]);
     // Constructing one installs the worker's answer to the primary's metrics requests.
     new AggregatorRegistry();

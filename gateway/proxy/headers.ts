@@ -54,6 +54,19 @@ const REQUEST_RULES = new Map<string, number>([
 // Connection tokens that name no header to strip.
 const CONNECTION_OPTIONS = new Set(['close', 'keep-alive', 'upgrade']);
 
+/**
+ * The header names a `Connection` value lists (lower case; its standard options are not names),
+ * added to `into`: hop-by-hop headers the message must lose. `undefined` when it names none.
+ */
+function connectionNamed(value: string, into?: Set<string>): Set<string> | undefined {
+  let named = into;
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t !== '' && !CONNECTION_OPTIONS.has(t)) (named ??= new Set()).add(t);
+  }
+  return named;
+}
+
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** What the header pass found out about a request, besides the headers to forward. */
@@ -158,13 +171,10 @@ function isPlainConnection(v: string): boolean {
 }
 
 function stripConnectionTokens(headers: string[], connection: string): void {
-  let named: Set<string> | undefined;
-  for (const token of connection.split(',')) {
-    const t = token.trim().toLowerCase();
-    // Framing stays: the body was framed by Node's parser and must be framed again upstream.
-    if (t !== '' && !CONNECTION_OPTIONS.has(t) && t !== 'content-length') (named ??= new Set()).add(t);
-  }
-  if (!named) return;
+  const named = connectionNamed(connection);
+  // Framing stays: the body was framed by Node's parser and must be framed again upstream.
+  named?.delete('content-length');
+  if (!named?.size) return;
   let w = 0;
   for (let r = 0; r < headers.length; r += 2) {
     if (named.has((headers[r] as string).toLowerCase())) continue;
@@ -259,13 +269,7 @@ export function responseHeaders(
 ): string[] {
   const out: string[] = [];
   const connection = upstream.connection;
-  let named: Set<string> | undefined;
-  if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
-    for (const token of connection.split(',')) {
-      const t = token.trim().toLowerCase();
-      if (t !== '' && !CONNECTION_OPTIONS.has(t)) (named ??= new Set()).add(t);
-    }
-  }
+  const named = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close' ? connectionNamed(connection) : undefined;
   for (const name in upstream) {
     if (RESPONSE_DROP.has(name) || named?.has(name)) continue;
     const value = upstream[name];
@@ -283,6 +287,7 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** A replica's response head to an upgrade request, rewritten for the client (`tunnelResponseHead`). */
 export interface TunnelHead {
+  readonly status: number;
   /** The head to send, blank line included. */
   readonly head: string;
   /** The body's declared length, or `null` (chunked, none declared, or an accepted upgrade). */
@@ -301,7 +306,7 @@ export interface TunnelHead {
  * HTTP/1.x (a bad status line, a header line without a valid name, a folded line, a
  * Content-Length that is not one number).
  */
-export function tunnelResponseHead(raw: string, version: string, requestId: string): (TunnelHead & { status: number }) | null {
+export function tunnelResponseHead(raw: string, version: string, requestId: string): TunnelHead | null {
   const lines = raw.split('\r\n');
   const statusLine = lines[0] ?? '';
   const m = /^HTTP\/1\.[01] (\d{3})(?: [^\r\n]*)?$/.exec(statusLine);
@@ -320,12 +325,8 @@ export function tunnelResponseHead(raw: string, version: string, requestId: stri
     if (!TOKEN.test(name)) return null;
     const lower = name.toLowerCase();
     const value = line.slice(colon + 1).trim();
-    if (lower === 'connection') {
-      for (const token of value.split(',')) {
-        const tk = token.trim().toLowerCase();
-        if (tk !== '' && !CONNECTION_OPTIONS.has(tk)) (named ??= new Set()).add(tk);
-      }
-    } else if (lower === 'content-length') {
+    if (lower === 'connection') named = connectionNamed(value, named);
+    else if (lower === 'content-length') {
       if (!/^\d{1,15}$/.test(value) || (contentLength !== null && contentLength !== Number(value))) return null;
       contentLength = Number(value);
     } else if (lower === 'transfer-encoding') {
@@ -333,6 +334,7 @@ export function tunnelResponseHead(raw: string, version: string, requestId: stri
     }
     fields.push([name, lower, value]);
   }
+  if (chunked && contentLength !== null) return null; // both framings: ambiguous
   let head = `${statusLine}\r\n`;
   for (const [name, lower, value] of fields) {
     if (named?.has(lower)) continue;
@@ -344,7 +346,6 @@ export function tunnelResponseHead(raw: string, version: string, requestId: stri
   }
   head += `x-portico-version: ${version}\r\nx-request-id: ${requestId}\r\n`;
   if (!upgraded) head += 'connection: close\r\n';
-  if (chunked && contentLength !== null) return null; // both framings: ambiguous
   return { head: `${head}\r\n`, status, contentLength: upgraded ? null : contentLength, chunked: !upgraded && chunked };
 }
 
