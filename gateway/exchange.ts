@@ -2,6 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { ServerResponse, STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { PorticoError } from '../common/errors.ts';
+import type { Socket } from 'node:net';
+import { lingerOnClose } from './linger.ts';
 import type { DeploymentRecord, EndpointRecord } from './routing/contract.ts';
 
 /**
@@ -95,7 +97,8 @@ export class Exchange {
    * once the version is resolved). If part of a response was already sent the connection is
    * destroyed instead (a response is never cut off silently). An answer to a client still
    * waiting to send its body after `Expect: 100-continue` closes the connection: whether that
-   * body follows or not, it cannot be told from the next request.
+   * body follows or not, it cannot be told from the next request. A closing answer to a client
+   * that is sending its body lingers (see `lingerOnClose`), so that the client gets to read it.
    */
   fail(err: PorticoError, closeConnection = this.awaitingContinue): void {
     this.errorCode = err.code;
@@ -117,7 +120,10 @@ export class Exchange {
       if (this.requestId !== '') headers.push('x-request-id', this.requestId);
       if (version !== '') headers.push('x-portico-version', version);
       if (err.headers) for (const [k, v] of Object.entries(err.headers)) headers.push(k, v);
-      if (closeConnection) headers.push('connection', 'close');
+      if (closeConnection) {
+        headers.push('connection', 'close');
+        if (!this.awaitingContinue && !this.req.complete) lingerOnClose(this.req, res.socket as Socket | null);
+      }
       res.writeHead(err.statusCode, headers);
       res.end(body);
       this.bytes = body.length;

@@ -2,7 +2,9 @@ import type { Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import { PorticoError } from '../../common/errors.ts';
 import { GatewayErrors } from '../errors.ts';
+import type { Socket } from 'node:net';
 import { HANDLED, type Exchange, type GatewayResponse, type Stage } from '../exchange.ts';
+import { lingerOnClose } from '../linger.ts';
 import type { LeastPendingBalancer } from '../balancer/least-pending.ts';
 import type { EndpointRecord } from '../routing/contract.ts';
 import { addForwardedHeaders, clientAddress, responseHeaders, type TrustedProxies } from './headers.ts';
@@ -79,6 +81,9 @@ export function prepareForward(ctx: ProxyContext, ex: Exchange): void {
 const CLIENT_GONE = new Error('client closed the connection');
 const TOO_LARGE = new Error('request body over the limit');
 const BAD_RESPONSE_HEADERS = Object.assign(new Error('invalid response headers from the replica'), { code: 'HPE_INVALID_HEADER_TOKEN' });
+// undici's time-to-first-byte clock starts once a request has a connection; one that waited
+// for a free connection first is held to the same limit from its dispatch by the gateway.
+const QUEUED_TOO_LONG = Object.assign(new Error('no answer in time (the request waited for a free connection to the replica)'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
 
 function isIdempotent(method: string | undefined): boolean {
   return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
@@ -91,6 +96,10 @@ function resumeUpstream(this: GatewayResponse): void {
 
 function redispatch(f: Forward): void {
   f.dispatch();
+}
+
+function queueTimeout(f: Forward): void {
+  f.queueTimedOut();
 }
 
 /**
@@ -115,6 +124,8 @@ class Forward implements Dispatcher.DispatchHandler {
   tooLarge = false;
   cancelled = false;
   drainHooked = false;
+  /** Set while a dispatch that had to wait for a free connection runs (see `queueTimedOut`). */
+  queueTimer: NodeJS.Timeout | null = null;
 
   constructor(ctx: ProxyContext, ex: Exchange, res: GatewayResponse, upstream: Upstream) {
     this.ctx = ctx;
@@ -140,19 +151,45 @@ class Forward implements Dispatcher.DispatchHandler {
     this.controller = null;
     this.requestStarted = false;
     this.ex.replica = u.address;
+    // Every connection of the pool is busy: this request waits in its queue. Only then is a
+    // timer of the gateway's own needed (the saturated case; undici times the rest).
+    if (u.pending > u.capacity) this.queueTimer = setTimeout(queueTimeout, this.opts.headersTimeout as number, this);
     u.pool.dispatch(this.opts, this);
   }
 
   #release(): void {
+    this.#clearQueueTimer();
     if (this.active) {
       this.active = false;
       this.upstream.pending--;
     }
   }
 
+  #clearQueueTimer(): void {
+    if (this.queueTimer !== null) {
+      clearTimeout(this.queueTimer);
+      this.queueTimer = null;
+    }
+  }
+
+  /**
+   * A request that waited for a free connection has had no answer within the endpoint's time
+   * to first byte, counted from its dispatch: 504 now. If it is still queued, it is aborted
+   * the moment undici starts it, and never reaches the replica.
+   */
+  queueTimedOut(): void {
+    this.queueTimer = null;
+    if (!this.active || this.responseStarted || this.cancelled) return;
+    this.cancelled = true;
+    if (this.controller !== null) this.controller.abort(CLIENT_GONE);
+    this.ctx.onUpstreamError(QUEUED_TOO_LONG.code);
+    this.ex.fail(upstreamError(classifyUpstreamError(QUEUED_TOO_LONG), QUEUED_TOO_LONG));
+  }
+
   /** The client left: abort the upstream call (now, or as soon as it starts). */
   cancel(): void {
     this.cancelled = true;
+    this.#clearQueueTimer();
     if (this.active && this.controller !== null) this.controller.abort(CLIENT_GONE);
   }
 
@@ -190,6 +227,7 @@ class Forward implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     // Informational responses (102, 103) are not passed on; 100 never reaches here.
     if (statusCode < 200) return;
+    this.#clearQueueTimer();
     const res = this.res;
     if (res.destroyed) {
       controller.abort(CLIENT_GONE);
@@ -199,8 +237,13 @@ class Forward implements Dispatcher.DispatchHandler {
     const ex = this.ex;
     // A 204 has no body and must not declare one (RFC 9110 8.6), whatever the replica says.
     if (statusCode === 204 && headers['content-length'] !== undefined) headers['content-length'] = undefined;
+    // The replica answers before it has the whole body (an early 400, say): the rest of the
+    // body will not be sent on, so the connection closes after the answer, lingering so that
+    // a client still writing its body gets to read it.
+    const early = this.opts.body !== null && !ex.req.complete;
+    if (early) lingerOnClose(ex.req, res.socket as Socket | null);
     try {
-      res.writeHead(statusCode, responseHeaders(headers, ex.version, ex.requestId, this.ctx.closing()));
+      res.writeHead(statusCode, responseHeaders(headers, ex.version, ex.requestId, early || this.ctx.closing()));
     } catch {
       this.responseStarted = false;
       controller.abort(BAD_RESPONSE_HEADERS);

@@ -7,6 +7,8 @@ export class Upstream {
   readonly host: string;
   readonly port: number;
   readonly pool: Pool;
+  /** Connections the pool may open: requests beyond it wait in the pool's queue. */
+  readonly capacity: number;
   /** Requests dispatched to this replica and not yet finished (the balancer's load). */
   pending = 0;
   /** `Date.now()` until which the replica counts as failing (after a connect error). */
@@ -14,8 +16,9 @@ export class Upstream {
   /** `Date.now()` of the last request sent (idle pools are closed). */
   lastUsed = 0;
 
-  constructor(address: string, pool: Pool) {
+  constructor(address: string, pool: Pool, capacity: number) {
     this.address = address;
+    this.capacity = capacity;
     const { host, port } = splitAddress(address);
     this.host = host;
     this.port = port;
@@ -80,7 +83,7 @@ export class Upstreams implements LoadSource {
         bodyTimeout: this.#opts.bodyIdleMs,
         allowH2: false,
       });
-      u = new Upstream(address, pool);
+      u = new Upstream(address, pool, this.#opts.connections);
       this.#map.set(address, u);
     }
     return u;

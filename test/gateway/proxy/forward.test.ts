@@ -84,6 +84,66 @@ t.test('413 by Content-Length: before anything is sent', async (t) => {
   t.equal(rep.seen.length, 1, 'the replica saw only the request within the limit');
 });
 
+/**
+ * Sends a request head and `size` bytes of body as fast as the connection takes them, reading
+ * only after the whole body is written, as a synchronous client does (Python's http.client).
+ * The connection stays half-open after the gateway's FIN, as such a client's does.
+ */
+function writeAllThenRead(url: string, head: string, size: number, chunked = false): Promise<{ answer: string; sent: number; error: string | null }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const sock = connect({ port: Number(port), host: hostname, allowHalfOpen: true });
+    let answer = '';
+    let sent = 0;
+    let error: string | null = null;
+    sock.on('data', (d) => (answer += d.toString('latin1')));
+    sock.on('error', (e) => (error = e.message));
+    sock.on('close', () => resolve({ answer, sent, error }));
+    sock.write(head);
+    const data = Buffer.alloc(64 * 1024, 120);
+    const chunk = chunked ? Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from('\r\n')]) : data;
+    const pump = () => {
+      while (sent < size) {
+        sent += data.length;
+        if (!sock.write(chunk)) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+      sock.end(chunked ? '0\r\n\r\n' : '');
+    };
+    pump();
+  });
+}
+
+t.test('a client writing its whole body before reading gets the answer given before the body is read (lingering close)', async (t) => {
+  const size = 16 * 2 ** 20;
+  // The replica refuses at once, without reading the body (as an app validating headers does).
+  const rep = await replica(t, (_req, res) => {
+    res.writeHead(400, { 'content-type': 'application/json' });
+    res.end('{"error":"rejected early"}');
+  });
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: String(64 * 2 ** 20) } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address]), endpoint('v2', [rep.address], { maxBodyBytes: 1000 })] });
+  const early = await writeAllThenRead(gw.url, `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`, size);
+  t.equal(early.error, null, 'no reset');
+  t.equal(early.sent, size, 'the whole body could be written');
+  t.match(early.answer, /^HTTP\/1\.1 400 /, "the replica's early answer arrives");
+  t.match(early.answer, /rejected early/);
+  t.match(early.answer, /\r\nconnection: close\r\n/i, 'and says the connection closes');
+  // A 413 from the gateway itself, by Content-Length and for a chunked body over the limit.
+  const tooLarge = await writeAllThenRead(gw.url, `POST /acme/mnist/web/v2/predict HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`, size);
+  t.equal(tooLarge.error, null, 'no reset');
+  t.equal(tooLarge.sent, size);
+  t.match(tooLarge.answer, /^HTTP\/1\.1 413 [^]*"code":"PAYLOAD_TOO_LARGE"/);
+  const chunked = await writeAllThenRead(gw.url, `POST /acme/mnist/web/v2/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n`, size, true);
+  t.equal(chunked.error, null, 'no reset');
+  t.equal(chunked.sent, size);
+  t.match(chunked.answer, /^HTTP\/1\.1 413 [^]*"code":"PAYLOAD_TOO_LARGE"/);
+  t.equal(gw.listener.inFlight, 0);
+  t.equal(gw.upstreams.stats().pending, 0);
+});
+
 t.test('Expect: 100-continue: 100 only when the request is proxied; a refusal comes without it and closes', async (t) => {
   const { rep, bodies } = await bodyReplica(t);
   const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '100' } });
@@ -163,6 +223,34 @@ t.test('a hung replica is a 504 within the endpoint timeout', async (t) => {
   t.ok(ms >= 900 && ms < 5000, `answered after ${Math.round(ms)} ms`);
   await waitFor(() => rep.open === 0, { what: 'the hung request to be closed at the replica' });
   t.equal(rep.seen.length, 1, 'a timeout is not retried');
+});
+
+t.test('a request waiting for a free replica connection is held to the endpoint timeout too', async (t) => {
+  // One connection per replica: the second request waits in the pool's queue behind a hung one.
+  const held: (() => void)[] = [];
+  const rep = await replica(t, (_req, res) => {
+    held.push(() => res.end('late'));
+  });
+  const { gw, table } = await gateway(t, { env: { PORTICO_UPSTREAM_CONNECTIONS: '1' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address], { timeoutSeconds: 1 })] });
+  const agent = client(t);
+  const first = call(agent, gw.url + PATH);
+  await waitFor(() => rep.seen.length === 1, { what: 'the first request at the replica' });
+  const started = performance.now();
+  const queued = await call(agent, gw.url + PATH, { method: 'POST', body: 'queued' });
+  const ms = performance.now() - started;
+  t.equal(queued.status, 504, 'the queued request timed out');
+  t.equal(queued.json().code, 'UPSTREAM_TIMEOUT');
+  t.ok(ms >= 900 && ms < 1800, `answered after ${Math.round(ms)} ms`);
+  t.equal((await first).status, 504, 'the hung one too');
+  // The hung request's connection is closed at its timeout; the queued one must not go out then.
+  await waitFor(() => gw.upstreams.stats().pending === 0, { what: 'both upstream calls to end' });
+  t.equal(rep.seen.length, 1, 'the request that timed out in the queue never reached the replica');
+  for (const release of held) release();
+  // The pool serves again.
+  const rep2 = await replica(t);
+  await table.apply({ putEndpoints: [endpoint('v1', [rep2.address], { timeoutSeconds: 1 })] });
+  t.equal((await call(agent, gw.url + PATH)).status, 200);
 });
 
 t.test('a dead replica: GET and never-sent POST retry on another; all dead is a 502', async (t) => {
