@@ -163,6 +163,8 @@ export class GatewayListener implements ExchangeSink {
 
   /** The HTTP server's 'upgrade' listener. */
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // A tunnel may stay quiet as long as its two ends like (WebSocket pings are theirs to send).
+    (socket as Duplex & { setTimeout?: (ms: number) => void }).setTimeout?.(0);
     const ex = new Exchange(req, null, socket, head);
     ex.sink = this;
     this.inFlight++;
@@ -214,6 +216,43 @@ export class GatewayListener implements ExchangeSink {
     // Logged too (nothing of the request is known: no method, no route), as nginx logs its 400s.
     const log = this.#deps.accessLog;
     if (log.enabled) log.appendFields(isoTime(Date.now()), requestId, '', null, null, null, def.statusCode, Buffer.byteLength(body), 0, def.code);
+  };
+
+  /**
+   * The HTTP server's 'timeout' listener: nothing moved on a connection for
+   * PORTICO_BODY_IDLE_SECONDS (the server's socket inactivity timer). What that means depends
+   * on what the connection is doing:
+   * - no request on it (idle keep-alive, a lingering close, a head still arriving): closed;
+   * - waiting for the replica's first byte, or for a stage: nothing (the endpoint's timeout and
+   *   the stages' own bounds apply);
+   * - a request body that stopped: 408 when the client stopped sending it, 504 when the replica
+   *   stopped reading it (the gateway holds it back); the upstream call is aborted first, so the
+   *   replica never sees it whole;
+   * - a response the client stopped reading: the connection is cut (one the replica stopped
+   *   sending is undici's body timeout, of the same length).
+   * There is no limit on a request's total time: a large upload may take as long as it moves.
+   */
+  readonly handleTimeout = (socket: Duplex): void => {
+    const res = (socket as { _httpMessage?: GatewayResponse | null })._httpMessage;
+    const ex = res?.exchange;
+    if (res == null || ex == null) {
+      socket.destroy();
+      return;
+    }
+    if (res.headersSent) {
+      if (res.writableNeedDrain) socket.destroy();
+      return;
+    }
+    const req = ex.req;
+    if (req.complete || ex.call === null) return;
+    const replicaStalled = req.isPaused() || req.readableLength > 0;
+    ex.call.cancel();
+    ex.fail(
+      replicaStalled
+        ? new PorticoError(GatewayErrors.UPSTREAM_TIMEOUT, 'the replica stopped reading the request body')
+        : new PorticoError(GatewayErrors.REQUEST_TIMEOUT, 'the request body stopped arriving'),
+      true,
+    );
   };
 
   /**

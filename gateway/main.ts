@@ -116,6 +116,10 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     ServerResponse: GatewayResponse,
     // Longer than common load balancers' idle timeouts, so they close first.
     keepAliveTimeout: 65_000,
+    // No limit on a request's total time (Node's default cut every upload at 300 s); a body that
+    // stops moving is ended by the inactivity timer below instead (`handleTimeout`). Heads still
+    // have Node's 60 s (`headersTimeout`).
+    requestTimeout: 0,
     insecureHTTPParser: false,
     // Checked by the header stage instead, so the 400 is the JSON error like every other.
     requireHostHeader: false,
@@ -186,6 +190,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   server.on('checkExpectation', l.handleExpectation);
   server.on('checkContinue', l.handleContinue);
   server.on('connect', l.handleConnect);
+  server.on('timeout', l.handleTimeout);
+  server.timeout = config.bodyIdleSeconds * 1000;
 
   // Request stats for the controller's stats API, when the routing table takes them.
   const writeStats = routing.writeStats?.bind(routing);

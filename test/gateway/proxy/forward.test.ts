@@ -339,6 +339,81 @@ t.test('a response body that goes idle is aborted after PORTICO_BODY_IDLE_SECOND
   await waitFor(() => rep.open === 0, { what: 'the replica request to close' });
 });
 
+t.test('a request body that stops moving for PORTICO_BODY_IDLE_SECONDS: 408 when the client stopped, 504 when the replica did', async (t) => {
+  const { rep, bodies } = await bodyReplica(t);
+  // A replica that takes the request but never reads its body.
+  const stuck = await replica(t, (req) => req.pause());
+  const { gw, table } = await gateway(t, { env: { PORTICO_BODY_IDLE_SECONDS: '1', PORTICO_MAX_BODY_BYTES: String(64 * 2 ** 20) } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address]), endpoint('v2', [stuck.address])] });
+
+  // The client sends half its body and stops.
+  const sock = await open(gw.url, `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello`);
+  let out = '';
+  sock.on('data', (d) => (out += d.toString()));
+  const started = performance.now();
+  await new Promise((r) => sock.on('close', r));
+  const ms = performance.now() - started;
+  t.match(out, /^HTTP\/1\.1 408 [^]*"code":"REQUEST_TIMEOUT"/, 'a client that stopped sending gets 408');
+  t.match(out, /the request body stopped arriving/);
+  t.ok(ms >= 900 && ms < 4000, `after ${Math.round(ms)} ms`);
+  await waitFor(() => rep.open === 0, { what: 'the upstream request to be aborted' });
+  t.same(bodies.map((b) => [b.complete, b.bytes]), [[false, 5]], 'the replica never got the body whole');
+
+  // A replica that stops reading: the client's writes block, and it gets a 504 it can read.
+  const size = 32 * 2 ** 20;
+  const stalled = await writeAllThenRead(gw.url, `POST /acme/mnist/web/v2/predict HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`, size);
+  t.match(stalled.answer, /^HTTP\/1\.1 504 [^]*"code":"UPSTREAM_TIMEOUT"/, 'a replica that stopped reading is a 504');
+  t.match(stalled.answer, /the replica stopped reading the request body/);
+  t.equal(stalled.error, null, 'and the client can read it (the close lingers)');
+  // (The stuck replica, reading nothing, would not notice its connection close.)
+  await waitFor(() => gw.upstreams.stats().pending === 0, { what: 'the upstream call to the stuck replica to be aborted' });
+
+  // Neither a slow but moving upload nor a slow first byte is cut by the idle timer.
+  const slow = await replica(t, (req, res) => {
+    let n = 0;
+    req.on('data', (d: Buffer) => (n += d.length));
+    req.on('end', () => setTimeout(() => res.end(String(n)), 2500));
+  });
+  await table.apply({ putEndpoints: [endpoint('v3', [slow.address])] });
+  const body = Readable.from(
+    (async function* () {
+      for (let i = 0; i < 6; i++) {
+        yield Buffer.alloc(1000, 97);
+        await new Promise((r) => setTimeout(r, 400));
+      }
+    })(),
+  );
+  const res = await request(`${gw.url}/acme/mnist/web/v3/predict`, { method: 'POST', body, dispatcher: client(t) });
+  t.equal(res.statusCode, 200, 'an upload that keeps moving and an answer 2.5 s later pass');
+  t.equal(await res.body.text(), '6000');
+  t.equal(gw.listener.inFlight, 0);
+});
+
+t.test('a client that stops reading a response for PORTICO_BODY_IDLE_SECONDS is cut', async (t) => {
+  const big = Buffer.alloc(64 * 2 ** 20, 98);
+  let closedAt = 0;
+  const rep = await replica(t, (_req, res) => {
+    res.on('close', () => (closedAt = performance.now()));
+    res.end(big);
+  });
+  const { gw, table } = await gateway(t, { env: { PORTICO_BODY_IDLE_SECONDS: '1' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const sock = await open(gw.url, `GET ${PATH} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  sock.on('error', () => {});
+  let got = 0;
+  const onData = (d: Buffer) => {
+    got += d.length;
+    if (got > 0) sock.pause(); // reads the first bytes, then stops reading
+  };
+  sock.on('data', onData);
+  const started = performance.now();
+  await waitFor(() => closedAt > 0, { what: 'the upstream response to be closed', timeoutMs: 8000 });
+  t.ok(closedAt - started >= 900, `cut after ${Math.round(closedAt - started)} ms of not reading`);
+  t.ok(got < big.length, 'the client had not read it all');
+  await waitFor(() => gw.listener.inFlight === 0, { what: 'the exchange to end' });
+  sock.destroy();
+});
+
 t.test('an invalid response from the replica is a 502 UPSTREAM_BAD_RESPONSE', async (t) => {
   const junk = createTcpServer((s) => {
     s.once('data', () => s.end('NOT HTTP\r\n\r\n'));
