@@ -85,6 +85,21 @@ export function checkHeapBound(config: Pick<Config, 'cacheSize' | 'metricsMaxRou
   );
 }
 
+/** Longest a starting gateway waits for its routing table before saying so in its log. */
+const ROUTING_START_WARN_MS = 2000;
+
+/** Logs when the routing table becomes unreachable and reachable again, and a slow start. */
+function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds: number, log: Logger): void {
+  routing.onAvailability((up) => {
+    if (up) log.info('routing table reachable');
+    else log.warn(`routing table unreachable: cached routes keep serving for at most ${maxStaleSeconds} s, others answer 503`);
+  });
+  const check = setTimeout(() => {
+    if (!cache.isReady()) log.warn('routing table not reachable yet: routes answer 503 and /readyz 503 until it is');
+  }, ROUTING_START_WARN_MS);
+  check.unref();
+}
+
 function listen(server: Server<never, never>, port: number, host: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -240,6 +255,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     }
     await cache.start();
     stats?.start();
+    watchRouting(routing, cache, config.maxStaleSeconds, log);
   } catch (err) {
     await closeAll();
     throw err;

@@ -18,6 +18,11 @@ export interface RouteCacheOptions {
   gateway: GatewayInfo;
   /** Clock in milliseconds (default `performance.now`). */
   now?: () => number;
+  /**
+   * Longest a load waits, from the cache's creation, for the cache to open (see `RouteCache`)
+   * before it is answered as usual: the start of a gateway (default 2000 ms).
+   */
+  startupWaitMs?: number;
 }
 
 /** Thrown by `load*` when the routing table is unavailable and nothing usable is cached. */
@@ -36,6 +41,8 @@ interface Flight {
 
 const noop = (): void => {};
 
+const DEFAULT_STARTUP_WAIT_MS = 2000;
+
 /**
  * The gateway's only view of the routing table: an LRU of records and known-missing keys in
  * front of a `RoutingReader`, invalidated by its change feed.
@@ -51,6 +58,11 @@ const noop = (): void => {};
  * - While the table is unavailable, cached entries serve for at most `maxStaleMs` from when it
  *   went down, and unknown keys fail at once with `RoutingUnavailableError`.
  * - Known-missing keys live in a bounded LRU of their own, with a short TTL.
+ * - Nothing is loaded before the cache opens: the table available, the change feed followed and
+ *   this gateway registered in the live set. Until then a load waits (at most `startupWaitMs`
+ *   from creation). A gateway that loaded a record before it was registered could serve it after
+ *   an alias PUT that did not wait for it had returned (a worker restarted during a flip did),
+ *   and one that answered before its connections were up answered 503 needlessly.
  */
 export class RouteCache {
   /** Plain counters for metrics: lookups answered by a record, by a known miss, by the table. */
@@ -83,9 +95,23 @@ export class RouteCache {
   private ticking = false;
   private tickAgain = false;
   private stopped = false;
+  /** Set once the table was up and this gateway registered in it (see the class comment). */
+  private opened = false;
+  /** Resolves when the cache opens or its start-up wait is over; `null` after. */
+  private opening: Promise<void> | null;
+  private openNow: () => void = noop;
+  private readonly openTimer: NodeJS.Timeout;
 
   constructor(reader: RoutingReader, opts: RouteCacheOptions) {
     this.reader = reader;
+    this.opening = new Promise((resolve) => {
+      this.openNow = resolve;
+    });
+    void this.opening.then(() => {
+      this.opening = null;
+    });
+    // Kept referenced: a load waiting on it must be answered even if nothing else is pending.
+    this.openTimer = setTimeout(this.openNow, opts.startupWaitMs ?? DEFAULT_STARTUP_WAIT_MS);
     this.now = opts.now ?? (() => performance.now());
     this.maxStaleMs = opts.maxStaleMs;
     this.heartbeatMs = opts.heartbeatMs;
@@ -148,6 +174,7 @@ export class RouteCache {
 
   /** For `/readyz`: the table is reachable, or it is down but the cache is within its staleness bound. */
   isReady(): boolean {
+    if (!this.opened) return false;
     return this.up || (this.downSince !== undefined && this.now() - this.downSince <= this.maxStaleMs);
   }
 
@@ -155,6 +182,8 @@ export class RouteCache {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.openTimer);
+    this.openNow();
     await this.reader.unregister(this.gateway.id).catch(noop);
   }
 
@@ -180,6 +209,7 @@ export class RouteCache {
   }
 
   private load(key: string, kind: 'd' | 'e'): Promise<Entry | null> {
+    if (this.opening !== null) return this.opening.then(() => this.load(key, kind));
     const cached = this.peek(key);
     if (cached !== undefined) return Promise.resolve(cached);
     if (!this.up) {
@@ -306,6 +336,11 @@ export class RouteCache {
         await this.reader.ack(this.gateway.id, this.appliedSeq);
       }
       await this.reader.heartbeat(this.gateway, 3 * this.heartbeatMs);
+      if (this.up && !this.opened) {
+        this.opened = true;
+        clearTimeout(this.openTimer);
+        this.openNow();
+      }
     } catch {
       // The table is down: the next period (or its return) tries again.
     }

@@ -1,5 +1,8 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { createLogger } from '../../common/log.ts';
+import { loadConfig } from '../../common/config.ts';
+import { startGateway } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -77,4 +80,47 @@ t.test('past PORTICO_MAX_STALE_SECONDS the gateway is not ready and stops servin
   await writer.apply(routes);
   await waitFor(async () => (await call(agent, `${gw.url}/readyz`)).status === 200, { what: 'ready again' });
   await waitFor(async () => (await call(agent, `${gw.url}/acme/mnist/web/v1/predict`)).status === 200, { what: 'serving again' });
+});
+
+t.test('a gateway just started on Redis answers its first requests from the table, not 503', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const prefix = `test:${randomBytes(4).toString('hex')}:`;
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 250, prefix });
+  t.teardown(() => writer.close());
+  await waitFor(() => writer.isAvailable(), { what: 'the writer' });
+  const rep = await replica(t);
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const agent = client(t);
+  // As a restarted `portico gateway` worker does: a new table connection, requests at once.
+  for (let i = 0; i < 3; i++) {
+    const reader = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 250, prefix });
+    t.teardown(() => reader.close());
+    const { gw } = await gateway(t, { routing: reader });
+    const res = await call(agent, `${gw.url}/acme/mnist/web/production/predict`);
+    t.equal(res.status, 200, `gateway ${i + 1}: the first request is served`);
+    t.equal(res.headers['x-portico-version'], 'v1');
+    const live = await writer.liveGateways();
+    t.ok(live.some((g) => g.id === gw.id), 'by a gateway already in the live set (an alias PUT waits for it)');
+  }
+});
+
+t.test('a gateway says in its log when Redis is unreachable at its start, when it goes and when it is back', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  await redis.kill();
+  const lines: { level: string; msg: string }[] = [];
+  const log = createLogger('gateway', 'info', (l) => void lines.push(JSON.parse(l) as { level: string; msg: string }));
+  const reader = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 250 });
+  t.teardown(() => reader.close());
+  const config = loadConfig({ PORTICO_GATEWAY_PORT: '0', PORTICO_METRICS_PORT: '0', PORTICO_ACCESS_LOG: 'off' });
+  const gw = await startGateway({ config, routing: reader, processMetrics: false, log });
+  t.teardown(() => gw.close());
+  const res = await call(client(t), `${gw.url}/acme/mnist/web/v1/predict`);
+  t.equal(res.status, 503, 'routes answer 503 once the start-up wait is over');
+  await waitFor(() => lines.some((l) => l.level === 'warn' && /not reachable yet/.test(l.msg)), { what: 'the start-up warning' });
+  await redis.start();
+  await waitFor(() => lines.some((l) => /routing table reachable$/.test(l.msg)), { what: 'the return logged' });
+  await redis.kill();
+  await waitFor(() => lines.some((l) => l.level === 'warn' && /unreachable: cached routes keep serving/.test(l.msg)), { what: 'the loss logged' });
 });

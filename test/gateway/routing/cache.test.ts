@@ -190,18 +190,24 @@ t.test('while the table is down, cached entries serve for maxStaleMs', async (t)
   t.same(cache.peekDeployment(WEB), deployment('web'), 'serving again once the table is back');
 });
 
-t.test('a table down from the start: not ready, loads fail fast, registration follows its return', async (t) => {
+t.test('a table down from the start: not ready, loads wait out the start-up window then fail fast, registration follows its return', async (t) => {
   const reader = new FakeReader();
   reader.setAvailable(false);
-  const cache = await cacheOn(t, reader);
+  const started = performance.now();
+  const cache = await cacheOn(t, reader, { startupWaitMs: 300 });
   t.notOk(cache.isReady());
   await t.rejects(cache.loadDeployment(WEB), RoutingUnavailableError);
+  t.ok(performance.now() - started >= 290, 'a load during start-up waited for the table');
+  const again = performance.now();
+  await t.rejects(cache.loadDeployment(WEB), RoutingUnavailableError);
+  t.ok(performance.now() - again < 100, 'after it, loads fail at once');
   t.equal(reader.reads, 0);
   t.same(reader.heartbeats, []);
   reader.seq = 3;
   reader.setAvailable(true);
-  t.ok(cache.isReady());
+  t.notOk(cache.isReady(), 'not ready before it is registered');
   await waitFor(() => reader.heartbeats.length === 1, { what: 'heartbeat after the return' });
+  t.ok(cache.isReady());
   t.same(reader.acks, [['gw1', 3]]);
 });
 
