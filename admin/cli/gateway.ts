@@ -139,6 +139,12 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   cluster.on('message', (worker, msg: Partial<WorkerMessage> | null) => {
     if (msg?.portico === 'gateway-id' && typeof msg.id === 'string') ids.set(worker, msg.id);
   });
+  // Workers accept from the shared socket themselves. With the default round-robin scheduling the
+  // primary accepts every connection and hands it over: one handed to a worker that dies before
+  // taking it is never served nor closed, and its client waits forever. Now a dying worker's
+  // connections are reset and those not yet accepted go to the other workers. (Read at the first
+  // fork.)
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   let failed = false;
   let restartDelayMs = 100;

@@ -2,7 +2,8 @@ import t from 'tap';
 import type { Tap } from '../../gateway/fixtures.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -37,6 +38,18 @@ async function gatewayOn(t: Tap, redisUrl: string, vars: Record<string, string>)
     if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
   });
   return { ...gw, port, metricsPort, base: `http://127.0.0.1:${port}` };
+}
+
+/** A Redis of the test's own and `portico gateway` with 2 workers on it, both in its live set. */
+async function twoWorkers(t: Tap) {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
+  t.teardown(() => writer.close());
+  await waitFor(() => writer.isAvailable(), { what: 'redis' });
+  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: 'off' });
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: `both workers in the live set (${gw.stderr()})`, timeoutMs: 20_000 });
+  return { writer, gw };
 }
 
 async function get(url: string): Promise<{ status: number; text: string }> {
@@ -125,6 +138,83 @@ t.test('portico gateway: a worker that dies leaves the live set at once, not whe
   t.equal(await gw.exit, 0, `exit 0 (${gw.stderr().slice(-500)})`);
 });
 
+t.test('portico gateway with 2 workers: no connection hangs when a worker is killed under new-connection load (regression: round-robin handoff)', async (t) => {
+  const { writer, gw } = await twoWorkers(t);
+  const rep = await replica(t, (_req, res) => res.end('ok'));
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  // A connection the primary handed to a worker as it died was never answered nor closed: the
+  // client waited forever. Now it is reset (the worker had accepted it) or served by the other.
+  const outcomes = new Map<string, number>();
+  const count = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
+  let loading = true;
+  const client = async () => {
+    while (loading) {
+      try {
+        const res = await request(`${gw.base}/acme/mnist/web/production/predict`, { reset: true, headersTimeout: 10_000, bodyTimeout: 10_000 });
+        await res.body.text();
+        count(String(res.statusCode));
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? 'error';
+        count(code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'hung' : code);
+      }
+    }
+  };
+  const clients = Array.from({ length: 16 }, client);
+  const killed = new Set<number>();
+  for (let i = 0; i < 5; i++) {
+    // Each kill once the replacement of the last one serves, and requests have gone through it.
+    const served = outcomes.get('200') ?? 0;
+    const live = await waitFor(
+      async () => {
+        const l = await writer.liveGateways();
+        return l.length === 2 && !l.some((g) => killed.has(g.pid)) && (outcomes.get('200') ?? 0) >= served + 100 && l;
+      },
+      { what: `two live workers serving (${gw.stderr().slice(-500)})`, timeoutMs: 20_000 },
+    );
+    killed.add(live[0]!.pid);
+    process.kill(live[0]!.pid, 'SIGKILL');
+  }
+  loading = false;
+  await Promise.all(clients);
+  t.comment(`outcomes: ${JSON.stringify(Object.fromEntries(outcomes))}`);
+  t.equal(outcomes.get('hung') ?? 0, 0, 'no request left without an answer or a reset');
+  t.ok((outcomes.get('200') ?? 0) >= 500, 'requests were served throughout');
+  t.equal((await get(`${gw.base}/acme/mnist/web/production/predict`)).status, 200, 'served after the kills');
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0, `exit 0 (${gw.stderr().slice(-500)})`);
+});
+
+t.test('portico gateway with 2 workers: both take a share of new connections', async (t) => {
+  const { writer, gw } = await twoWorkers(t);
+  // Workers accept from the shared socket (no round-robin by the primary): the kernel wakes
+  // whichever waits. 200 connections, one after the other, each answered and kept open.
+  const socks: Socket[] = [];
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  for (let i = 0; i < 200; i++) {
+    socks.push(
+      await new Promise<Socket>((resolve, reject) => {
+        const s = connect(gw.port, '127.0.0.1', () => s.write('GET /readyz HTTP/1.1\r\nhost: gw\r\n\r\n'));
+        s.once('error', reject).once('data', () => resolve(s));
+      }),
+    );
+  }
+  // Who holds each one: the sockets of the gateway port in /proc/net/tcp, found among each worker's fds.
+  const inodes = new Set(
+    readFileSync('/proc/net/tcp', 'utf8')
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[1]?.endsWith(`:${gw.port.toString(16).toUpperCase().padStart(4, '0')}`) && f[3] === '01')
+      .map((f) => f[9]),
+  );
+  const held = (pid: number) => readdirSync(`/proc/${pid}/fd`).filter((fd) => inodes.has(/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1])).length;
+  const split = (await writer.liveGateways()).map((g) => held(g.pid));
+  t.comment(`connections per worker: ${split.join(' / ')}`);
+  t.equal(split.reduce((a, b) => a + b, 0), 200, 'the workers hold every connection');
+  t.ok(split.every((n) => n > 0), 'each worker took some');
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0);
+});
+
 t.test('portico gateway with one process serves its own metrics and exits 0 on SIGTERM', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
@@ -169,7 +259,7 @@ t.test('portico gateway with 2 workers reopens its access log on SIGHUP (log rot
   await waitFor(async () => (await get(`${base}/readyz`)).status === 200, { what: `the gateway to be ready (${gw.stderr()})`, timeoutMs: 20_000 });
   await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'both workers in the live set' });
 
-  // A new connection per request: the primary hands them to both workers in turn.
+  // A new connection per request: both workers take some.
   const send = async (id: string) => {
     const res = await request(`${base}/acme/mnist/web/production/predict`, { reset: true, headers: { 'x-request-id': id } });
     await res.body.text();
