@@ -147,6 +147,9 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   let failed = false;
+  // Whether a worker has ever listened: until then a worker that dies could not start (port taken,
+  // Redis URL wrong...) and a restart would fare no better.
+  let started = false;
   let restartDelayMs = 100;
   const fork = () => {
     if (!stopping) cluster.fork();
@@ -179,6 +182,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
     };
     cluster.on('listening', (worker) => {
       listened.add(worker);
+      started = true;
       restartDelayMs = 100;
     });
     cluster.on('exit', (worker, code, signal) => {
@@ -187,15 +191,15 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
         finish();
         return;
       }
-      if (!listened.has(worker)) {
-        // A worker that could not even start (port taken, Redis URL wrong...) will not do
-        // better when restarted: give up.
+      if (!started) {
         log.error('worker failed to start; stopping', { pid: worker.process.pid, code, signal });
         failed = true;
         stopAll('worker failed to start');
         return;
       }
-      log.warn('worker died; restarting it', { pid: worker.process.pid, code, signal });
+      // After the first start the setup is known to work: a worker dying even before it listens
+      // was killed (by the OOM killer, say), and is restarted like any other.
+      log.warn(listened.has(worker) ? 'worker died; restarting it' : 'worker died while starting; restarting it', { pid: worker.process.pid, code, signal });
       const id = ids.get(worker);
       if (id !== undefined) void unregisterDead(config, id, log);
       setTimeout(fork, restartDelayMs).unref();
@@ -222,7 +226,8 @@ Any number of gateways may share one Redis.
 
 Requires PORTICO_REDIS_URL (\`portico start\` runs an embedded gateway without Redis).
 PORTICO_GATEWAY_WORKERS > 1 runs that many worker processes sharing the port; the metrics port
-then serves the sum over all workers.
+then serves the sum over all workers. A worker that dies is restarted (after 100 ms, doubling up
+to 5 s while no worker comes up in between), unless none has started yet: then the gateway exits 1.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
 connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS.

@@ -138,6 +138,27 @@ t.test('portico gateway: a worker that dies leaves the live set at once, not whe
   t.equal(await gw.exit, 0, `exit 0 (${gw.stderr().slice(-500)})`);
 });
 
+t.test('portico gateway: a replacement worker killed before it listens is restarted (regression: the whole gateway stopped)', async (t) => {
+  const { writer, gw } = await twoWorkers(t);
+  const primary = gw.proc.pid!;
+  const workers = () => (readFileSync(`/proc/${primary}/task/${primary}/children`, 'utf8').match(/\d+/g) ?? []).map(Number);
+  const first = workers();
+  const [victim] = await writer.liveGateways();
+  process.kill(victim!.pid, 'SIGKILL');
+  // Forked 100 ms after the death; loading its modules alone takes longer than this poll.
+  const replacement = await waitFor(() => workers().find((pid) => !first.includes(pid)), { intervalMs: 2, what: 'the replacement worker' });
+  process.kill(replacement, 'SIGKILL');
+  const restarted = `"msg":"worker died while starting; restarting it","pid":${replacement}`;
+  await waitFor(() => gw.proc.exitCode !== null || gw.stderr().includes(restarted), { what: 'the restart or the exit' });
+  t.equal(gw.proc.exitCode, null, `the gateway runs on (${gw.stderr().slice(-500)})`);
+  t.ok(gw.stderr().includes(restarted), 'the replacement died before it listened, and was restarted');
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: 'two workers in the live set again', timeoutMs: 20_000 });
+  t.equal(workers().length, 2, 'two worker processes');
+  t.equal((await get(`${gw.base}/readyz`)).status, 200);
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0, `exit 0 (${gw.stderr().slice(-500)})`);
+});
+
 t.test('portico gateway with 2 workers: no connection hangs when a worker is killed under new-connection load (regression: round-robin handoff)', async (t) => {
   const { writer, gw } = await twoWorkers(t);
   const rep = await replica(t, (_req, res) => res.end('ok'));
@@ -241,6 +262,17 @@ t.test('portico gateway with an access log path it cannot open exits 1 naming th
   t.equal(await gw.exit, 1);
   t.match(gw.stderr(), /"msg":"gateway failed to start"/);
   t.match(gw.stderr(), new RegExp(`cannot open the access log \\(PORTICO_ACCESS_LOG=${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): EISDIR`));
+});
+
+t.test('portico gateway with 2 workers that cannot start exits 1 instead of restarting them', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: dir });
+  t.equal(await gw.exit, 1);
+  t.match(gw.stderr(), /"msg":"worker failed to start; stopping"/);
+  t.notMatch(gw.stderr(), /restarting it/);
 });
 
 t.test('portico gateway with 2 workers reopens its access log on SIGHUP (log rotation) in every worker', async (t) => {
