@@ -230,7 +230,9 @@ then serves the sum over all workers. A worker that dies is restarted (after 100
 to 5 s while no worker comes up in between), unless none has started yet: then the gateway exits 1.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
-connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS.
+connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS. A second SIGTERM or
+SIGINT during the drain ends the process (workers included) at once: requests still in flight
+are cut and get no access log line.
 On SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path, in every
 worker, so that log rotation can move the old file away (logrotate's default "create" mode).
 

@@ -236,6 +236,33 @@ t.test('portico gateway with 2 workers: both take a share of new connections', a
   t.equal(await gw.exit, 0);
 });
 
+t.test('portico gateway with 2 workers: a second SIGTERM during the drain ends it at once, workers included', async (t) => {
+  const { writer, gw } = await twoWorkers(t);
+  const rep = await replica(t, () => {});
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const pids = (await writer.liveGateways()).map((g) => g.pid);
+  const slow = request(`${gw.base}/acme/mnist/web/production/predict`, { reset: true }).then(
+    (res) => res.statusCode,
+    (err: unknown) => err,
+  );
+  await waitFor(() => rep.open === 1, { what: 'the request at the replica' });
+  gw.proc.kill('SIGTERM');
+  await waitFor(() => gw.stderr().includes('"msg":"draining workers"'), { what: 'the drain' });
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, null);
+  t.equal(gw.proc.signalCode, 'SIGTERM', 'ended by the signal, not after the drain (30 s)');
+  t.type(await slow, Error, 'the request in flight was cut');
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  await waitFor(() => !pids.some(alive), { what: 'the workers to end with the primary' });
+});
+
 t.test('portico gateway with one process serves its own metrics and exits 0 on SIGTERM', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
