@@ -5,6 +5,7 @@ import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
 import { startGateway } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
+import { ClusterMetrics } from './cluster-metrics.ts';
 import { UsageError, parseArgs, type Command } from './command.ts';
 
 // After a clean shutdown the process should be idle and exit by itself; if a stray handle keeps
@@ -102,18 +103,18 @@ async function unregisterDead(config: Config, id: string, log: Logger): Promise<
 
 /**
  * The cluster primary: runs `config.gatewayWorkers` workers sharing the gateway port, restarts
- * one that dies, serves every worker's metrics (summed) on the metrics port, and on
+ * one that dies, serves every worker's metrics (summed, dead workers' counters kept: `ClusterMetrics`) on the metrics port, and on
  * SIGTERM/SIGINT has each worker drain, exiting 0 when all of them did.
  */
 async function runPrimary(config: Config, log: Logger): Promise<number> {
-  const aggregator = new AggregatorRegistry();
+  const aggregator = new ClusterMetrics();
   const metricsServer = createServer((req, res) => {
     if ((req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
       res.end(JSON.stringify({ statusCode: 404, code: 'NOT_FOUND', error: 'Not Found', message: 'metrics are at GET /metrics' }));
       return;
     }
-    aggregator.clusterMetrics().then(
+    aggregator.text().then(
       (text) => {
         res.writeHead(200, { 'content-type': aggregator.contentType });
         res.end(text);
@@ -226,7 +227,8 @@ Any number of gateways may share one Redis.
 
 Requires PORTICO_REDIS_URL (\`portico start\` runs an embedded gateway without Redis).
 PORTICO_GATEWAY_WORKERS > 1 runs that many worker processes sharing the port; the metrics port
-then serves the sum over all workers. A worker that dies is restarted (after 100 ms, doubling up
+then serves the sum over all workers (the counters of a worker that died stay in it, as it last
+reported them, so the sums never go back). A worker that dies is restarted (after 100 ms, doubling up
 to 5 s while no worker comes up in between), unless none has started yet: then the gateway exits 1.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle

@@ -341,3 +341,38 @@ t.test('portico gateway with 2 workers reopens its access log on SIGHUP (log rot
   gw.proc.kill('SIGTERM');
   t.equal(await gw.exit, 0);
 });
+
+t.test('portico gateway with 2 workers: summed counters never go back when workers die', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
+  t.teardown(() => writer.close());
+  const rep = await replica(t);
+  await waitFor(() => writer.isAvailable(), { what: 'redis' });
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: 'off', PORTICO_HEARTBEAT_MS: '200' });
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: `both workers in the live set (${gw.stderr()})`, timeoutMs: 20_000 });
+  const route = { owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1', endpoint: 'predict', status_class: '2xx' };
+  const served = async () => metricValue((await get(`http://127.0.0.1:${gw.metricsPort}/metrics`)).text, 'portico_gateway_requests_total', route);
+  const send = async (n: number) => {
+    for (let i = 0; i < n; i++) t.equal((await get(`${gw.base}/acme/mnist/web/production/predict`)).status, 200);
+  };
+  await send(20);
+  t.equal(await served(), 20);
+  // Kill both original workers, one after the other: whichever served the requests dies.
+  const originals = (await writer.liveGateways()).map((g) => g.pid);
+  for (const pid of originals) {
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => {
+      const live = await writer.liveGateways();
+      return live.length === 2 && !live.some((g) => g.pid === pid);
+    }, { what: 'the worker replaced', timeoutMs: 20_000 });
+    t.equal(await served(), 20, `after worker ${pid} died, the sum still counts what it had served`);
+  }
+  await send(10);
+  t.equal(await served(), 30, 'and new requests add to it');
+  const text = (await get(`http://127.0.0.1:${gw.metricsPort}/metrics`)).text;
+  t.match(text, /portico_gateway_requests_in_flight(\{[^}]*\})? 0\b/, 'gauges are over the live workers only');
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exit, 0);
+});
