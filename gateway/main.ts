@@ -100,11 +100,17 @@ function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds
   check.unref();
 }
 
-function listen(server: Server<never, never>, port: number, host: string): Promise<AddressInfo> {
+/**
+ * Listens on `host:port`; a failure names the variables that set them (an operator reading
+ * `EADDRINUSE` or `ENOTFOUND` alone had to guess which setting was wrong).
+ */
+export function listen(server: Server<never, never>, port: number, host: string, portVariable: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: Error) =>
+      reject(new Error(`cannot listen on ${host}:${port} (PORTICO_HOST, ${portVariable}): ${err.message}`, { cause: err }));
+    server.once('error', fail);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve(server.address() as AddressInfo);
     });
   });
@@ -141,7 +147,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   });
   let address: AddressInfo;
   try {
-    address = await listen(server, config.gatewayPort, config.host);
+    address = await listen(server, config.gatewayPort, config.host, 'PORTICO_GATEWAY_PORT');
   } catch (err) {
     await accessLog.close();
     throw err;
@@ -250,7 +256,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
           },
         );
       });
-      const m = await listen(metricsServer, config.metricsPort, config.host);
+      const m = await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT');
       metricsUrl = `${urlOf(config.host, m.port)}/metrics`;
     }
     await cache.start();

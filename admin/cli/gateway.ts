@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
-import { startGateway } from '../../gateway/main.ts';
+import { listen, startGateway } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { ClusterMetrics } from './cluster-metrics.ts';
 import { UsageError, parseArgs, type Command } from './command.ts';
@@ -126,10 +126,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
     );
   });
   try {
-    await new Promise<void>((resolve, reject) => {
-      metricsServer.once('error', reject);
-      metricsServer.listen(config.metricsPort, config.host, () => resolve());
-    });
+    await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT');
   } catch (err) {
     log.error('cannot serve metrics', { error: err instanceof Error ? err.message : String(err) });
     return 1;

@@ -3,7 +3,7 @@ import type { Tap } from '../../gateway/fixtures.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -375,4 +375,22 @@ t.test('portico gateway with 2 workers: summed counters never go back when worke
   t.match(text, /portico_gateway_requests_in_flight(\{[^}]*\})? 0\b/, 'gauges are over the live workers only');
   gw.proc.kill('SIGTERM');
   t.equal(await gw.exit, 0);
+});
+
+t.test('portico gateway on a port in use exits 1 naming the variable', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const taken = createNetServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const port = String((taken.address() as AddressInfo).port);
+  for (const [vars, variable] of [
+    [{ PORTICO_GATEWAY_PORT: port }, 'PORTICO_GATEWAY_PORT'],
+    [{ PORTICO_METRICS_PORT: port }, 'PORTICO_METRICS_PORT'],
+    [{ PORTICO_METRICS_PORT: port, PORTICO_GATEWAY_WORKERS: '2' }, 'PORTICO_METRICS_PORT'],
+  ] as const) {
+    const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: 'off', ...vars });
+    t.equal(await gw.exit, 1, `exit 1 with ${JSON.stringify(vars)}`);
+    t.match(gw.stderr(), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(PORTICO_HOST, ${variable}\\): .*EADDRINUSE`));
+  }
 });
