@@ -44,7 +44,8 @@ export const VARIABLES = {
   PORTICO_MAX_UPLOAD_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(4096 * MiB), doc: 'Largest upload (`POST /api/v1/uploads`: source archives, model files) the admin API accepts.' },
   PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after, within about half a second: undici keeps such timers on a coarse clock, which keeps them cheap per request). An endpoint may set its own `timeoutSeconds`.' },
   PORTICO_CONNECT_TIMEOUT_MS: { kind: int(1, 600000), default: '5000', doc: 'Longest the gateway waits to connect to a replica.' },
-  PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A body that moves nothing for this long is ended: a request body the client stops sending (408) or the replica stops reading (504), a response body the replica stops sending (aborted) or the client stops reading (the connection is cut). There is no limit on a request\'s total time; a request head must arrive within 60 s (408).' },
+  PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A body that moves nothing for this long is ended: a request body the client stops sending (408) or the replica stops reading (504), a response body the replica stops sending (aborted) or the client stops reading (the connection is cut, within twice this). There is no limit on a request\'s total time.' },
+  PORTICO_HEADERS_TIMEOUT_SECONDS: { kind: int(1, 3600), default: '60', doc: 'A request head (request line and headers) must arrive whole within this long (408), however slowly it trickles in.' },
   PORTICO_UPSTREAM_CONNECTIONS: { kind: int(1, 100000), default: '256', doc: 'Connections (kept alive) each gateway process may open to one replica: at most this many requests to it at once. More wait for a free connection, and the wait counts against the endpoint\'s time to first byte (504 after it).' },
   PORTICO_TRUSTED_PROXIES: { kind: { type: 'cidrs' }, default: '', doc: 'Comma-separated IPs/CIDRs whose `X-Forwarded-*` headers the gateway keeps (e.g. your load balancer).' },
   PORTICO_DRAIN_SECONDS: { kind: int(0, 3600), default: '30', doc: 'On SIGTERM, longest the gateway waits for in-flight requests before exiting. Meanwhile `/readyz` is 503 (take the gateway out of the load balancer on it), idle connections close, and requests still arriving are served with `connection: close`; requests cut at the deadline are logged with status 499. `portico start` then stops its replicas, which takes up to `PORTICO_STOP_GRACE_SECONDS` more: give a supervisor\'s stop timeout the sum.' },
@@ -91,6 +92,7 @@ export interface Config {
   readonly timeoutSeconds: number;
   readonly connectTimeoutMs: number;
   readonly bodyIdleSeconds: number;
+  readonly headersTimeoutSeconds: number;
   readonly upstreamConnections: number;
   readonly trustedProxies: readonly string[];
   readonly drainSeconds: number;
@@ -259,6 +261,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     timeoutSeconds: num('PORTICO_TIMEOUT_SECONDS'),
     connectTimeoutMs: num('PORTICO_CONNECT_TIMEOUT_MS'),
     bodyIdleSeconds: num('PORTICO_BODY_IDLE_SECONDS'),
+    headersTimeoutSeconds: num('PORTICO_HEADERS_TIMEOUT_SECONDS'),
     upstreamConnections: num('PORTICO_UPSTREAM_CONNECTIONS'),
     trustedProxies: Object.freeze((v.PORTICO_TRUSTED_PROXIES as string[] | undefined) ?? []),
     drainSeconds: num('PORTICO_DRAIN_SECONDS'),

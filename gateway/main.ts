@@ -138,9 +138,13 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     // Longer than common load balancers' idle timeouts, so they close first.
     keepAliveTimeout: 65_000,
     // No limit on a request's total time (Node's default cut every upload at 300 s); a body that
-    // stops moving is ended by the inactivity timer below instead (`handleTimeout`). Heads still
-    // have Node's 60 s (`headersTimeout`).
+    // stops moving is ended by the inactivity timer below instead (`handleTimeout`). A head must
+    // arrive whole in time, however it trickles: set explicitly, as Node's default is the smaller
+    // of 60 s and requestTimeout (0 turned it off). Node checks it every
+    // connectionsCheckingInterval (30 s by default: a 60 s limit acted at 60-90 s).
     requestTimeout: 0,
+    headersTimeout: config.headersTimeoutSeconds * 1000,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(250, (config.headersTimeoutSeconds * 1000) / 4)),
     insecureHTTPParser: false,
     // Checked by the header stage instead, so the 400 is the JSON error like every other.
     requireHostHeader: false,
