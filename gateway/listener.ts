@@ -199,7 +199,9 @@ export class GatewayListener implements ExchangeSink {
       this.#deps.metrics.clientError(GatewayErrors.BAD_REQUEST.code);
       return;
     }
-    if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) {
+    // The client reset the connection or closed its side in the middle of a request: nobody waits
+    // for an answer (a request it abandoned mid-body has its own line already, as 499).
+    if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable || current?.headersSent) {
       socket.destroy();
       return;
     }

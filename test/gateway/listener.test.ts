@@ -1,5 +1,6 @@
 import t from 'tap';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hashPassword } from '../../gateway/auth/password.ts';
@@ -354,4 +355,57 @@ t.test('bytes the parser refuses after a complete request: that request is answe
   t.match(got, /^HTTP\/1\.1 200 /);
   t.match(got, /first .*last/s, 'the streamed answer is complete');
   t.notMatch(got, /HTTP\/1\.1 400/);
+});
+
+t.test('a request head that trickles in slower than PORTICO_HEADERS_TIMEOUT_SECONDS is a 408', async (t) => {
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_HEADERS_TIMEOUT_SECONDS: '1' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const { hostname, port } = new URL(gw.url);
+  const sock = connect(Number(port), hostname);
+  let out = '';
+  sock.on('data', (d) => (out += d.toString()));
+  sock.on('error', () => {});
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.write('GET /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+  // One byte every 100 ms: the connection is never idle, the head never complete.
+  const trickle = setInterval(() => sock.writable && sock.write('a'), 100);
+  t.teardown(() => clearInterval(trickle));
+  const started = performance.now();
+  await closed;
+  const ms = performance.now() - started;
+  t.match(out, /^HTTP\/1\.1 408 [^]*"code":"REQUEST_TIMEOUT"/);
+  t.ok(ms >= 900 && ms < 2500, `after ${Math.round(ms)} ms`);
+  t.equal(rep.seen.length, 0);
+});
+
+t.test('a client that closes its side in the middle of a body gets one access-log line (499), not also a 400', async (t) => {
+  const rep = await replica(t, (req, res) => {
+    req.resume();
+    req.on('end', () => res.end('ok'));
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  const path = join(dir, 'access.log');
+  const { gw, table } = await gateway(t, { env: { PORTICO_ACCESS_LOG: path } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const { hostname, port } = new URL(gw.url);
+  const sock = connect({ port: Number(port), host: hostname, allowHalfOpen: true });
+  let out = '';
+  sock.on('data', (d) => (out += d.toString()));
+  sock.on('error', () => {});
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.write('POST /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789');
+  await waitFor(() => rep.seen.length === 1, { what: 'the request at the replica' });
+  sock.end();
+  await closed;
+  t.equal(out, '', 'no answer written to a client that gave up');
+  await waitFor(() => gw.listener.inFlight === 0, { what: 'the exchange to end' });
+  await waitFor(() => readFileSync(path, 'utf8').trim() !== '', { what: 'the log line' });
+  // One more request, so that a late second line for the first would be there by now.
+  await call(client(t), `${gw.url}/acme/mnist/web/v1/predict`, { method: 'POST', body: 'x' });
+  await waitFor(() => readFileSync(path, 'utf8').trim().split('\n').length >= 2, { what: 'two log lines' });
+  const lines = readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { status: number; method: string });
+  t.same(lines.map((l) => [l.method, l.status]).sort(), [['POST', 200], ['POST', 499]]);
+  const m = await call(client(t), gw.metricsUrl);
+  t.notMatch(m.text, /portico_gateway_client_errors_total\{[^}]*\} [1-9]/, 'no client error counted');
 });
