@@ -35,7 +35,8 @@ const MONOTONIC = new Set(['counter', 'histogram']);
  * 17,359 requests after one SIGKILL), which Prometheus reads as a reset of the whole sum and
  * `rate()` turns into a spike; here the counters and histograms a dead worker last reported stay
  * in the sum (what it counted after the last scrape is lost; its gauges go). And a worker that
- * dies during a scrape made that scrape fail after 5 s; here it is left out of it.
+ * dies during a scrape made that scrape fail after 5 s; here it is left out of it, as is one
+ * still starting.
  */
 export class ClusterMetrics {
   readonly contentType = AggregatorRegistry.PROMETHEUS_CONTENT_TYPE;
@@ -47,8 +48,16 @@ export class ClusterMetrics {
   #nextId = 0;
   readonly #timeoutMs: number;
 
-  constructor(opts: { timeoutMs?: number } = {}) {
-    this.#timeoutMs = opts.timeoutMs ?? 5000;
+  readonly #answers: (worker: Worker) => boolean;
+
+  /**
+   * `answers` tells the workers that answer metrics requests by now: a worker still starting is
+   * connected but does not, and waiting for it held every scrape during a restart for the whole
+   * timeout. `timeoutMs`: longest a scrape waits for a worker that should answer.
+   */
+  constructor(opts: { timeoutMs?: number; answers?: (worker: Worker) => boolean } = {}) {
+    this.#timeoutMs = opts.timeoutMs ?? 2000;
+    this.#answers = opts.answers ?? (() => true);
     cluster.on('message', (worker, msg: Answer | null) => this.#onAnswer(worker, msg));
     cluster.on('exit', (worker) => this.#retire(worker));
   }
@@ -58,7 +67,7 @@ export class ClusterMetrics {
     const id = this.#nextId++;
     const waiting = new Set<Worker>();
     for (const w of Object.values(cluster.workers ?? {})) {
-      if (w === undefined || !w.isConnected()) continue;
+      if (w === undefined || !w.isConnected() || !this.#answers(w)) continue;
       waiting.add(w);
       w.send({ type: REQUEST, requestId: id });
     }

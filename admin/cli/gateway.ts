@@ -107,7 +107,9 @@ async function unregisterDead(config: Config, id: string, log: Logger): Promise<
  * SIGTERM/SIGINT has each worker drain, exiting 0 when all of them did.
  */
 async function runPrimary(config: Config, log: Logger): Promise<number> {
-  const aggregator = new ClusterMetrics();
+  const ids = new WeakMap<Worker, string>();
+  // A worker answers metrics requests once it has told its live-set id (see `runGateway`).
+  const aggregator = new ClusterMetrics({ answers: (w) => ids.has(w) });
   const metricsServer = createServer((req, res) => {
     if ((req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
@@ -133,7 +135,6 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   }
 
   const listened = new WeakSet<Worker>();
-  const ids = new WeakMap<Worker, string>();
   cluster.on('message', (worker, msg: Partial<WorkerMessage> | null) => {
     if (msg?.portico === 'gateway-id' && typeof msg.id === 'string') ids.set(worker, msg.id);
   });

@@ -361,14 +361,20 @@ t.test('portico gateway with 2 workers: summed counters never go back when worke
   t.equal(await served(), 20);
   // Kill both original workers, one after the other: whichever served the requests dies.
   const originals = (await writer.liveGateways()).map((g) => g.pid);
+  let slowest = 0;
   for (const pid of originals) {
     process.kill(pid, 'SIGKILL');
     await waitFor(async () => {
+      // Scrapes while the replacement starts answer at once (one waited for it for 5 s).
+      const started = performance.now();
+      await served();
+      slowest = Math.max(slowest, performance.now() - started);
       const live = await writer.liveGateways();
       return live.length === 2 && !live.some((g) => g.pid === pid);
-    }, { what: 'the worker replaced', timeoutMs: 20_000 });
+    }, { what: 'the worker replaced', timeoutMs: 20_000, intervalMs: 20 });
     t.equal(await served(), 20, `after worker ${pid} died, the sum still counts what it had served`);
   }
+  t.ok(slowest < 1500, `scrapes during the restarts took at most ${Math.round(slowest)} ms`);
   await send(10);
   t.equal(await served(), 30, 'and new requests add to it');
   const text = (await get(`http://127.0.0.1:${gw.metricsPort}/metrics`)).text;
