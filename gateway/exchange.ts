@@ -2,7 +2,6 @@ import { performance } from 'node:perf_hooks';
 import { ServerResponse, STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { PorticoError } from '../common/errors.ts';
-import type { Socket } from 'node:net';
 import { lingerOnClose } from './linger.ts';
 import type { DeploymentRecord, EndpointRecord } from './routing/contract.ts';
 
@@ -122,7 +121,7 @@ export class Exchange {
       if (err.headers) for (const [k, v] of Object.entries(err.headers)) headers.push(k, v);
       if (closeConnection) {
         headers.push('connection', 'close');
-        if (!this.awaitingContinue && !this.req.complete) lingerOnClose(this.req, res.socket as Socket | null);
+        if (!this.awaitingContinue && !this.req.complete) lingerOnClose(res);
       }
       res.writeHead(err.statusCode, headers);
       res.end(body);

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 
 /** Longest a connection stays open after its answer, reading what the client still sends. */
@@ -19,12 +19,12 @@ type LingeringSocket = Socket & { [REQUEST]?: IncomingMessage };
  * most synchronous clients) saw a broken pipe instead of the 413. Here the connection's
  * sending side closes after the answer, and what the client still sends is read and dropped
  * until it closes its side, goes quiet for `LINGER_IDLE_MS` or `LINGER_MS` have passed.
- * Call before the answer finishes; a request already complete closes as usual.
+ * Call before the answer `res` finishes; a request already complete closes as usual.
  */
-export function lingerOnClose(req: IncomingMessage, socket: Socket | null): void {
-  const s = socket as LingeringSocket | null;
+export function lingerOnClose(res: ServerResponse): void {
+  const s = res.socket as LingeringSocket | null;
   if (s === null || s.destroyed || s[REQUEST] !== undefined) return;
-  s[REQUEST] = req;
+  s[REQUEST] = res.req;
   s.destroySoon = lingeringDestroySoon;
 }
 

@@ -12,7 +12,7 @@ import { GatewayResponse } from './exchange.ts';
 import { GatewayListener } from './listener.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { Upstreams } from './proxy/upstreams.ts';
-import { RouteCache } from './routing/cache.ts';
+import { DEFAULT_STARTUP_WAIT_MS, RouteCache } from './routing/cache.ts';
 import type { RoutingReader } from './routing/contract.ts';
 import { StatsReporter } from './stats.ts';
 
@@ -85,10 +85,10 @@ export function checkHeapBound(config: Pick<Config, 'cacheSize' | 'metricsMaxRou
   );
 }
 
-/** Longest a starting gateway waits for its routing table before saying so in its log. */
-const ROUTING_START_WARN_MS = 2000;
-
-/** Logs when the routing table becomes unreachable and reachable again, and a slow start. */
+/**
+ * Logs when the routing table becomes unreachable and reachable again, and a start that is
+ * still waiting for it when the cache's start-up wait ends.
+ */
 function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds: number, log: Logger): void {
   routing.onAvailability((up) => {
     if (up) log.info('routing table reachable');
@@ -96,7 +96,7 @@ function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds
   });
   const check = setTimeout(() => {
     if (!cache.isReady()) log.warn('routing table not reachable yet: routes answer 503 and /readyz 503 until it is');
-  }, ROUTING_START_WARN_MS);
+  }, DEFAULT_STARTUP_WAIT_MS);
   check.unref();
 }
 

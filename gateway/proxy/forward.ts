@@ -2,7 +2,6 @@ import type { Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import { PorticoError } from '../../common/errors.ts';
 import { GatewayErrors } from '../errors.ts';
-import type { Socket } from 'node:net';
 import { HANDLED, type Exchange, type GatewayResponse, type Stage } from '../exchange.ts';
 import { lingerOnClose } from '../linger.ts';
 import type { LeastPendingBalancer } from '../balancer/least-pending.ts';
@@ -180,8 +179,7 @@ class Forward implements Dispatcher.DispatchHandler {
   queueTimedOut(): void {
     this.queueTimer = null;
     if (!this.active || this.responseStarted || this.cancelled) return;
-    this.cancelled = true;
-    if (this.controller !== null) this.controller.abort(CLIENT_GONE);
+    this.cancel();
     this.ctx.onUpstreamError(QUEUED_TOO_LONG.code);
     this.ex.fail(upstreamError(classifyUpstreamError(QUEUED_TOO_LONG), QUEUED_TOO_LONG));
   }
@@ -241,7 +239,7 @@ class Forward implements Dispatcher.DispatchHandler {
     // body will not be sent on, so the connection closes after the answer, lingering so that
     // a client still writing its body gets to read it.
     const early = this.opts.body !== null && !ex.req.complete;
-    if (early) lingerOnClose(ex.req, res.socket as Socket | null);
+    if (early) lingerOnClose(res);
     try {
       res.writeHead(statusCode, responseHeaders(headers, ex.version, ex.requestId, early || this.ctx.closing()));
     } catch {

@@ -41,7 +41,8 @@ interface Flight {
 
 const noop = (): void => {};
 
-const DEFAULT_STARTUP_WAIT_MS = 2000;
+/** Default `startupWaitMs`. */
+export const DEFAULT_STARTUP_WAIT_MS = 2000;
 
 /**
  * The gateway's only view of the routing table: an LRU of records and known-missing keys in
