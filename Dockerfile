@@ -58,9 +58,10 @@ VOLUME ["/data"]
 EXPOSE 8080 8081 9464
 
 # Healthy when the gateway or the admin port answers GET /healthz (`portico gateway` serves only
-# the former, `portico controller` only the latter).
+# the former, `portico controller` only the latter), asked on PORTICO_HOST (loopback when it is
+# every address, 0.0.0.0 or ::).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "const e=process.env,h=p=>fetch(`http://127.0.0.1:${p}/healthz`).then(r=>{if(!r.ok)throw 0});Promise.any([h(e.PORTICO_GATEWAY_PORT||8080),h(e.PORTICO_ADMIN_PORT||8081)]).then(()=>process.exit(0),()=>process.exit(1))"]
+  CMD ["node", "-e", "const e=process.env,a=e.PORTICO_HOST||'127.0.0.1',b=a==='0.0.0.0'||a==='::'?'127.0.0.1':a.includes(':')?`[${a}]`:a,h=p=>fetch(`http://${b}:${p}/healthz`).then(r=>{if(!r.ok)throw 0});Promise.any([h(e.PORTICO_GATEWAY_PORT||8080),h(e.PORTICO_ADMIN_PORT||8081)]).then(()=>process.exit(0),()=>process.exit(1))"]
 
 ENTRYPOINT ["tini", "--", "node", "/app/bin/portico.ts"]
 CMD ["start"]

@@ -12,7 +12,8 @@ import { freePort, waitFor } from '../helpers/poll.ts';
 // (`ARG BASE_IMAGE`) replaced by one assembled here from the Node 24 binary, npm and tini (no
 // registry can be pulled from, and the assembled image has no apt: `RUNTIME_PACKAGES` is empty),
 // `npm ci` reaching the npm registry over the host's network. Then the image runs `portico start`
-// and both ports answer /healthz.
+// and both ports answer /healthz. It listens on 127.0.0.2, not the loopback address the image's
+// HEALTHCHECK would ask by default: the check must follow PORTICO_HOST.
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const BASE = 'portico-test/node-npm:24';
@@ -20,6 +21,7 @@ const IMAGE = 'portico-test/portico:dev';
 // Bounded well inside tap's 300 s per file (a file killed by tap would leave its engine running):
 // build 150 s, both ports 45 s, health 25 s.
 const BUILD_TIMEOUT_MS = 150_000;
+const HOST = '127.0.0.2';
 
 const dockerd = await startDockerd();
 t.teardown(() => dockerd.stop());
@@ -75,7 +77,7 @@ t.test('the repository Dockerfile builds on a Node 24 base and the image serves 
   const container = await docker.createContainer({
     Image: IMAGE,
     Env: [
-      'PORTICO_HOST=127.0.0.1',
+      `PORTICO_HOST=${HOST}`,
       `PORTICO_GATEWAY_PORT=${gateway}`,
       `PORTICO_ADMIN_PORT=${admin}`,
       `PORTICO_METRICS_PORT=${metrics}`,
@@ -101,14 +103,14 @@ t.test('the repository Dockerfile builds on a Node 24 base and the image serves 
       await waitFor(async () => {
         const info = await container.inspect();
         if (!info.State.Running) throw new Error(`the container exited with code ${info.State.ExitCode}`);
-        return (await fetch(`http://127.0.0.1:${port}/healthz`)).status === 200;
+        return (await fetch(`http://${HOST}:${port}/healthz`)).status === 200;
       }, { timeoutMs: Math.max(1000, deadline - Date.now()), intervalMs: 200, what: `GET /healthz on the ${name} port` });
       t.pass(`${name} port answers /healthz with 200`);
     } catch (err) {
       t.fail(`${(err as Error).message}\n--- container output ---\n${await logs()}`);
     }
   }
-  // The image's HEALTHCHECK agrees (its first check runs one interval after the start).
+  // The image's HEALTHCHECK agrees, asking PORTICO_HOST (its first check runs one interval after the start).
   await waitFor(async () => (await container.inspect()).State.Health?.Status === 'healthy', { timeoutMs: 25_000, intervalMs: 500, what: 'the HEALTHCHECK to pass' })
     .then(() => t.pass('docker reports the container healthy'), (err: Error) => t.fail(err.message));
   const stopping = Date.now();
