@@ -90,12 +90,13 @@ export function checkHeapBound(config: Pick<Config, 'cacheSize' | 'metricsMaxRou
  * still waiting for it when the cache's start-up wait ends.
  */
 function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds: number, log: Logger): void {
+  const where = (): string => (routing.describe === undefined ? '' : ` (${routing.describe()})`);
   routing.onAvailability((up) => {
-    if (up) log.info('routing table reachable');
-    else log.warn(`routing table unreachable: cached routes keep serving for at most ${maxStaleSeconds} s, others answer 503`);
+    if (up) log.info(`routing table reachable${where()}`);
+    else log.warn(`routing table unreachable${where()}: cached routes keep serving for at most ${maxStaleSeconds} s, others answer 503`);
   });
   const check = setTimeout(() => {
-    if (!cache.isReady()) log.warn('routing table not reachable yet: routes answer 503 and /readyz 503 until it is');
+    if (!cache.isReady()) log.warn(`routing table not reachable yet${where()}: routes answer 503 and /readyz 503 until it is`);
   }, DEFAULT_STARTUP_WAIT_MS);
   check.unref();
 }

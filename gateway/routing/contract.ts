@@ -160,6 +160,11 @@ export interface RoutingReader {
   onAvailability(listener: (up: boolean) => void): void;
   /** Whether the table is reachable right now. */
   isAvailable(): boolean;
+  /**
+   * Where the table is and, while it is unreachable, why (the last connection error), for log
+   * lines: `Redis at 127.0.0.1:6379: connect ECONNREFUSED 127.0.0.1:6379`. Never a password.
+   */
+  describe?(): string;
   /** Registers or refreshes this gateway in the live set (called every heartbeat period). */
   heartbeat(info: GatewayInfo, ttlMs: number): Promise<void>;
   /**

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
-import { redisClient } from '../../common/redis.ts';
+import { describeRedisUrl, redisClient } from '../../common/redis.ts';
 import {
   deploymentKey,
   endpointKey,
@@ -212,6 +212,7 @@ export class RedisRoutingTable implements RoutingTable {
   private probe: NodeJS.Timeout | undefined;
   private checkingFeed = false;
   private closed = false;
+  private lastError: string | undefined;
 
   constructor(opts: RedisRoutingTableOptions) {
     this.url = opts.url;
@@ -238,8 +239,10 @@ export class RedisRoutingTable implements RoutingTable {
     };
     this.cmd = redisClient(this.url, this.redisOptions);
     // Failures are seen through 'close' and rejected commands; without a listener ioredis
-    // would print every connection error.
-    this.cmd.on('error', noop);
+    // would print every connection error. The last one is kept for `describe()`.
+    this.cmd.on('error', (err: Error) => {
+      this.lastError = err.message;
+    });
     this.cmd.on('ready', () => this.setCmdUp(true));
     this.cmd.on('close', () => this.setCmdUp(false));
   }
@@ -273,6 +276,11 @@ export class RedisRoutingTable implements RoutingTable {
 
   isAvailable(): boolean {
     return this.available;
+  }
+
+  describe(): string {
+    const where = `Redis at ${describeRedisUrl(this.url)}`;
+    return this.available || this.lastError === undefined ? where : `${where}: ${this.lastError}`;
   }
 
   /** Resolves `true` once the table is available (at once if it is), `false` after `timeoutMs`. */
@@ -467,7 +475,12 @@ export class RedisRoutingTable implements RoutingTable {
         return value;
       },
       (err: unknown) => {
-        if (!(err instanceof ReplyError)) this.setCmdUp(false);
+        if (!(err instanceof ReplyError)) {
+          // Connected but failing (a timeout): that is the cause. Otherwise the connection's
+          // own error says more than "stream isn't writeable".
+          if (err instanceof Error && this.cmd.status === 'ready') this.lastError = err.message;
+          this.setCmdUp(false);
+        }
         throw err;
       },
     );

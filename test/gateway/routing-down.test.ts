@@ -118,9 +118,15 @@ t.test('a gateway says in its log when Redis is unreachable at its start, when i
   t.teardown(() => gw.close());
   const res = await call(client(t), `${gw.url}/acme/mnist/web/v1/predict`);
   t.equal(res.status, 503, 'routes answer 503 once the start-up wait is over');
+  // Each line says where the table is and, while it is unreachable, why.
+  const where = `Redis at ${new URL(redis.url).host}`;
+  const said = (re: RegExp) => lines.some((l) => re.test(l.msg));
   await waitFor(() => lines.some((l) => l.level === 'warn' && /not reachable yet/.test(l.msg)), { what: 'the start-up warning' });
+  t.ok(said(new RegExp(`^routing table not reachable yet \\(${where}: connect ECONNREFUSED [^)]+\\): `)), 'the start-up warning names the address and the error');
   await redis.start();
-  await waitFor(() => lines.some((l) => /routing table reachable$/.test(l.msg)), { what: 'the return logged' });
+  await waitFor(() => said(/^routing table reachable/), { what: 'the return logged' });
+  t.ok(said(new RegExp(`^routing table reachable \\(${where}\\)$`)), 'the return names the address');
   await redis.kill();
-  await waitFor(() => lines.some((l) => l.level === 'warn' && /unreachable: cached routes keep serving/.test(l.msg)), { what: 'the loss logged' });
+  await waitFor(() => lines.some((l) => l.level === 'warn' && /unreachable.*: cached routes keep serving/.test(l.msg)), { what: 'the loss logged' });
+  t.ok(said(new RegExp(`^routing table unreachable \\(${where}: .+\\): cached routes keep serving`)), 'the loss names the address and the error');
 });
