@@ -14,6 +14,7 @@ export const GatewayErrors = defineErrors({
   REQUEST_TIMEOUT: { statusCode: 408, message: 'the request was not received in time' },
   EXPECTATION_FAILED: { statusCode: 417, message: 'only Expect: 100-continue is supported' },
   PAYLOAD_TOO_LARGE: { statusCode: 413, message: 'the request body is larger than this endpoint accepts' },
+  URI_TOO_LONG: { statusCode: 414, message: 'the request URI is too long' },
   HEADERS_TOO_LARGE: { statusCode: 431, message: 'the request headers are too large' },
   INTERNAL_ERROR: { statusCode: 500, message: 'the gateway failed to handle the request' },
   UPSTREAM_UNREACHABLE: { statusCode: 502, message: 'the replica could not be reached or closed the connection' },

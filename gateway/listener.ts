@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PorticoError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
@@ -73,6 +73,22 @@ function failInternal(ex: Exchange, err: unknown, log: Logger): void {
 
 /** Marks a connection whose parser refused bytes while a request of it was being answered. */
 const REFUSED_AFTER = Symbol('portico.refusedAfterRequest');
+
+// The start of a request line: a method, a space, a request target.
+const REQUEST_LINE_START = /^[A-Z]+ [^ \r\n]/;
+
+/**
+ * Whether a head over Node's size limit was over it in its request line alone: a URI too long
+ * (414, as nginx answers), not too many headers (431). Read from the bytes the parser was given
+ * last, which hold the whole request line when it arrived in one piece (a line that trickled in
+ * is called 431: the earlier pieces are gone).
+ */
+function requestLineOverflow(err: NodeJS.ErrnoException): boolean {
+  const raw = (err as { rawPacket?: Buffer }).rawPacket;
+  if (raw === undefined || !REQUEST_LINE_START.test(raw.toString('latin1', 0, 64))) return false;
+  const eol = raw.indexOf(10);
+  return (eol === -1 ? raw.length : eol) >= maxHeaderSize;
+}
 
 // Shared 'close' listener of every proxied response: the single place an exchange ends.
 function onResponseClose(this: GatewayResponse): void {
@@ -206,7 +222,7 @@ export class GatewayListener implements ExchangeSink {
       return;
     }
     const def =
-      err.code === 'HPE_HEADER_OVERFLOW' ? GatewayErrors.HEADERS_TOO_LARGE
+      err.code === 'HPE_HEADER_OVERFLOW' ? (requestLineOverflow(err) ? GatewayErrors.URI_TOO_LONG : GatewayErrors.HEADERS_TOO_LARGE)
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? GatewayErrors.REQUEST_TIMEOUT
       : GatewayErrors.BAD_REQUEST;
     this.#deps.metrics.clientError(def.code);

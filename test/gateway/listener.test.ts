@@ -295,6 +295,8 @@ t.test("Node's parser errors and other protocol refusals are JSON too", async (t
     ['bad header', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n', 400, 'BAD_REQUEST'],
     ['no Host on HTTP/1.1', 'GET /a/b/c/d/e HTTP/1.1\r\n\r\n', 400, 'BAD_REQUEST'],
     ['headers too large', `GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    ['URI too long', `GET /a/b/c/d/e?q=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414, 'URI_TOO_LONG'],
+    ['URI too long, head still arriving', `GET /a/b/c/d/e/${'a'.repeat(20_000)}`, 414, 'URI_TOO_LONG'],
     ['unsupported Expect', 'GET /a/b/c/d/e HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nX-Request-Id: teapot-1\r\n\r\n', 417, 'EXPECTATION_FAILED'],
     ['CONNECT', 'CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nX-Request-Id: connect-1\r\n\r\n', 405, 'METHOD_NOT_ALLOWED'],
   ];
