@@ -48,6 +48,22 @@ export function errorBody(statusCode: number, code: string, message: string): Er
 }
 
 /**
+ * A full `HTTP/1.1` error response (closing the connection) for writing to a raw socket, where
+ * Node's parser refused a request and no `ServerResponse` exists. `headers` with a value are
+ * added as given.
+ */
+export function rawErrorResponse(err: PorticoError, body = JSON.stringify(err.toJSON()), headers: Readonly<Record<string, string>> = {}): string {
+  let head = `HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? 'Error'}\r\n` +
+    'content-type: application/json; charset=utf-8\r\n' +
+    `content-length: ${Buffer.byteLength(body)}\r\n` +
+    'cache-control: no-store\r\n' +
+    'connection: close\r\n';
+  for (const [k, v] of Object.entries(headers)) if (v !== '') head += `${k}: ${v}\r\n`;
+  if (err.headers) for (const [k, v] of Object.entries(err.headers)) head += `${k}: ${v}\r\n`;
+  return `${head}\r\n${body}`;
+}
+
+/**
  * Declares a registry of errors keyed by code, checking that every key equals its code.
  * The result is frozen so nobody can add codes at run time.
  */

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { ServerResponse, STATUS_CODES, type IncomingMessage } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { PorticoError } from '../common/errors.ts';
+import { rawErrorResponse, type PorticoError } from '../common/errors.ts';
 import { lingerOnClose } from './linger.ts';
 import type { DeploymentRecord, EndpointRecord } from './routing/contract.ts';
 
@@ -130,22 +130,9 @@ export class Exchange {
     }
     const socket = this.socket;
     if (socket === null || socket.destroyed) return;
-    socket.end(rawErrorResponse(err, body, this.requestId, version));
+    socket.end(rawErrorResponse(err, body, { 'x-request-id': this.requestId, 'x-portico-version': version }));
     this.bytes = body.length;
   }
-}
-
-/** A full `HTTP/1.1` error response (closing the connection) for writing to a raw socket. */
-export function rawErrorResponse(err: PorticoError, body = JSON.stringify(err.toJSON()), requestId = '', version = ''): string {
-  let head = `HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? 'Error'}\r\n` +
-    'content-type: application/json; charset=utf-8\r\n' +
-    `content-length: ${Buffer.byteLength(body)}\r\n` +
-    'cache-control: no-store\r\n' +
-    'connection: close\r\n';
-  if (requestId !== '') head += `x-request-id: ${requestId}\r\n`;
-  if (version !== '') head += `x-portico-version: ${version}\r\n`;
-  if (err.headers) for (const [k, v] of Object.entries(err.headers)) head += `${k}: ${v}\r\n`;
-  return `${head}\r\n${body}`;
 }
 
 /** What the gateway can do to a request's upstream call. */

@@ -1,13 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { PorticoError } from '../common/errors.ts';
+import { PorticoError, rawErrorResponse } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { isoTime, type AccessLog } from './access-log.ts';
 import { authenticate, type BasicAuthenticator } from './auth/basic.ts';
 import type { LeastPendingBalancer } from './balancer/least-pending.ts';
 import { GatewayErrors } from './errors.ts';
-import { Exchange, GatewayResponse, HANDLED, rawErrorResponse, type ExchangeSink, type Stage, type StageResult } from './exchange.ts';
+import { Exchange, GatewayResponse, HANDLED, type ExchangeSink, type Stage, type StageResult } from './exchange.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import { checkPath } from './path.ts';
 import { chooseReplica, limitBody, proxy } from './proxy/forward.ts';
@@ -230,7 +230,7 @@ export class GatewayListener implements ExchangeSink {
     const e = new PorticoError(def, message);
     const body = JSON.stringify(e.toJSON());
     const requestId = newRequestId();
-    socket.end(rawErrorResponse(e, body, requestId));
+    socket.end(rawErrorResponse(e, body, { 'x-request-id': requestId }));
     // Logged too (nothing of the request is known: no method, no route), as nginx logs its 400s.
     const log = this.#deps.accessLog;
     if (log.enabled) log.appendFields(isoTime(Date.now()), requestId, '', null, null, null, def.statusCode, Buffer.byteLength(body), 0, def.code);

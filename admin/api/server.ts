@@ -4,8 +4,9 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { PorticoError } from '../../common/errors.ts';
+import { PorticoError, rawErrorResponse } from '../../common/errors.ts';
 import type { ControlPlane } from '../../builder/control-plane.ts';
 import { ControlErrors } from '../../builder/errors.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -182,9 +183,28 @@ export interface AdminServerOptions extends AdminHandlerOptions {
   readonly requestTimeoutMs?: number;
 }
 
+/**
+ * The server's 'clientError' listener: a request Node's parser refused gets the JSON error shape
+ * (Node's own answer is a bare `400 Bad Request`, or a 431 with no body), unless the client has
+ * gone or an answer to an earlier request on the connection has started.
+ */
+function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true;
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable || answering) {
+    socket.destroy();
+    return;
+  }
+  const e =
+    err.code === 'HPE_HEADER_OVERFLOW' ? new PorticoError(ControlErrors.HEADERS_TOO_LARGE)
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new PorticoError(ControlErrors.REQUEST_TIMEOUT)
+    : new PorticoError(ControlErrors.BAD_REQUEST, `Malformed HTTP request${err.code ? ` (${err.code})` : ''}.`);
+  socket.end(rawErrorResponse(e));
+}
+
 /** Starts the admin server on `host:port`. */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
   const server = createServer({ requestTimeout: opts.requestTimeoutMs ?? 3_600_000 }, createAdminHandler(opts));
+  server.on('clientError', onClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {

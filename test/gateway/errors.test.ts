@@ -1,8 +1,7 @@
 import t from 'tap';
 import { STATUS_CODES } from 'node:http';
-import { PorticoError } from '../../common/errors.ts';
+import { PorticoError, rawErrorResponse } from '../../common/errors.ts';
 import { GatewayErrors, RETRY_AFTER_SECONDS } from '../../gateway/errors.ts';
-import { rawErrorResponse } from '../../gateway/exchange.ts';
 
 // The codes the contract names, with their statuses.
 const CONTRACT: Record<string, number> = {
@@ -33,7 +32,7 @@ t.test('every registered error renders as the contract JSON, on a response and o
       error: STATUS_CODES[def.statusCode],
       message: def.message,
     });
-    const raw = rawErrorResponse(err, undefined, 'rid');
+    const raw = rawErrorResponse(err, undefined, { 'x-request-id': 'rid' });
     const [head, body] = raw.split('\r\n\r\n') as [string, string];
     t.match(head, new RegExp(`^HTTP/1\\.1 ${def.statusCode} `));
     t.match(head, /\r\ncontent-type: application\/json; charset=utf-8\r\n/);

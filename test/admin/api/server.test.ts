@@ -154,6 +154,31 @@ t.test('raw dot segments never reach a handler', async (t) => {
   t.notOk(api.fake.calls.some((c) => c.op === 'listDeployments' || c.op === 'getDeployment'));
 });
 
+t.test("requests Node's parser refuses get the JSON error shape too", async (t) => {
+  const api = await startApi(t);
+  const { port } = new URL(api.url);
+  const raw = (bytes: string) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(port), '127.0.0.1');
+      let out = '';
+      sock.on('data', (d) => (out += d.toString()));
+      sock.on('end', () => resolve(out));
+      sock.on('error', reject);
+      sock.end(bytes);
+    });
+  const cases: [string, string, number, string][] = [
+    ['bad header', 'GET /api/v1/targets HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n', 400, 'BAD_REQUEST'],
+    ['garbage', 'NOT HTTP AT ALL\r\n\r\n', 400, 'BAD_REQUEST'],
+    ['headers too large', `GET /api/v1/targets HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+  ];
+  for (const [name, bytes, status, code] of cases) {
+    const out = await raw(bytes);
+    t.match(out, new RegExp(`^HTTP/1\\.1 ${status} `), `${name}: ${status}`);
+    t.match(out, /\r\ncontent-type: application\/json; charset=utf-8\r\n/i, `${name}: JSON`);
+    t.match(JSON.parse(out.slice(out.indexOf('\r\n\r\n') + 4)), { statusCode: status, code }, `${name}: the error shape`);
+  }
+});
+
 t.test('query strings: unknown, repeated, bad values', async (t) => {
   const api = await startApi(t);
   assertError(t, await api.call('GET', `${P}/deployments?x=1`), 400, 'VALIDATION_FAILED', /^query\.x: is not a known query parameter/);
