@@ -32,18 +32,19 @@ function decode(raw: string): string | null {
   }
 }
 
-// A decoded segment that is, or (once `/`, `\` inside it are taken as separators by a lenient
-// replica) contains, a dot segment could walk out of the prefix.
+// A decoded segment that is, or (once `/`, `\` inside it are taken as separators and tabs and
+// newlines dropped, as a URL parser does) contains, a dot segment could walk out of the prefix.
 function hasDotSegment(decoded: string): boolean {
   if (decoded === '.' || decoded === '..') return true;
   if (!decoded.includes('.')) return false;
-  for (const part of decoded.split(/[/\\]/)) if (part === '.' || part === '..') return true;
+  for (const part of decoded.replace(/[\t\n\r]/g, '').split(/[/\\]/)) if (part === '.' || part === '..') return true;
   return false;
 }
 
 /**
  * Parses a request target (`req.url`) into `out`. Returns `null` on success, else why the path
- * is refused (a 400 `BAD_PATH`): a target that is not origin-form (absolute-form, `*`), fewer
+ * is refused (a 400 `BAD_PATH`): a target that is not origin-form (absolute-form, `*`) or holds
+ * a `#`, fewer
  * than five route segments, an empty route segment or one that decodes to contain `/`, `\` or
  * NUL, any segment (rest included) that decodes to `.` or `..` (or holds one between encoded
  * slashes or backslashes), or bad percent-encoding anywhere in the path.
@@ -51,6 +52,9 @@ function hasDotSegment(decoded: string): boolean {
  */
 export function parseRoutePath(url: string, out: RoutePath): string | null {
   if (url.charCodeAt(0) !== 47 /* / */) return 'the request target must be a path starting with /';
+  // A fragment is never sent (RFC 9112 3.2), and a replica parsing the target as a URL would
+  // end the path at `#`: `/.../predict/..#` would be `..` to it, a step out of the prefix.
+  if (url.includes('#')) return 'a request target has no fragment (#)';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
   out.query = q === -1 ? '' : url.slice(q);

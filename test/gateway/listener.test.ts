@@ -280,7 +280,7 @@ t.test('gateway errors are JSON with their contract status (table)', async (t) =
     for (const [h, re] of Object.entries(headers ?? {})) t.match(res.headers[h], re, `${name}: ${h}`);
   }
   // Clients normalise dot segments away (WHATWG URL); a raw request keeps them.
-  for (const path of ['/acme/mnist/web/v1/predict/%2e%2e/x', '/acme/mnist/web/v1/predict/../../../v2/predict', '/acme/mnist/web/%2E/predict', '/acme/mnist/web/v1/predict/a/./b']) {
+  for (const path of ['/acme/mnist/web/v1/predict/%2e%2e/x', '/acme/mnist/web/v1/predict/../../../v2/predict', '/acme/mnist/web/%2E/predict', '/acme/mnist/web/v1/predict/a/./b', '/acme/mnist/web/v1/predict/..#', '/acme/mnist/web/v1/predict/x/..#/v2']) {
     const out = await rawRequest(gw.url, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     t.match(out, /^HTTP\/1\.1 400 /, `${path}: 400`);
     t.match(out, /"code":"BAD_PATH"/);

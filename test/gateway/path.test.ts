@@ -47,6 +47,12 @@ const refused: [string, RegExp][] = [
   ['/acme/mnist/web/v1/predict/a%2F..%2Fx', /dot/],
   ['/acme/mnist/web/v1/predict/a%5C..', /dot/],
   ['/acme/mnist/web/v1/predict/a\\..\\x', /dot/],
+  ['/acme/mnist/web/v1/predict/..#', /fragment/],
+  ['/acme/mnist/web/v1/predict/x/..#frag', /fragment/],
+  ['/acme/mnist/web/v1/predict/.#', /fragment/],
+  ['/acme/mnist/web/v1/predict?q=1#x', /fragment/],
+  ['/acme/mnist/web/prod#/predict', /fragment/],
+  ['/acme/mnist/web/v1/predict/%2e%09%2e/x', /dot/],
   ['/acme/mnist/web/v1/predict/%zz', /percent/],
   ['/acme/%E0%A4%A/web/v1/predict', /percent/],
   ['/acme/mnist/web/v1/predict/%', /percent/],
@@ -75,4 +81,31 @@ t.test('the prefix is the client\'s own spelling and the rest is never decoded',
   t.equal(out.prefix, '/acme/mnist/web/prod%75ction/predict');
   t.equal(out.rest, '/a%20b');
   t.equal(out.query, '?q');
+});
+
+// What the replica gets is the canonical prefix plus the rest and query as sent. However a
+// replica reads that as a URL (WHATWG: `\\` a separator, `#` ending the path, dot segments
+// resolved), it must stay inside the prefix: every accepted combination of these pieces is checked.
+t.test('no accepted path leaves the prefix when the replica resolves it as a URL', async (t) => {
+  // Node's parser lets only printable ASCII (0x21-0x7e) into a request target.
+  const pieces = ['..', '.', '%2e', '%2E%2e', '#', '\\', '/', 'a', '%2f', '%5c', '?', ';', '%00', '%09', '%0a', '%20'];
+  const canonical = '/o/p/d/v1/e';
+  let accepted = 0;
+  const escaped: string[] = [];
+  const tryRest = (rest: string) => {
+    const out = blank();
+    if (parseRoutePath(`/acme/mnist/web/v1/predict${rest}`, out) !== null) return;
+    accepted++;
+    const path = new URL(canonical + out.rest + out.query, 'http://replica.internal').pathname;
+    if (path !== canonical && !path.startsWith(`${canonical}/`)) escaped.push(`${JSON.stringify(rest)} -> ${path}`);
+  };
+  for (const a of pieces) {
+    tryRest(`/${a}`);
+    for (const b of pieces) {
+      tryRest(`/${a}${b}`);
+      for (const c of pieces) tryRest(`/${a}${b}${c}`);
+    }
+  }
+  t.ok(accepted > 1000, `${accepted} of ${pieces.length ** 3 + pieces.length ** 2 + pieces.length} accepted`);
+  t.same(escaped.slice(0, 20), [], 'none of them leaves the prefix');
 });
