@@ -363,7 +363,14 @@ export class Controller implements CP.ControlPlane {
       environment[k] = v;
       secret.delete(k);
     }
-    const name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
+    // An alias takes the URLs of a version of the same name (`/{deployment}/{name}/...`): such a
+    // version could not be reached, and the alias could no longer be moved (`setAlias`).
+    if (input.name !== undefined && (await this.store.getAlias(ref, input.name))) {
+      throw new PorticoError(ControlErrors.CONFLICT, `name: alias ${input.name} of ${depLabel(ref)} exists, and a version of the same name could not be reached through its URLs; pick another name`);
+    }
+    let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
+    // An automatic name an alias has taken (an alias named like a date) is passed over.
+    while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());
     let v: Version;
     try {
       v = await this.store.createVersion({

@@ -51,6 +51,12 @@ t.test('bad input', async (t) => {
     const badField = await p.api('POST', `${D}/versions`, { source: { path: EXAMPLE }, endpoints: { sentiment: { replicas: -1 } } });
     t.equal(badField.status, 400);
     t.match(badField.body.message, /endpoints\.sentiment\.replicas/);
+    // A version named like an alias could not be reached (the alias takes its URLs), and the
+    // alias could no longer be moved: refused, nothing recorded.
+    const clash = await p.api('POST', `${D}/versions`, { name: 'production', source: { path: EXAMPLE } });
+    t.equal(clash.status, 409);
+    t.match(clash.body, { statusCode: 409, code: 'CONFLICT', message: /^name: alias production of acme\/nlp\/web exists/ });
+    t.equal((await p.api('GET', `${D}/versions/production`)).status, 404, 'no version named production recorded');
     const noAuth = await request(`${p.adminUrl}/api/v1/projects/acme/nlp/deployments`);
     t.equal(noAuth.statusCode, 401);
     t.match(await noAuth.body.json(), { code: 'AUTH_REQUIRED' });

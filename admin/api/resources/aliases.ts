@@ -49,11 +49,11 @@ export const aliasRoutes = [
     path: `${DEPLOYMENT}/aliases/{alias}`,
     tag: 'aliases',
     summary: 'Point an alias at a version (or weighted versions)',
-    description: 'Refused (409 VERSION_NOT_READY) when a version is not ready, unless "force": true. Answers once every live gateway has acknowledged the change; those that did not within PORTICO_FLIP_ACK_MS are listed in `missing`.',
+    description: 'Refused (409 VERSION_NOT_READY) when a version is not ready, unless "force": true, and (409 CONFLICT) when a version has the alias\'s name. Answers once every live gateway has acknowledged the change; those that did not within PORTICO_FLIP_ACK_MS are listed in `missing`.',
     params: aliasParams,
     body: putBody,
     response: { status: 200, description: 'The alias and the gateways that acknowledged it.', schema: ref('AliasSetResult') },
-    errors: ['VERSION_NOT_READY'],
+    errors: ['VERSION_NOT_READY', 'CONFLICT'],
     handler: async ({ control, params, body, actor }) => {
       const { alias, ...deployment } = params;
       const target: AliasTargetInput = 'versions' in body ? { versions: body.versions } : { version: body.version };

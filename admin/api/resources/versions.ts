@@ -85,11 +85,11 @@ export const versionRoutes = [
     path: `${DEPLOYMENT}/versions`,
     tag: 'versions',
     summary: 'Build a new version',
-    description: 'Records the version as `building` and builds it in the background; poll the version (or its build log) for progress.',
+    description: 'Records the version as `building` and builds it in the background; poll the version (or its build log) for progress. Refused with 409 CONFLICT when an alias of the deployment has the name asked for (the alias would take its URLs).',
     params: deploymentParams,
     body: createBody,
     response: { status: 202, description: 'Accepted: the version, status `building` (Location names it).', schema: ref('Version') },
-    errors: ['ALREADY_EXISTS', 'INVALID_VALOHAI_YAML'],
+    errors: ['ALREADY_EXISTS', 'CONFLICT', 'INVALID_VALOHAI_YAML'],
     handler: async ({ control, params, body, actor }) => {
       const v = await control.createVersion(params, body, actor);
       return { status: 202, body: v, headers: { location: `${versionPath(params, v.name)}` } };
