@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { accessSync, constants, statSync, type Stats } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { parseRedisUrl } from './redis.ts';
 
@@ -211,12 +212,100 @@ function parseValue(name: string, spec: VariableSpec, raw: string, problems: str
   }
 }
 
+/** The ports a command listens on, all on `PORTICO_HOST`. */
+type PortVariable = 'PORTICO_GATEWAY_PORT' | 'PORTICO_ADMIN_PORT' | 'PORTICO_METRICS_PORT';
+/** Files and folders a command opens when it starts. */
+type FileVariable = 'PORTICO_ACCESS_LOG' | 'PORTICO_DATA_DIR' | 'PORTICO_TARGETS_FILE' | 'PORTICO_KUBECONFIG';
+
+/**
+ * What a starting command will use, for `loadConfig` to check up front, so that a port given
+ * twice or a path that cannot work is named in the same message as every other bad variable
+ * (rather than one at a time, as each start fails further on).
+ */
+export interface ConfigUse {
+  readonly ports?: readonly PortVariable[];
+  readonly files?: readonly FileVariable[];
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+function canAccess(path: string, mode: number): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why `path` cannot be created and written (its missing folders are created, as the data dir's
+ * and the access log's are), or null: the nearest existing ancestor must be a writable folder.
+ */
+function whyNotCreatable(path: string): string | null {
+  let dir = dirname(path);
+  for (;;) {
+    const st = statOrNull(dir);
+    if (st !== null) {
+      if (!st.isDirectory()) return `${dir} is not a directory`;
+      return canAccess(dir, constants.W_OK | constants.X_OK) ? null : `${dir} is not writable`;
+    }
+    if (dirname(dir) === dir) return `${dir} does not exist`;
+    dir = dirname(dir);
+  }
+}
+
+/** Why the file or folder `name` names cannot be used as the command will use it, or null. */
+function whyUnusable(name: FileVariable, path: string): string | null {
+  const st = statOrNull(path);
+  switch (name) {
+    case 'PORTICO_DATA_DIR':
+      if (st === null) return whyNotCreatable(path);
+      if (!st.isDirectory()) return 'not a directory';
+      return canAccess(path, constants.W_OK | constants.X_OK) ? null : 'not writable';
+    case 'PORTICO_ACCESS_LOG':
+      if (st === null) return whyNotCreatable(path);
+      if (st.isDirectory()) return 'is a directory';
+      return canAccess(path, constants.W_OK) ? null : 'not writable';
+    case 'PORTICO_TARGETS_FILE':
+    case 'PORTICO_KUBECONFIG':
+      if (st === null) return 'does not exist';
+      if (!st.isFile()) return 'not a file';
+      return canAccess(path, constants.R_OK) ? null : 'not readable';
+  }
+}
+
+function checkUse(v: Readonly<Record<string, Parsed>>, use: ConfigUse, problems: string[]): void {
+  const byPort = new Map<number, PortVariable[]>();
+  for (const name of use.ports ?? []) {
+    const port = v[name];
+    // 0 picks a free port: never a clash.
+    if (typeof port === 'number' && port !== 0) byPort.set(port, [...(byPort.get(port) ?? []), name]);
+  }
+  for (const [port, names] of byPort) {
+    if (names.length > 1) problems.push(`${names.join(', ')}: the same port ${port} (each needs its own)`);
+  }
+  for (const name of use.files ?? []) {
+    const path = v[name];
+    if (typeof path !== 'string' || (name === 'PORTICO_ACCESS_LOG' && (path === 'stdout' || path === 'off'))) continue;
+    const why = whyUnusable(name, resolve(path));
+    if (why !== null) problems.push(`${name}=${path}: ${why}`);
+  }
+}
+
 /**
  * Reads every `PORTICO_*` variable from `env`: defaults first, then the environment. Every
  * problem is collected and reported at once in a `ConfigError`; an unknown `PORTICO_*` name is a
- * problem too (a typo must not silently fall back to a default). The result is frozen.
+ * problem too (a typo must not silently fall back to a default). With `use`, what a starting
+ * command will listen on and open is checked too, in the same message. The result is frozen.
  */
-export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+export function loadConfig(env: Readonly<Record<string, string | undefined>>, use: ConfigUse = {}): Config {
   const problems: string[] = [];
   const v: Record<string, Parsed> = {};
   for (const [name, spec] of Object.entries(VARIABLES) as [string, VariableSpec][]) {
@@ -236,6 +325,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   } else if (user !== undefined && v.PORTICO_REGISTRY === undefined && v.PORTICO_TARGETS_FILE === undefined) {
     problems.push('PORTICO_REGISTRY_USERNAME: credentials are for PORTICO_REGISTRY (or the registries of PORTICO_TARGETS_FILE), and neither is set');
   }
+  checkUse(v, use, problems);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const str = (n: VariableName) => v[n] as string;

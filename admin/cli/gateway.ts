@@ -244,7 +244,7 @@ Options:
     const unknown = [...flags.keys()];
     if (unknown.length > 0) throw new UsageError(`unknown option ${unknown.map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(', ')}`);
     if (positionals.length > 0) throw new UsageError('takes no arguments');
-    const config = loadConfig(env);
+    const config = loadConfig(env, { ports: ['PORTICO_GATEWAY_PORT', 'PORTICO_METRICS_PORT'], files: ['PORTICO_ACCESS_LOG'] });
     if (config.redisUrl === undefined) {
       process.stderr.write(
         'portico gateway: PORTICO_REDIS_URL is not set. A separate gateway reads the routing table from Redis;\n' +

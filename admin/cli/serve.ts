@@ -52,6 +52,8 @@ async function startAll(config: Config, log: Logger, withGateway: boolean): Prom
       maxUploadBytes: config.maxUploadBytes,
       logger: createLogger('admin', config.logLevel),
       ui: createUi(),
+    }).catch((err: Error) => {
+      throw new Error(`cannot listen on ${config.host}:${config.adminPort} (PORTICO_HOST, PORTICO_ADMIN_PORT): ${err.message}`, { cause: err });
     });
     return { gateway, controller, admin, tables };
   } catch (err) {
@@ -112,7 +114,12 @@ function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promi
 async function run(args: readonly string[], env: Readonly<Record<string, string | undefined>>, withGateway: boolean): Promise<number> {
   const { positionals } = parseArgs(args);
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
-  const config = loadConfig(env);
+  const config = loadConfig(
+    env,
+    withGateway
+      ? { ports: ['PORTICO_GATEWAY_PORT', 'PORTICO_ADMIN_PORT', 'PORTICO_METRICS_PORT'], files: ['PORTICO_DATA_DIR', 'PORTICO_ACCESS_LOG', 'PORTICO_TARGETS_FILE', 'PORTICO_KUBECONFIG'] }
+      : { ports: ['PORTICO_ADMIN_PORT'], files: ['PORTICO_DATA_DIR', 'PORTICO_TARGETS_FILE', 'PORTICO_KUBECONFIG'] },
+  );
   const log = createLogger(withGateway ? 'portico' : 'controller', config.logLevel);
   if (!withGateway && !config.redisUrl) {
     process.stderr.write('portico controller: set PORTICO_REDIS_URL (gateways in other processes read the routing table from Redis); for one process use `portico start`\n');

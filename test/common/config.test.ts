@@ -1,5 +1,7 @@
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig, ConfigError, VARIABLES } from '../../common/config.ts';
 
 t.test('defaults match the contract', async (t) => {
@@ -45,6 +47,48 @@ t.test('every bad variable is reported at once', async (t) => {
   for (const name of ['PORTICO_GATEWAY_PORT', 'PORTICO_ADMIN_PORT', 'PORTICO_REDIS_URL', 'PORTICO_TRUSTED_PROXIES', 'PORTICO_LOG_LEVEL', 'PORTICO_GATEWAY_PROT']) {
     t.match(err.message, name);
   }
+});
+
+t.test('what a starting command uses is checked up front, in the same message as the rest', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'a-file');
+  writeFileSync(file, '{}');
+  const use = { ports: ['PORTICO_GATEWAY_PORT', 'PORTICO_ADMIN_PORT', 'PORTICO_METRICS_PORT'], files: ['PORTICO_DATA_DIR', 'PORTICO_ACCESS_LOG', 'PORTICO_TARGETS_FILE', 'PORTICO_KUBECONFIG'] } as const;
+  const err = t.throws(() =>
+    loadConfig({
+      PORTICO_LOG_LEVEL: 'loud',
+      PORTICO_GATEWAY_PORT: '9000',
+      PORTICO_ADMIN_PORT: '9000',
+      PORTICO_DATA_DIR: file,
+      PORTICO_ACCESS_LOG: join(file, 'access.log'),
+      PORTICO_TARGETS_FILE: join(dir, 'missing.json'),
+      PORTICO_KUBECONFIG: dir,
+    }, use),
+  ) as unknown as ConfigError;
+  t.type(err, ConfigError);
+  t.same(err.problems.slice().sort(), [
+    'PORTICO_LOG_LEVEL="loud": expected one of debug, info, warn, error',
+    'PORTICO_GATEWAY_PORT, PORTICO_ADMIN_PORT: the same port 9000 (each needs its own)',
+    `PORTICO_DATA_DIR=${file}: not a directory`,
+    `PORTICO_ACCESS_LOG=${join(file, 'access.log')}: ${file} is not a directory`,
+    `PORTICO_TARGETS_FILE=${join(dir, 'missing.json')}: does not exist`,
+    `PORTICO_KUBECONFIG=${dir}: not a file`,
+  ].sort());
+
+  // What works: folders created on the way, a file that exists, port 0 twice (free ports).
+  const ok = loadConfig({
+    PORTICO_GATEWAY_PORT: '0',
+    PORTICO_ADMIN_PORT: '0',
+    PORTICO_DATA_DIR: join(dir, 'new', 'data'),
+    PORTICO_ACCESS_LOG: join(dir, 'logs', 'deep', 'access.log'),
+    PORTICO_TARGETS_FILE: file,
+    PORTICO_KUBECONFIG: file,
+  }, use);
+  t.equal(ok.gatewayPort, 0);
+  for (const log of ['stdout', 'off']) t.equal(loadConfig({ PORTICO_ACCESS_LOG: log }, use).accessLog, log, `${log} is not a path`);
+  // Without `use` (the operator commands), nothing on disk is looked at.
+  t.equal(loadConfig({ PORTICO_KUBECONFIG: dir }).kubeconfig, dir);
 });
 
 t.test('registry credentials: a username and a password together, for a registry', async (t) => {

@@ -2,7 +2,7 @@ import t from 'tap';
 import type { Tap } from '../../gateway/fixtures.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -279,24 +279,38 @@ t.test('portico gateway with one process serves its own metrics and exits 0 on S
   t.match(gw.stderr(), /"msg":"draining"/);
 });
 
+/** A path that passes the start-up checks but that open(2) refuses: a symbolic link to itself. */
+function loopingPath(t: Tap): string {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  symlinkSync(path, path);
+  return path;
+}
+
 t.test('portico gateway with an access log path it cannot open exits 1 naming the path', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  // A directory: open(2) refuses it.
-  const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: dir });
+  const path = loopingPath(t);
+  const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: path });
   t.equal(await gw.exit, 1);
   t.match(gw.stderr(), /"msg":"gateway failed to start"/);
-  t.match(gw.stderr(), new RegExp(`cannot open the access log \\(PORTICO_ACCESS_LOG=${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): EISDIR`));
+  t.match(gw.stderr(), new RegExp(`cannot open the access log \\(PORTICO_ACCESS_LOG=${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): ELOOP`));
+});
+
+t.test('portico gateway with an access log path that cannot work, and the metrics port equal to its own: exit 2 naming both', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  const gw = run(['gateway'], { PORTICO_REDIS_URL: 'redis://127.0.0.1:1', PORTICO_GATEWAY_PORT: String(port), PORTICO_METRICS_PORT: String(port), PORTICO_ACCESS_LOG: dir });
+  t.equal(await gw.exit, 2);
+  t.match(gw.stderr(), `portico gateway: invalid configuration:\n  - PORTICO_GATEWAY_PORT, PORTICO_METRICS_PORT: the same port ${port} (each needs its own)\n  - PORTICO_ACCESS_LOG=${dir}: is a directory\n`);
 });
 
 t.test('portico gateway with 2 workers that cannot start exits 1 instead of restarting them', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: dir });
+  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: loopingPath(t) });
   t.equal(await gw.exit, 1);
   t.match(gw.stderr(), /"msg":"worker failed to start; stopping"/);
   t.notMatch(gw.stderr(), /restarting it/);
@@ -399,4 +413,25 @@ t.test('portico gateway on a port in use exits 1 naming the variable', async (t)
     t.equal(await gw.exit, 1, `exit 1 with ${JSON.stringify(vars)}`);
     t.match(gw.stderr(), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(PORTICO_HOST, ${variable}\\): .*EADDRINUSE`));
   }
+});
+
+t.test('portico start on an admin port in use exits 1 naming the variable', async (t) => {
+  const taken = createNetServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const port = (taken.address() as AddressInfo).port;
+  const dataDir = mkdtempSync(join(tmpdir(), 'portico-start-port-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const start = run(['start'], {
+    PORTICO_DATA_DIR: dataDir,
+    PORTICO_GATEWAY_PORT: String(await freePort()),
+    PORTICO_METRICS_PORT: String(await freePort()),
+    PORTICO_ADMIN_PORT: String(port),
+    PORTICO_ACCESS_LOG: 'off',
+  });
+  t.teardown(() => {
+    if (start.proc.exitCode === null) start.proc.kill('SIGKILL');
+  });
+  t.equal(await start.exit, 1);
+  t.match(start.stderr(), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(PORTICO_HOST, PORTICO_ADMIN_PORT\\): .*EADDRINUSE`));
 });
