@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { ChangeMessage, DeploymentRecord, EndpointRecord, GatewayInfo, RoutingReader } from './contract.ts';
+import { isDeploymentKey, type ChangeMessage, type DeploymentRecord, type EndpointRecord, type GatewayInfo, type RoutingReader } from './contract.ts';
 
 /** Options of `RouteCache`. */
 export interface RouteCacheOptions {
@@ -53,7 +53,8 @@ export const DEFAULT_STARTUP_WAIT_MS = 2000;
  * - `load*` fetches once per key however many callers wait (single flight). A fetch that was
  *   under way when its key changed does not fill the cache, and later callers do not join it.
  * - Each change message drops the keys it names and is then acknowledged: once the controller
- *   sees the ack, a request arriving at this gateway sees the change. A resync drops everything
+ *   sees the ack, a request arriving at this gateway sees the change. Records it dropped are
+ *   loaded again at once, so that routes in use stay cached. A resync drops everything
  *   (changes may have been missed): the records dropped are kept aside only to serve while the
  *   table cannot answer, until this gateway acknowledges anything again.
  * - While the table is unavailable, cached entries serve for at most `maxStaleMs` from when it
@@ -254,15 +255,24 @@ export class RouteCache {
    */
   private onChange(msg: ChangeMessage): void {
     const down = !this.up;
+    let refresh: string[] | undefined;
     for (const key of msg.keys) {
-      const record = down ? this.cache.peek(key) : undefined;
-      if (record !== undefined) (this.previous ??= new Map()).set(key, record);
+      const record = this.cache.peek(key);
+      if (record !== undefined) {
+        if (down) (this.previous ??= new Map()).set(key, record);
+        else (refresh ??= []).push(key);
+      }
       if (this.cache.delete(key)) this.stats.invalidations++;
       this.missing.delete(key);
       this.flights.delete(key);
     }
     if (msg.seq > this.appliedSeq) this.appliedSeq = msg.seq;
     if (!down) this.sendAck();
+    // A record in use is loaded again at once rather than by the next request: it is then
+    // cached anew should the table go away right after the change (else a hot route that had
+    // just changed would answer 503 through an outage that the routes around it ride out).
+    // The load starts after the change was applied, so it reads the change or newer.
+    if (refresh !== undefined) for (const key of refresh) this.load(key, isDeploymentKey(key) ? 'd' : 'e').catch(noop);
   }
 
   private onResync(): void {

@@ -71,6 +71,11 @@ export function deploymentKey(ref: DeploymentRef): string {
   return `d:${ref.owner}/${ref.project}/${ref.deployment}`;
 }
 
+/** Whether `key` is a deployment record's (else an endpoint record's). */
+export function isDeploymentKey(key: string): boolean {
+  return key.startsWith('d:');
+}
+
 /** Key of an endpoint record. */
 export function endpointKey(ref: EndpointRef): string {
   return `e:${ref.owner}/${ref.project}/${ref.deployment}/${ref.version}/${ref.endpoint}`;

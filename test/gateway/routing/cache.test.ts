@@ -104,6 +104,23 @@ t.test('a change drops only the keys it names, and is acknowledged after', async
   t.equal(cache.stats.invalidations, 1);
 });
 
+t.test('a changed record in use is loaded again at once, and serves through an outage right after', async (t) => {
+  const reader = new FakeReader();
+  const API = endpointKey(endpoint('v1'));
+  reader.put([WEB, deployment('web', 'v1')], [API, endpoint('v1')]);
+  const cache = await cacheOn(t, reader);
+  await cache.loadDeployment(WEB);
+  t.equal(reader.reads, 1);
+  reader.put([WEB, deployment('web', 'v2')]);
+  reader.change(WEB, API); // the endpoint was never loaded here: not fetched
+  await waitFor(() => cache.peekDeployment(WEB) !== undefined, { what: 'the changed record to be loaded again' });
+  t.equal(productionVersion(cache.peekDeployment(WEB)), 'v2', 'the new record, without a request asking for it');
+  t.equal(reader.reads, 2, 'one read: only the record that was cached');
+  reader.setAvailable(false);
+  t.equal(productionVersion(await cache.loadDeployment(WEB)), 'v2', 'the table gone at once after the change: the route still serves');
+  await t.rejects(cache.loadEndpoint(API), RoutingUnavailableError, 'a route not in use was not loaded');
+});
+
 t.test('a load under way when its key changes does not fill the cache', async (t) => {
   const reader = new FakeReader();
   reader.put([WEB, deployment('web', 'v1')]);
