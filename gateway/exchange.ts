@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { rawErrorResponse, type PorticoError } from '../common/errors.ts';
 import { lingerOnClose } from './linger.ts';
@@ -108,6 +109,9 @@ export class Exchange {
     if (res !== null) {
       if (res.destroyed || res.writableEnded) return;
       if (res.headersSent) {
+        // Reset, not closed: without chunks (HTTP/1.0, or a body the replica sent without a
+        // length) a plain close would read as the end of a whole response.
+        (res.socket as Socket | null)?.resetAndDestroy();
         res.destroy(err);
         return;
       }

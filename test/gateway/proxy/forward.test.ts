@@ -322,6 +322,20 @@ t.test('a response cut mid-body is cut for the client too (never a silent trunca
     t.equal(res.statusCode, 200, `${rest}: the head had gone out`);
     await t.rejects(res.body.text(), `${rest}: the body read fails`);
   }
+  // HTTP/1.0 has no chunks: the body ends where the connection does, so a plain close would
+  // read as a complete response. The connection is reset instead.
+  const end = await new Promise<{ bytes: string; error: string }>((resolve) => {
+    const { hostname, port } = new URL(gw.url);
+    const sock = connect(Number(port), hostname);
+    let bytes = '';
+    let error = '';
+    sock.on('data', (d) => (bytes += d.toString()));
+    sock.on('error', (err: NodeJS.ErrnoException) => (error = err.code ?? err.message));
+    sock.on('close', () => resolve({ bytes, error }));
+    sock.write(`GET ${PATH}/chunked HTTP/1.0\r\nHost: x\r\n\r\n`);
+  });
+  t.match(end.bytes, /^HTTP\/1\.1 200 /, 'HTTP/1.0: the head had gone out');
+  t.equal(end.error, 'ECONNRESET', 'HTTP/1.0: the connection is reset, not closed as if the body were whole');
   t.equal(gw.upstreams.stats().pending, 0);
 });
 
