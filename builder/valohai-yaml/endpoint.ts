@@ -118,9 +118,10 @@ export interface EndpointReading {
  * the value of the `endpoint:` key at `keyAt`; `ordinal` counts endpoints from 1 (for labels).
  *
  * Beyond the schema (which stays checked exactly): numbers must be finite (YAML's .inf/.nan are
- * not JSON numbers), a file `path` must be a relative path that stays inside the code directory,
- * two files of one endpoint may not share a name or a path, and a resource `min` may not exceed
- * its `max`.
+ * not JSON numbers), `port` must be an integer, `server-command` (a string, a list and each of
+ * its items) and `wsgi` must not be empty or blank (nothing could run), a file `path` must be a
+ * relative path that stays inside the code directory, two files of one endpoint may not share a
+ * name or a path, and a resource `min` may not exceed its `max`.
  */
 export function readEndpoint(r: DocumentReader, item: Value, keyAt: number, ordinal: number): EndpointReading {
   const nameEntry = isMap(item.node) ? r.entries(item.node, '', true).find((e) => e.name === 'name') : undefined;
@@ -175,7 +176,7 @@ class EndpointReader {
       this.problem(later.keyAt, later.name, `cannot be given together with ${other} (exactly one of them)`);
     }
     const serverCommand = this.serverCommand(get('server-command'));
-    const wsgi = this.string(get('wsgi'), 'wsgi');
+    const wsgi = this.command(get('wsgi'), 'wsgi');
     const files = this.files(get('files'));
     const nodeSelector = this.string(get('node-selector'), 'node-selector');
     const nodeSelectorValue = get('node-selector');
@@ -259,24 +260,43 @@ class EndpointReader {
 
   private port(v: Value | undefined): number | undefined {
     const port = this.number(v, 'port');
-    if (port !== undefined && v !== undefined && (port < 1025 || port > 65535)) {
+    if (port === undefined || v === undefined) return undefined;
+    // The schema's type is "number", but no server listens on port 8000.5.
+    if (!Number.isInteger(port)) {
+      this.problem(v.at, 'port', `must be an integer from 1025 to 65535 (got ${port})`);
+      return undefined;
+    }
+    if (port < 1025 || port > 65535) {
       this.problem(v.at, 'port', `must be between 1025 and 65535 (got ${port})`);
       return undefined;
     }
     return port;
   }
 
+  /** A string that is something to run: the schema takes `""`, but an empty command runs nothing. */
+  private command(v: Value | undefined, path: string): string | undefined {
+    const s = this.string(v, path);
+    if (s !== undefined && v !== undefined && s.trim() === '') {
+      this.problem(v.at, path, `must not be empty or blank (got ${describe(v.node)})`);
+      return undefined;
+    }
+    return s;
+  }
+
   private serverCommand(v: Value | undefined): string | string[] | undefined {
     if (v === undefined) return undefined;
-    const s = stringOf(v.node);
-    if (s !== undefined) return s;
+    if (stringOf(v.node) !== undefined) return this.command(v, 'server-command');
     if (!isSeq(v.node)) {
       this.problem(v.at, 'server-command', `must be a string or a list of strings (got ${describe(v.node)})`);
       return undefined;
     }
+    if (v.node.items.length === 0) {
+      this.problem(v.at, 'server-command', 'must not be an empty list');
+      return undefined;
+    }
     const argv: string[] = [];
     v.node.items.forEach((it, i) => {
-      const arg = this.string(this.r.item(it, v.at), `server-command[${i}]`);
+      const arg = this.command(this.r.item(it, v.at), `server-command[${i}]`);
       if (arg !== undefined) argv.push(arg);
     });
     return argv.length === v.node.items.length ? argv : undefined;

@@ -51,20 +51,31 @@ const cases: Case[] = [
   { name: 'server-command: a number', yaml: ep('name: ex', 'image: i', 'server-command: 5'), problems: ['valohai.yaml:4:21: endpoint "ex" server-command: must be a string or a list of strings (got a number (5))'] },
   { name: 'server-command: a mapping', yaml: ep('name: ex', 'image: i', 'server-command: {a: b}'), problems: ['valohai.yaml:4:21: endpoint "ex" server-command: must be a string or a list of strings (got a mapping)'] },
   {
-    name: 'server-command: list items must be strings, each reported',
-    yaml: ep('name: ex', 'image: i', 'server-command: [a, 1, true]'),
+    // Beyond the schema (which takes any string): an empty or blank item runs nothing.
+    name: 'server-command: list items must be strings, not empty or blank, each reported',
+    yaml: ep('name: ex', 'image: i', 'server-command: [a, 1, true, "", " "]'),
     problems: [
       'valohai.yaml:4:25: endpoint "ex" server-command[1]: must be a string (got a number (1))',
       'valohai.yaml:4:28: endpoint "ex" server-command[2]: must be a boolean (got a boolean (true))'.replace('must be a boolean', 'must be a string'),
+      'valohai.yaml:4:34: endpoint "ex" server-command[3]: must not be empty or blank (got a string (""))',
+      'valohai.yaml:4:38: endpoint "ex" server-command[4]: must not be empty or blank (got a string (" "))',
     ],
   },
+  // Beyond the schema (which takes any string): an empty or blank command runs nothing.
+  { name: 'server-command: an empty string', yaml: ep('name: ex', 'image: i', 'server-command: ""'), problems: ['valohai.yaml:4:21: endpoint "ex" server-command: must not be empty or blank (got a string (""))'] },
+  { name: 'server-command: a blank string', yaml: ep('name: ex', 'image: i', "server-command: '  '"), problems: ['valohai.yaml:4:21: endpoint "ex" server-command: must not be empty or blank (got a string ("  "))'] },
+  { name: 'server-command: an empty list', yaml: ep('name: ex', 'image: i', 'server-command: []'), problems: ['valohai.yaml:4:21: endpoint "ex" server-command: must not be an empty list'] },
   { name: 'wsgi: a number', yaml: ep('name: ex', 'image: i', 'wsgi: 3'), problems: ['valohai.yaml:4:11: endpoint "ex" wsgi: must be a string (got a number (3))'] },
+  { name: 'wsgi: an empty string', yaml: ep('name: ex', 'image: i', "wsgi: ''"), problems: ['valohai.yaml:4:11: endpoint "ex" wsgi: must not be empty or blank (got a string (""))'] },
   // port
   { name: 'port: quoted is a string', yaml: ep(...base, 'port: "8000"'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be a number (got a string ("8000"))'] },
   { name: 'port: below 1025', yaml: ep(...base, 'port: 80'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be between 1025 and 65535 (got 80)'] },
   { name: 'port: above 65535', yaml: ep(...base, 'port: 65536'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be between 1025 and 65535 (got 65536)'] },
   { name: 'port: .inf is not a JSON number', yaml: ep(...base, 'port: .inf'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be a number (got a non-finite number (.inf))'] },
   { name: 'port: yes is a boolean (YAML 1.1, as valohai-yaml reads it)', yaml: ep(...base, 'port: yes'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be a number (got a boolean (yes))'] },
+  // Beyond the schema (type "number"): a fraction is no port.
+  { name: 'port: a fraction within the bounds', yaml: ep(...base, 'port: 8000.5'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be an integer from 1025 to 65535 (got 8000.5)'] },
+  { name: 'port: a whole number written as a float is an integer', yaml: ep(...base, 'port: 8080.0'), problems: [], endpoints: ['ex'] },
   { name: 'port: 1025 and 65535 are the bounds', yaml: ep(...base, 'port: 1025') + ep('name: fx', 'image: i', 'wsgi: w', 'port: 65535'), problems: [], endpoints: ['ex', 'fx'] },
   // description
   { name: 'description: on is a boolean', yaml: ep(...base, 'description: on'), problems: ['valohai.yaml:5:18: endpoint "ex" description: must be a string (got a boolean (on))'] },
@@ -301,10 +312,10 @@ t.test('a valid endpoint with every field gives every field', async (t) => {
   ]);
 });
 
-t.test('port defaults to 8000; a non-integer port within range passes the schema', async (t) => {
-  const { endpoints, problems } = parseValohaiYaml(ep(...base) + ep('name: fx', 'image: i', 'wsgi: w', 'port: 8000.5'));
+t.test('port defaults to 8000; one written as a float with no fraction is kept as the integer', async (t) => {
+  const { endpoints, problems } = parseValohaiYaml(ep(...base) + ep('name: fx', 'image: i', 'wsgi: w', 'port: 8080.0'));
   t.same(problems, []);
-  t.same(endpoints.map((e) => e.port), [8000, 8000.5]);
+  t.same(endpoints.map((e) => e.port), [8000, 8080]);
 });
 
 t.test('suggest: the field a misspelt key most likely meant', async (t) => {
