@@ -38,6 +38,13 @@ import Dockerode from 'dockerode';
 
 /** Names of deployments, versions, aliases, users and tokens. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+/**
+ * Environment variable names: letters, digits and _, not starting with a digit. `__proto__` is
+ * refused: environments travel as plain objects (store, reconciler, runtimes), where assigning
+ * it sets the prototype and the variable silently disappears.
+ */
+const ENV_NAME_PATTERN = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]*$/;
+const ENV_NAME_RULE = 'a variable name is letters, digits and _, not starting with a digit, and not __proto__';
 const MASK = '********';
 
 function notFound(what: string): PorticoError {
@@ -230,7 +237,7 @@ export class Controller implements CP.ControlPlane {
     const previous = await this.store.getEnvironment(ref.owner, ref.project);
     const env: Record<string, { value: string; secret: boolean }> = {};
     for (const [k, v] of Object.entries(variables)) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `variables.${k}: a variable name is letters, digits and _`);
+      if (!ENV_NAME_PATTERN.test(k)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `variables.${k}: ${ENV_NAME_RULE}`);
       // A secret sent back masked keeps its stored value (the UI never sees it).
       const keep = v.value === MASK && previous[k]?.secret;
       env[k] = { value: keep ? (previous[k] as { value: string }).value : v.value, secret: v.secret ?? false };
@@ -348,6 +355,9 @@ export class Controller implements CP.ControlPlane {
     const d = await this.deploymentOr404(ref);
     if (input.name !== undefined && (!NAME_PATTERN.test(input.name) || input.name === '.' || input.name === '..')) {
       throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(input.name)} must match ${NAME_PATTERN.source}`);
+    }
+    for (const k of Object.keys(input.environment ?? {})) {
+      if (!ENV_NAME_PATTERN.test(k)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `environment.${k}: ${ENV_NAME_RULE}`);
     }
     const inherit = input.inheritEnvironment ?? true;
     const environment: Record<string, string> = {};

@@ -19,7 +19,7 @@ export function versionPrefix(v: { owner: string; project: string; deployment: s
 export function endpointSpec(v: Version, e: VersionEndpoint): EndpointSpec {
   const def = e.definition as EndpointDefinition;
   const env = { ...v.environment, VH_DEFAULT_PREFIX: versionPrefix(v, e.name) };
-  const secretEnv = (v.secretEnvironment ?? []).filter((k) => k in v.environment).sort();
+  const secretEnv = (v.secretEnvironment ?? []).filter((k) => Object.hasOwn(v.environment, k)).sort();
   const image = v.images?.[e.name];
   const base = {
     key: endpointRuntimeKey(v, e.name),

@@ -23,6 +23,8 @@ t.test('endpointSpec: secret names go with the spec, only those the environment 
   const spec = endpointSpec(version({ secretEnvironment: ['API_KEY', 'REMOVED'] }), endpoint);
   t.same(spec.secretEnv, ['API_KEY']);
   t.same(spec.env, { MODEL: 'small', API_KEY: 'k-1', VH_DEFAULT_PREFIX: '/acme/nlp/web/v1/predict' }, 'the values stay in env (the runtime decides how to pass them)');
+  const inherited = endpointSpec(version({ secretEnvironment: ['constructor', 'toString'], environment: { toString: 's' } }), endpoint);
+  t.same(inherited.secretEnv, ['toString'], 'a name Object.prototype has is not taken for one the environment has');
 });
 
 t.test('endpointSpec: without secrets the spec (and its hash, which restarts replicas) is what it was', async (t) => {

@@ -313,7 +313,7 @@ export class FakeControlPlane implements ControlPlane {
       createdBy: rec.createdBy,
       source: rec.input.source,
       environment: Object.keys(env).sort(),
-      secretEnvironment: Object.keys(env).filter((k) => { const x = env[k]; return typeof x === 'object' && x.secret && !(k in (rec.input.environment ?? {})); }).sort(),
+      secretEnvironment: Object.keys(env).filter((k) => { const x = env[k]; return typeof x === 'object' && x.secret && !Object.hasOwn(rec.input.environment ?? {}, k); }).sort(),
       endpoints: rec.endpoints.map((e) => this.#endpointView(ref, rec, e)),
       aliases,
     };

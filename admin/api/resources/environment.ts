@@ -1,8 +1,11 @@
 import { defineRoute, projectParams, PROJECT, ref } from '../route.ts';
 import { bool, object, optional, record, string } from '../schema.ts';
 
-/** Environment variable names as the replicas see them. */
-export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,199}$';
+/**
+ * Environment variable names as the replicas see them. Not `__proto__`: it would be the
+ * prototype of the objects environments travel in, not a variable (builder/controller.ts).
+ */
+export const ENV_NAME_PATTERN = '^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,199}$';
 
 const putBody = object({
   variables: record(
@@ -10,7 +13,7 @@ const putBody = object({
       value: string({ max: 65536, description: 'The value (a secret is never read back).', example: 'v' }),
       secret: optional(bool({ description: 'Shown as "********" when read (default false).' })),
     }),
-    { keyPattern: ENV_NAME_PATTERN, keyExample: 'MODEL_NAME', maxKeys: 1000, description: 'Every variable of the project (the set replaces the previous one).' },
+    { keyPattern: ENV_NAME_PATTERN, keyExample: 'MODEL_NAME', maxKeys: 1000, description: 'Every variable of the project (the set replaces the previous one). A name is letters, digits and _, not starting with a digit; `__proto__` is refused.' },
   ),
 });
 

@@ -50,7 +50,7 @@ const createBody = object({
     }),
     { keyPattern: ENDPOINT_NAME_PATTERN, keyExample: 'predict', maxKeys: 100, description: 'Settings per endpoint of valohai.yaml (all endpoints run by default).' },
   )),
-  environment: optional(record(string({ max: 65536, example: 'v' }), { keyPattern: ENV_NAME_PATTERN, keyExample: 'MODEL_NAME', maxKeys: 1000, description: 'Variables of this version, over the project\'s.' })),
+  environment: optional(record(string({ max: 65536, example: 'v' }), { keyPattern: ENV_NAME_PATTERN, keyExample: 'MODEL_NAME', maxKeys: 1000, description: 'Variables of this version, over the project\'s (names as in the project environment; `__proto__` is refused).' })),
   inheritEnvironment: optional(bool({ description: 'Start from the project environment (default true).' })),
 });
 

@@ -278,7 +278,9 @@ function runtimeEnv(spec: EndpointSpec): Record<string, string> {
 /** The names of `spec.env` whose values go through the endpoint's env Secret, sorted. */
 export function secretEnvNames(spec: EndpointSpec): string[] {
   const runtime = runtimeEnv(spec);
-  return (spec.secretEnv ?? []).filter((name) => name in spec.env && !(name in runtime)).sort();
+  // Own keys only: `in` would find a secret named constructor or toString on Object.prototype
+  // and write its value into the Deployment instead of the Secret.
+  return (spec.secretEnv ?? []).filter((name) => Object.hasOwn(spec.env, name) && !Object.hasOwn(runtime, name)).sort();
 }
 
 /**

@@ -27,6 +27,24 @@ t.test('environment: put replaces, get masks secrets, bad names are named', asyn
   t.equal((await api.call('PUT', `${P}/environment`, { body: { MODEL: 'x' } })).json.message, 'body.variables: is required; body.MODEL: is not a known field (known: "variables")');
 });
 
+t.test('environment: __proto__ is refused naming the field, nothing replaced; constructor, toString... are variables like any other', async (t) => {
+  const api = await startApi(t);
+  await api.call('PUT', `${P}/environment`, { body: { variables: { MODEL: { value: 'mnist' } } } });
+  // Parsed, not an object literal: JSON keeps "__proto__" as a key, a literal makes it the prototype.
+  const proto = await api.call('PUT', `${P}/environment`, { body: { variables: JSON.parse('{"__proto__": {"value": "x"}, "OTHER": {"value": "y"}}') } });
+  t.equal(proto.status, 400);
+  t.equal(proto.json.code, 'VALIDATION_FAILED');
+  t.same(proto.json.problems.map((p: { path: string }) => p.path), ['body.variables.__proto__']);
+  t.same((await api.call('GET', `${P}/environment`)).json, { variables: { MODEL: { value: 'mnist', secret: false } } }, 'the environment is as it was');
+
+  const names = ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__'];
+  const variables = Object.fromEntries(names.map((n) => [n, { value: `v-${n}`, secret: false }]));
+  const put = await api.call('PUT', `${P}/environment`, { body: { variables } });
+  t.equal(put.status, 200);
+  t.same(put.json, { variables });
+  t.same((await api.call('GET', `${P}/environment`)).json, { variables });
+});
+
 t.test('deployments: create 201 + Location, list, get, patch, delete 204', async (t) => {
   const api = await startApi(t);
   t.same((await api.call('GET', `${P}/deployments`)).json, { items: [] });

@@ -83,7 +83,9 @@ t.test('create a version: validation names the bad field', async (t) => {
     [{ source: { git: { url: 'https://x/y.git', ref: '-x' } } }, 'body.source.git.ref: must match ^[A-Za-z0-9_][A-Za-z0-9._/-]*$ (got "-x")'],
     [{ source: { upload: 'a/b' } }, 'body.source.upload: must match ^[A-Za-z0-9_-]{1,100}$ (got "a/b")'],
     [{ source: { s3: 'x' } }, 'body.source: must be one of {"path"} or {"git"} or {"upload"}'],
-    [{ ...ok, environment: { 'A-B': 'x' } }, 'body.environment.A-B: name must match ^[A-Za-z_][A-Za-z0-9_]{0,199}$'],
+    [{ ...ok, environment: { 'A-B': 'x' } }, 'body.environment.A-B: name must match ^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,199}$'],
+    // Parsed, not an object literal: JSON keeps "__proto__" as a key, a literal makes it the prototype.
+    [{ ...ok, environment: JSON.parse('{"__proto__": "x"}') }, 'body.environment.__proto__: name must match ^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,199}$'],
     [{ ...ok, environment: { A: 1 } }, 'body.environment.A: must be a string, not number 1'],
     [{ ...ok, inheritEnvironment: 'no' }, 'body.inheritEnvironment: must be true or false'],
     [{ ...ok, name: '.' }, 'body.name: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$ (got ".")'],

@@ -35,14 +35,20 @@ t.test('environment: stored secrets are kept masked, new values sent, problems l
     { name: 'A', value: 'x', secret: false, stored: false },
     { name: 'A', value: 'y', secret: false, stored: false },
     { name: 'NEW', value: MASK, secret: true, stored: false },
+    { name: '__proto__', value: 'x', secret: false, stored: false },
   ]);
   t.ok('problems' in bad);
   if ('problems' in bad) {
-    t.equal(bad.problems.length, 3);
+    t.equal(bad.problems.length, 4);
     t.match(bad.problems.join('\n'), /"1BAD" is not a variable name/);
+    t.match(bad.problems.join('\n'), /"__proto__" is not a variable name .*not __proto__/, 'refused, not silently dropped');
     t.match(bad.problems.join('\n'), /A is listed twice/);
     t.match(bad.problems.join('\n'), /NEW: "\*{8}" cannot be a new secret value/);
   }
+  const names = ['constructor', 'toString', 'hasOwnProperty'];
+  t.same(environmentBody(names.map((name) => ({ name, value: name, secret: false, stored: false }))), {
+    variables: Object.fromEntries(names.map((n) => [n, { value: n, secret: false }])),
+  }, 'names Object.prototype has are variables like any other');
 });
 
 t.test('console headers: "Name: value" lines', async (t) => {

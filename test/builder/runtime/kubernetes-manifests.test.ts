@@ -144,6 +144,15 @@ t.test('secret environment: a Secret of exactly the secret names; the runtime\'s
   t.same(validateManifest(deploymentManifest(s, OPTS)), [], 'the Deployment with references is valid');
 });
 
+t.test('secret environment: names Object.prototype has (constructor, toString...) are secrets like any other', async (t) => {
+  const names = ['constructor', 'toString', 'hasOwnProperty', 'valueOf'];
+  const s = spec({ env: Object.fromEntries(names.map((n) => [n, `s3cret-${n}`])), secretEnv: names });
+  t.same(Object.keys(envSecretManifest(s, OPTS)!.data!).sort(), [...names].sort(), 'every one in the Secret');
+  const env = container(s).env!;
+  for (const n of names) t.same(env.find((e) => e.name === n), { name: n, valueFrom: { secretKeyRef: { name: resourceName(s.key), key: n } } }, n);
+  t.notOk(JSON.stringify(deploymentManifest(s, OPTS)).includes('s3cret'), 'no value in the Deployment');
+});
+
 t.test('the manifest hash changes with content, not with key order', async (t) => {
   const a = deploymentManifest(spec(), OPTS);
   t.equal(a.metadata!.annotations![ANNOTATIONS.manifestHash], manifestHash(a), 'the stored hash is the hash of the rest');

@@ -8,7 +8,8 @@ import { confirmDialog, flash, run } from '../ui.js';
 
 /** What the API shows for (and accepts as "unchanged") a secret value. */
 export const MASK = '********';
-const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,199}$/;
+// As the API's: not __proto__, which an object takes as its prototype, not a variable.
+const NAME = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,199}$/;
 
 /**
  * @typedef {{name: string, value: string, secret: boolean, stored: boolean}} Row
@@ -27,7 +28,7 @@ export function environmentBody(rows) {
   const variables = {};
   for (const r of rows) {
     const name = r.name.trim();
-    if (!NAME.test(name)) problems.push(`${JSON.stringify(name)} is not a variable name (letters, digits and _, not starting with a digit)`);
+    if (!NAME.test(name)) problems.push(`${JSON.stringify(name)} is not a variable name (letters, digits and _, not starting with a digit, and not __proto__)`);
     else if (Object.hasOwn(variables, name)) problems.push(`${name} is listed twice`);
     else if (r.stored && r.value === '') variables[name] = { value: MASK, secret: true };
     else if (r.secret && r.value === MASK) problems.push(`${name}: "${MASK}" cannot be a new secret value`);

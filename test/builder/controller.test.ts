@@ -1,0 +1,66 @@
+// The controller's operations over a real store, routing table and local target (startController
+// on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
+import t, { type Test } from 'tap';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startController, type RunningController } from '../../builder/main.ts';
+import { loadConfig } from '../../common/config.ts';
+import { PorticoError } from '../../common/errors.ts';
+import type { Logger } from '../../common/log.ts';
+import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
+import { waitFor } from '../helpers/poll.ts';
+
+const silent: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+const PROJECT = { owner: 'acme', project: 'mnist' } as const;
+const DEPLOYMENT = { ...PROJECT, deployment: 'web' } as const;
+
+/** A controller on a fresh data dir (extra `PORTICO_*` variables in `env`), stopped on teardown. */
+async function startControl(t: Test, env: Record<string, string> = {}): Promise<RunningController & { routing: EmbeddedRoutingTable }> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
+  const routing = new EmbeddedRoutingTable();
+  const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir, ...env }), routing, log: silent });
+  t.teardown(async () => {
+    await running.close();
+    await routing.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  return { ...running, routing };
+}
+
+/** Resolves with the PorticoError `p` rejects with (fails the test if it resolves). */
+async function refusal(t: Test, p: Promise<unknown>): Promise<PorticoError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  t.type(err, PorticoError);
+  return err as PorticoError;
+}
+
+t.test('environment: __proto__ is refused, not dropped; names Object.prototype has are variables like any other', async (t) => {
+  const { controller, store } = await startControl(t);
+  const names = ['constructor', 'toString', 'hasOwnProperty', 'valueOf'];
+  const variables = Object.fromEntries(names.map((n) => [n, { value: `v-${n}`, secret: n === 'toString' }]));
+  const put = await controller.putEnvironment(PROJECT, variables, 'admin');
+  t.same(put.variables, { ...variables, toString: { value: '********', secret: true } });
+  // The masked secret sent back keeps its stored value (the UI sends it so).
+  await controller.putEnvironment(PROJECT, { ...variables, toString: { value: '********', secret: true } }, 'admin');
+  t.same(await store.getEnvironment(PROJECT.owner, PROJECT.project), variables, 'stored with their values');
+
+  // Object.fromEntries as the API's validation builds it: "__proto__" is an own key here.
+  const proto = await refusal(t, controller.putEnvironment(PROJECT, Object.fromEntries([['__proto__', { value: 'x' }], ['OTHER', { value: 'y' }]]), 'admin'));
+  t.match(proto, { code: 'VALIDATION_FAILED', statusCode: 400, message: /^variables\.__proto__: / });
+  t.same(await store.getEnvironment(PROJECT.owner, PROJECT.project), variables, 'the environment is as it was');
+
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const refused = await refusal(t, controller.createVersion(DEPLOYMENT, { source: { path: '/nonexistent' }, environment: Object.fromEntries([['__proto__', 'x']]) }, 'admin'));
+  t.match(refused, { code: 'VALIDATION_FAILED', message: /^environment\.__proto__: / });
+  t.same(await controller.listVersions(DEPLOYMENT), [], 'no version recorded');
+
+  const v = await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' }, environment: { valueOf: 'own', isPrototypeOf: 'x' } }, 'admin');
+  t.same(v.environment, ['constructor', 'hasOwnProperty', 'isPrototypeOf', 'toString', 'valueOf']);
+  t.same(v.secretEnvironment, ['toString']);
+  t.same((await store.getVersion({ ...DEPLOYMENT, version: 'v1' }))?.environment, {
+    constructor: 'v-constructor', toString: 'v-toString', hasOwnProperty: 'v-hasOwnProperty', valueOf: 'own', isPrototypeOf: 'x',
+  });
+  // The build of a missing path fails at once; wait so that teardown does not close the store under it.
+  await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v1' })).status === 'failed', { what: 'the build to fail' });
+});
