@@ -260,6 +260,10 @@ export interface ControlPlane {
   listTokens(): Promise<TokenView[]>;
   /** The token is returned once and stored only hashed. */
   createToken(name: string, actor: Actor): Promise<{ name: string; token: string }>;
+  /**
+   * Refused (CONFLICT, 409) for the last token unless PORTICO_ADMIN_TOKEN is set: nobody could
+   * sign in any more. The PORTICO_ADMIN_TOKEN token itself is not stored and cannot be revoked.
+   */
   deleteToken(name: string, actor: Actor): Promise<void>;
   /** The token's name, or null; constant-time with respect to the token's content. */
   authenticate(token: string): Promise<string | null>;

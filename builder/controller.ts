@@ -719,7 +719,18 @@ export class Controller implements CP.ControlPlane {
   }
 
   async deleteToken(name: string, actor: CP.Actor): Promise<void> {
-    if (!(await this.store.deleteToken(name))) throw notFound(`token ${name}`);
+    // Without PORTICO_ADMIN_TOKEN the stored tokens are the only way in: revoking the last one
+    // would lock everyone out of the API until a restart created a new `admin` token.
+    let deleted;
+    try {
+      deleted = await this.store.deleteToken(name, { keepLast: this.envTokenHash === null });
+    } catch (err) {
+      if (err instanceof StoreConflictError && err.reason === 'last') {
+        throw new PorticoError(ControlErrors.CONFLICT, `token ${name} is the last admin token: revoking it would lock everyone out of the API; create another token first`, { cause: err });
+      }
+      throw err;
+    }
+    if (!deleted) throw notFound(`token ${name}`);
     await this.record(actor, 'token.delete', `tokens/${name}`);
   }
 

@@ -7,7 +7,7 @@ export const tokensCommand = operatorCommand({
   help: `Usage:
   portico tokens [list]
   portico tokens create NAME     prints the new token once (it is stored only hashed)
-  portico tokens revoke NAME
+  portico tokens revoke NAME     refused for the last token (create another first)
 
 The audit log names the token that made each change.
 

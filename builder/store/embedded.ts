@@ -664,9 +664,10 @@ export class EmbeddedStore implements Store {
     });
   }
 
-  deleteToken(name: string): Promise<boolean> {
+  deleteToken(name: string, opts: { readonly keepLast?: boolean } = {}): Promise<boolean> {
     return this.run(() => {
       if (!this.state.tokens.has(name)) return false;
+      if (opts.keepLast && this.state.tokens.size === 1) throw new StoreConflictError('token', name, 'last');
       this.commit([{ t: 'token.del', name }]);
       return true;
     });

@@ -186,10 +186,11 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 return 1`);
 
-/** KEYS tokens tokenhash; ARGV name. */
+/** KEYS tokens tokenhash; ARGV name, keepLast ('1' or '0'). 1 deleted, 0 no such token, -1 the last one kept. */
 const DELETE_TOKEN = lua(`
 local j = redis.call('HGET', KEYS[1], ARGV[1])
 if not j then return 0 end
+if ARGV[2] == '1' and redis.call('HLEN', KEYS[1]) == 1 then return -1 end
 redis.call('HDEL', KEYS[2], cjson.decode(j).hash)
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1`);
@@ -505,8 +506,10 @@ export class RedisStore implements Store {
     return token;
   }
 
-  async deleteToken(name: string): Promise<boolean> {
-    return (await this.run(DELETE_TOKEN, [this.g('tokens'), this.g('tokenhash')], [name])) === 1;
+  async deleteToken(name: string, opts: { readonly keepLast?: boolean } = {}): Promise<boolean> {
+    const r = await this.run(DELETE_TOKEN, [this.g('tokens'), this.g('tokenhash')], [name, opts.keepLast ? '1' : '0']);
+    if (r === -1) throw new StoreConflictError('token', name, 'last');
+    return r === 1;
   }
 
   async findTokenByHash(hash: string): Promise<AdminToken | null> {

@@ -187,17 +187,21 @@ export type StoreEntity = 'deployment' | 'version' | 'alias' | 'token' | 'upload
 
 /**
  * The request conflicts with what is stored: `exists` (create of something already there,
- * including a token whose hash another token has) or `in-use` (deleting a version an alias
- * points at; `usedBy` names the alias).
+ * including a token whose hash another token has), `in-use` (deleting a version an alias
+ * points at; `usedBy` names the alias) or `last` (deleting the only token with `keepLast`).
  */
 export class StoreConflictError extends Error {
   readonly code = 'STORE_CONFLICT';
   readonly entity: StoreEntity;
   readonly key: string;
-  readonly reason: 'exists' | 'in-use';
+  readonly reason: 'exists' | 'in-use' | 'last';
   readonly usedBy: string | undefined;
-  constructor(entity: StoreEntity, key: string, reason: 'exists' | 'in-use' = 'exists', usedBy?: string) {
-    super(reason === 'exists' ? `${entity} ${key} exists already` : `${entity} ${key} is in use by alias ${usedBy ?? '?'}`);
+  constructor(entity: StoreEntity, key: string, reason: 'exists' | 'in-use' | 'last' = 'exists', usedBy?: string) {
+    super(
+      reason === 'exists' ? `${entity} ${key} exists already`
+      : reason === 'last' ? `${entity} ${key} is the last one`
+      : `${entity} ${key} is in use by alias ${usedBy ?? '?'}`,
+    );
     this.name = 'StoreConflictError';
     this.entity = entity;
     this.key = key;
@@ -311,7 +315,12 @@ export interface Store {
   listTokens(): Promise<AdminToken[]>;
   /** Throws `StoreConflictError` if the name, or the hash, is taken. */
   createToken(input: { name: string; hash: string }): Promise<AdminToken>;
-  deleteToken(name: string): Promise<boolean>;
+  /**
+   * `false` if there is no such token. With `keepLast`, the only token left is not deleted
+   * (`StoreConflictError`, reason `last`), checked in the same step as the delete so that two
+   * concurrent deletes cannot remove the last two.
+   */
+  deleteToken(name: string, opts?: { readonly keepLast?: boolean }): Promise<boolean>;
   findTokenByHash(hash: string): Promise<AdminToken | null>;
 
   /** Throws `StoreConflictError` if the id is taken. */

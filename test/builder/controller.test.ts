@@ -64,3 +64,30 @@ t.test('environment: __proto__ is refused, not dropped; names Object.prototype h
   // The build of a missing path fails at once; wait so that teardown does not close the store under it.
   await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v1' })).status === 'failed', { what: 'the build to fail' });
 });
+
+t.test('tokens: without PORTICO_ADMIN_TOKEN the last token is not revoked (nobody could sign in)', async (t) => {
+  const { controller, createdToken } = await startControl(t);
+  t.equal(await controller.authenticate(createdToken!), 'admin', 'the first start created admin');
+  const alone = await refusal(t, controller.deleteToken('admin', 'admin'));
+  t.match(alone, { code: 'CONFLICT', statusCode: 409, message: 'token admin is the last admin token: revoking it would lock everyone out of the API; create another token first' });
+  t.equal(await controller.authenticate(createdToken!), 'admin', 'it still works');
+
+  const ci = await controller.createToken('ci', 'admin');
+  await controller.deleteToken('admin', 'ci');
+  t.equal(await controller.authenticate(createdToken!), null, 'with another token there, admin is revoked');
+  t.match(await refusal(t, controller.deleteToken('ci', 'ci')), { code: 'CONFLICT' });
+  t.equal(await controller.authenticate(ci.token), 'ci');
+  t.match(await refusal(t, controller.deleteToken('admin', 'ci')), { code: 'NOT_FOUND' }, 'an unknown name is still a 404');
+});
+
+t.test('tokens: with PORTICO_ADMIN_TOKEN every named token can go; that token is not named and stays', async (t) => {
+  const envToken = 'e'.repeat(40);
+  const { controller, createdToken } = await startControl(t, { PORTICO_ADMIN_TOKEN: envToken });
+  t.equal(createdToken, null, 'no admin token created');
+  t.same(await controller.listTokens(), []);
+  const ci = await controller.createToken('ci', 'env');
+  await controller.deleteToken('ci', 'env');
+  t.equal(await controller.authenticate(ci.token), null);
+  t.equal(await controller.authenticate(envToken), 'env', 'PORTICO_ADMIN_TOKEN still signs in');
+  t.match(await refusal(t, controller.deleteToken('env', 'env')), { code: 'NOT_FOUND' }, 'it is not a stored token: there is nothing to revoke');
+});

@@ -112,7 +112,8 @@ function notFound(what: string): PorticoError {
  * semantics: names are unique, versions build in the background (`building` -> `starting` ->
  * `ready`, or `failed` with a reason) from the `valohai.yaml` of a path or uploaded `.tar.gz`,
  * aliases refuse versions that are not ready unless forced, a version an alias points at cannot
- * be deleted, every change lands in the audit log under the acting token's name.
+ * be deleted, the last token cannot be revoked (the fake has no PORTICO_ADMIN_TOKEN), every
+ * change lands in the audit log under the acting token's name.
  */
 export class FakeControlPlane implements ControlPlane {
   /** Every call made, in order (operation name and arguments). */
@@ -676,7 +677,9 @@ export class FakeControlPlane implements ControlPlane {
 
   async deleteToken(name: string, actor: Actor): Promise<void> {
     this.#enter('deleteToken', name, actor);
-    if (!this.#tokens.delete(name)) throw notFound(`Token ${name}`);
+    if (!this.#tokens.has(name)) throw notFound(`Token ${name}`);
+    if (this.#tokens.size === 1) throw new PorticoError(ControlErrors.CONFLICT, `Token ${name} is the last admin token; create another token first.`);
+    this.#tokens.delete(name);
     this.#record(actor, 'token.delete', `tokens/${name}`);
   }
 

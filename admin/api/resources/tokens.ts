@@ -34,8 +34,10 @@ export const tokenRoutes = [
     path: '/api/v1/tokens/{name}',
     tag: 'tokens',
     summary: 'Revoke an admin token',
+    description: 'The last token is not revoked (409 CONFLICT; create another first) unless PORTICO_ADMIN_TOKEN is set, which is not a named token and cannot be revoked here.',
     params: { name: tokenName },
     response: { status: 204, description: 'Revoked.' },
+    errors: ['CONFLICT'],
     handler: async ({ control, params, actor }) => {
       await control.deleteToken(params.name, actor);
       return { status: 204 };

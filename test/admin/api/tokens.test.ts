@@ -25,6 +25,11 @@ t.test('tokens: create (shown once), authenticate, list names only, revoke', asy
   t.equal((await api.call('DELETE', '/api/v1/tokens/ci')).status, 204);
   t.equal((await api.call('GET', '/api/v1/tokens', { token })).status, 401, 'a revoked token stops working');
   t.equal((await api.call('DELETE', '/api/v1/tokens/ci')).status, 404);
+
+  const last = await api.call('DELETE', '/api/v1/tokens/admin');
+  t.equal(last.status, 409, 'the last token is not revoked: nobody could sign in any more');
+  t.match(last.json, { statusCode: 409, code: 'CONFLICT', error: 'Conflict', message: /last admin token.*create another token first/ });
+  t.equal((await api.call('GET', '/api/v1/tokens')).status, 200, 'it still works');
 });
 
 t.test('audit: newest first, limit, before', async (t) => {

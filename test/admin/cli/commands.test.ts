@@ -144,6 +144,9 @@ t.test('tokens: create prints the token once, list, revoke', async (t) => {
   t.equal(revoke.stdout, 'revoked token ci\n');
   const after = await runCli(['tokens'], { env: cliEnv(api, { PORTICO_ADMIN_TOKEN: token }) });
   t.equal(after.code, 1);
+  const last = await runCli(['tokens', 'revoke', 'admin'], { env });
+  t.equal(last.code, 1);
+  t.equal(last.stderr, 'portico tokens: CONFLICT (409): Token admin is the last admin token; create another token first.\n');
 });
 
 t.test('env: get, set merges, secrets masked and never lost silently', async (t) => {

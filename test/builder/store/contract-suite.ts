@@ -411,6 +411,23 @@ export function storeContract(t: Test, target: ContractTarget): void {
     t.same(await store.findTokenByHash(hash('a')), again, 'its hash is free again');
   });
 
+  t.test('admin tokens: keepLast refuses to delete the only token, atomically', async (t) => {
+    const { store } = await openFresh(t);
+    const hash = (c: string) => c.repeat(64);
+    await store.createToken({ name: 'admin', hash: hash('a') });
+    await store.createToken({ name: 'ci', hash: hash('b') });
+    t.equal(await store.deleteToken('none', { keepLast: true }), false, 'an unknown name is still just not there');
+    const both = await Promise.allSettled([store.deleteToken('admin', { keepLast: true }), store.deleteToken('ci', { keepLast: true })]);
+    t.same(both.map((r) => r.status).sort(), ['fulfilled', 'rejected'], 'of two concurrent deletes of the last two, one is refused');
+    const refused = both.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    t.match(refused.reason, { name: 'StoreConflictError', entity: 'token', reason: 'last' });
+    t.equal((await store.listTokens()).length, 1, 'one token left');
+    const last = (await store.listTokens())[0]!.name;
+    await rejectsWith(t, store.deleteToken(last, { keepLast: true }), StoreConflictError, (e) => t.same([e.reason, e.key, e.message], ['last', last, `token ${last} is the last one`]));
+    t.equal(await store.deleteToken(last), true, 'without keepLast the last token goes');
+    t.same(await store.listTokens(), []);
+  });
+
   t.test('uploads', async (t) => {
     const { store } = await openFresh(t);
     const u = await store.createUpload({ id: 'u2', size: 10, sha256: 'cd'.repeat(32), path: '/data/uploads/u2' });
