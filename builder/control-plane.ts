@@ -182,8 +182,11 @@ export interface TestRequestInput {
 export interface TestResponseView {
   readonly status: number;
   readonly headers: Readonly<Record<string, string>>;
+  /** At most the first 16 MiB of the body. */
   readonly bodyBase64: string;
   readonly durationMs: number;
+  /** Present only when the body was longer than 16 MiB and was cut there. */
+  readonly truncated?: true;
 }
 
 export interface LogQuery {

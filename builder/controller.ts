@@ -46,6 +46,8 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const ENV_NAME_PATTERN = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]*$/;
 const ENV_NAME_RULE = 'a variable name is letters, digits and _, not starting with a digit, and not __proto__';
 const MASK = '********';
+/** How much of an endpoint's reply the test console returns (the API documents 16 MiB). */
+export const TEST_REPLY_MAX_BYTES = 16 * 1024 * 1024;
 
 function notFound(what: string): PorticoError {
   return new PorticoError(ControlErrors.NOT_FOUND, `${what} does not exist`);
@@ -677,22 +679,32 @@ export class Controller implements CP.ControlPlane {
     try {
       res = await request(url, { method: input.method.toUpperCase() as 'GET', headers, ...(body !== undefined ? { body } : {}), headersTimeout: 120_000, bodyTimeout: 120_000 });
     } catch (err) {
+      // undici refuses, before sending anything, a request HTTP cannot carry (a header it does
+      // not send, such as transfer-encoding or expect): the input's fault, not the gateway's.
+      const code = (err as { code?: unknown }).code;
+      if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') {
+        throw new PorticoError(ControlErrors.VALIDATION_FAILED, `body: cannot be sent as an HTTP request: ${(err as Error).message}`, { cause: err });
+      }
       throw new PorticoError(ControlErrors.GATEWAY_UNAVAILABLE, `gateway ${gw.url} did not answer: ${(err as Error).message}`, { cause: err });
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of res.body) {
-      size += (chunk as Buffer).length;
-      if (size > 16 * 1024 * 1024) {
+    let truncated = false;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      if (size + chunk.length > TEST_REPLY_MAX_BYTES) {
+        // Keep exactly the first TEST_REPLY_MAX_BYTES, and say so: a cut body must not pass for the whole.
+        chunks.push(chunk.subarray(0, TEST_REPLY_MAX_BYTES - size));
+        truncated = true;
         res.body.destroy();
         break;
       }
-      chunks.push(chunk as Buffer);
+      size += chunk.length;
+      chunks.push(chunk);
     }
     const durationMs = Math.round((performance.now() - started) * 100) / 100;
     const outHeaders: Record<string, string> = {};
     for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) outHeaders[k] = Array.isArray(v) ? v.join(', ') : v;
-    return { status: res.statusCode, headers: outHeaders, bodyBase64: Buffer.concat(chunks).toString('base64'), durationMs };
+    return { status: res.statusCode, headers: outHeaders, bodyBase64: Buffer.concat(chunks).toString('base64'), durationMs, ...(truncated ? { truncated: true } : {}) };
   }
 
   // ---- audit, tokens, uploads ------------------------------------------------------------------

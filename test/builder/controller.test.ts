@@ -2,8 +2,12 @@
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestRequestInput } from '../../builder/control-plane.ts';
+import { TEST_REPLY_MAX_BYTES } from '../../builder/controller.ts';
 import { startController, type RunningController } from '../../builder/main.ts';
 import { loadConfig } from '../../common/config.ts';
 import { PorticoError } from '../../common/errors.ts';
@@ -90,4 +94,51 @@ t.test('tokens: with PORTICO_ADMIN_TOKEN every named token can go; that token is
   t.equal(await controller.authenticate(ci.token), null);
   t.equal(await controller.authenticate(envToken), 'env', 'PORTICO_ADMIN_TOKEN still signs in');
   t.match(await refusal(t, controller.deleteToken('env', 'env')), { code: 'NOT_FOUND' }, 'it is not a stored token: there is nothing to revoke');
+});
+
+t.test('test console: a reply over 16 MiB is cut there and says so; a request HTTP cannot carry is a 400, nothing sent', async (t) => {
+  const { controller, routing } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  // Stands in for a gateway: answers `?size=N` with N bytes, counting the requests it gets.
+  let requests = 0;
+  const gateway = createServer((req, res) => {
+    requests++;
+    let left = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('size'));
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const chunk = Buffer.alloc(1024 * 1024, 'a');
+    const write = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!res.write(chunk.subarray(0, n))) return void res.once('drain', write);
+      }
+      res.end();
+    };
+    res.on('error', () => undefined); // the console stops reading a reply it cuts
+    write();
+  });
+  await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => gateway.close(() => resolve())));
+  gateway.unref();
+  const url = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}`;
+  await routing.heartbeat({ id: 'gw-1', url, pid: process.pid, startedAt: Date.now() }, 60_000);
+  const send = (input: Partial<TestRequestInput>) => controller.test(DEPLOYMENT, { target: 'v1', endpoint: 'predict', method: 'GET', ...input });
+
+  const over = await send({ path: `?size=${TEST_REPLY_MAX_BYTES + 100_000}` });
+  t.equal(over.status, 200, 'the replica\'s status');
+  t.equal(over.truncated, true);
+  t.equal(Buffer.from(over.bodyBase64, 'base64').length, TEST_REPLY_MAX_BYTES, 'exactly the first 16 MiB');
+  const exact = await send({ path: `?size=${TEST_REPLY_MAX_BYTES}` });
+  t.equal(Buffer.from(exact.bodyBase64, 'base64').length, TEST_REPLY_MAX_BYTES);
+  t.notOk('truncated' in exact, 'a body of exactly 16 MiB is whole: no truncated field');
+  t.notOk('truncated' in (await send({ path: '?size=10' })), 'nor on a small one');
+  t.equal(requests, 3);
+
+  // The API refuses bad header values before the control plane; the controller still must not call that a gateway outage.
+  const refusedHeaders: Record<string, string>[] = [{ 'x-a': 'one\r\nx-b: two' }, { 'x-a': 'nul\0' }, { 'transfer-encoding': 'chunked' }, { expect: '100-continue' }];
+  for (const headers of refusedHeaders) {
+    const err = await refusal(t, send({ headers }));
+    t.match(err, { code: 'VALIDATION_FAILED', statusCode: 400, message: /^body: cannot be sent as an HTTP request: / }, JSON.stringify(headers));
+  }
+  t.equal(requests, 3, 'none of those reached the gateway');
 });

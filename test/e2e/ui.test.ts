@@ -208,6 +208,20 @@ t.test('web UI', async (t) => {
     t.match((await sent).postDataJSON(), { target: 'production', endpoint: 'sentiment', method: 'POST', bodyBase64: PNG.toString('base64'), headers: { 'content-type': 'image/png' } });
     await page.locator('#response-status', { hasText: '400' }).waitFor();
     t.match(await page.locator('#response-body').textContent(), /body must be JSON/);
+    t.notOk(await page.locator('#response-truncated').count(), 'a whole body is not marked truncated');
+
+    // A body the API cut at 16 MiB (answered here: no example sends that much) is marked so.
+    await page.route('**/deployments/web/test', (route) => route.fulfill({
+      status: 200,
+      contentType: 'application/json',
+      body: JSON.stringify({ status: 200, headers: { 'content-type': 'application/json' }, bodyBase64: Buffer.from('{"items": [1, 2').toString('base64'), durationMs: 3, truncated: true }),
+    }));
+    await page.check('[data-kind="none"]');
+    await page.click('#console-send');
+    await page.locator('#response-truncated').waitFor();
+    t.match(await page.locator('#console-result .notice').textContent(), /only its first 15 bytes came back/);
+    t.equal(await page.locator('#response-body').textContent(), '{"items": [1, 2', 'the cut JSON is shown as it came');
+    await page.unroute('**/deployments/web/test');
   });
 
   await t.test('replica logs are followed live and filtered', async (t) => {

@@ -1,5 +1,16 @@
+import { validateHeaderValue } from 'node:http';
 import { defineRoute, DEPLOYMENT, deploymentParams, name, ref } from '../route.ts';
-import { enumOf, object, optional, record, refine, string } from '../schema.ts';
+import { enumOf, joinPath, object, optional, record, refine, string } from '../schema.ts';
+
+/** True when HTTP can carry `value` as a header value (as Node and undici check it). */
+function isHeaderValue(value: string): boolean {
+  try {
+    validateHeaderValue('x', value);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const body = refine(
   object({
@@ -13,8 +24,15 @@ const body = refine(
     username: optional(string({ max: 256, description: 'Basic-auth user (deployments with auth "basic").' })),
     password: optional(string({ max: 1024, description: 'Basic-auth password.' })),
   }),
-  'At most one of body and bodyBase64.',
-  (b) => (b.body !== undefined && b.bodyBase64 !== undefined ? [{ at: '.bodyBase64', message: 'send either body or bodyBase64, not both' }] : []),
+  'At most one of body and bodyBase64. Header values must be valid in HTTP: no CR, LF, NUL or other control characters (tab aside), nothing beyond U+00FF.',
+  (b) => [
+    ...(b.body !== undefined && b.bodyBase64 !== undefined ? [{ at: '.bodyBase64', message: 'send either body or bodyBase64, not both' }] : []),
+    // Refused here, before anything is sent: undici would throw and it looked like a gateway outage (503).
+    ...Object.entries(b.headers ?? {}).filter(([, v]) => !isHeaderValue(v)).map(([k]) => ({
+      at: joinPath('.headers', k),
+      message: 'is not a valid HTTP header value (CR, LF, NUL and other control characters, and characters beyond U+00FF, cannot be sent)',
+    })),
+  ],
 );
 
 /** The test console: one request sent through a live gateway. */
@@ -27,8 +45,8 @@ export const testRoutes = [
     summary: 'Send a request to an endpoint through a gateway',
     params: deploymentParams,
     body,
-    response: { status: 200, description: 'The endpoint\'s response (any status), body base64.', schema: ref('TestResponse') },
-    errors: ['GATEWAY_UNAVAILABLE'],
+    response: { status: 200, description: 'The endpoint\'s response (any status), body base64; `truncated` when the body was longer than 16 MiB and cut there.', schema: ref('TestResponse') },
+    errors: ['VALIDATION_FAILED', 'GATEWAY_UNAVAILABLE'],
     handler: async ({ control, params, body }) => ({ body: await control.test(params, body) }),
   }),
 ];

@@ -100,11 +100,20 @@ t.test('test console: through a gateway, basic auth, errors', async (t) => {
     [{ target: 'v1', endpoint: 'predict', method: 'GET', bodyBase64: 'not base64!' }, 'body.bodyBase64: must match ^[A-Za-z0-9+/]*={0,2}$ (got "not base64!")'],
     [{ target: 'v1', endpoint: 'predict', method: 'GET', headers: { 'bad header': 'x' } }, 'body.headers["bad header"]: name must match ^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,256}$'],
   ];
+  // Header values HTTP cannot carry: refused naming the header (they were a 503 "gateway did not answer", logged with a stack).
+  const badValue = 'is not a valid HTTP header value (CR, LF, NUL and other control characters, and characters beyond U+00FF, cannot be sent)';
+  for (const [header, value] of [['x-a', 'one\r\nx-injected: two'], ['x-a', 'line\n'], ['x-b', 'nul\0'], ['x-c', 'bell\u0007'], ['x-d', '\u20ac5']] as const) {
+    cases.push([{ target: 'v1', endpoint: 'predict', method: 'GET', headers: { 'x-ok': 'fine\tvalue \u00e9', [header]: value } }, `body.headers.${header}: ${badValue}`]);
+  }
+  const tests = api.fake.calls.filter((c) => c.op === 'test').length;
   for (const [body, message] of cases) {
     const res = await api.call('POST', `${D}/test`, { body });
     t.equal(res.status, 400, JSON.stringify(body));
+    t.equal(res.json.code, 'VALIDATION_FAILED');
     t.equal(res.json.message, message);
   }
+  t.equal(api.fake.calls.filter((c) => c.op === 'test').length, tests, 'nothing sent');
+  t.same(api.errors, [], 'nothing logged as an error');
   t.equal((await api.call('POST', `${D}/test`, { body: { target: 'v7', endpoint: 'predict', method: 'GET' } })).status, 404);
 });
 

@@ -9,6 +9,7 @@ interface EnvironmentModule {
 }
 interface ConsoleModule {
   parseHeaders(text: string): Record<string, string>;
+  truncationNote(answer: { truncated?: boolean }, size: number): string | null;
 }
 
 // Browser modules (plain JS, no declarations): loaded by URL so the typechecker leaves them be.
@@ -57,4 +58,10 @@ t.test('console headers: "Name: value" lines', async (t) => {
   t.same(parseHeaders('X-Url: http://a/b:c'), { 'x-url': 'http://a/b:c' }, 'split at the first colon');
   t.throws(() => parseHeaders('ok: 1\nno colon here'), /line 2/);
   t.throws(() => parseHeaders('bad name: 1'), /line 1/);
+});
+
+t.test('console reply: a body the API cut is said to be cut', async (t) => {
+  const { truncationNote } = await load<ConsoleModule>('console.js');
+  t.equal(truncationNote({ truncated: true }, 16777216), 'The body was longer: only its first 16777216 bytes came back, so it may not decode or parse.');
+  t.equal(truncationNote({}, 10), null, 'a whole body: nothing to say');
 });

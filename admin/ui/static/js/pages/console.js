@@ -1,5 +1,6 @@
 // The test console: one request to an endpoint (by version or alias) sent through a gateway by
-// POST …/test, and its answer: status, headers, body (JSON pretty-printed, images shown), latency.
+// POST …/test, and its answer: status, headers, body (JSON pretty-printed, images shown), latency,
+// and a notice when the API cut a long body.
 import { api, deploymentPath } from '../api.js';
 import { field, h, replace } from '../dom.js';
 import { errorText, table, toBase64, fromBase64 } from '../ui.js';
@@ -20,6 +21,15 @@ export function parseHeaders(text) {
     headers[name.toLowerCase()] = line.slice(colon + 1).trim();
   });
   return headers;
+}
+
+/**
+ * What to tell about a reply body the API cut (`truncated`), or null for a whole one.
+ * @param {{truncated?: boolean}} answer
+ * @param {number} size bytes received
+ */
+export function truncationNote(answer, size) {
+  return answer.truncated ? `The body was longer: only its first ${size} bytes came back, so it may not decode or parse.` : null;
 }
 
 /**
@@ -152,16 +162,18 @@ export async function renderConsole({ signal }, ref, dep, body) {
     }
   };
 
-  /** @param {{status: number, headers: Record<string, string>, bodyBase64: string, durationMs: number}} answer */
+  /** @param {{status: number, headers: Record<string, string>, bodyBase64: string, durationMs: number, truncated?: boolean}} answer */
   const showResult = (answer) => {
     revoke();
     const bytes = fromBase64(answer.bodyBase64);
     const type = (answer.headers['content-type'] ?? '').toLowerCase();
+    const cut = truncationNote(answer, bytes.length);
     /** @type {Node} */
     let shown;
     let decoded = null;
     try {
-      decoded = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      // A cut body may end inside a UTF-8 character: `stream` leaves that out instead of failing.
+      decoded = new TextDecoder('utf-8', { fatal: true }).decode(bytes, { stream: cut !== null });
     } catch {
       decoded = null;
     }
@@ -190,7 +202,9 @@ export async function renderConsole({ signal }, ref, dep, body) {
         h('h2', null, 'Response'),
         h('span', { class: `badge badge-${statusClass}`, id: 'response-status' }, String(answer.status)),
         h('span', { id: 'response-latency' }, `${answer.durationMs} ms`),
-        h('span', { class: 'muted' }, `${bytes.length} bytes`)),
+        h('span', { class: 'muted' }, `${bytes.length} bytes`),
+        cut === null ? null : h('span', { class: 'badge badge-failed', id: 'response-truncated' }, 'truncated')),
+      cut === null ? null : h('p', { class: 'notice', role: 'status' }, cut),
       h('details', { open: true }, h('summary', null, 'Headers'),
         table(['Header', 'Value'], Object.entries(answer.headers).map(([k, v]) => [h('code', null, k), v]), { id: 'response-headers', class: 'compact' })),
       shown);
