@@ -773,10 +773,13 @@ export class Controller implements CP.ControlPlane {
     return u ? this.blobs.get(u.sha256) : null;
   }
 
-  /** Creates the first admin token when none is configured; returns it once (or null). */
+  /**
+   * Creates the first admin token when none is configured and none is stored; returns it once
+   * (or null). Only then: an `admin` token revoked after a rotation stays revoked across restarts.
+   */
   async bootstrapToken(): Promise<string | null> {
     if (this.config.adminToken) return null;
-    if ((await this.store.listTokens()).some((t) => t.name === 'admin')) return null;
+    if ((await this.store.listTokens()).length > 0) return null;
     const { token } = await this.createToken('admin', 'portico');
     return token;
   }

@@ -82,6 +82,9 @@ t.test('tokens: without PORTICO_ADMIN_TOKEN the last token is not revoked (nobod
   t.match(await refusal(t, controller.deleteToken('ci', 'ci')), { code: 'CONFLICT' });
   t.equal(await controller.authenticate(ci.token), 'ci');
   t.match(await refusal(t, controller.deleteToken('admin', 'ci')), { code: 'NOT_FOUND' }, 'an unknown name is still a 404');
+  // Rotated away (docs/operations.md, "Rotating tokens"): a restart must not bring it back.
+  t.equal(await controller.bootstrapToken(), null, 'no new admin token once tokens exist');
+  t.same((await controller.listTokens()).map((tk) => tk.name), ['ci']);
 });
 
 t.test('tokens: with PORTICO_ADMIN_TOKEN every named token can go; that token is not named and stays', async (t) => {
