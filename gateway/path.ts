@@ -44,10 +44,9 @@ function hasDotSegment(decoded: string): boolean {
 /**
  * Parses a request target (`req.url`) into `out`. Returns `null` on success, else why the path
  * is refused (a 400 `BAD_PATH`): a target that is not origin-form (absolute-form, `*`) or holds
- * a `#`, fewer
- * than five route segments, an empty route segment or one that decodes to contain `/`, `\` or
- * NUL, any segment (rest included) that decodes to `.` or `..` (or holds one between encoded
- * slashes or backslashes), or bad percent-encoding anywhere in the path.
+ * a `#`, fewer than five route segments, an empty route segment or one that decodes to contain
+ * `/`, `\` or NUL, any segment (rest included) that decodes to `.` or `..` (or holds one between
+ * encoded slashes or backslashes), or bad percent-encoding anywhere in the path.
  * Never consults a host: the upstream is chosen elsewhere, from the routing table only.
  */
 export function parseRoutePath(url: string, out: RoutePath): string | null {
