@@ -7,17 +7,13 @@ import { listen, startGateway } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { ClusterMetrics } from './cluster-metrics.ts';
 import { UsageError, parseArgs, type Command } from './command.ts';
+import { onStopSignals } from './signals.ts';
 
 // After a clean shutdown the process should be idle and exit by itself; if a stray handle keeps
 // it alive, it still exits this long after.
 const EXIT_GRACE_MS = 1000;
 // Longest the primary waits for workers beyond the drain deadline before killing them.
 const WORKER_KILL_GRACE_MS = 5000;
-
-function onSignals(handler: (signal: string) => void): void {
-  process.once('SIGTERM', () => handler('SIGTERM'));
-  process.once('SIGINT', () => handler('SIGINT'));
-}
 
 /**
  * One gateway process: reads the routing table in Redis, serves until SIGTERM/SIGINT, then
@@ -73,7 +69,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
           },
         );
     };
-    onSignals(stop);
+    onStopSignals(stop);
     // The primary went away: nobody will forward connections or signals any more.
     if (inCluster) process.once('disconnect', () => stop('primary disconnected'));
   });
@@ -204,7 +200,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       setTimeout(fork, restartDelayMs).unref();
       restartDelayMs = Math.min(restartDelayMs * 2, 5000);
     });
-    onSignals(stopAll);
+    onStopSignals(stopAll);
     for (let i = 0; i < config.gatewayWorkers; i++) fork();
     log.info('gateway primary started', { workers: config.gatewayWorkers, metrics: `http://${config.host}:${config.metricsPort}/metrics` });
   });
@@ -231,8 +227,9 @@ to 5 s while no worker comes up in between), unless none has started yet: then t
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
 connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS. A second SIGTERM or
-SIGINT during the drain ends the process (workers included) at once: requests still in flight
-are cut and get no access log line.
+SIGINT during the drain, a second or more after the first, ends the process (workers included) at
+once: requests still in flight are cut and get no access log line. One within a second of the
+first is a copy of it (Ctrl-C signals the whole process group) and changes nothing.
 On SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path, in every
 worker, so that log rotation can move the old file away (logrotate's default "create" mode).
 

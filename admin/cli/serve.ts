@@ -9,6 +9,7 @@ import { startAdminServer, type AdminServer } from '../api/server.ts';
 import { createUi } from '../ui/serve.ts';
 import { UsageError, parseArgs, type Command } from './command.ts';
 import { describeRedisUrl } from '../../common/redis.ts';
+import { onStopSignals } from './signals.ts';
 
 /** The controller writes with more patience than the gateway reads (it must not give up on a busy Redis). */
 const CONTROLLER_REDIS_TIMEOUT_MS = 5000;
@@ -106,8 +107,7 @@ function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promi
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    onStopSignals(stop);
   });
 }
 
