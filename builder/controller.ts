@@ -375,11 +375,6 @@ export class Controller implements CP.ControlPlane {
       environment[k] = v;
       secret.delete(k);
     }
-    // An alias takes the URLs of a version of the same name (`/{deployment}/{name}/...`): such a
-    // version could not be reached, and the alias could no longer be moved (`setAlias`).
-    if (input.name !== undefined && (await this.store.getAlias(ref, input.name))) {
-      throw new PorticoError(ControlErrors.CONFLICT, `name: alias ${input.name} of ${depLabel(ref)} exists, and a version of the same name could not be reached through its URLs; pick another name`);
-    }
     let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
     // An automatic name an alias has taken (an alias named like a date) is passed over.
     while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());
@@ -400,6 +395,12 @@ export class Controller implements CP.ControlPlane {
         endpoints: [],
       });
     } catch (err) {
+      // An alias takes the URLs of a version of the same name (`/{deployment}/{name}/...`): such a
+      // version could not be reached, and the alias could no longer be moved (`setAlias`). The
+      // store checks it with the write, so an alias PUT at the same moment cannot slip between.
+      if (err instanceof StoreConflictError && err.reason === 'name-taken') {
+        throw new PorticoError(ControlErrors.CONFLICT, `name: alias ${name} of ${depLabel(ref)} exists, and a version of the same name could not be reached through its URLs; pick another name`);
+      }
       if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALREADY_EXISTS, `version ${name} of ${depLabel(ref)} exists already`);
       throw err;
     }
@@ -625,15 +626,16 @@ export class Controller implements CP.ControlPlane {
         throw new PorticoError(ControlErrors.VERSION_NOT_READY, `version ${name} is ${v.status}${v.reason ? ` (${v.reason})` : ''}; only a ready version can take an alias unless "force": true`);
       }
     }
-    if (await this.store.getVersion({ ...ref, version: alias })) {
-      throw new PorticoError(ControlErrors.CONFLICT, `alias ${alias} would hide the version of the same name`);
-    }
     const stored: AliasTarget = 'versions' in target ? { versions: target.versions.map((w) => ({ version: w.version, weight: w.weight })) } : { version: target.version };
     let item;
     try {
       item = await this.store.setAlias(ref, alias, stored, actor);
     } catch (err) {
       if (err instanceof StoreNotFoundError) throw notFound(err.message);
+      // Checked by the store with the write (see `createVersion`).
+      if (err instanceof StoreConflictError && err.reason === 'name-taken') {
+        throw new PorticoError(ControlErrors.CONFLICT, `alias ${alias} would hide the version of the same name`);
+      }
       throw err;
     }
     const record = await this.deploymentRecord(ref);

@@ -527,6 +527,7 @@ export class EmbeddedStore implements Store {
       const ref = { owner: input.owner, project: input.project, deployment: input.deployment };
       const data = this.mustDep(ref);
       if (data.versions.has(input.name)) throw new StoreConflictError('version', `${deploymentLabel(ref)}/${input.name}`);
+      if (data.aliases.has(input.name)) throw new StoreConflictError('version', `${deploymentLabel(ref)}/${input.name}`, 'name-taken');
       const now = this.now();
       const v: Version = jsonCopy({ ...input, createdAt: now, updatedAt: now });
       this.commit([{ t: 'ver.put', v }]);
@@ -587,6 +588,7 @@ export class EmbeddedStore implements Store {
   setAlias(ref: DeploymentRef, alias: string, target: AliasTarget, by: string): Promise<AliasHistoryItem> {
     return this.run(() => {
       const data = this.mustDep(ref);
+      if (data.versions.has(alias)) throw new StoreConflictError('alias', `${deploymentLabel(ref)}/${alias}`, 'name-taken');
       const to = normaliseTarget(target);
       for (const v of targetVersions(to)) {
         if (!data.versions.has(v)) throw new StoreNotFoundError('version', `${deploymentLabel(ref)}/${v}`);

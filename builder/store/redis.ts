@@ -112,9 +112,10 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1`);
 
-/** KEYS deps vers vorder vseq; ARGV deployment, version, json. */
+/** KEYS deps vers vorder vseq aliases; ARGV deployment, version, json. -1 no deployment, -2 an alias has the name, 0 exists, 1 created. */
 const CREATE_VERSION = lua(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[5], ARGV[2]) == 1 then return -2 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[2])
 return 1`);
@@ -148,10 +149,11 @@ end`);
 /**
  * KEYS deps aliases vers ahists ahist; ARGV deployment, alias, encoded alias, target JSON
  * (or '' to delete), at JSON, by JSON, history limit, version names...
- * Returns {'ok', item} | {'nodep'} | {'nover', version} | {'missing'}.
+ * Returns {'ok', item} | {'nodep'} | {'clash'} (a version has the alias's name) | {'nover', version} | {'missing'}.
  */
 const SET_ALIAS = lua(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'nodep'} end
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return {'clash'} end
 for i = 8, #ARGV do
   if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then return {'nover', ARGV[i]} end
 end
@@ -390,9 +392,10 @@ export class RedisStore implements Store {
     const ref = { owner: input.owner, project: input.project, deployment: input.deployment };
     const now = this.now();
     const v: Version = jsonCopy({ ...input, createdAt: now, updatedAt: now });
-    const keys = [this.deps(ref), this.dep(ref, 'vers'), this.dep(ref, 'vorder'), this.g('vseq')];
+    const keys = [this.deps(ref), this.dep(ref, 'vers'), this.dep(ref, 'vorder'), this.g('vseq'), this.dep(ref, 'aliases')];
     const r = await this.run(CREATE_VERSION, keys, [ref.deployment, v.name, JSON.stringify(v)]);
     if (r === -1) throw new StoreNotFoundError('deployment', deploymentLabel(ref));
+    if (r === -2) throw new StoreConflictError('version', `${deploymentLabel(ref)}/${v.name}`, 'name-taken');
     if (r === 0) throw new StoreConflictError('version', `${deploymentLabel(ref)}/${v.name}`);
     return v;
   }
@@ -454,6 +457,7 @@ export class RedisStore implements Store {
     const [status, detail] = (await this.run(SET_ALIAS, keys, args)) as [string, string | undefined];
     if (status === 'ok') return JSON.parse(detail!) as AliasHistoryItem;
     if (status === 'missing') return null;
+    if (status === 'clash') throw new StoreConflictError('alias', `${deploymentLabel(ref)}/${alias}`, 'name-taken');
     if (target === null) return null; // no deployment: nothing to delete
     if (status === 'nover') throw new StoreNotFoundError('version', `${deploymentLabel(ref)}/${detail}`);
     throw new StoreNotFoundError('deployment', deploymentLabel(ref));

@@ -188,18 +188,21 @@ export type StoreEntity = 'deployment' | 'version' | 'alias' | 'token' | 'upload
 /**
  * The request conflicts with what is stored: `exists` (create of something already there,
  * including a token whose hash another token has), `in-use` (deleting a version an alias
- * points at; `usedBy` names the alias) or `last` (deleting the only token with `keepLast`).
+ * points at; `usedBy` names the alias), `last` (deleting the only token with `keepLast`) or
+ * `name-taken` (a version named like an alias of its deployment, or the other way round: the
+ * alias would take the version's URLs).
  */
 export class StoreConflictError extends Error {
   readonly code = 'STORE_CONFLICT';
   readonly entity: StoreEntity;
   readonly key: string;
-  readonly reason: 'exists' | 'in-use' | 'last';
+  readonly reason: 'exists' | 'in-use' | 'last' | 'name-taken';
   readonly usedBy: string | undefined;
-  constructor(entity: StoreEntity, key: string, reason: 'exists' | 'in-use' | 'last' = 'exists', usedBy?: string) {
+  constructor(entity: StoreEntity, key: string, reason: 'exists' | 'in-use' | 'last' | 'name-taken' = 'exists', usedBy?: string) {
     super(
       reason === 'exists' ? `${entity} ${key} exists already`
       : reason === 'last' ? `${entity} ${key} is the last one`
+      : reason === 'name-taken' ? `${entity} ${key}: ${entity === 'alias' ? 'a version' : 'an alias'} has that name`
       : `${entity} ${key} is in use by alias ${usedBy ?? '?'}`,
     );
     this.name = 'StoreConflictError';
@@ -272,7 +275,11 @@ export interface Store {
   /** Oldest first (`[]` if the deployment does not exist). */
   listVersions(ref: DeploymentRef): Promise<Version[]>;
   getVersion(ref: VersionRef): Promise<Version | null>;
-  /** Throws `StoreConflictError` on a duplicate name, `StoreNotFoundError` without the deployment. */
+  /**
+   * Throws `StoreConflictError` on a duplicate name (reason `name-taken` when an alias of the
+   * deployment has it, checked atomically with the write), `StoreNotFoundError` without the
+   * deployment.
+   */
   createVersion(input: NewVersion): Promise<Version>;
   /**
    * Read-modify-write without lost updates: concurrent updates of one version are applied one
@@ -299,7 +306,8 @@ export interface Store {
   /**
    * Points the alias at `target` and records the change in its history, atomically; returns the
    * history item. Throws `StoreNotFoundError` without the deployment or if a target version
-   * does not exist (checked atomically with the write).
+   * does not exist, `StoreConflictError` (reason `name-taken`) if a version has the alias's name
+   * (both checked atomically with the write).
    */
   setAlias(ref: DeploymentRef, alias: string, target: AliasTarget, by: string): Promise<AliasHistoryItem>;
   /** Removes the alias and records it (`to: null`); `null` (and no history) if it did not exist. */

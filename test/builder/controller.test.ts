@@ -69,6 +69,24 @@ t.test('environment: __proto__ is refused, not dropped; names Object.prototype h
   await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v1' })).status === 'failed', { what: 'the build to fail' });
 });
 
+t.test('a version POST and an alias PUT of one name at the same moment: one of them is a 409, never both kept', async (t) => {
+  const { controller } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
+  await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v1' })).status === 'failed', { what: 'the build to fail' });
+  for (let i = 0; i < 10; i++) {
+    const name = `x${i}`;
+    const [version, alias] = await Promise.allSettled([
+      controller.createVersion(DEPLOYMENT, { name, source: { path: '/nonexistent' } }, 'admin'),
+      controller.setAlias(DEPLOYMENT, name, { version: 'v1' }, { force: true }, 'admin'),
+    ]);
+    t.not(version.status, alias.status, `${name}: one of the two was refused`);
+    const refused = (version.status === 'rejected' ? version : alias) as PromiseRejectedResult;
+    t.match(refused.reason, { code: 'CONFLICT', statusCode: 409 }, `${name}: with a 409 CONFLICT`);
+    if (version.status === 'fulfilled') await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: name })).status === 'failed', { what: 'the build to fail' });
+  }
+});
+
 t.test('tokens: without PORTICO_ADMIN_TOKEN the last token is not revoked (nobody could sign in)', async (t) => {
   const { controller, createdToken } = await startControl(t);
   t.equal(await controller.authenticate(createdToken!), 'admin', 'the first start created admin');

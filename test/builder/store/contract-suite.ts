@@ -312,6 +312,29 @@ export function storeContract(t: Test, target: ContractTarget): void {
     await rejectsWith(t, store.deleteVersion({ ...A, version: 'v3' }), StoreConflictError, (e) => t.equal(e.usedBy, 'staging'));
   });
 
+  t.test('a version and an alias of one deployment never share a name, even written at once', async (t) => {
+    const { store } = await openFresh(t);
+    await store.createDeployment({ owner: 'acme', project: 'mnist', name: 'web', target: 'local', auth: 'none' });
+    await store.createVersion(newVersion('v1'));
+    await store.setAlias(A, 'production', { version: 'v1' }, 'ops');
+    await rejectsWith(t, store.createVersion(newVersion('production')), StoreConflictError, (e) =>
+      t.same([e.entity, e.reason, e.message], ['version', 'name-taken', 'version acme/mnist/web/production: an alias has that name']));
+    t.equal(await store.getVersion({ ...A, version: 'production' }), null, 'nothing recorded');
+    await rejectsWith(t, store.setAlias(A, 'v1', { version: 'v1' }, 'ops'), StoreConflictError, (e) =>
+      t.same([e.entity, e.reason, e.message], ['alias', 'name-taken', 'alias acme/mnist/web/v1: a version has that name']));
+    t.equal(await store.getAlias(A, 'v1'), null);
+    t.same(await store.aliasHistory(A, 'v1'), [], 'no history for the refused alias');
+    t.ok(await store.deleteAlias(A, 'production', 'ops'), 'deleting an alias is not checked');
+    // At the same moment: exactly one of the two wins, every time.
+    for (let i = 0; i < 20; i++) {
+      const name = `both-${i}`;
+      const [version, alias] = await Promise.allSettled([store.createVersion(newVersion(name)), store.setAlias(A, name, { version: 'v1' }, 'ops')]);
+      t.not(version.status, alias.status, `${name}: one of the two was refused`);
+      const kinds = [(await store.getVersion({ ...A, version: name })) !== null, (await store.getAlias(A, name)) !== null];
+      t.same(kinds.filter(Boolean).length, 1, `${name}: a version or an alias, not both`);
+    }
+  });
+
   t.test('alias history is bounded', async (t) => {
     const { store } = await openFresh(t, { aliasHistoryLimit: 3 });
     await store.createDeployment({ owner: 'acme', project: 'mnist', name: 'web', target: 'local', auth: 'none' });
