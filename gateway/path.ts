@@ -32,12 +32,18 @@ function decode(raw: string): string | null {
   }
 }
 
-// A decoded segment that is, or (once `/`, `\` inside it are taken as separators and tabs and
-// newlines dropped, as a URL parser does) contains, a dot segment could walk out of the prefix.
+// A decoded segment that is, or (once `/`, `\` inside it are taken as separators, tabs and
+// newlines dropped, as a URL parser does, and `;parameters` cut off, as Java servlet containers
+// and Python's urljoin do: `..;x` is `..` to them) contains, a dot segment could walk out of the
+// prefix.
 function hasDotSegment(decoded: string): boolean {
   if (decoded === '.' || decoded === '..') return true;
   if (!decoded.includes('.')) return false;
-  for (const part of decoded.replace(/[\t\n\r]/g, '').split(/[/\\]/)) if (part === '.' || part === '..') return true;
+  for (let part of decoded.replace(/[\t\n\r]/g, '').split(/[/\\]/)) {
+    const semi = part.indexOf(';');
+    if (semi !== -1) part = part.slice(0, semi);
+    if (part === '.' || part === '..') return true;
+  }
   return false;
 }
 
@@ -46,7 +52,8 @@ function hasDotSegment(decoded: string): boolean {
  * is refused (a 400 `BAD_PATH`): a target that is not origin-form (absolute-form, `*`) or holds
  * a `#`, fewer than five route segments, an empty route segment or one that decodes to contain
  * `/`, `\` or NUL, any segment (rest included) that decodes to `.` or `..` (or holds one between
- * encoded slashes or backslashes), or bad percent-encoding anywhere in the path.
+ * encoded slashes or backslashes, or before a `;`), NUL in the rest, or bad percent-encoding
+ * anywhere in the path.
  * Never consults a host: the upstream is chosen elsewhere, from the routing table only.
  */
 export function parseRoutePath(url: string, out: RoutePath): string | null {
@@ -91,6 +98,8 @@ export function parseRoutePath(url: string, out: RoutePath): string | null {
       const decoded = decode(parts[i] as string);
       if (decoded === null) return 'bad percent-encoding in the path';
       if (hasDotSegment(decoded)) return 'dot segment in the path';
+      // A C or WSGI server would end the segment there: `..%00` is `..` to it.
+      if (decoded.includes('\0')) return 'NUL in the path';
     }
   }
   return null;

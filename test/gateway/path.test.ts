@@ -53,6 +53,11 @@ const refused: [string, RegExp][] = [
   ['/acme/mnist/web/v1/predict?q=1#x', /fragment/],
   ['/acme/mnist/web/prod#/predict', /fragment/],
   ['/acme/mnist/web/v1/predict/%2e%09%2e/x', /dot/],
+  ['/acme/mnist/web/v1/predict/..;', /dot/],
+  ['/acme/mnist/web/v1/predict/..;/..;/x', /dot/],
+  ['/acme/mnist/web/v1/predict/.;x/..;jsessionid=1/a', /dot/],
+  ['/acme/mnist/web/v1/predict/..%00', /dot|NUL/],
+  ['/acme/mnist/web/v1/predict/a%00b', /NUL/],
   ['/acme/mnist/web/v1/predict/%zz', /percent/],
   ['/acme/%E0%A4%A/web/v1/predict', /percent/],
   ['/acme/mnist/web/v1/predict/%', /percent/],
@@ -83,12 +88,34 @@ t.test('the prefix is the client\'s own spelling and the rest is never decoded',
   t.equal(out.query, '?q');
 });
 
+/**
+ * The most lenient reading of a path a replica might make: `\\` a separator too, each segment
+ * percent-decoded, cut at `;` (servlet path parameters, Python's urljoin) and at NUL (C, WSGI),
+ * then dot segments resolved. Returns the resolved segments.
+ */
+function lenientResolve(path: string): string[] {
+  const out: string[] = [];
+  for (const raw of path.split(/[/\\]/).slice(1)) {
+    let seg: string;
+    try {
+      seg = decodeURIComponent(raw);
+    } catch {
+      seg = raw;
+    }
+    seg = seg.split(';')[0]!.split('\0')[0]!;
+    if (seg === '..') out.pop();
+    else if (seg !== '.') out.push(seg);
+  }
+  return out;
+}
+
 // What the replica gets is the canonical prefix plus the rest and query as sent. However a
-// replica reads that as a URL (WHATWG: `\\` a separator, `#` ending the path, dot segments
-// resolved), it must stay inside the prefix: every accepted combination of these pieces is checked.
+// replica reads that (WHATWG URL: `\\` a separator, `#` ending the path, dot segments resolved;
+// or as leniently as `lenientResolve`), it must stay inside the prefix: every accepted
+// combination of these pieces is checked.
 t.test('no accepted path leaves the prefix when the replica resolves it as a URL', async (t) => {
   // Node's parser lets only printable ASCII (0x21-0x7e) into a request target.
-  const pieces = ['..', '.', '%2e', '%2E%2e', '#', '\\', '/', 'a', '%2f', '%5c', '?', ';', '%00', '%09', '%0a', '%20'];
+  const pieces = ['..', '.', '%2e', '%2E%2e', '#', '\\', '/', 'a', '%2f', '%5c', '?', ';', '..;', ';x', '%3b', '%00', '%09', '%0a', '%20'];
   const canonical = '/o/p/d/v1/e';
   let accepted = 0;
   const escaped: string[] = [];
@@ -98,6 +125,8 @@ t.test('no accepted path leaves the prefix when the replica resolves it as a URL
     accepted++;
     const path = new URL(canonical + out.rest + out.query, 'http://replica.internal').pathname;
     if (path !== canonical && !path.startsWith(`${canonical}/`)) escaped.push(`${JSON.stringify(rest)} -> ${path}`);
+    const lenient = lenientResolve(canonical + out.rest);
+    if (lenient.slice(0, 5).join('/') !== 'o/p/d/v1/e') escaped.push(`${JSON.stringify(rest)} -> /${lenient.join('/')} (lenient)`);
   };
   for (const a of pieces) {
     tryRest(`/${a}`);
