@@ -143,6 +143,10 @@ function parseValue(name: string, spec: VariableSpec, raw: string, problems: str
         problems.push(`${name}=${JSON.stringify(raw)}: expected a host name or IP address`);
         return undefined;
       }
+      if (/^\[.*\]$/.test(raw)) {
+        problems.push(`${name}=${JSON.stringify(raw)}: write an IPv6 address without brackets (${raw.slice(1, -1)})`);
+        return undefined;
+      }
       return raw;
     case 'path':
       if (raw === '') {

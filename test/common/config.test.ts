@@ -40,13 +40,16 @@ t.test('every bad variable is reported at once', async (t) => {
       PORTICO_TRUSTED_PROXIES: '10.0.0.0/99',
       PORTICO_LOG_LEVEL: 'loud',
       PORTICO_GATEWAY_PROT: '1',
+      PORTICO_HOST: '[::1]',
     }),
   ) as unknown as ConfigError;
   t.type(err, ConfigError);
-  t.equal(err.problems.length, 6);
+  t.equal(err.problems.length, 7);
   for (const name of ['PORTICO_GATEWAY_PORT', 'PORTICO_ADMIN_PORT', 'PORTICO_REDIS_URL', 'PORTICO_TRUSTED_PROXIES', 'PORTICO_LOG_LEVEL', 'PORTICO_GATEWAY_PROT']) {
     t.match(err.message, name);
   }
+  t.match(err.message, 'PORTICO_HOST="[::1]": write an IPv6 address without brackets (::1)');
+  t.equal(loadConfig({ PORTICO_HOST: '::1' }).host, '::1');
 });
 
 t.test('what a starting command uses is checked up front, in the same message as the rest', async (t) => {
