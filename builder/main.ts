@@ -1,4 +1,4 @@
-import { access, chmod, writeFile } from 'node:fs/promises';
+import { access, chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/log.ts';
@@ -22,6 +22,8 @@ export interface RunningController {
   readonly createdToken: string | null;
   /** `$PORTICO_DATA_DIR/admin-token` (mode 0600) when it holds the first admin token, else null. */
   readonly tokenFile: string | null;
+  /** `tokenFile` holds a token that was revoked since (a rotation): it no longer signs in. */
+  readonly tokenFileRevoked: boolean;
   /**
    * Stops reconciling and closes the store. With `stopReplicas`, every local replica is stopped first
    * (`portico start`); without, replicas keep serving for the next controller to adopt.
@@ -111,6 +113,9 @@ export async function startController(opts: {
       await chmod(tokenPath, 0o600);
     }
     const tokenFile = createdToken || (await access(tokenPath).then(() => true, () => false)) ? tokenPath : null;
+    // A token file left after its token was revoked (a rotation) is said to be stale at start.
+    const tokenFileRevoked = tokenFile !== null && createdToken === null && !config.adminToken
+      && (await controller.authenticate((await readFile(tokenPath, 'utf8').catch(() => '')).trim())) === null;
 
     // Routing first, from what is stored and what already runs (adopted replicas keep serving).
     await reconciler.observeAll();
@@ -137,6 +142,7 @@ export async function startController(opts: {
       store,
       createdToken,
       tokenFile,
+      tokenFileRevoked,
       async close(closeOpts = {}) {
         await reconciler.close();
         if (closeOpts.stopReplicas) {

@@ -72,6 +72,7 @@ function announce(r: Running, config: Config): void {
   if (r.gateway?.metricsUrl) lines.push(`  metrics    ${r.gateway.metricsUrl}`);
   lines.push(`  store      ${config.redisUrl ? `Redis ${describeRedisUrl(config.redisUrl)}` : `embedded, ${config.dataDir}`}`);
   if (r.controller.createdToken) lines.push(`  admin token created and saved in ${r.controller.tokenFile} (mode 0600)`);
+  else if (r.controller.tokenFileRevoked) lines.push(`  admin token file ${r.controller.tokenFile} holds a revoked token: delete it, and use a named token (PORTICO_ADMIN_TOKEN for the CLI)`);
   else if (r.controller.tokenFile) lines.push(`  admin token in ${r.controller.tokenFile}`);
   else if (config.adminToken) lines.push('  admin token from PORTICO_ADMIN_TOKEN');
   process.stdout.write(lines.join('\n') + '\n');

@@ -163,3 +163,25 @@ t.test('test console: a reply over 16 MiB is cut there and says so; a request HT
   }
   t.equal(requests, 3, 'none of those reached the gateway');
 });
+
+t.test('tokens: after the admin token is rotated away, a restart says its token file is stale', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const start = async () => {
+    const routing = new EmbeddedRoutingTable();
+    const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir }), routing, log: silent });
+    return { ...running, stop: async () => { await running.close(); await routing.close(); } };
+  };
+  const first = await start();
+  t.ok(first.createdToken, 'the first start created admin');
+  t.equal(first.tokenFileRevoked, false);
+  await first.stop();
+  const second = await start();
+  t.same([second.createdToken, second.tokenFile, second.tokenFileRevoked], [null, join(dataDir, 'admin-token'), false], 'a restart: the file still holds a token that signs in');
+  await second.controller.createToken('ci', 'admin');
+  await second.controller.deleteToken('admin', 'ci');
+  await second.stop();
+  const third = await start();
+  t.teardown(() => third.stop());
+  t.same([third.createdToken, third.tokenFileRevoked], [null, true], 'after the rotation: no new token, the file is said to be stale');
+});
