@@ -119,7 +119,8 @@ export interface EndpointReading {
  *
  * Beyond the schema (which stays checked exactly): numbers must be finite (YAML's .inf/.nan are
  * not JSON numbers), `port` must be an integer, `server-command` (a string, a list and each of
- * its items) and `wsgi` must not be empty or blank (nothing could run), a file `path` must be a
+ * its items) and `wsgi` must not be empty or blank (nothing could run), `wsgi` is `module` or
+ * `module:callable` with neither part empty, a file `path` must be a
  * relative path that stays inside the code directory, two files of one endpoint may not share a
  * name or a path, and a resource `min` may not exceed its `max`.
  */
@@ -176,7 +177,7 @@ class EndpointReader {
       this.problem(later.keyAt, later.name, `cannot be given together with ${other} (exactly one of them)`);
     }
     const serverCommand = this.serverCommand(get('server-command'));
-    const wsgi = this.command(get('wsgi'), 'wsgi');
+    const wsgi = this.wsgi(get('wsgi'));
     const files = this.files(get('files'));
     const nodeSelector = this.string(get('node-selector'), 'node-selector');
     const nodeSelectorValue = get('node-selector');
@@ -278,6 +279,18 @@ class EndpointReader {
     const s = this.string(v, path);
     if (s !== undefined && v !== undefined && s.trim() === '') {
       this.problem(v.at, path, `must not be empty or blank (got ${describe(v.node)})`);
+      return undefined;
+    }
+    return s;
+  }
+
+  /** `module` or `module:callable` (as gunicorn reads it): neither part may be empty. */
+  private wsgi(v: Value | undefined): string | undefined {
+    const s = this.command(v, 'wsgi');
+    if (s === undefined || v === undefined) return s;
+    const [module, ...callable] = s.trim().split(':');
+    if (module === '' || (callable.length > 0 && callable.join(':').trim() === '')) {
+      this.problem(v.at, 'wsgi', `must be module or module:callable (got ${describe(v.node)})`);
       return undefined;
     }
     return s;

@@ -67,6 +67,8 @@ const cases: Case[] = [
   { name: 'server-command: an empty list', yaml: ep('name: ex', 'image: i', 'server-command: []'), problems: ['valohai.yaml:4:21: endpoint "ex" server-command: must not be an empty list'] },
   { name: 'wsgi: a number', yaml: ep('name: ex', 'image: i', 'wsgi: 3'), problems: ['valohai.yaml:4:11: endpoint "ex" wsgi: must be a string (got a number (3))'] },
   { name: 'wsgi: an empty string', yaml: ep('name: ex', 'image: i', "wsgi: ''"), problems: ['valohai.yaml:4:11: endpoint "ex" wsgi: must not be empty or blank (got a string (""))'] },
+  { name: 'wsgi: no module', yaml: ep('name: ex', 'image: i', "wsgi: ':app'"), problems: ['valohai.yaml:4:11: endpoint "ex" wsgi: must be module or module:callable (got a string (":app"))'] },
+  { name: 'wsgi: no callable after the colon', yaml: ep('name: ex', 'image: i', "wsgi: 'app:'"), problems: ['valohai.yaml:4:11: endpoint "ex" wsgi: must be module or module:callable (got a string ("app:"))'] },
   // port
   { name: 'port: quoted is a string', yaml: ep(...base, 'port: "8000"'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be a number (got a string ("8000"))'] },
   { name: 'port: below 1025', yaml: ep(...base, 'port: 80'), problems: ['valohai.yaml:5:11: endpoint "ex" port: must be between 1025 and 65535 (got 80)'] },
