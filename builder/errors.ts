@@ -18,6 +18,7 @@ export const ControlErrors = defineErrors({
   VERSION_NOT_READY: { statusCode: 409, message: 'The version is not ready (send "force": true to point the alias anyway).' },
   CONFLICT: { statusCode: 409, message: 'The request conflicts with the current state.' },
   PAYLOAD_TOO_LARGE: { statusCode: 413, message: 'The request body is too large.' },
+  URI_TOO_LONG: { statusCode: 414, message: 'The request URI is too long.' },
   HEADERS_TOO_LARGE: { statusCode: 431, message: 'The request headers are too large.' },
   UNSUPPORTED_MEDIA_TYPE: { statusCode: 415, message: 'Send JSON (Content-Type: application/json).' },
   GATEWAY_UNAVAILABLE: { statusCode: 503, message: 'No live gateway to send the request through.' },

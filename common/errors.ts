@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
 
 /** What one registry entry declares: a stable code, its HTTP status and a default message. */
 export interface ErrorDefinition {
@@ -61,6 +61,22 @@ export function rawErrorResponse(err: PorticoError, body = JSON.stringify(err.to
   for (const [k, v] of Object.entries(headers)) if (v !== '') head += `${k}: ${v}\r\n`;
   if (err.headers) for (const [k, v] of Object.entries(err.headers)) head += `${k}: ${v}\r\n`;
   return `${head}\r\n${body}`;
+}
+
+// The start of a request line: a method, a space, a request target.
+const REQUEST_LINE_START = /^[A-Z]+ [^ \r\n]/;
+
+/**
+ * Whether a head over Node's size limit (`HPE_HEADER_OVERFLOW`) was over it in its request line
+ * alone: a URI too long (414, as nginx answers), not too many headers (431). Read from the bytes
+ * the parser was given last, which hold the whole request line when it arrived in one piece (a
+ * line that trickled in is called 431: the earlier pieces are gone).
+ */
+export function requestLineOverflow(err: NodeJS.ErrnoException): boolean {
+  const raw = (err as { rawPacket?: Buffer }).rawPacket;
+  if (raw === undefined || !REQUEST_LINE_START.test(raw.toString('latin1', 0, 64))) return false;
+  const eol = raw.indexOf(10);
+  return (eol === -1 ? raw.length : eol) >= maxHeaderSize;
 }
 
 /**

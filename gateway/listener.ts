@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { PorticoError, rawErrorResponse } from '../common/errors.ts';
+import { PorticoError, rawErrorResponse, requestLineOverflow } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { isoTime, type AccessLog } from './access-log.ts';
 import { authenticate, type BasicAuthenticator } from './auth/basic.ts';
@@ -73,22 +73,6 @@ function failInternal(ex: Exchange, err: unknown, log: Logger): void {
 
 /** Marks a connection whose parser refused bytes while a request of it was being answered. */
 const REFUSED_AFTER = Symbol('portico.refusedAfterRequest');
-
-// The start of a request line: a method, a space, a request target.
-const REQUEST_LINE_START = /^[A-Z]+ [^ \r\n]/;
-
-/**
- * Whether a head over Node's size limit was over it in its request line alone: a URI too long
- * (414, as nginx answers), not too many headers (431). Read from the bytes the parser was given
- * last, which hold the whole request line when it arrived in one piece (a line that trickled in
- * is called 431: the earlier pieces are gone).
- */
-function requestLineOverflow(err: NodeJS.ErrnoException): boolean {
-  const raw = (err as { rawPacket?: Buffer }).rawPacket;
-  if (raw === undefined || !REQUEST_LINE_START.test(raw.toString('latin1', 0, 64))) return false;
-  const eol = raw.indexOf(10);
-  return (eol === -1 ? raw.length : eol) >= maxHeaderSize;
-}
 
 // Shared 'close' listener of every proxied response: the single place an exchange ends.
 function onResponseClose(this: GatewayResponse): void {

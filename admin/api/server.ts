@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { PorticoError, rawErrorResponse } from '../../common/errors.ts';
+import { PorticoError, rawErrorResponse, requestLineOverflow } from '../../common/errors.ts';
 import type { ControlPlane } from '../../builder/control-plane.ts';
 import { ControlErrors } from '../../builder/errors.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -195,7 +195,7 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     return;
   }
   const e =
-    err.code === 'HPE_HEADER_OVERFLOW' ? new PorticoError(ControlErrors.HEADERS_TOO_LARGE)
+    err.code === 'HPE_HEADER_OVERFLOW' ? new PorticoError(requestLineOverflow(err) ? ControlErrors.URI_TOO_LONG : ControlErrors.HEADERS_TOO_LARGE)
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new PorticoError(ControlErrors.REQUEST_TIMEOUT)
     : new PorticoError(ControlErrors.BAD_REQUEST, `Malformed HTTP request${err.code ? ` (${err.code})` : ''}.`);
   socket.end(rawErrorResponse(e));

@@ -170,6 +170,7 @@ t.test("requests Node's parser refuses get the JSON error shape too", async (t) 
     ['bad header', 'GET /api/v1/targets HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n', 400, 'BAD_REQUEST'],
     ['garbage', 'NOT HTTP AT ALL\r\n\r\n', 400, 'BAD_REQUEST'],
     ['headers too large', `GET /api/v1/targets HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    ['URI too long', `GET /api/v1/targets?q=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414, 'URI_TOO_LONG'],
   ];
   for (const [name, bytes, status, code] of cases) {
     const out = await raw(bytes);
