@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { rawErrorResponse, type PorticoError } from '../common/errors.ts';
+import type { PorticoError } from '../common/errors.ts';
+import { rawErrorResponse } from '../common/http.ts';
 import { lingerOnClose } from './linger.ts';
 import type { DeploymentRecord, EndpointRecord } from './routing/contract.ts';
 

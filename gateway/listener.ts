@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { PorticoError, rawErrorResponse, requestLineOverflow } from '../common/errors.ts';
+import { PorticoError } from '../common/errors.ts';
+import { parserErrorCode, rawErrorResponse, unanswerable } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { isoTime, type AccessLog } from './access-log.ts';
 import { authenticate, type BasicAuthenticator } from './auth/basic.ts';
@@ -199,16 +200,12 @@ export class GatewayListener implements ExchangeSink {
       this.#deps.metrics.clientError(GatewayErrors.BAD_REQUEST.code);
       return;
     }
-    // The client reset the connection or closed its side in the middle of a request: nobody waits
-    // for an answer (a request it abandoned mid-body has its own line already, as 499).
-    if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable || current?.headersSent) {
+    // A request the client abandoned mid-body has its own line already, as 499.
+    if (unanswerable(err, socket)) {
       socket.destroy();
       return;
     }
-    const def =
-      err.code === 'HPE_HEADER_OVERFLOW' ? (requestLineOverflow(err) ? GatewayErrors.URI_TOO_LONG : GatewayErrors.HEADERS_TOO_LARGE)
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? GatewayErrors.REQUEST_TIMEOUT
-      : GatewayErrors.BAD_REQUEST;
+    const def = GatewayErrors[parserErrorCode(err)];
     this.#deps.metrics.clientError(def.code);
     const message = def === GatewayErrors.BAD_REQUEST && err.code ? `${def.message} (${err.code})` : def.message;
     const e = new PorticoError(def, message);

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Config } from '../common/config.ts';
+import { listen } from '../common/http.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { AccessLog } from './access-log.ts';
 import { BasicAuthenticator } from './auth/basic.ts';
@@ -99,22 +100,6 @@ function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds
     if (!cache.isReady()) log.warn(`routing table not reachable yet${where()}: routes answer 503 and /readyz 503 until it is`);
   }, DEFAULT_STARTUP_WAIT_MS);
   check.unref();
-}
-
-/**
- * Listens on `host:port`; a failure names the variables that set them (an operator reading
- * `EADDRINUSE` or `ENOTFOUND` alone had to guess which setting was wrong).
- */
-export function listen(server: Server<never, never>, port: number, host: string, portVariable: string): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    const fail = (err: Error) =>
-      reject(new Error(`cannot listen on ${host}:${port} (PORTICO_HOST, ${portVariable}): ${err.message}`, { cause: err }));
-    server.once('error', fail);
-    server.listen(port, host, () => {
-      server.off('error', fail);
-      resolve(server.address() as AddressInfo);
-    });
-  });
 }
 
 function urlOf(host: string, port: number): string {

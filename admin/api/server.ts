@@ -3,10 +3,10 @@
  * validation, JSON errors), everything else to the web UI handler when there is one.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { PorticoError, rawErrorResponse, requestLineOverflow } from '../../common/errors.ts';
+import { PorticoError } from '../../common/errors.ts';
+import { listen, parserErrorCode, rawErrorResponse, unanswerable } from '../../common/http.ts';
 import type { ControlPlane } from '../../builder/control-plane.ts';
 import { ControlErrors } from '../../builder/errors.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -189,30 +189,20 @@ export interface AdminServerOptions extends AdminHandlerOptions {
  * gone or an answer to an earlier request on the connection has started.
  */
 function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true;
-  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable || answering) {
+  if (unanswerable(err, socket)) {
     socket.destroy();
     return;
   }
-  const e =
-    err.code === 'HPE_HEADER_OVERFLOW' ? new PorticoError(requestLineOverflow(err) ? ControlErrors.URI_TOO_LONG : ControlErrors.HEADERS_TOO_LARGE)
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new PorticoError(ControlErrors.REQUEST_TIMEOUT)
-    : new PorticoError(ControlErrors.BAD_REQUEST, `Malformed HTTP request${err.code ? ` (${err.code})` : ''}.`);
-  socket.end(rawErrorResponse(e));
+  const code = parserErrorCode(err);
+  const message = code === 'BAD_REQUEST' ? `Malformed HTTP request${err.code ? ` (${err.code})` : ''}.` : undefined;
+  socket.end(rawErrorResponse(new PorticoError(ControlErrors[code], message)));
 }
 
-/** Starts the admin server on `host:port`. */
+/** Starts the admin server on `host:port` (a failure to listen names PORTICO_ADMIN_PORT, which sets it). */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
   const server = createServer({ requestTimeout: opts.requestTimeoutMs ?? 3_600_000 }, createAdminHandler(opts));
   server.on('clientError', onClientError);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const { port } = await listen(server, opts.port, opts.host, 'PORTICO_ADMIN_PORT');
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   return {
     url: `http://${host}:${port}`,

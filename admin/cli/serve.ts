@@ -53,8 +53,6 @@ async function startAll(config: Config, log: Logger, withGateway: boolean): Prom
       maxUploadBytes: config.maxUploadBytes,
       logger: createLogger('admin', config.logLevel),
       ui: createUi(),
-    }).catch((err: Error) => {
-      throw new Error(`cannot listen on ${config.host}:${config.adminPort} (PORTICO_HOST, PORTICO_ADMIN_PORT): ${err.message}`, { cause: err });
     });
     return { gateway, controller, admin, tables };
   } catch (err) {

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { STATUS_CODES } from 'node:http';
-import { PorticoError, rawErrorResponse } from '../../common/errors.ts';
+import { PorticoError } from '../../common/errors.ts';
+import { rawErrorResponse } from '../../common/http.ts';
 import { GatewayErrors, RETRY_AFTER_SECONDS } from '../../gateway/errors.ts';
 
 // The codes the contract names, with their statuses.
