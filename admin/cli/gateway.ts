@@ -147,18 +147,22 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   // Redis URL wrong...) and a restart would fare no better.
   let started = false;
   let restartDelayMs = 100;
+  // The workers whose process has not exited yet. Not `cluster.workers`: Node keeps a worker in it
+  // until both its 'exit' and its 'disconnect' have happened, in either order, so an exit seen
+  // before the disconnect would leave it there with nothing to call `finish` again.
+  const running = new Set<Worker>();
   const fork = () => {
-    if (!stopping) cluster.fork();
+    if (!stopping) running.add(cluster.fork());
   };
   // SIGHUP (log rotation): every worker reopens its access log. Only workers already serving: one
   // still loading its modules would die of it (and opens the log at its path when it starts).
   const hangup = () => {
-    for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined && listened.has(w)) w.process.kill('SIGHUP');
+    for (const w of running) if (listened.has(w)) w.process.kill('SIGHUP');
   };
   process.on('SIGHUP', hangup);
   return new Promise<number>((resolve) => {
     const finish = () => {
-      if (Object.keys(cluster.workers ?? {}).length > 0) return;
+      if (running.size > 0) return;
       process.off('SIGHUP', hangup);
       metricsServer.close();
       metricsServer.closeAllConnections();
@@ -169,9 +173,9 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info('draining workers', { why });
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      for (const w of running) w.process.kill('SIGTERM');
       const killer = setTimeout(() => {
-        for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+        for (const w of running) w.process.kill('SIGKILL');
       }, config.drainSeconds * 1000 + WORKER_KILL_GRACE_MS);
       killer.unref();
       finish();
@@ -182,6 +186,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       restartDelayMs = 100;
     });
     cluster.on('exit', (worker, code, signal) => {
+      running.delete(worker);
       if (stopping) {
         if (code !== 0) failed = true;
         finish();
