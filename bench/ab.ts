@@ -5,7 +5,8 @@
 // on a shared machine than throughput measured one after the other.
 //   node bench/ab.ts [--a bare] [--b gateway] [--a-flags=<node flags>] [--b-flags=...] [--rate 3000]
 //                    [--duration 10] [--rounds 3] [--fresh] [--profile]
-// A contender is `bare` (bench/bare-proxy.ts), `fastify` (bench/fastify-proxy.ts), `gateway`
+// A contender is `bare` (bench/bare-proxy.ts), `fastify` (bench/fastify-proxy.ts), `raw` (the
+// bare proxy on a minimal hand-written HTTP/1.1 client, bench/raw-client-proxy.ts), `gateway`
 // (this tree's `portico gateway`, set up as contender (e): Redis, basic auth, metrics, access log
 // to a file), `gateway:<dir>` (the gateway of another copy of the repository: before/after),
 // `gateway-nolog[:<dir>]` (access log off) or `gateway-devnull[:<dir>]` (access log to
@@ -63,8 +64,9 @@ async function start(spec: string, label: string, upstream: string): Promise<Sid
   const profDir = join(dir, `prof-${label}`);
   const extra = (label === 'a' ? values['a-flags'] : values['b-flags']).split(' ').filter(Boolean);
   const flags = [...extra, ...(values.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-  if (spec === 'bare' || spec === 'fastify') {
-    const script = spec === 'bare' ? 'bare-proxy.ts' : 'fastify-proxy.ts';
+  const scripts: Record<string, string> = { bare: 'bare-proxy.ts', fastify: 'fastify-proxy.ts', raw: 'raw-client-proxy.ts' };
+  const script = scripts[spec];
+  if (script !== undefined) {
     const proc = procs.start(spec, NODE, [...flags, join(ROOT, 'bench', script), upstream, String(port)], { cpus: '1' });
     const url = `http://127.0.0.1:${port}${ROUTE_PATH}`;
     await waitForHttp(url, { proc });
