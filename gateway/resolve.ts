@@ -101,16 +101,62 @@ function applyEndpoint(ex: Exchange, e: EndpointRecord | null, defaultMaxBody: n
   return undefined;
 }
 
+type WeightedAlias = Extract<AliasTarget, { versions: readonly unknown[] }>;
+
+/** Whether `e` can serve: it exists and has a ready replica. */
+function serves(e: EndpointRecord | null): e is EndpointRecord {
+  return e !== null && e.replicas.length > 0;
+}
+
+/**
+ * The weighted version picked cannot serve this endpoint (no such endpoint in it, or no ready
+ * replica): the request goes to another of the alias's versions, picked by weight among those
+ * not tried yet, that can. A canary that crashed or lacks an endpoint never fails the share of
+ * traffic it was given while another version serves. When none can, the answer is that of the
+ * first version having the endpoint (503 `NO_READY_REPLICA`), else 404.
+ */
+async function fallBack(routes: RouteSource, ex: Exchange, alias: WeightedAlias, first: EndpointRecord | null, defaultMaxBody: number, random: () => number): Promise<StageResult> {
+  let answer: { version: string; key: string; record: EndpointRecord | null } = { version: ex.version, key: ex.endpointKey, record: first };
+  let rest = alias.versions.filter((v) => v.weight > 0 && v.version !== ex.version);
+  let failure: unknown;
+  while (rest.length > 0) {
+    const version = pickVersion({ versions: rest }, random) as string;
+    rest = rest.filter((v) => v.version !== version);
+    const key = endpointKey({ owner: ex.owner, project: ex.project, deployment: ex.deployment, version, endpoint: ex.endpoint });
+    let e: EndpointRecord | null;
+    try {
+      e = routes.peekEndpoint(key) ?? (await routes.loadEndpoint(key));
+    } catch (err) {
+      failure = err;
+      continue;
+    }
+    if (serves(e) || (answer.record === null && e !== null)) answer = { version, key, record: e };
+    if (serves(e)) break;
+  }
+  // Nothing served and a version could not be read: the table's outage is the answer.
+  if (!serves(answer.record) && failure !== undefined) return unavailable(failure);
+  ex.version = answer.version;
+  ex.endpointKey = answer.key;
+  return applyEndpoint(ex, answer.record, defaultMaxBody);
+}
+
 /**
  * Stage: resolves the version-or-alias segment (an alias of the deployment, else a version
- * name; a weighted alias picks per request) and loads that version's endpoint record.
- * 404 when unknown, 503 `NO_READY_REPLICA` when it has no ready replica.
+ * name; a weighted alias picks per request, passing over versions that cannot serve) and loads
+ * that version's endpoint record. 404 when unknown, 503 `NO_READY_REPLICA` when it has no ready
+ * replica.
  */
 export function resolveEndpoint(routes: RouteSource, defaultMaxBody: number, random: () => number = Math.random): Stage {
+  const settle = (ex: Exchange, alias: AliasTarget | undefined, e: EndpointRecord | null): StageResult | Promise<StageResult> =>
+    alias !== undefined && 'versions' in alias && !serves(e) && alias.versions.length > 1
+      ? fallBack(routes, ex, alias, e, defaultMaxBody, random)
+      : applyEndpoint(ex, e, defaultMaxBody);
   return (ex) => {
     const d = ex.deploymentRecord as DeploymentRecord;
+    let alias: AliasTarget | undefined;
     if (Object.hasOwn(d.aliases, ex.target)) {
-      const v = pickVersion(d.aliases[ex.target] as AliasTarget, random);
+      alias = d.aliases[ex.target] as AliasTarget;
+      const v = pickVersion(alias, random);
       if (v === undefined) return notFound();
       ex.version = v;
     } else {
@@ -118,7 +164,7 @@ export function resolveEndpoint(routes: RouteSource, defaultMaxBody: number, ran
     }
     ex.endpointKey = memoKey(lastEndpoint, ex.deploymentKey, ex.version, ex.endpoint, ex, endpointKey);
     const e = routes.peekEndpoint(ex.endpointKey);
-    if (e !== undefined) return applyEndpoint(ex, e, defaultMaxBody);
-    return routes.loadEndpoint(ex.endpointKey).then((rec) => applyEndpoint(ex, rec, defaultMaxBody), unavailable);
+    if (e !== undefined) return settle(ex, alias, e);
+    return routes.loadEndpoint(ex.endpointKey).then((rec) => settle(ex, alias, rec), unavailable);
   };
 }

@@ -41,7 +41,9 @@ export const aliasCommand = operatorCommand({
   portico alias delete ALIAS
 
 set returns once every live gateway acknowledged the change and names those that did not.
-A version that is not ready is refused unless --force.
+A version that is not ready is refused unless --force. A weighted alias sends each request to
+one of its versions by weight, passing over one that has no ready replica for the endpoint (or
+no such endpoint) while another can serve it.
 
 Options:
 ${DEPLOYMENT_HELP}

@@ -149,6 +149,40 @@ t.test('a weighted alias splits traffic by weight', async (t) => {
   t.ok(b.seen.every((s) => s.url === '/acme/mnist/web/v2/predict' && s.headers['x-vh-prefix'] === '/acme/mnist/web/canary/predict'));
 });
 
+t.test('a weighted alias keeps serving all its traffic when a version cannot: no ready replica, or no such endpoint', async (t) => {
+  const a = await replica(t);
+  const b = await replica(t);
+  const { gw, table } = await gateway(t);
+  await table.apply({
+    putDeployments: [deployment({ aliases: { canary: { versions: [{ version: 'v1', weight: 50 }, { version: 'v2', weight: 50 }] } } })],
+    putEndpoints: [endpoint('v1', [a.address]), endpoint('v2', [b.address])],
+  });
+  const agent = client(t);
+  const versionsOf = async (path: string) => {
+    const seen: Record<string, number> = {};
+    const batch = await Promise.all(Array.from({ length: 40 }, () => call(agent, `${gw.url}/acme/mnist/web/canary/${path}`)));
+    for (const r of batch) {
+      const key = `${r.status} ${r.headers['x-portico-version'] as string}`;
+      seen[key] = (seen[key] ?? 0) + 1;
+    }
+    return seen;
+  };
+  const both = await versionsOf('predict');
+  t.ok((both['200 v2'] ?? 0) > 0 && (both['200 v1'] ?? 0) > 0, `both versions serve while both can: ${JSON.stringify(both)}`);
+  // The canary's replicas are gone (crashed, being replaced): its half goes to v1.
+  await table.apply({ putEndpoints: [endpoint('v2', [])] });
+  t.same(await versionsOf('predict'), { '200 v1': 40 }, 'every request served by v1');
+  // An endpoint only v2 has: v1 has no such endpoint, so all of it goes to v2.
+  await table.apply({ putEndpoints: [endpoint('v2', [b.address], { endpoint: 'explain' })] });
+  t.same(await versionsOf('explain'), { '200 v2': 40 }, 'every request served by v2');
+  t.ok(b.seen.slice(-40).every((s) => s.url === '/acme/mnist/web/v2/explain'));
+  // Neither can: the answer names why.
+  await table.apply({ putEndpoints: [endpoint('v1', []), endpoint('v2', [])] });
+  const none = await call(agent, `${gw.url}/acme/mnist/web/canary/predict`);
+  t.equal(none.status, 503);
+  t.equal(none.json().code, 'NO_READY_REPLICA');
+});
+
 t.test('requests spread over replicas (least pending, round robin)', async (t) => {
   const reps = await Promise.all([replica(t), replica(t), replica(t)]);
   const { gw, table } = await gateway(t);

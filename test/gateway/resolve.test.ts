@@ -122,15 +122,59 @@ t.test('keys are right whatever the previous request named (the last keys are re
 
 t.test('the default body limit applies when the endpoint sets none', async (t) => {
   const { src } = source(records, { cached: true });
-  const ex = exchange('canary');
-  // canary picks v1 or v2; force v1 through the random source.
+  const ex = exchange('v2');
   await resolveDeployment(src)(ex);
-  t.equal(resolveEndpoint(src, 1234, () => 0.1)(ex), undefined);
-  t.equal(ex.version, 'v1');
-  const other = exchange('canary');
-  await resolveDeployment(src)(other);
-  const r = resolveEndpoint(src, 1234, () => 0.9)(other) as PorticoError;
-  t.equal(other.version, 'v2');
+  const r = resolveEndpoint(src, 1234)(ex) as PorticoError;
   t.equal(r.code, 'NO_READY_REPLICA');
-  t.equal(other.maxBodyBytes, 1234);
+  t.equal(ex.maxBodyBytes, 1234);
+});
+
+t.test('a weighted alias passes over a version that cannot serve the endpoint, by weight among the rest', async (t) => {
+  const up = (v: string) => endpoint(v, [`127.0.0.1:${v.slice(1)}`]);
+  const dw = deployment({
+    aliases: {
+      canary: { versions: [{ version: 'v1', weight: 50 }, { version: 'v2', weight: 50 }] },
+      three: { versions: [{ version: 'v2', weight: 40 }, { version: 'v3', weight: 40 }, { version: 'v4', weight: 20 }, { version: 'v5', weight: 0 }] },
+      none: { versions: [{ version: 'v2', weight: 50 }, { version: 'v9', weight: 50 }] },
+      missing: { versions: [{ version: 'v8', weight: 50 }, { version: 'v9', weight: 50 }] },
+    },
+  });
+  // v1, v4 and v5 serve; v2 has no ready replica; v3, v8 and v9 have no such endpoint.
+  const recs = { [deploymentKey(dw)]: dw, [endpointKey(up('v1'))]: up('v1'), [endpointKey(up('v2'))]: endpoint('v2', []), [endpointKey(up('v4'))]: up('v4'), [endpointKey(up('v5'))]: up('v5') };
+  for (const cached of [true, false]) {
+    const { src } = source(recs, { cached });
+    const resolve = async (target: string, r: number[]) => {
+      const ex = exchange(target);
+      const draws = [...r];
+      t.equal(await resolveDeployment(src)(ex), undefined);
+      const result = await resolveEndpoint(src, 1234, () => draws.shift() ?? 0)(ex);
+      return { ex, result };
+    };
+    const picked = await resolve('canary', [0.9]);
+    t.equal(picked.result, undefined, `${cached ? 'cached' : 'loaded'}: the canary without replicas is passed over`);
+    t.equal(picked.ex.version, 'v1', 'the request goes to the version that serves');
+    t.equal(picked.ex.endpointKey, endpointKey(up('v1')));
+    t.equal((picked.ex.endpointRecord as EndpointRecord).version, 'v1');
+    // v2 (no replica), then v3 (no endpoint) picked in turn: v4 is left, never v5 (weight 0).
+    const far = await resolve('three', [0.1, 0.1]);
+    t.equal(far.result, undefined);
+    t.equal(far.ex.version, 'v4');
+    const none = await resolve('none', [0.9]);
+    t.equal((none.result as PorticoError).code, 'NO_READY_REPLICA', 'no version serves, one has the endpoint: 503');
+    t.equal(none.ex.version, 'v2', 'named after the version that has it');
+    t.equal((none.result as PorticoError).headers?.['retry-after'], '5');
+    const missing = await resolve('missing', [0.1]);
+    t.equal((missing.result as PorticoError).code, 'ROUTE_NOT_FOUND', 'no version has the endpoint: 404');
+  }
+  // The table goes down while a canary is passed over: a version that serves from the cache still
+  // does; when none can be read, the outage is the answer.
+  const partly: RouteSource = {
+    ...source(recs, { cached: true }).src,
+    peekEndpoint: (k) => (k === endpointKey(up('v2')) ? (recs[k] as EndpointRecord) : undefined),
+    loadEndpoint: () => Promise.reject(new Error('table down')),
+  };
+  const ex = exchange('canary');
+  await resolveDeployment(partly)(ex);
+  const r = (await resolveEndpoint(partly, 1234, () => 0.9)(ex)) as PorticoError;
+  t.equal(r.code, 'ROUTING_UNAVAILABLE');
 });
