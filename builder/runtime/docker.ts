@@ -507,7 +507,9 @@ export class DockerRuntime implements Runtime {
 
   async #adoptProbe(ep: Endpoint, r: Replica): Promise<void> {
     if (!r.running || r.target === null) return;
-    if (await tcpProbeAddress(r.target, 1000)) {
+    const gen = r.gen;
+    // Not if it exited during the probe (its crash is reported and its restart scheduled).
+    if ((await tcpProbeAddress(r.target, 1000)) && r.running && gen === r.gen) {
       r.state = 'ready';
       r.address = r.target;
       r.readySince = this.#sup.now();

@@ -495,7 +495,8 @@ export class LocalRuntime implements Runtime {
     r.exitPoll.unref();
     const address = rr.address ?? `${this.#host}:${rr.port}`;
     const port = Number(address.slice(address.lastIndexOf(':') + 1));
-    if (await tcpProbe(this.#host, port, 1000)) {
+    // Not if it exited during the probe (its crash is reported and its restart scheduled).
+    if ((await tcpProbe(this.#host, port, 1000)) && r.running && gen === r.gen) {
       const lis = groupListeners(rr.pid, port);
       if (!lis || lis.ports.has(port)) {
         r.state = 'ready';

@@ -363,6 +363,10 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
 
   /** Probes run `gen` of `r` after `delayMs` (readiness while starting, liveness once ready). */
   scheduleProbe(ep: SupervisedEndpoint<R, S>, r: R, gen: number, delayMs: number): void {
+    // A run that is over (it exited while its driver was still awaiting something about it, and
+    // its crash has scheduled the restart in `r.timer`) is not probed: replacing that timer left
+    // the replica crashed for good, or the next run never probed.
+    if (this.#closed || gen !== r.gen || !r.running || r.stopRequested) return;
     if (r.timer) clearTimeout(r.timer);
     r.timer = setTimeout(() => {
       r.timer = null;

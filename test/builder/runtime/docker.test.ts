@@ -209,7 +209,9 @@ t.test('a crashing replica is restarted, then a crash loop is the endpoint error
   await h.runtime.ensure(s);
   const status = await waitFor(async () => {
     const st = await h.status(s.key);
-    return st?.error?.startsWith('crash loop') ? st : undefined;
+    if (st?.error?.startsWith('crash loop')) return st;
+    // Thrown, so that a timeout says where the replica got stuck (a full run once timed out here).
+    throw new Error(`last status ${JSON.stringify(st)}; states so far ${h.statuses.filter((x) => x.key === s.key).map((x) => x.replicas[0]?.state).join(' ')}`);
   }, { timeoutMs: 20_000, what: 'the crash loop error' });
   t.match(status.error, /^crash loop: replica r1 crashed 3 times in \d+ s, last exited with code 3; last stderr: Error: model file missing$/);
   const r = status.replicas[0]!;
@@ -219,6 +221,49 @@ t.test('a crashing replica is restarted, then a crash loop is the endpoint error
   t.ok(h.statuses.some((x) => x.key === s.key && x.replicas[0]?.state === 'crashed' && /exited with code 3/.test(x.replicas[0]?.reason ?? '')), 'crashed with the exit status');
   t.ok(h.logs.filter((l) => l.stream === 'stderr' && l.line === 'Error: model file missing').length >= 3, 'the output of every run is logged once');
   t.equal(h.logs.filter((l) => l.line === 'booting').length, h.logs.filter((l) => l.line === 'Error: model file missing').length, 'no line is repeated across restarts');
+});
+
+/** `d`, except that the first inspect of a container after each start answers `ms` late. */
+function slowInspectAfterStart(d: Dockerode, ms: number): Dockerode {
+  const slow = new Set<string>();
+  return new Proxy(d, {
+    get(target, prop) {
+      if (prop !== 'getContainer') {
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      }
+      return (id: string) => {
+        const c = target.getContainer(id);
+        const start = c.start.bind(c) as () => Promise<unknown>;
+        const inspect = c.inspect.bind(c) as () => Promise<Dockerode.ContainerInspectInfo>;
+        return Object.assign(c, {
+          start: async () => {
+            const r = await start();
+            slow.add(id);
+            return r;
+          },
+          inspect: async () => {
+            if (slow.delete(id)) await new Promise((resolve) => setTimeout(resolve, ms));
+            return inspect();
+          },
+        });
+      };
+    },
+  });
+}
+
+t.test('a run that exits while its start is still being looked at is restarted all the same (regression: a full run hung here)', async (t) => {
+  // The exit is seen and its restart scheduled (2 s later) before the start's own inspect returns
+  // (1.5 s); the late start then scheduled a probe of the finished run in the restart's place.
+  const h = startRuntime(t, { docker: slowInspectAfterStart(docker, 1500), restart: { initialMs: 2000 } });
+  const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'shell', command: 'echo "Error: model file missing" >&2; exit 3' } });
+  await h.runtime.ensure(s);
+  const status = await waitFor(async () => {
+    const st = await h.status(s.key);
+    if (st?.error?.startsWith('crash loop')) return st;
+    throw new Error(`last status ${JSON.stringify(st)}`);
+  }, { timeoutMs: 20_000, what: 'the crash loop error' });
+  t.ok(status.replicas[0]!.restarts >= 2, `restarted each time (${status.replicas[0]!.restarts})`);
 });
 
 t.test('scaling down calls beforeStop before the replica is stopped, then removes it', async (t) => {
