@@ -195,15 +195,16 @@ t.test('end: a follow ends after its queued lines; a later follow ends at once, 
 
 t.test('close ends every follow', async (t) => {
   const logs = await logStore(t);
+  const got: string[] = [];
   const reader = (async () => {
-    const got: string[] = [];
     for await (const l of logs.read(KEY, {}, { follow: true })) got.push(l.line);
-    return got;
   })();
-  await new Promise((r) => setTimeout(r, 10));
   logs.append(KEY, line(1, 'x'));
+  // Once it has the line the read is following (a follow registers before it reads anything).
+  await waitFor(() => got.length === 1, { what: 'the line' });
   await logs.close();
-  t.same(await reader, ['x']);
+  await reader;
+  t.same(got, ['x']);
 });
 
 t.test('remove: a key and the keys under it, files included', async (t) => {
