@@ -103,6 +103,7 @@ export class GatewayListener implements ExchangeSink {
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
     const ctx: TunnelContext = {
+      routes: deps.routes,
       upstreams: deps.upstreams,
       balancer: deps.balancer,
       trusted: new TrustedProxies(deps.trustedProxies),

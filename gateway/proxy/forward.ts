@@ -5,6 +5,7 @@ import { GatewayErrors } from '../errors.ts';
 import { HANDLED, type Exchange, type GatewayResponse, type Stage } from '../exchange.ts';
 import { lingerOnClose } from '../linger.ts';
 import type { LeastPendingBalancer } from '../balancer/least-pending.ts';
+import type { RouteSource } from '../resolve.ts';
 import type { EndpointRecord } from '../routing/contract.ts';
 import { addForwardedHeaders, clientAddress, responseHeaders, type TrustedProxies } from './headers.ts';
 import { classifyUpstreamError, upstreamError, upstreamErrorCode, UPSTREAM_FAILURES, type UpstreamFailure } from './upstream-errors.ts';
@@ -12,6 +13,8 @@ import type { Upstream, Upstreams } from './upstreams.ts';
 
 /** What the proxy stage needs from the gateway. */
 export interface ProxyContext {
+  /** The routes as they are now: a retry goes to a replica the endpoint still has. */
+  readonly routes: RouteSource;
   readonly upstreams: Upstreams;
   readonly balancer: LeastPendingBalancer;
   readonly trusted: TrustedProxies;
@@ -287,16 +290,37 @@ class Forward implements Dispatcher.DispatchHandler {
     this.ctx.onUpstreamError(code in UPSTREAM_FAILURES || code.startsWith('HPE') ? code : 'OTHER');
     const failure = classifyUpstreamError(err);
     if (failure.retry === 'connect') this.ctx.upstreams.markFailed(this.upstream);
-    if (!this.responseStarted && this.#mayRetry(failure)) {
-      const next = this.ctx.balancer.pick((ex.endpointRecord as EndpointRecord).replicas, this.ctx.upstreams, this.upstream.address);
-      if (next !== undefined && !ex.gone) {
+    if (!this.responseStarted && this.#mayRetry(failure) && !ex.gone) {
+      // The route may have changed since the request was resolved (its replica replaced or
+      // removed, the address given to another version): the retry goes to a replica the
+      // endpoint has now. Not cached just after a change: loaded (the record the request had
+      // serves only if the table cannot answer).
+      const current = this.ctx.routes.peekEndpoint(ex.endpointKey);
+      if (current === undefined) {
         this.retried = true;
-        this.upstream = this.ctx.upstreams.get(next.address);
-        this.ctx.onRetry();
-        // Not from inside undici's callback: its request bookkeeping finishes first.
-        process.nextTick(redispatch, this);
+        this.ctx.routes.loadEndpoint(ex.endpointKey).then(
+          (e) => this.#retryOn(e, failure, err),
+          () => this.#retryOn(ex.endpointRecord, failure, err),
+        );
         return;
       }
+      this.#retryOn(current, failure, err);
+      return;
+    }
+    ex.fail(upstreamError(failure, err));
+  }
+
+  /** Retries on another replica of `e` (none if the endpoint is gone), else answers the failure. */
+  #retryOn(e: EndpointRecord | null, failure: UpstreamFailure, err: Error): void {
+    const ex = this.ex;
+    const next = e === null ? undefined : this.ctx.balancer.pick(e.replicas, this.ctx.upstreams, this.upstream.address);
+    if (next !== undefined && !this.cancelled && !ex.gone) {
+      this.retried = true;
+      this.upstream = this.ctx.upstreams.get(next.address);
+      this.ctx.onRetry();
+      // Not from inside undici's callback: its request bookkeeping finishes first.
+      process.nextTick(redispatch, this);
+      return;
     }
     ex.fail(upstreamError(failure, err));
   }

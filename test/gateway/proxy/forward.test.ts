@@ -4,6 +4,8 @@ import { connect, createServer as createTcpServer, type AddressInfo, type Socket
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { waitFor } from '../../helpers/poll.ts';
+import { deploymentKey, endpointKey } from '../../../gateway/routing/contract.ts';
+import { FakeReader } from '../routing/fake-reader.ts';
 import { call, client, deadAddress, deployment, endpoint, gateway, metricValue, rawRequest, replica, type Tap } from '../fixtures.ts';
 
 const PATH = '/acme/mnist/web/v1/predict';
@@ -592,4 +594,79 @@ t.test('HEAD and 204/304 responses pass through', async (t) => {
   t.equal(same.status, 304);
   t.equal(same.headers.etag, '"x"');
   t.equal((await call(agent, gw.url + PATH)).text, 'hello', 'the connection is still good');
+});
+
+t.test('a retry goes to the replicas the route has now, not those it had when the request arrived', async (t) => {
+  // The request reaches the old replica; while it is there the route moves to a new one, and the
+  // old one then drops the connection (a replica being replaced): the GET is retried, on the new one.
+  const fresh = await replica(t);
+  let table!: Awaited<ReturnType<typeof gateway>>['table'];
+  const old = await replica(t, (req) => {
+    void table.apply({ putEndpoints: [endpoint('v1', [fresh.address])] }).then(() => req.socket.destroy());
+  });
+  const g = await gateway(t);
+  table = g.table;
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [old.address])] });
+  const agent = client(t);
+  const res = await call(agent, g.gw.url + PATH);
+  t.equal(res.status, 200, 'retried on the replica that replaced the old one');
+  t.equal(old.seen.length, 1);
+  t.equal(fresh.seen.length, 1);
+  await waitFor(() => g.gw.upstreams.stats().pending === 0, { what: 'no pending upstream call' });
+
+  // Same with a queued request (one connection per replica) whose replica is removed and stops:
+  // the running and the queued request are both answered by the replica now in the route.
+  const fresh2 = await replica(t);
+  const held: Array<() => void> = [];
+  const old2 = await replica(t, (req) => held.push(() => req.socket.destroy()));
+  const g2 = await gateway(t, { env: { PORTICO_UPSTREAM_CONNECTIONS: '1' } });
+  await g2.table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [old2.address])] });
+  const first = call(agent, g2.gw.url + PATH);
+  await waitFor(() => old2.seen.length === 1, { what: 'the first request at the old replica' });
+  const queued = call(agent, g2.gw.url + PATH, { method: 'POST', body: 'queued' });
+  await waitFor(() => g2.gw.upstreams.stats().queued === 1, { what: 'the second request queued' });
+  await g2.table.apply({ putEndpoints: [endpoint('v1', [fresh2.address])] });
+  // The old replica stops: listener closed, its connection dropped.
+  old2.server.close();
+  for (const h of held) h();
+  t.equal((await first).status, 200, 'the running GET, retried on the new replica');
+  t.equal((await queued).status, 200, 'the queued POST (never sent), retried on the new replica');
+  t.equal(fresh2.seen.length, 2);
+  t.equal(old2.seen.length, 1);
+  await waitFor(() => g2.gw.upstreams.stats().pending === 0, { what: 'no pending upstream call' });
+
+  // The changed record is not cached yet when the retry comes (its read is slow, as from Redis):
+  // the retry waits for it. An endpoint that is gone meanwhile is not retried (502).
+  const reader = new FakeReader();
+  const fresh3 = await replica(t);
+  const drops: Array<() => void> = [];
+  const old3 = await replica(t, (req) => drops.push(() => req.socket.destroy()));
+  const key = endpointKey(endpoint('v1', []));
+  const v2key = endpointKey(endpoint('v2', []));
+  reader.put([deploymentKey(deployment()), deployment()], [key, endpoint('v1', [old3.address])], [v2key, endpoint('v2', [old3.address])]);
+  const g3 = await gateway(t, { routing: reader });
+  const moved = call(agent, g3.gw.url + PATH);
+  await waitFor(() => drops.length === 1, { what: 'the request at the old replica' });
+  reader.put([key, endpoint('v1', [fresh3.address])]);
+  reader.hold();
+  reader.change(key);
+  (drops.shift() as () => void)();
+  await waitFor(() => reader.heldReads === 1, { what: 'the changed record being read' });
+  reader.release(0);
+  t.equal((await moved).status, 200, 'retried on the replica of the record read after the change');
+  t.equal(fresh3.seen.length, 1);
+  const gone = call(agent, `${g3.gw.url}/acme/mnist/web/v2/predict`);
+  await waitFor(() => reader.heldReads === 2, { what: 'the v2 record being read' });
+  reader.release(1);
+  await waitFor(() => drops.length === 1, { what: 'the v2 request at the old replica' });
+  reader.records.delete(v2key);
+  reader.change(v2key);
+  (drops.shift() as () => void)();
+  await waitFor(() => reader.heldReads === 3, { what: 'the deleted record being read' });
+  reader.release(2);
+  const goneRes = await gone;
+  t.equal(goneRes.status, 502, 'the endpoint was deleted: no replica to retry on');
+  t.equal(goneRes.json().code, 'UPSTREAM_UNREACHABLE');
+  t.equal(old3.seen.length, 2, 'not sent to the old replica again');
+  await waitFor(() => g3.gw.upstreams.stats().pending === 0 && g3.gw.listener.inFlight === 0, { what: 'nothing left in flight' });
 });
