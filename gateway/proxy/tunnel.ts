@@ -6,7 +6,7 @@ import type { EndpointRecord } from '../routing/contract.ts';
 import { prepareForward, upstreamPath, type ProxyContext } from './forward.ts';
 import { ChunkedEnd } from './chunked-end.ts';
 import { tunnelResponseHead } from './headers.ts';
-import { classifyUpstreamError, upstreamError, upstreamErrorCode } from './upstream-errors.ts';
+import { classifyUpstreamError, upstreamError, upstreamErrorCode, type UpstreamFailure } from './upstream-errors.ts';
 
 /** What a tunnel needs beyond the proxy's context. */
 export interface TunnelContext extends ProxyContext {
@@ -196,21 +196,43 @@ class Tunnel {
     up?.destroy();
     this.ctx.onUpstreamError(upstreamErrorCode(err));
     const failure = classifyUpstreamError(err);
+    this.up = null;
     if (failure.retry === 'connect') {
       const upstreams = this.ctx.upstreams;
       upstreams.markFailed(upstreams.get(this.ex.replica));
-      // Nothing reached the replica: once more on another, as for any request.
-      const next = this.retried ? undefined : this.ctx.balancer.pick((this.ex.endpointRecord as EndpointRecord).replicas, upstreams, this.ex.replica);
-      if (next !== undefined && !this.ex.gone) {
+      // Nothing reached the replica: once more on another, as for any request; one the route
+      // has now (see Forward's retry), loaded when a change has just dropped it from the cache.
+      if (!this.retried && !this.ex.gone) {
         this.retried = true;
-        this.ctx.onRetry();
-        this.headChunks = [];
-        this.headBytes = 0;
-        this.ex.replica = next.address;
-        this.open();
+        const ex = this.ex;
+        const current = this.ctx.routes.peekEndpoint(ex.endpointKey);
+        if (current !== undefined) this.#retryOn(current, failure, err);
+        else {
+          this.ctx.routes.loadEndpoint(ex.endpointKey).then(
+            (e) => this.#retryOn(e, failure, err),
+            () => this.#retryOn(ex.endpointRecord, failure, err),
+          );
+        }
         return;
       }
     }
+    this.#answer(failure, err);
+  }
+
+  #retryOn(e: EndpointRecord | null, failure: UpstreamFailure, err: Error): void {
+    const next = e === null ? undefined : this.ctx.balancer.pick(e.replicas, this.ctx.upstreams, this.ex.replica);
+    if (next !== undefined && !this.ex.gone) {
+      this.ctx.onRetry();
+      this.headChunks = [];
+      this.headBytes = 0;
+      this.ex.replica = next.address;
+      this.open();
+      return;
+    }
+    this.#answer(failure, err);
+  }
+
+  #answer(failure: UpstreamFailure, err: Error): void {
     this.piped = true; // answered: nothing more goes to the client from the replica
     this.up = null;
     const e: PorticoError = failure.code === 'BAD_REQUEST' ? new PorticoError(GatewayErrors.UPSTREAM_BAD_RESPONSE, undefined, { cause: err }) : upstreamError(failure, err);

@@ -2,6 +2,8 @@ import t from 'tap';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { hashPassword } from '../../../gateway/auth/password.ts';
 import { waitFor } from '../../helpers/poll.ts';
+import { deploymentKey, endpointKey } from '../../../gateway/routing/contract.ts';
+import { FakeReader } from '../routing/fake-reader.ts';
 import { attachWebSocketEcho, deadAddress, deployment, endpoint, gateway, metricValue, rawRequest, replica, type Tap } from '../fixtures.ts';
 
 const UPGRADE = (path: string, extra = '') =>
@@ -155,4 +157,35 @@ t.test('an upgrade whose replica refuses the connection is tried once on another
   const m = await (await fetch(gw.metricsUrl)).text();
   t.ok(metricValue(m, 'portico_gateway_upstream_retries_total') >= 1, 'at least one went to the dead replica first and was retried');
   t.equal(metricValue(m, 'portico_gateway_upstream_retries_total'), metricValue(m, 'portico_gateway_upstream_errors_total', { code: 'ECONNREFUSED' }));
+});
+
+t.test('an upgrade retried after a route change goes to a replica the route has now', async (t) => {
+  // The request is resolved to a replica that is gone (connection refused); meanwhile the route
+  // has moved to a new replica: the retry goes there, not to the others of the old record.
+  const rep = await replica(t);
+  const { upgrades } = attachWebSocketEcho(rep.server);
+  const removed = await replica(t);
+  const removedEcho = attachWebSocketEcho(removed.server);
+  const reader = new FakeReader();
+  const key = endpointKey(endpoint('v1', []));
+  const dead = await deadAddress();
+  reader.put([deploymentKey(deployment()), deployment()], [key, endpoint('v1', [dead, removed.address])]);
+  const { gw } = await gateway(t, { routing: reader });
+  reader.hold();
+  let answered = false;
+  const out = rawRequest(gw.url, UPGRADE('/acme/mnist/web/v1/predict')).finally(() => (answered = true));
+  // The deployment, then the endpoint as it was (the dead replica and one about to be removed).
+  await waitFor(() => reader.heldReads === 1, { what: 'the deployment read' });
+  reader.release(0);
+  await waitFor(() => reader.heldReads === 2, { what: 'the endpoint read' });
+  reader.put([key, endpoint('v1', [dead, rep.address])]);
+  reader.change(key);
+  reader.release(1);
+  // The retry reads the changed record (not cached yet: the change dropped it).
+  await waitFor(() => reader.heldReads === 3 || answered, { what: 'the changed endpoint read by the retry' });
+  if (reader.heldReads === 3) reader.release(2);
+  t.match(await out, /^HTTP\/1\.1 101 /, 'retried on the replica the route has now');
+  t.equal(upgrades.length, 1);
+  t.equal(removedEcho.upgrades.length, 0, 'not on the removed one');
+  await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the exchange to end' });
 });
