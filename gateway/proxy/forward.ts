@@ -72,6 +72,18 @@ export function upstreamPath(ex: Exchange): string {
   return cachedPrefix(ex.endpointRecord as EndpointRecord) + ex.rest + ex.query;
 }
 
+/**
+ * Calls `then` with the request's endpoint record as the routes have it now: the route may have
+ * changed since the request was resolved (its replica replaced or removed, the address given to
+ * another version), and a retry must go to a replica the endpoint has now. Not cached just after
+ * a change: loaded; the record the request had serves only if the table cannot answer.
+ */
+export function withCurrentRecord(routes: RouteSource, ex: Exchange, then: (e: EndpointRecord | null) => void): void {
+  const current = routes.peekEndpoint(ex.endpointKey);
+  if (current !== undefined) then(current);
+  else routes.loadEndpoint(ex.endpointKey).then(then, () => then(ex.endpointRecord));
+}
+
 /** Adds the forwarding headers to an exchange about to go upstream. */
 export function prepareForward(ctx: ProxyContext, ex: Exchange): void {
   const sock = ex.req.socket;
@@ -291,20 +303,9 @@ class Forward implements Dispatcher.DispatchHandler {
     const failure = classifyUpstreamError(err);
     if (failure.retry === 'connect') this.ctx.upstreams.markFailed(this.upstream);
     if (!this.responseStarted && this.#mayRetry(failure) && !ex.gone) {
-      // The route may have changed since the request was resolved (its replica replaced or
-      // removed, the address given to another version): the retry goes to a replica the
-      // endpoint has now. Not cached just after a change: loaded (the record the request had
-      // serves only if the table cannot answer).
-      const current = this.ctx.routes.peekEndpoint(ex.endpointKey);
-      if (current === undefined) {
-        this.retried = true;
-        this.ctx.routes.loadEndpoint(ex.endpointKey).then(
-          (e) => this.#retryOn(e, failure, err),
-          () => this.#retryOn(ex.endpointRecord, failure, err),
-        );
-        return;
-      }
-      this.#retryOn(current, failure, err);
+      // One retry at most, whether or not a replica is left for it.
+      this.retried = true;
+      withCurrentRecord(this.ctx.routes, ex, (e) => this.#retryOn(e, failure, err));
       return;
     }
     ex.fail(upstreamError(failure, err));
@@ -315,7 +316,6 @@ class Forward implements Dispatcher.DispatchHandler {
     const ex = this.ex;
     const next = e === null ? undefined : this.ctx.balancer.pick(e.replicas, this.ctx.upstreams, this.upstream.address);
     if (next !== undefined && !this.cancelled && !ex.gone) {
-      this.retried = true;
       this.upstream = this.ctx.upstreams.get(next.address);
       this.ctx.onRetry();
       // Not from inside undici's callback: its request bookkeeping finishes first.

@@ -3,7 +3,7 @@ import { PorticoError } from '../../common/errors.ts';
 import { GatewayErrors } from '../errors.ts';
 import { HANDLED, type Exchange, type Stage } from '../exchange.ts';
 import type { EndpointRecord } from '../routing/contract.ts';
-import { prepareForward, upstreamPath, type ProxyContext } from './forward.ts';
+import { prepareForward, upstreamPath, withCurrentRecord, type ProxyContext } from './forward.ts';
 import { ChunkedEnd } from './chunked-end.ts';
 import { tunnelResponseHead } from './headers.ts';
 import { classifyUpstreamError, upstreamError, upstreamErrorCode, type UpstreamFailure } from './upstream-errors.ts';
@@ -204,15 +204,7 @@ class Tunnel {
       // has now (see Forward's retry), loaded when a change has just dropped it from the cache.
       if (!this.retried && !this.ex.gone) {
         this.retried = true;
-        const ex = this.ex;
-        const current = this.ctx.routes.peekEndpoint(ex.endpointKey);
-        if (current !== undefined) this.#retryOn(current, failure, err);
-        else {
-          this.ctx.routes.loadEndpoint(ex.endpointKey).then(
-            (e) => this.#retryOn(e, failure, err),
-            () => this.#retryOn(ex.endpointRecord, failure, err),
-          );
-        }
+        withCurrentRecord(this.ctx.routes, this.ex, (e) => this.#retryOn(e, failure, err));
         return;
       }
     }
