@@ -269,15 +269,17 @@ export class DockerRuntime implements Runtime {
     r.running = true;
     r.startedAt = this.#sup.now();
     this.#watch(ep, r, gen, container, false);
-    const info = await container.inspect();
+    // The run is watched: a failed look at its address (engine restarting) must not end the start
+    // (no probe ever, or a second crash of a run that exited meanwhile); the first probe looks again.
+    const info = await container.inspect().catch(() => null);
     r.target = this.#targetOf(r, info);
     this.#sup.launched(ep, r, gen);
   }
 
   /** Where a replica is reached: `host:PORT` (host networking) or its IP on the network. */
-  #targetOf(r: Replica, info: Dockerode.ContainerInspectInfo): string | null {
+  #targetOf(r: Replica, info: Dockerode.ContainerInspectInfo | null): string | null {
     if (r.network === 'host') return `${this.#host}:${r.port}`;
-    const nets = info.NetworkSettings?.Networks ?? {};
+    const nets = info?.NetworkSettings?.Networks ?? {};
     const ip = nets[r.network]?.IPAddress || Object.values(nets).find((n) => n.IPAddress)?.IPAddress;
     if (!ip) return null;
     return ip.includes(':') ? `[${ip}]:${r.port}` : `${ip}:${r.port}`;

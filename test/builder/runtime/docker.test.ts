@@ -266,6 +266,71 @@ t.test('a run that exits while its start is still being looked at is restarted a
   t.ok(status.replicas[0]!.restarts >= 2, `restarted each time (${status.replicas[0]!.restarts})`);
 });
 
+/**
+ * `d`, except that the first inspect of a container after each of the first `starts` starts
+ * waits `ms`, then fails as it does while the engine restarts.
+ */
+function failingInspectAfterStart(d: Dockerode, ms: number, starts: number): Dockerode {
+  const failing = new Set<string>();
+  let left = starts;
+  return new Proxy(d, {
+    get(target, prop) {
+      if (prop !== 'getContainer') {
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      }
+      return (id: string) => {
+        const c = target.getContainer(id);
+        const start = c.start.bind(c) as () => Promise<unknown>;
+        const inspect = c.inspect.bind(c) as () => Promise<Dockerode.ContainerInspectInfo>;
+        return Object.assign(c, {
+          start: async () => {
+            const r = await start();
+            if (left > 0) {
+              left--;
+              failing.add(id);
+            }
+            return r;
+          },
+          inspect: async () => {
+            if (!failing.delete(id)) return inspect();
+            await new Promise((resolve) => setTimeout(resolve, ms));
+            throw new Error('connect ECONNREFUSED /var/run/docker.sock');
+          },
+        });
+      };
+    },
+  });
+}
+
+t.test('a run whose start the engine fails to inspect is probed all the same', async (t) => {
+  // The container runs and is watched; only the look at its address failed. That failure was
+  // swallowed with the run already marked running: no probe was ever scheduled, so it stayed
+  // 'starting' for good while serving.
+  const h = startRuntime(t, { docker: failingInspectAfterStart(docker, 0, 1) });
+  const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['httpd', '-f', '-p', '127.0.0.1:$PORT', '-h', '/etc'] } });
+  await h.runtime.ensure(s);
+  const st = await waitFor(async () => {
+    const x = await h.status(s.key);
+    if (x?.replicas[0]?.state === 'ready') return x;
+    throw new Error(`last status ${JSON.stringify(x)}`);
+  }, { timeoutMs: 10_000, what: 'the replica ready' });
+  t.equal((await http('GET', `http://${st.replicas[0]!.address}/passwd`)).status, 200);
+  t.equal(st.replicas[0]!.restarts, 0, 'not restarted');
+});
+
+t.test('a run that exits while its start fails to be inspected is one crash, not two', async (t) => {
+  // The exit is seen (crash 1, restart in 2 s) before the start's inspect fails (1.5 s); that
+  // failure was then a second crash of the same run ('cannot start: ...'), restart put off.
+  const h = startRuntime(t, { docker: failingInspectAfterStart(docker, 1500, 1), restart: { initialMs: 2000, crashLoopCount: 10 } });
+  const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'shell', command: 'echo "Error: model file missing" >&2; exit 3' } });
+  await h.runtime.ensure(s);
+  await waitFor(() => h.statuses.some((x) => x.key === s.key && (x.replicas[0]?.restarts ?? 0) >= 1), { timeoutMs: 10_000, what: 'the first restart' });
+  // What was reported of the first run (before its restart).
+  const reasons = h.statuses.filter((x) => x.key === s.key && x.replicas[0]?.state === 'crashed' && x.replicas[0].restarts === 0).map((x) => x.replicas[0]!.reason);
+  t.same([...new Set(reasons)], ['exited with code 3; last stderr: Error: model file missing; restarting in 2 s'], 'crashed once, as it exited');
+});
+
 t.test('scaling down calls beforeStop before the replica is stopped, then removes it', async (t) => {
   const h = startRuntime(t);
   const s = spec({ replicas: 2 });
