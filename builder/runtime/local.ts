@@ -366,6 +366,9 @@ export class LocalRuntime implements Runtime {
   }
 
   #onCrash(r: Replica, what: string, crashLoop: string | undefined): string | undefined {
+    // What is left of the run's group (its leader died, say OOM-killed) holds the port and would
+    // never be stopped: killed, unless another process has taken the leader's pid.
+    if (r.pid !== null && !processAlive(r.pid, null)) signalGroup(r.pid, 'SIGKILL');
     r.pid = null;
     r.startTime = null;
     const clash = clashedPort(r.stderrTail);
@@ -386,9 +389,12 @@ export class LocalRuntime implements Runtime {
   /** SIGTERM to the replica's process group, SIGKILL after the grace period; resolves once it is gone. */
   async #terminate(r: Replica): Promise<void> {
     const pid = r.pid;
-    if (pid === null || !r.running) return;
-    // An adopted pid is signalled only if it is still the process we recorded.
-    if (!r.child && !processAlive(pid, r.startTime)) return;
+    if (pid === null) return;
+    // An adopted pid is signalled only if it is still the process we recorded. A leader that
+    // exited (during beforeStop) may leave the rest of its group: stopped all the same, unless
+    // another process has taken its pid.
+    const leader = r.running && (r.child !== null || processAlive(pid, r.startTime));
+    if (!leader && (processAlive(pid, null) || !groupAlive(pid))) return;
     signalGroup(pid, 'SIGTERM');
     const deadline = Date.now() + this.#graceMs;
     while (groupAlive(pid) && Date.now() < deadline) await sleep(50);

@@ -1,11 +1,11 @@
 import { readdirSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { replicaLogDir, sanitiseKey } from '../../../builder/runtime/local.ts';
-import type { EndpointStatus } from '../../../builder/runtime/runtime.ts';
+import type { EndpointSpec, EndpointStatus } from '../../../builder/runtime/runtime.ts';
 import { freePort, waitFor } from '../../helpers/poll.ts';
-import { APPS, NODE, getJson, http, pidAlive, startRuntime } from './harness.ts';
+import { APPS, NODE, getJson, http, pidAlive, startRuntime, type Harness } from './harness.ts';
 
 interface Echo {
   pid: number;
@@ -284,4 +284,58 @@ t.test('a ready replica that stops answering goes back to starting (out of routi
   t.equal(r.address, null);
   t.equal(r.reason, `stopped answering on ${address}`);
   t.equal(r.restarts, 0, 'the process was not restarted');
+});
+
+/** A replica that is a group of two: `sh` (the leader the runtime spawned) and the server it started. */
+async function groupReplica(t: Test, h: Harness): Promise<{ spec: EndpointSpec; leader: number; server: number }> {
+  const spec = h.spec({ codeDir: echoDir, command: { kind: 'shell', command: `"${NODE}" server.mjs & wait` } });
+  await h.runtime.ensure(spec);
+  const s = await h.waitReady(spec.key, 1);
+  const server = (await getJson<Echo>(s.replicas[0]!.address!, '/env')).pid;
+  const leader = [...h.pids][0]!;
+  t.not(leader, server);
+  // Never leak the server, whatever the outcome.
+  t.teardown(() => {
+    try {
+      process.kill(server, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+  return { spec, leader, server };
+}
+
+t.test('a replica whose leader died is restarted without what is left of its group', async (t) => {
+  const h = await startRuntime(t);
+  const { spec, leader, server } = await groupReplica(t, h);
+  process.kill(leader, 'SIGKILL'); // as the OOM killer would
+  const again = await waitFor(async () => {
+    const r = (await h.status(spec.key))?.replicas[0];
+    return r?.state === 'ready' && r.restarts === 1 ? r : undefined;
+  }, { what: 'restarted and ready' });
+  t.not((await getJson<Echo>(again.address!, '/env')).pid, server, 'a new server');
+  // It was left running for good, holding its port, and no remove() ever stopped it.
+  await waitFor(() => !pidAlive(server), { timeoutMs: 3000, what: 'the old server gone' });
+});
+
+t.test('a replica whose leader dies while beforeStop runs is stopped whole', async (t) => {
+  const h = await startRuntime(t);
+  const { spec, leader, server } = await groupReplica(t, h);
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => { release = resolve; });
+  let entered = false;
+  h.beforeStop = async () => {
+    entered = true;
+    await gate;
+  };
+  await h.runtime.ensure({ ...spec, replicas: 0 });
+  await waitFor(() => entered, { what: 'beforeStop' });
+  process.kill(leader, 'SIGKILL');
+  await waitFor(() => !pidAlive(leader), { what: 'the leader reaped (its exit seen)' });
+  release();
+  await waitFor(async () => (await h.status(spec.key))?.replicas.length === 0, { what: 'the replica stopped' });
+  // The stop skipped a replica whose leader had exited: the server kept running, unrecorded.
+  await waitFor(() => !pidAlive(server), { timeoutMs: 3000, what: 'the server gone' });
+  t.ok(h.events.includes('log:r1:stdout:SIGTERM received'), 'the server got its SIGTERM');
+  h.beforeStop = async () => {};
 });
