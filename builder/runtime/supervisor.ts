@@ -23,6 +23,8 @@ const DEFAULT_RESTART: RestartPolicy = {
   crashLoopCount: 3,
   crashLoopWindowMs: 300_000,
 };
+/** A replica the driver failed to stop (the engine refused its removal, say) is tried again after this long (ms). */
+export const STOP_RETRY_MS = 2000;
 const STDERR_KEPT = 20;
 const STDERR_SHOWN = 5;
 /** Delay of a new run's first readiness probe (ms). */
@@ -175,6 +177,8 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
   readonly #endpoints = new Map<string, SupervisedEndpoint<R, S>>();
   readonly #listeners = new StatusListeners();
   #closed = false;
+  /** `close()` has begun: a stop that fails is no longer tried again (the next adoption finds it). */
+  #closing = false;
 
   constructor(opts: SupervisorOptions<R, S>) {
     this.#name = opts.name;
@@ -258,6 +262,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
   /** `Runtime.close`: waits for passes and stops under way, then stops watching; replicas keep running. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#closing = true;
     for (const ep of this.#endpoints.values()) {
       await ep.chain;
       while (ep.stops.size > 0) await Promise.all([...ep.stops]);
@@ -497,13 +502,27 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
       r.issue = undefined;
     }
     this.emit(ep);
-    await Promise.all(replicas.map((r) => this.#driver.terminate(r)));
-    for (const r of replicas) {
-      if (r.timer) clearTimeout(r.timer);
-      r.timer = null;
-      r.running = false;
-      this.#driver.discard?.(ep, r);
-      ep.replicas.delete(r.id);
+    // A replica the driver could not stop (an engine error) stays, `stopping` with the reason, and
+    // is tried again: forgotten, it would run on unseen (and the rejection, unhandled where the
+    // stop is not awaited, would end the process).
+    let left = replicas;
+    for (;;) {
+      const results = await Promise.allSettled(left.map((r) => this.#driver.terminate(r)));
+      const failed = left.filter((_, i) => results[i]?.status === 'rejected');
+      for (const r of left) {
+        if (failed.includes(r)) continue;
+        if (r.timer) clearTimeout(r.timer);
+        r.timer = null;
+        r.running = false;
+        this.#driver.discard?.(ep, r);
+        ep.replicas.delete(r.id);
+      }
+      if (failed.length === 0 || this.#closing) break;
+      const err = (results.find((x) => x.status === 'rejected') as PromiseRejectedResult).reason;
+      for (const r of failed) r.reason = `could not be stopped: ${this.#message(err)}; trying again in ${STOP_RETRY_MS / 1000} s`;
+      this.emit(ep);
+      await new Promise((resolve) => setTimeout(resolve, STOP_RETRY_MS));
+      left = failed;
     }
     if (!this.#closed) {
       this.#driver.persist?.();

@@ -223,39 +223,55 @@ t.test('a crashing replica is restarted, then a crash loop is the endpoint error
   t.equal(h.logs.filter((l) => l.line === 'booting').length, h.logs.filter((l) => l.line === 'Error: model file missing').length, 'no line is repeated across restarts');
 });
 
-/** `d`, except that the first inspect of a container after each start answers `ms` late. */
-function slowInspectAfterStart(d: Dockerode, ms: number): Dockerode {
-  const slow = new Set<string>();
+/** `d`, whose containers have the methods `patch` returns in place of their own (it gets the real container). */
+function patchContainers(d: Dockerode, patch: (c: Dockerode.Container, id: string) => Partial<Dockerode.Container>): Dockerode {
   return new Proxy(d, {
     get(target, prop) {
-      if (prop !== 'getContainer') {
-        const v: unknown = Reflect.get(target, prop, target);
-        return typeof v === 'function' ? v.bind(target) : v;
+      if (prop === 'getContainer') {
+        return (id: string) => {
+          const c = target.getContainer(id);
+          return Object.assign(c, patch(c, id));
+        };
       }
-      return (id: string) => {
-        const c = target.getContainer(id);
-        const start = c.start.bind(c) as () => Promise<unknown>;
-        const inspect = c.inspect.bind(c) as () => Promise<Dockerode.ContainerInspectInfo>;
-        return Object.assign(c, {
-          start: async () => {
-            const r = await start();
-            slow.add(id);
-            return r;
-          },
-          inspect: async () => {
-            if (slow.delete(id)) await new Promise((resolve) => setTimeout(resolve, ms));
-            return inspect();
-          },
-        });
-      };
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
     },
+  });
+}
+
+/**
+ * `d`, except that the first inspect of a container after each of its first `starts` starts
+ * answers `ms` late, or (`fail`) waits `ms` and then fails as it does while the engine restarts.
+ */
+function heldInspectAfterStart(d: Dockerode, ms: number, opts: { fail?: boolean; starts?: number } = {}): Dockerode {
+  const held = new Set<string>();
+  let left = opts.starts ?? Infinity;
+  return patchContainers(d, (c, id) => {
+    const start = c.start.bind(c) as () => Promise<unknown>;
+    const inspect = c.inspect.bind(c) as () => Promise<Dockerode.ContainerInspectInfo>;
+    return {
+      start: async () => {
+        const r = await start();
+        if (left > 0) {
+          left--;
+          held.add(id);
+        }
+        return r;
+      },
+      inspect: async () => {
+        if (!held.delete(id)) return inspect();
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        if (opts.fail) throw new Error('connect ECONNREFUSED /var/run/docker.sock');
+        return inspect();
+      },
+    } as Partial<Dockerode.Container>;
   });
 }
 
 t.test('a run that exits while its start is still being looked at is restarted all the same (regression: a full run hung here)', async (t) => {
   // The exit is seen and its restart scheduled (2 s later) before the start's own inspect returns
   // (1.5 s); the late start then scheduled a probe of the finished run in the restart's place.
-  const h = startRuntime(t, { docker: slowInspectAfterStart(docker, 1500), restart: { initialMs: 2000 } });
+  const h = startRuntime(t, { docker: heldInspectAfterStart(docker, 1500), restart: { initialMs: 2000 } });
   const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'shell', command: 'echo "Error: model file missing" >&2; exit 3' } });
   await h.runtime.ensure(s);
   const status = await waitFor(async () => {
@@ -266,48 +282,11 @@ t.test('a run that exits while its start is still being looked at is restarted a
   t.ok(status.replicas[0]!.restarts >= 2, `restarted each time (${status.replicas[0]!.restarts})`);
 });
 
-/**
- * `d`, except that the first inspect of a container after each of the first `starts` starts
- * waits `ms`, then fails as it does while the engine restarts.
- */
-function failingInspectAfterStart(d: Dockerode, ms: number, starts: number): Dockerode {
-  const failing = new Set<string>();
-  let left = starts;
-  return new Proxy(d, {
-    get(target, prop) {
-      if (prop !== 'getContainer') {
-        const v: unknown = Reflect.get(target, prop, target);
-        return typeof v === 'function' ? v.bind(target) : v;
-      }
-      return (id: string) => {
-        const c = target.getContainer(id);
-        const start = c.start.bind(c) as () => Promise<unknown>;
-        const inspect = c.inspect.bind(c) as () => Promise<Dockerode.ContainerInspectInfo>;
-        return Object.assign(c, {
-          start: async () => {
-            const r = await start();
-            if (left > 0) {
-              left--;
-              failing.add(id);
-            }
-            return r;
-          },
-          inspect: async () => {
-            if (!failing.delete(id)) return inspect();
-            await new Promise((resolve) => setTimeout(resolve, ms));
-            throw new Error('connect ECONNREFUSED /var/run/docker.sock');
-          },
-        });
-      };
-    },
-  });
-}
-
 t.test('a run whose start the engine fails to inspect is probed all the same', async (t) => {
   // The container runs and is watched; only the look at its address failed. That failure was
   // swallowed with the run already marked running: no probe was ever scheduled, so it stayed
   // 'starting' for good while serving.
-  const h = startRuntime(t, { docker: failingInspectAfterStart(docker, 0, 1) });
+  const h = startRuntime(t, { docker: heldInspectAfterStart(docker, 0, { fail: true, starts: 1 }) });
   const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['httpd', '-f', '-p', '127.0.0.1:$PORT', '-h', '/etc'] } });
   await h.runtime.ensure(s);
   const st = await waitFor(async () => {
@@ -322,13 +301,37 @@ t.test('a run whose start the engine fails to inspect is probed all the same', a
 t.test('a run that exits while its start fails to be inspected is one crash, not two', async (t) => {
   // The exit is seen (crash 1, restart in 2 s) before the start's inspect fails (1.5 s); that
   // failure was then a second crash of the same run ('cannot start: ...'), restart put off.
-  const h = startRuntime(t, { docker: failingInspectAfterStart(docker, 1500, 1), restart: { initialMs: 2000, crashLoopCount: 10 } });
+  const h = startRuntime(t, { docker: heldInspectAfterStart(docker, 1500, { fail: true, starts: 1 }), restart: { initialMs: 2000, crashLoopCount: 10 } });
   const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'shell', command: 'echo "Error: model file missing" >&2; exit 3' } });
   await h.runtime.ensure(s);
   await waitFor(() => h.statuses.some((x) => x.key === s.key && (x.replicas[0]?.restarts ?? 0) >= 1), { timeoutMs: 10_000, what: 'the first restart' });
   // What was reported of the first run (before its restart).
   const reasons = h.statuses.filter((x) => x.key === s.key && x.replicas[0]?.state === 'crashed' && x.replicas[0].restarts === 0).map((x) => x.replicas[0]!.reason);
   t.same([...new Set(reasons)], ['exited with code 3; last stderr: Error: model file missing; restarting in 2 s'], 'crashed once, as it exited');
+});
+
+t.test('a replica whose container the engine fails to remove stays stopping with the reason, and goes on a later try', async (t) => {
+  // The first removal is refused as an engine error would be; the stop ran unawaited, so its
+  // rejection was unhandled (the process's end) and the container was forgotten, running.
+  let refused = 0;
+  const flaky = patchContainers(docker, (c) => {
+    const remove = c.remove.bind(c) as (opts: object) => Promise<unknown>;
+    return {
+      remove: async (opts: object) => {
+        if (refused++ === 0) throw Object.assign(new Error('driver overlay2 failed to remove root filesystem'), { statusCode: 500 });
+        return remove(opts);
+      },
+    } as Partial<Dockerode.Container>;
+  });
+  const h = startRuntime(t, { docker: flaky });
+  const s = spec({ replicas: 2 });
+  await h.runtime.ensure(s);
+  await h.waitReady(s.key, 2);
+  await h.runtime.ensure({ ...s, replicas: 1 });
+  await waitFor(() => h.statuses.some((x) => x.key === s.key && x.replicas.some((r) => r.id === 'r2' && r.state === 'stopping' && /^could not be stopped: driver overlay2 failed to remove root filesystem; trying again in 2 s$/.test(r.reason ?? ''))), { what: 'the refusal in its status' });
+  await waitFor(async () => (await managedContainers(s.key)).length === 1, { what: 'its container removed on the next try' });
+  t.same((await h.status(s.key))?.replicas.map((r) => [r.id, r.state]), [['r1', 'ready']]);
+  t.equal(refused, 2, 'one refusal, then the removal that went through');
 });
 
 t.test('scaling down calls beforeStop before the replica is stopped, then removes it', async (t) => {
