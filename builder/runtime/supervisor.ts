@@ -177,6 +177,8 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
   readonly #endpoints = new Map<string, SupervisedEndpoint<R, S>>();
   readonly #listeners = new StatusListeners();
   #closed = false;
+  /** Why the replicas could not be recorded last time (see `#persist`). */
+  #persistError: string | undefined;
   /** `close()` has begun: a stop that fails is no longer tried again (the next adoption finds it). */
   #closing = false;
 
@@ -229,7 +231,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
     ep.spec = spec as S;
     ep.removed = false;
     this.#driver.ensured?.(ep);
-    this.#driver.persist?.();
+    this.#persist();
     await this.#reconcile(ep);
     this.emit(ep);
   }
@@ -245,7 +247,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
     if (!ep.removed) return; // ensured again meanwhile
     this.#endpoints.delete(key);
     this.#driver.forgotten?.(key);
-    this.#driver.persist?.();
+    this.#persist();
     this.#listeners.emit({ key, replicas: [] });
   }
 
@@ -361,7 +363,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
 
   /** Run `gen` of `r` is running: records it, reports it and starts probing it. */
   launched(ep: SupervisedEndpoint<R, S>, r: R, gen: number): void {
-    this.#driver.persist?.();
+    this.#persist();
     this.emit(ep);
     this.scheduleProbe(ep, r, gen, FIRST_PROBE_MS);
   }
@@ -414,7 +416,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
     r.livenessFailures = 0;
     r.reason = note;
     r.issue = undefined;
-    this.#driver.persist?.();
+    this.#persist();
     this.emit(ep);
     this.reconcileLater(ep);
     this.scheduleProbe(ep, r, gen, this.#livenessMs);
@@ -465,7 +467,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
       : undefined;
     r.issue = this.#driver.onCrash(r, what, crashLoop);
     r.stderrTail = [];
-    this.#driver.persist?.();
+    this.#persist();
     this.emit(ep);
     r.timer = setTimeout(() => {
       r.timer = null;
@@ -525,7 +527,7 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
       left = failed;
     }
     if (!this.#closed) {
-      this.#driver.persist?.();
+      this.#persist();
       this.emit(ep);
     }
   }
@@ -545,7 +547,22 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
       }));
     const issues = [...new Set([...ep.replicas.values()].filter((r) => r.state !== 'ready' && r.issue).map((r) => r.issue!))];
     if (ep.runtimeError) issues.unshift(ep.runtimeError);
+    if (this.#persistError) issues.unshift(this.#persistError);
     return { key: ep.key, replicas, ...(issues.length > 0 ? { error: issues.join('; ') } : {}) };
+  }
+
+  /**
+   * Records the replicas (the local runtime's state file). Called from replicas' events, where a
+   * throw would be uncaught and skip what follows (a crash's restart): a failure (disk full) is
+   * every endpoint's error until a write succeeds (each event writes the whole state again).
+   */
+  #persist(): void {
+    try {
+      this.#driver.persist?.();
+      this.#persistError = undefined;
+    } catch (err) {
+      this.#persistError = `${this.#name}: cannot record its replicas: ${this.#message(err)}`;
+    }
   }
 
   /** Sends the endpoint's status to every listener (nothing once closed). */

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { EndpointSpec } from '../runtime.ts';
 
@@ -52,6 +52,11 @@ let tmpCounter = 0;
 export function writeState(path: string, state: StateFile): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.${++tmpCounter}.tmp`;
-  writeFileSync(tmp, JSON.stringify(state, null, 1), { mode: 0o600 });
-  renameSync(tmp, path);
+  try {
+    writeFileSync(tmp, JSON.stringify(state, null, 1), { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true }); // a failed write (disk full) leaves no temporary file behind
+    throw err;
+  }
 }

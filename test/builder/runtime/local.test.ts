@@ -1,4 +1,4 @@
-import { readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -284,6 +284,32 @@ t.test('a ready replica that stops answering goes back to starting (out of routi
   t.equal(r.address, null);
   t.equal(r.reason, `stopped answering on ${address}`);
   t.equal(r.restarts, 0, 'the process was not restarted');
+});
+
+t.test('a crash while the state file cannot be written restarts the replica all the same, and says why', async (t) => {
+  const h = await startRuntime(t, { restart: { initialMs: 100 } });
+  const spec = h.spec({ codeDir: echoDir, command: { kind: 'exec', argv: [NODE, 'server.mjs'] } });
+  await h.runtime.ensure(spec);
+  const first = await h.waitReady(spec.key, 1);
+  const { pid } = await getJson<Echo>(first.replicas[0]!.address!);
+  // The state file's place taken by a directory: every write fails (as on a full disk), and the
+  // write in the crash's handler threw there, uncaught, before the restart was scheduled.
+  const stateFile = join(h.dataDir, 'replicas', 'local-runtime.json');
+  rmSync(stateFile, { force: true });
+  mkdirSync(join(stateFile, 'taken'), { recursive: true });
+  process.kill(pid, 'SIGKILL');
+  const again = await waitFor(async () => {
+    const s = await h.status(spec.key);
+    if (s?.replicas[0]?.state === 'ready' && s.replicas[0].restarts === 1) return s;
+    throw new Error(`last status ${JSON.stringify(s)}`);
+  }, { what: 'the replica restarted and ready' });
+  t.match(again.error, /^local runtime: cannot record its replicas: .*local-runtime\.json/, 'the endpoint error says why');
+  t.not((await getJson<Echo>(again.replicas[0]!.address!)).pid, pid, 'a new process');
+  t.same(readdirSync(join(h.dataDir, 'replicas')).filter((f) => f.endsWith('.tmp')), [], 'no temporary files left by the failed writes');
+  // Once the file can be written again, the error goes with the next write.
+  rmSync(stateFile, { recursive: true });
+  await h.runtime.ensure({ ...spec, replicas: 2 });
+  await waitFor(async () => ((await h.status(spec.key))?.error === undefined ? true : undefined), { what: 'the error gone' });
 });
 
 /** A replica that is a group of two: `sh` (the leader the runtime spawned) and the server it started. */
