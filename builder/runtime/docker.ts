@@ -416,9 +416,10 @@ export class DockerRuntime implements Runtime {
 
   async #probeStarting(ep: Endpoint, r: Replica, gen: number, lastDelay: number, stale: () => boolean): Promise<void> {
     if (r.target === null && r.containerId) {
-      // No address on the network yet: look again.
-      r.target = this.#targetOf(r, await this.#docker.getContainer(r.containerId).inspect());
+      // No address on the network yet: look again (kept only if this run is still the current one).
+      const target = this.#targetOf(r, await this.#docker.getContainer(r.containerId).inspect());
       if (stale()) return;
+      r.target = target;
     }
     const target = r.target;
     const ok = target !== null && (await tcpProbeAddress(target, 1000));

@@ -331,8 +331,10 @@ export class LocalRuntime implements Runtime {
         const taken = [...this.#sup.endpoints()].some((e) =>
           [...e.replicas.values()].some((o) => o !== r && o.address === `${this.#host}:${declared}`),
         );
-        if (lis.ports.has(declared) && !lis.portOwnedElsewhere && !taken && (await tcpProbe(this.#host, declared, 1000))) {
-          if (stale()) return;
+        const ownDeclared = lis.ports.has(declared) && !lis.portOwnedElsewhere && !taken && (await tcpProbe(this.#host, declared, 1000));
+        // Gone while probed: its crash's reason is not overwritten below.
+        if (stale()) return;
+        if (ownDeclared) {
           // It hard-codes its declared port, and that socket is its own: one replica per host port.
           this.#sup.ready(ep, r, gen, `${this.#host}:${declared}`,
             `listens on its declared port ${declared}, not on $PORT (${r.port}): only one replica of it can run on this host`);
