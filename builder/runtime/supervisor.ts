@@ -23,8 +23,10 @@ const DEFAULT_RESTART: RestartPolicy = {
   crashLoopCount: 3,
   crashLoopWindowMs: 300_000,
 };
-/** A replica the driver failed to stop (the engine refused its removal, say) is tried again after this long (ms). */
+/** A replica the driver failed to stop (the engine refused its removal, say) is tried again after this long (ms)... */
 export const STOP_RETRY_MS = 2000;
+/** ...this many times in all: a stop holds up its endpoint's removal, and callers wait on that. */
+const STOP_TRIES = 5;
 const STDERR_KEPT = 20;
 const STDERR_SHOWN = 5;
 /** Delay of a new run's first readiness probe (ms). */
@@ -505,10 +507,10 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
     }
     this.emit(ep);
     // A replica the driver could not stop (an engine error) stays, `stopping` with the reason, and
-    // is tried again: forgotten, it would run on unseen (and the rejection, unhandled where the
-    // stop is not awaited, would end the process).
+    // is tried again a few times: the rejection, unhandled where the stop is not awaited, would
+    // end the process. After the last try it is left, with the reason, to the next adoption.
     let left = replicas;
-    for (;;) {
+    for (let tries = 1; ; tries++) {
       const results = await Promise.allSettled(left.map((r) => this.#driver.terminate(r)));
       const failed = left.filter((_, i) => results[i]?.status === 'rejected');
       for (const r of left) {
@@ -521,8 +523,11 @@ export class Supervisor<R extends SupervisedReplica, S extends EndpointSpec | nu
       }
       if (failed.length === 0 || this.#closing) break;
       const err = (results.find((x) => x.status === 'rejected') as PromiseRejectedResult).reason;
-      for (const r of failed) r.reason = `could not be stopped: ${this.#message(err)}; trying again in ${STOP_RETRY_MS / 1000} s`;
+      const last = tries >= STOP_TRIES;
+      const next = last ? `gave up after ${tries} tries (a restarted controller tries again)` : `trying again in ${STOP_RETRY_MS / 1000} s`;
+      for (const r of failed) r.reason = `could not be stopped: ${this.#message(err)}; ${next}`;
       this.emit(ep);
+      if (last) break;
       await new Promise((resolve) => setTimeout(resolve, STOP_RETRY_MS));
       left = failed;
     }

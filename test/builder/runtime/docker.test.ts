@@ -334,6 +334,27 @@ t.test('a replica whose container the engine fails to remove stays stopping with
   t.equal(refused, 2, 'one refusal, then the removal that went through');
 });
 
+t.test('a replica the engine never lets go is given up after 5 tries: the removal of its endpoint returns, the reason says so', async (t) => {
+  let refused = 0;
+  const stuck = patchContainers(docker, () => ({
+    remove: async () => {
+      refused++;
+      throw Object.assign(new Error('driver overlay2 failed to remove root filesystem'), { statusCode: 500 });
+    },
+  }) as Partial<Dockerode.Container>);
+  const h = startRuntime(t, { docker: stuck });
+  const s = spec();
+  t.teardown(async () => {
+    for (const c of await managedContainers(s.key)) await docker.getContainer(c.Id).remove({ force: true });
+  });
+  await h.runtime.ensure(s);
+  await h.waitReady(s.key, 1);
+  await h.runtime.remove(s.key);
+  t.equal(refused, 5, 'tried 5 times');
+  t.ok(h.statuses.some((x) => x.key === s.key && /^could not be stopped: driver overlay2 failed to remove root filesystem; gave up after 5 tries/.test(x.replicas[0]?.reason ?? '')), 'the reason says it was given up');
+  t.equal((await managedContainers(s.key)).length, 1, 'its container is still there, for the next adoption');
+});
+
 t.test('scaling down calls beforeStop before the replica is stopped, then removes it', async (t) => {
   const h = startRuntime(t);
   const s = spec({ replicas: 2 });
