@@ -285,15 +285,20 @@ export class Controller implements CP.ControlPlane {
 
   async deleteDeployment(ref: DeploymentRef, actor: CP.Actor): Promise<void> {
     const d = await this.deploymentOr404(ref);
-    const versions = await this.store.listVersions(ref);
-    const keys = [deploymentKey(ref)];
-    for (const v of versions) for (const e of v.endpoints) keys.push(endpointKey({ ...ref, version: v.name, endpoint: e.name }));
-    await this.publisher.remove(keys);
-    await this.store.deleteDeployment(ref);
-    const rt = this.targetsByName.get(d.target)?.runtime;
-    for (const v of versions) {
-      for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
-    }
+    // Not while a reconciler pass runs: one that read the deployment before would bring back its
+    // replicas and routes. Its versions are read here, with every build finished so far.
+    const versions = await this.reconciler.exclusive(async () => {
+      const versions = await this.store.listVersions(ref);
+      const keys = [deploymentKey(ref)];
+      for (const v of versions) for (const e of v.endpoints) keys.push(endpointKey({ ...ref, version: v.name, endpoint: e.name }));
+      await this.publisher.remove(keys);
+      await this.store.deleteDeployment(ref);
+      const rt = this.targetsByName.get(d.target)?.runtime;
+      for (const v of versions) {
+        for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
+      }
+      return versions;
+    });
     await rm(this.deploymentDir(ref), { recursive: true, force: true });
     const docker = this.targetsByName.get(d.target)?.docker;
     if (docker) {
@@ -515,20 +520,26 @@ export class Controller implements CP.ControlPlane {
 
   async deleteVersion(ref: VersionRef, actor: CP.Actor): Promise<void> {
     const d = await this.deploymentOr404(ref);
-    const v = await this.versionOr404(ref);
-    const aliases = (await this.aliasTargets(ref)).filter((a) => targetVersions(a.target).includes(v.name));
+    const before = await this.versionOr404(ref);
+    const aliases = (await this.aliasTargets(ref)).filter((a) => targetVersions(a.target).includes(before.name));
     if (aliases.length > 0) {
-      throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${v.name} is the target of alias ${aliases.map((a) => a.name).join(', ')}: point it elsewhere first`);
+      throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${before.name} is the target of alias ${aliases.map((a) => a.name).join(', ')}: point it elsewhere first`);
     }
-    try {
-      await this.store.deleteVersion(ref);
-    } catch (err) {
-      if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${v.name} is the target of alias ${err.usedBy ?? ''}`);
-      throw err;
-    }
-    await this.publisher.remove(v.endpoints.map((e) => endpointKey({ ...ref, endpoint: e.name })));
-    const rt = this.targetsByName.get(d.target)?.runtime;
-    for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
+    // Not while a reconciler pass runs: one that read the version before would bring back its
+    // replicas and routes.
+    const v = await this.reconciler.exclusive(async () => {
+      const v = before;
+      try {
+        await this.store.deleteVersion(ref);
+      } catch (err) {
+        if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${v.name} is the target of alias ${err.usedBy ?? ''}`);
+        throw err;
+      }
+      await this.publisher.remove(v.endpoints.map((e) => endpointKey({ ...ref, endpoint: e.name })));
+      const rt = this.targetsByName.get(d.target)?.runtime;
+      for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
+      return v;
+    });
     await rm(this.versionDir(ref), { recursive: true, force: true });
     const docker = this.targetsByName.get(d.target)?.docker;
     if (docker) {

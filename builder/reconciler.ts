@@ -96,6 +96,8 @@ export class Reconciler {
   /** runtime key -> where it belongs, for routing updates on runtime events. */
   private readonly known = new Map<string, { target: string; version: { owner: string; project: string; deployment: string; name: string }; endpoint: string }>();
   private running: Promise<void> | null = null;
+  /** Passes, routing refreshes and `exclusive` callers, one at a time (see `exclusive`). */
+  private exclusion: Promise<void> = Promise.resolve();
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
@@ -141,7 +143,7 @@ export class Reconciler {
       do {
         this.again = false;
         try {
-          await this.pass();
+          await this.exclusive(() => this.pass());
         } catch (err) {
           this.onError(err);
         }
@@ -149,6 +151,17 @@ export class Reconciler {
       this.running = null;
     })();
     return this.running;
+  }
+
+  /**
+   * Runs `fn` while no pass or routing refresh runs, and starts none until it is done. A version
+   * or deployment is deleted under it: a pass that read it before the delete would otherwise
+   * start its replicas again and publish its routes after the delete took them away.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.exclusion.then(fn);
+    this.exclusion = result.then(() => undefined, () => undefined);
+    return result;
   }
 
   private async pass(): Promise<void> {
@@ -206,14 +219,16 @@ export class Reconciler {
     void this.refresh(s.key).catch(this.onError);
   }
 
-  private async refresh(key: string): Promise<void> {
-    const where = this.known.get(key);
-    if (!where) return;
-    const ref = { owner: where.version.owner, project: where.version.project, deployment: where.version.deployment, version: where.version.name };
-    const v = await this.store.getVersion(ref);
-    const dep = await this.store.getDeployment(ref);
-    if (!v || !dep) return;
-    await this.settle(dep, v);
+  private refresh(key: string): Promise<void> {
+    return this.exclusive(async () => {
+      const where = this.known.get(key);
+      if (!where) return;
+      const ref = { owner: where.version.owner, project: where.version.project, deployment: where.version.deployment, version: where.version.name };
+      const v = await this.store.getVersion(ref);
+      const dep = await this.store.getDeployment(ref);
+      if (!v || !dep) return;
+      await this.settle(dep, v);
+    });
   }
 
   /** Stops passes and listening; the runtimes themselves are closed by their owner. */

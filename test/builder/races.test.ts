@@ -1,0 +1,160 @@
+// Interleavings of operator operations with reconciler passes and builds, over the real
+// controller, reconciler, publisher and embedded store; the runtime is a fake whose calls a test
+// can hold, so each interleaving is forced, not hoped for.
+import t, { type Test } from 'tap';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlobStore } from '../../builder/build/blobs.ts';
+import { Controller } from '../../builder/controller.ts';
+import { Publisher } from '../../builder/publisher.ts';
+import { Reconciler } from '../../builder/reconciler.ts';
+import type { EndpointSpec, EndpointStatus, Runtime } from '../../builder/runtime/runtime.ts';
+import { EmbeddedStore } from '../../builder/store/embedded.ts';
+import type { VersionEndpoint } from '../../builder/store/store.ts';
+import { LogStore } from '../../builder/telemetry/logs.ts';
+import { loadConfig } from '../../common/config.ts';
+import { endpointKey } from '../../gateway/routing/contract.ts';
+import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
+import { waitFor } from '../helpers/poll.ts';
+
+const DEPLOYMENT = { owner: 'acme', project: 'mnist', deployment: 'web' } as const;
+
+/** A promise a test resolves when it wants. */
+function held(): { promise: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const promise = new Promise<void>((r) => (release = r));
+  return { promise, release };
+}
+
+/** A runtime in memory: every ensured endpoint has its replicas ready at once. `gate` holds calls. */
+class FakeRuntime implements Runtime {
+  readonly kind = 'local' as const;
+  readonly running = new Map<string, EndpointStatus>();
+  readonly listeners = new Set<(s: EndpointStatus) => void>();
+  /** When set, the next `list` call waits for it (and clears it). */
+  holdList: { promise: Promise<void>; reached: () => void } | null = null;
+
+  async ensure(spec: EndpointSpec): Promise<void> {
+    const replicas = Array.from({ length: spec.replicas }, (_, i) => ({ id: `${spec.version}-${i}`, address: `127.0.0.1:${9000 + i}`, state: 'ready' as const, restarts: 0 }));
+    const s: EndpointStatus = { key: spec.key, replicas };
+    this.running.set(spec.key, s);
+    for (const l of this.listeners) l(s);
+  }
+  async remove(key: string): Promise<void> {
+    this.running.delete(key);
+  }
+  async list(): Promise<EndpointStatus[]> {
+    const h = this.holdList;
+    if (h) {
+      this.holdList = null;
+      h.reached();
+      await h.promise;
+    }
+    return [...this.running.values()];
+  }
+  onChange(listener: (s: EndpointStatus) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  async close(): Promise<void> {}
+}
+
+/**
+ * `ready` resolves once `op` has finished or waits for the reconciler's exclusion (which the pass
+ * a test holds keeps), whichever comes first: the test then lets the pass go on.
+ */
+function settledOrWaiting(reconciler: Reconciler, op: Promise<void>): { ready: Promise<void>; done: Promise<void> } {
+  const waiting = held();
+  const exclusive = reconciler.exclusive.bind(reconciler);
+  reconciler.exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+    waiting.release();
+    return exclusive(fn);
+  };
+  return { ready: Promise.race([op, waiting.promise]), done: op };
+}
+
+const endpoint: VersionEndpoint = {
+  name: 'predict',
+  definition: { name: 'predict', command: { kind: 'shell', command: 'serve' }, port: 8000 },
+  replicas: 1,
+  enabled: true,
+  timeoutSeconds: null,
+  maxBodyBytes: null,
+  files: [],
+};
+
+async function harness(t: Test) {
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-races-test-'));
+  const config = loadConfig({ PORTICO_DATA_DIR: dataDir, PORTICO_ADMIN_TOKEN: 'e'.repeat(40) });
+  const store = await EmbeddedStore.open({ dir: join(dataDir, 'store') });
+  const routing = new EmbeddedRoutingTable();
+  const publisher = new Publisher(routing, { ackTimeoutMs: 100 });
+  const runtime = new FakeRuntime();
+  const errors: unknown[] = [];
+  const reconciler = new Reconciler({ store, runtimes: new Map([['local', runtime]]), publisher, onError: (err) => errors.push(err) });
+  const logs = new LogStore({ root: join(dataDir, 'logs'), maxBytes: 1 << 20 });
+  await logs.init();
+  const controller = new Controller({
+    config, store, routing, publisher, reconciler, blobs: new BlobStore(join(dataDir, 'blobs')), logs, log: () => undefined,
+    targets: [{ name: 'local', kind: 'local', gatewayUrl: 'http://127.0.0.1:8080', runtime }],
+  });
+  t.teardown(async () => {
+    await reconciler.close();
+    await logs.close();
+    await store.close();
+    await routing.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  await store.createDeployment({ owner: DEPLOYMENT.owner, project: DEPLOYMENT.project, name: DEPLOYMENT.deployment, target: 'local', auth: 'none' });
+  /** A built version (as a finished build leaves it), not yet reconciled. */
+  const builtVersion = (name: string) => store.createVersion({
+    ...DEPLOYMENT, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [endpoint], codeDir: join(dataDir, 'code'),
+  });
+  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion };
+}
+
+t.test('a version deleted while a reconciler pass is under way: no replicas, no route left behind', async (t) => {
+  const { routing, runtime, reconciler, controller, builtVersion } = await harness(t);
+  await builtVersion('v1');
+  await reconciler.trigger();
+  const key = endpointKey({ ...DEPLOYMENT, version: 'v1', endpoint: 'predict' });
+  t.ok(await routing.getEndpoint(key), 'v1 is routed');
+  t.ok(runtime.running.has('acme/mnist/web/v1/predict'), 'v1 runs');
+
+  // A pass reads the versions (v1 among them), then waits in the runtime's list...
+  const gate = held();
+  const reached = held();
+  runtime.holdList = { promise: gate.promise, reached: reached.release };
+  const pass = reconciler.trigger();
+  await reached.promise;
+  // ...while v1 is deleted; then the pass goes on with what it read.
+  const deleted = settledOrWaiting(reconciler, controller.deleteVersion({ ...DEPLOYMENT, version: 'v1' }, 'admin'));
+  await deleted.ready;
+  gate.release();
+  await Promise.all([pass, deleted.done]);
+
+  t.equal(await routing.getEndpoint(key), null, 'no route of the deleted version is published again');
+  t.notOk(runtime.running.has('acme/mnist/web/v1/predict'), 'no replica of the deleted version runs');
+});
+
+t.test('a deployment deleted while a reconciler pass is under way: no replicas, no route left behind', async (t) => {
+  const { routing, runtime, reconciler, controller, builtVersion } = await harness(t);
+  await builtVersion('v1');
+  await reconciler.trigger();
+  const key = endpointKey({ ...DEPLOYMENT, version: 'v1', endpoint: 'predict' });
+  t.ok(await routing.getEndpoint(key), 'v1 is routed');
+
+  const gate = held();
+  const reached = held();
+  runtime.holdList = { promise: gate.promise, reached: reached.release };
+  const pass = reconciler.trigger();
+  await reached.promise;
+  const deleted = settledOrWaiting(reconciler, controller.deleteDeployment(DEPLOYMENT, 'admin'));
+  await deleted.ready;
+  gate.release();
+  await Promise.all([pass, deleted.done]);
+
+  t.equal(await routing.getEndpoint(key), null, 'no route of the deleted deployment is published again');
+  t.notOk(runtime.running.has('acme/mnist/web/v1/predict'), 'no replica of the deleted deployment runs');
+});
