@@ -528,7 +528,9 @@ export class Controller implements CP.ControlPlane {
     // Not while a reconciler pass runs: one that read the version before would bring back its
     // replicas and routes.
     const v = await this.reconciler.exclusive(async () => {
-      const v = before;
+      // Read again: a build that finished since the check above gave it endpoints a pass may
+      // have started and routed.
+      const v = (await this.store.getVersion(ref)) ?? before;
       try {
         await this.store.deleteVersion(ref);
       } catch (err) {

@@ -158,3 +158,42 @@ t.test('a deployment deleted while a reconciler pass is under way: no replicas, 
   t.equal(await routing.getEndpoint(key), null, 'no route of the deleted deployment is published again');
   t.notOk(runtime.running.has('acme/mnist/web/v1/predict'), 'no replica of the deleted deployment runs');
 });
+
+t.test('a version deleted as its build finishes: the replicas and routes the build brought go too', async (t) => {
+  const { store, routing, runtime, reconciler, controller, builtVersion } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  const built = await builtVersion('v1');
+  // v1 as the delete first reads it: still building, no endpoints yet.
+  await store.updateVersion(ref, (draft) => {
+    draft.status = 'building';
+    draft.endpoints = [];
+    delete draft.codeDir;
+  });
+  // The delete is held after that read (at its alias check)...
+  const gate = held();
+  const reached = held();
+  const listAliases = store.listAliases.bind(store);
+  store.listAliases = async (r) => {
+    reached.release();
+    await gate.promise;
+    return listAliases(r);
+  };
+  const deleted = controller.deleteVersion(ref, 'admin');
+  await reached.promise;
+  store.listAliases = listAliases;
+  // ...while the build finishes (as `build` does: the store, then a pass).
+  await store.updateVersion(ref, (draft) => {
+    draft.endpoints = built.endpoints;
+    if (built.codeDir !== undefined) draft.codeDir = built.codeDir;
+    draft.status = 'starting';
+  });
+  await reconciler.trigger();
+  const key = endpointKey({ ...ref, endpoint: 'predict' });
+  t.ok(await routing.getEndpoint(key), 'the pass routed v1');
+  gate.release();
+  await deleted;
+
+  t.equal(await store.getVersion(ref), null, 'v1 is gone');
+  t.equal(await routing.getEndpoint(key), null, 'and so is its route');
+  t.notOk(runtime.running.has('acme/mnist/web/v1/predict'), 'and its replica');
+});
