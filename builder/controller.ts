@@ -6,7 +6,7 @@ import { request } from 'undici';
 import type { Config } from '../common/config.ts';
 import { PorticoError } from '../common/errors.ts';
 import { hashPassword } from '../gateway/auth/password.ts';
-import { deploymentKey, endpointKey, type DeploymentRecord, type EndpointStatsBucket, type RoutingWriter } from '../gateway/routing/contract.ts';
+import { deploymentKey, endpointKey, type AckResult, type DeploymentRecord, type EndpointStatsBucket, type RoutingWriter } from '../gateway/routing/contract.ts';
 import { TooLargeError, type BlobStore } from './build/blobs.ts';
 import { buildVersion } from './build/build-version.ts';
 import { BuildError } from './build/source.ts';
@@ -77,6 +77,8 @@ export class Controller implements CP.ControlPlane {
   private readonly secrets = new Set<string>();
   private readonly log: (msg: string, extra?: Record<string, unknown>) => void;
   private readonly pipArgs: readonly string[];
+  /** Deployment records read and handed to the publisher, one after another (`putDeploymentRecord`). */
+  private recordOrder: Promise<unknown> = Promise.resolve();
 
   constructor(opts: {
     config: Config;
@@ -162,10 +164,24 @@ export class Controller implements CP.ControlPlane {
     return { owner: d.owner, project: d.project, deployment: d.name, auth: d.auth, users: await this.store.getUserHashes(ref), aliases };
   }
 
+  /**
+   * Reads the deployment's record and hands it to the publisher after every earlier such read was
+   * handed on, so a record read before a change is never written after one read since (two alias
+   * PUTs at once would otherwise leave the gateways with the older). Resolves with the gateways'
+   * acknowledgements, null when the deployment is gone.
+   */
+  private putDeploymentRecord(ref: DeploymentRef): Promise<AckResult | null> {
+    const handed = this.recordOrder.then(async () => {
+      const record = await this.deploymentRecord(ref);
+      // Wrapped: the queue goes on once the write is queued, not when the gateways acknowledge it.
+      return { acks: record ? this.publisher.putDeployment(record) : null };
+    });
+    this.recordOrder = handed.catch(() => undefined);
+    return handed.then((h) => h.acks);
+  }
+
   private async publishDeployment(ref: DeploymentRef): Promise<CP.AliasSetResult['missing']> {
-    const record = await this.deploymentRecord(ref);
-    if (!record) return [];
-    return (await this.publisher.putDeployment(record)).missing;
+    return (await this.putDeploymentRecord(ref))?.missing ?? [];
   }
 
   private deploymentView(d: Deployment): CP.DeploymentView {
@@ -651,11 +667,10 @@ export class Controller implements CP.ControlPlane {
       }
       throw err;
     }
-    const record = await this.deploymentRecord(ref);
     // The audit entry is written while the gateways acknowledge: the flip's latency is the slower
     // of the two, not their sum.
     const [acks] = await Promise.all([
-      record ? this.publisher.putDeployment(record) : { seq: 0, acknowledged: [], missing: [] },
+      this.putDeploymentRecord(ref).then((a) => a ?? { seq: 0, acknowledged: [], missing: [] }),
       this.record(actor, 'alias.set', `${depLabel(ref)}/aliases/${alias}`, { from: item.from, to: item.to, force: opts.force ?? false }),
     ]);
     if (acks.missing.length > 0) this.log('alias change not acknowledged by every gateway in time', { alias: `${depLabel(ref)}/${alias}`, missing: acks.missing });

@@ -14,7 +14,7 @@ import { EmbeddedStore } from '../../builder/store/embedded.ts';
 import type { VersionEndpoint } from '../../builder/store/store.ts';
 import { LogStore } from '../../builder/telemetry/logs.ts';
 import { loadConfig } from '../../common/config.ts';
-import { endpointKey } from '../../gateway/routing/contract.ts';
+import { deploymentKey, endpointKey } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { waitFor } from '../helpers/poll.ts';
 
@@ -196,4 +196,30 @@ t.test('a version deleted as its build finishes: the replicas and routes the bui
   t.equal(await store.getVersion(ref), null, 'v1 is gone');
   t.equal(await routing.getEndpoint(key), null, 'and so is its route');
   t.notOk(runtime.running.has('acme/mnist/web/v1/predict'), 'and its replica');
+});
+
+t.test('two alias PUTs at once: the gateway ends with what the store has, not the older of the two', async (t) => {
+  const { store, routing, controller, builtVersion } = await harness(t);
+  await builtVersion('v1');
+  await builtVersion('v2');
+  // The first PUT is held while it reads the deployment's record to publish (after its aliases)...
+  const gate = held();
+  const reached = held();
+  const getUserHashes = store.getUserHashes.bind(store);
+  store.getUserHashes = async (r) => {
+    store.getUserHashes = getUserHashes;
+    reached.release();
+    await gate.promise;
+    return getUserHashes(r);
+  };
+  const first = controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
+  await reached.promise;
+  // ...while a second PUT moves the alias on (and returns, or waits for the first to publish).
+  const second = controller.setAlias(DEPLOYMENT, 'production', { version: 'v2' }, { force: true }, 'admin');
+  await waitFor(async () => (await store.listAudit()).items.some((e) => e.action === 'alias.set' && (e.details as { to?: { version?: string } }).to?.version === 'v2'), { what: 'the second PUT to be recorded' });
+  gate.release();
+  await Promise.all([first, second]);
+
+  t.same(await store.getAlias(DEPLOYMENT, 'production'), { name: 'production', version: 'v2' }, 'the store has the later PUT');
+  t.same((await routing.getDeployment(deploymentKey(DEPLOYMENT)))?.aliases, { production: { version: 'v2' } }, 'and so does the routing table');
 });
