@@ -171,13 +171,18 @@ export class Controller implements CP.ControlPlane {
    * acknowledgements, null when the deployment is gone.
    */
   private putDeploymentRecord(ref: DeploymentRef): Promise<AckResult | null> {
-    const handed = this.recordOrder.then(async () => {
+    return this.inRecordOrder(async () => {
       const record = await this.deploymentRecord(ref);
       // Wrapped: the queue goes on once the write is queued, not when the gateways acknowledge it.
       return { acks: record ? this.publisher.putDeployment(record) : null };
-    });
-    this.recordOrder = handed.catch(() => undefined);
-    return handed.then((h) => h.acks);
+    }).then((h) => h.acks);
+  }
+
+  /** Runs `fn` in the queue of `putDeploymentRecord`. */
+  private inRecordOrder<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.recordOrder.then(fn);
+    this.recordOrder = result.catch(() => undefined);
+    return result;
   }
 
   private async publishDeployment(ref: DeploymentRef): Promise<CP.AliasSetResult['missing']> {
@@ -307,8 +312,10 @@ export class Controller implements CP.ControlPlane {
       const versions = await this.store.listVersions(ref);
       const keys = [deploymentKey(ref)];
       for (const v of versions) for (const e of v.endpoints) keys.push(endpointKey({ ...ref, version: v.name, endpoint: e.name }));
-      await this.publisher.remove(keys);
       await this.store.deleteDeployment(ref);
+      // After every record read before the delete is handed on (an alias PUT under way would
+      // otherwise route the deployment again); those read since find it gone.
+      await (await this.inRecordOrder(async () => ({ acks: this.publisher.remove(keys) }))).acks;
       const rt = this.targetsByName.get(d.target)?.runtime;
       for (const v of versions) {
         for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));

@@ -223,3 +223,29 @@ t.test('two alias PUTs at once: the gateway ends with what the store has, not th
   t.same(await store.getAlias(DEPLOYMENT, 'production'), { name: 'production', version: 'v2' }, 'the store has the later PUT');
   t.same((await routing.getDeployment(deploymentKey(DEPLOYMENT)))?.aliases, { production: { version: 'v2' } }, 'and so does the routing table');
 });
+
+t.test('a deployment deleted while an alias PUT publishes it: the gateways do not get it back', async (t) => {
+  const { store, routing, controller, builtVersion } = await harness(t);
+  await builtVersion('v1');
+  await controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
+  t.ok(await routing.getDeployment(deploymentKey(DEPLOYMENT)), 'the deployment is routed');
+  // The PUT is held while it reads the deployment's record to publish...
+  const gate = held();
+  const reached = held();
+  const getUserHashes = store.getUserHashes.bind(store);
+  store.getUserHashes = async (r) => {
+    store.getUserHashes = getUserHashes;
+    reached.release();
+    await gate.promise;
+    return getUserHashes(r);
+  };
+  const put = controller.setAlias(DEPLOYMENT, 'staging', { version: 'v1' }, { force: true }, 'admin');
+  await reached.promise;
+  // ...while the deployment is deleted.
+  const deleted = controller.deleteDeployment(DEPLOYMENT, 'admin');
+  await waitFor(async () => (await store.getDeployment(DEPLOYMENT)) === null, { what: 'the deployment to leave the store' });
+  gate.release();
+  await Promise.all([put, deleted]);
+
+  t.equal(await routing.getDeployment(deploymentKey(DEPLOYMENT)), null, 'no record of the deleted deployment is routed');
+});
