@@ -482,7 +482,7 @@ export class Controller implements CP.ControlPlane {
         draft.endpoints = built.endpoints;
         draft.codeDir = built.codeDir;
         if (images) draft.images = images;
-        if (draft.status === 'building') draft.status = 'starting';
+        if (draft.status === 'building') draft.status = draft.enabled ? 'starting' : 'stopped';
         delete draft.reason;
       });
       log(`build finished; starting ${v.endpoints.filter((e) => e.enabled).map((e) => `${e.name} x${e.replicas}`).join(', ')}`);
@@ -524,7 +524,11 @@ export class Controller implements CP.ControlPlane {
     await this.store.updateVersion(ref, (draft) => {
       if (patch.enabled !== undefined) {
         draft.enabled = patch.enabled;
-        if (!patch.enabled) draft.status = 'stopped';
+        // A version stopped while it builds stays `building` until its build ends (so that a
+        // start does not take it for failed, and a restarted controller resumes the build).
+        if (!patch.enabled) {
+          if (draft.status !== 'building') draft.status = 'stopped';
+        }
         else if (draft.status === 'stopped') draft.status = draft.codeDir ? 'starting' : 'failed';
       }
       for (const e of draft.endpoints) {

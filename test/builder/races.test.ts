@@ -249,3 +249,26 @@ t.test('a deployment deleted while an alias PUT publishes it: the gateways do no
 
   t.equal(await routing.getDeployment(deploymentKey(DEPLOYMENT)), null, 'no record of the deleted deployment is routed');
 });
+
+t.test('a version stopped and started while it builds: still building, and built again after a restart', async (t) => {
+  const { store, controller, builtVersion } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  await builtVersion('v1');
+  // v1 as a build under way leaves it (the build itself is not run here).
+  await store.updateVersion(ref, (draft) => {
+    draft.status = 'building';
+    draft.endpoints = [];
+    delete draft.codeDir;
+  });
+  const stopped = await controller.patchVersion(ref, { enabled: false }, 'admin');
+  t.match(stopped, { enabled: false });
+  t.equal((await store.getVersion(ref))?.status, 'building', 'stopping it does not hide that its build runs');
+  const started = await controller.patchVersion(ref, { enabled: true }, 'admin');
+  t.match(started, { status: 'building', enabled: true }, 'started again: building, not failed');
+
+  await controller.patchVersion(ref, { enabled: false }, 'admin');
+  // A controller restarted now builds it again, as every unfinished build.
+  await controller.resumeBuilds();
+  t.ok((await controller.buildLog(ref)).some((l) => l.line === 'controller restarted: building again'), 'the build is resumed');
+  await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the resumed build to fail (its source does not exist)' });
+});
