@@ -488,15 +488,25 @@ export class Controller implements CP.ControlPlane {
       log(`build finished; starting ${v.endpoints.filter((e) => e.enabled).map((e) => `${e.name} x${e.replicas}`).join(', ')}`);
       await this.reconciler.trigger();
     } catch (err) {
-      const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
-      if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
-      log(`build failed: ${reason}`);
-      await this.store
-        .updateVersion(ref, (draft) => {
-          draft.status = 'failed';
-          draft.reason = reason;
-        })
-        .catch(() => {});
+      // The version was deleted while it built (its last store write found it gone).
+      let deleted = err instanceof StoreNotFoundError;
+      if (!deleted) {
+        const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
+        if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
+        log(`build failed: ${reason}`);
+        deleted = await this.store
+          .updateVersion(ref, (draft) => {
+            draft.status = 'failed';
+            draft.reason = reason;
+          })
+          .then(() => false, (e: unknown) => e instanceof StoreNotFoundError);
+      }
+      if (deleted) {
+        // Nothing of it outlives the version: a later version of the same name would show its log.
+        await rm(this.versionDir(ref), { recursive: true, force: true }).catch(() => {});
+        await this.logs.remove(key).catch(() => {});
+        return;
+      }
       await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
     } finally {
       this.logs.end(key); // followers of the build log stop here

@@ -111,7 +111,7 @@ async function harness(t: Test) {
   const builtVersion = (name: string) => store.createVersion({
     ...DEPLOYMENT, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [endpoint], codeDir: join(dataDir, 'code'),
   });
-  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion };
+  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion, logs };
 }
 
 t.test('a version deleted while a reconciler pass is under way: no replicas, no route left behind', async (t) => {
@@ -271,4 +271,37 @@ t.test('a version stopped and started while it builds: still building, and built
   await controller.resumeBuilds();
   t.ok((await controller.buildLog(ref)).some((l) => l.line === 'controller restarted: building again'), 'the build is resumed');
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the resumed build to fail (its source does not exist)' });
+});
+
+t.test('a version deleted while it builds: a new version of its name starts with an empty build log', async (t) => {
+  const { store, controller, logs } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  // The build is held where it resolves its upload...
+  const gate = held();
+  const reached = held();
+  const getUpload = store.getUpload.bind(store);
+  store.getUpload = async (id) => {
+    store.getUpload = getUpload;
+    reached.release();
+    await gate.promise;
+    return getUpload(id);
+  };
+  const ended = held();
+  const end = logs.end.bind(logs);
+  logs.end = (key) => {
+    logs.end = end;
+    end(key);
+    ended.release();
+  };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: 'up_missing' } }, 'admin');
+  await reached.promise;
+  // ...while the version is deleted; then it goes on to its end (it fails: no such upload).
+  await controller.deleteVersion(ref, 'admin');
+  gate.release();
+  await ended.promise;
+
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
+  await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the new build to fail' });
+  const lines = (await controller.buildLog(ref)).map((l) => l.line);
+  t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
 });
