@@ -433,13 +433,20 @@ export class Controller implements CP.ControlPlane {
       throw err;
     }
     await this.record(actor, 'version.create', `${depLabel(ref)}/${name}`, { source: input.source });
-    void this.build({ ...ref, version: name }, input, d);
+    void this.build({ ...ref, version: name }, input, d, v.createdAt);
     return this.versionView(d, v, []);
   }
 
-  /** Builds a recorded version in the background (also after a controller restart). */
-  private async build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment): Promise<void> {
+  /**
+   * Builds a recorded version in the background (also after a controller restart). `createdAt`
+   * tells it from a version of the same name created after it was deleted: the build writes to
+   * that one neither its outcome nor its failure.
+   */
+  private async build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
     const key = this.buildLogKey(ref);
+    const own = (draft: Version): void => {
+      if (draft.createdAt !== createdAt) throw new StoreNotFoundError('version', `${depLabel(ref)}/${ref.version} of ${createdAt}`);
+    };
     const log = (line: string) => this.logs.append(key, { at: Date.now(), stream: 'build', line });
     const target = this.targetsByName.get(d.target);
     try {
@@ -479,6 +486,7 @@ export class Controller implements CP.ControlPlane {
         );
       }
       const v = await this.store.updateVersion(ref, (draft) => {
+        own(draft);
         draft.endpoints = built.endpoints;
         draft.codeDir = built.codeDir;
         if (images) draft.images = images;
@@ -492,19 +500,25 @@ export class Controller implements CP.ControlPlane {
       let deleted = err instanceof StoreNotFoundError;
       if (!deleted) {
         const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
-        if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
-        log(`build failed: ${reason}`);
         deleted = await this.store
           .updateVersion(ref, (draft) => {
+            own(draft);
             draft.status = 'failed';
             draft.reason = reason;
           })
           .then(() => false, (e: unknown) => e instanceof StoreNotFoundError);
+        if (!deleted) {
+          if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
+          log(`build failed: ${reason}`);
+        }
       }
       if (deleted) {
-        // Nothing of it outlives the version: a later version of the same name would show its log.
-        await rm(this.versionDir(ref), { recursive: true, force: true }).catch(() => {});
-        await this.logs.remove(key).catch(() => {});
+        // Nothing of it outlives the version (a later version of the same name would show its
+        // log); what a version of the same name created since has there is that one's.
+        if (await this.store.getVersion(ref).then((v) => v === null, () => false)) {
+          await rm(this.versionDir(ref), { recursive: true, force: true }).catch(() => {});
+          await this.logs.remove(key).catch(() => {});
+        }
         return;
       }
       await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
@@ -520,7 +534,7 @@ export class Controller implements CP.ControlPlane {
       for (const v of await this.store.listVersions(ref)) {
         if (v.status !== 'building') continue;
         this.logs.append(this.buildLogKey({ ...ref, version: v.name }), { at: Date.now(), stream: 'build', line: 'controller restarted: building again' });
-        void this.build({ ...ref, version: v.name }, { source: v.source as CP.SourceInput }, d);
+        void this.build({ ...ref, version: v.name }, { source: v.source as CP.SourceInput }, d, v.createdAt);
       }
     }
   }

@@ -305,3 +305,36 @@ t.test('a version deleted while it builds: a new version of its name starts with
   const lines = (await controller.buildLog(ref)).map((l) => l.line);
   t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
 });
+
+t.test('a version deleted while it builds and created again: the old build does not write into the new one', async (t) => {
+  const { store, controller, logs } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  const gate = held();
+  const reached = held();
+  const getUpload = store.getUpload.bind(store);
+  store.getUpload = async (id) => {
+    store.getUpload = getUpload;
+    reached.release();
+    await gate.promise;
+    return getUpload(id);
+  };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: 'up_missing' } }, 'admin');
+  await reached.promise;
+  await controller.deleteVersion(ref, 'admin');
+  // A new v1, whose build ends first...
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
+  await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the new build to fail' });
+  // ...then the old build ends.
+  const ended = held();
+  const end = logs.end.bind(logs);
+  logs.end = (key) => {
+    logs.end = end;
+    end(key);
+    ended.release();
+  };
+  gate.release();
+  await ended.promise;
+  t.match(await store.getVersion(ref), { status: 'failed', reason: /source\.path/ }, 'the new v1 keeps its own outcome');
+  const lines = (await controller.buildLog(ref)).map((l) => l.line);
+  t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
+});
