@@ -78,7 +78,7 @@ export class Controller implements CP.ControlPlane {
   private readonly log: (msg: string, extra?: Record<string, unknown>) => void;
   private readonly pipArgs: readonly string[];
   /** Deployment records read and handed to the publisher, one after another (`putDeploymentRecord`). */
-  private recordOrder: Promise<unknown> = Promise.resolve();
+  private readonly recordOrder = new Limiter(1);
 
   constructor(opts: {
     config: Config;
@@ -171,18 +171,11 @@ export class Controller implements CP.ControlPlane {
    * acknowledgements, null when the deployment is gone.
    */
   private putDeploymentRecord(ref: DeploymentRef): Promise<AckResult | null> {
-    return this.inRecordOrder(async () => {
+    return this.recordOrder.run(async () => {
       const record = await this.deploymentRecord(ref);
       // Wrapped: the queue goes on once the write is queued, not when the gateways acknowledge it.
       return { acks: record ? this.publisher.putDeployment(record) : null };
     }).then((h) => h.acks);
-  }
-
-  /** Runs `fn` in the queue of `putDeploymentRecord`. */
-  private inRecordOrder<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.recordOrder.then(fn);
-    this.recordOrder = result.catch(() => undefined);
-    return result;
   }
 
   private async publishDeployment(ref: DeploymentRef): Promise<CP.AliasSetResult['missing']> {
@@ -315,7 +308,7 @@ export class Controller implements CP.ControlPlane {
       await this.store.deleteDeployment(ref);
       // After every record read before the delete is handed on (an alias PUT under way would
       // otherwise route the deployment again); those read since find it gone.
-      await (await this.inRecordOrder(async () => ({ acks: this.publisher.remove(keys) }))).acks;
+      await (await this.recordOrder.run(async () => ({ acks: this.publisher.remove(keys) }))).acks;
       const rt = this.targetsByName.get(d.target)?.runtime;
       for (const v of versions) {
         for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
@@ -496,22 +489,16 @@ export class Controller implements CP.ControlPlane {
       log(`build finished; starting ${v.endpoints.filter((e) => e.enabled).map((e) => `${e.name} x${e.replicas}`).join(', ')}`);
       await this.reconciler.trigger();
     } catch (err) {
-      // The version was deleted while it built (its last store write found it gone).
-      let deleted = err instanceof StoreNotFoundError;
-      if (!deleted) {
-        const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
-        deleted = await this.store
-          .updateVersion(ref, (draft) => {
-            own(draft);
-            draft.status = 'failed';
-            draft.reason = reason;
-          })
-          .then(() => false, (e: unknown) => e instanceof StoreNotFoundError);
-        if (!deleted) {
-          if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
-          log(`build failed: ${reason}`);
-        }
-      }
+      const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
+      // Recorded only on the version this build is for; that version gone (deleted while it
+      // built, its name perhaps taken again since), the write finds none.
+      const deleted = await this.store
+        .updateVersion(ref, (draft) => {
+          own(draft);
+          draft.status = 'failed';
+          draft.reason = reason;
+        })
+        .then(() => false, (e: unknown) => e instanceof StoreNotFoundError);
       if (deleted) {
         // Nothing of it outlives the version (a later version of the same name would show its
         // log); what a version of the same name created since has there is that one's.
@@ -521,6 +508,8 @@ export class Controller implements CP.ControlPlane {
         }
         return;
       }
+      if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
+      log(`build failed: ${reason}`);
       await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
     } finally {
       this.logs.end(key); // followers of the build log stop here

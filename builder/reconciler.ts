@@ -4,6 +4,7 @@ import type { EndpointSpec, EndpointStatus, Runtime } from './runtime/runtime.ts
 import type { Deployment, Store, Version, VersionEndpoint, VersionStatus } from './store/store.ts';
 import type { EndpointDefinition } from './valohai-yaml/index.ts';
 import type { Publisher } from './publisher.ts';
+import { Limiter } from './limiter.ts';
 
 /** `owner/project/deployment/version/endpoint`: the runtime key of an endpoint's replicas. */
 export function endpointRuntimeKey(v: { owner: string; project: string; deployment: string; name: string }, endpoint: string): string {
@@ -97,7 +98,7 @@ export class Reconciler {
   private readonly known = new Map<string, { target: string; version: { owner: string; project: string; deployment: string; name: string }; endpoint: string }>();
   private running: Promise<void> | null = null;
   /** Passes, routing refreshes and `exclusive` callers, one at a time (see `exclusive`). */
-  private exclusion: Promise<void> = Promise.resolve();
+  private readonly exclusion = new Limiter(1);
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
@@ -159,9 +160,7 @@ export class Reconciler {
    * start its replicas again and publish its routes after the delete took them away.
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.exclusion.then(fn);
-    this.exclusion = result.then(() => undefined, () => undefined);
-    return result;
+    return this.exclusion.run(fn);
   }
 
   private async pass(): Promise<void> {

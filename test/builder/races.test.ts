@@ -27,13 +27,45 @@ function held(): { promise: Promise<void>; release: () => void } {
   return { promise, release };
 }
 
-/** A runtime in memory: every ensured endpoint has its replicas ready at once. `gate` holds calls. */
+type Method = (...args: never[]) => unknown;
+
+/**
+ * Holds the next call of `obj[name]` until `release()`; `reached` resolves when that call comes.
+ * Later calls go straight through.
+ */
+function holdNextCall<O extends object>(obj: O, name: keyof O): { reached: Promise<void>; release: () => void } {
+  const gate = held();
+  const reached = held();
+  const slot = obj as Record<keyof O, Method>;
+  const original = slot[name];
+  slot[name] = async (...args: never[]) => {
+    slot[name] = original;
+    reached.release();
+    await gate.promise;
+    return original.apply(obj, args);
+  };
+  return { reached: reached.promise, release: gate.release };
+}
+
+/** Resolves once the next call of `obj[name]` has returned (a synchronous method). */
+function afterNextCall<O extends object>(obj: O, name: keyof O): Promise<void> {
+  const done = held();
+  const slot = obj as Record<keyof O, Method>;
+  const original = slot[name];
+  slot[name] = (...args: never[]) => {
+    slot[name] = original;
+    const result = original.apply(obj, args);
+    done.release();
+    return result;
+  };
+  return done.promise;
+}
+
+/** A runtime in memory: every ensured endpoint has its replicas ready at once. */
 class FakeRuntime implements Runtime {
   readonly kind = 'local' as const;
   readonly running = new Map<string, EndpointStatus>();
   readonly listeners = new Set<(s: EndpointStatus) => void>();
-  /** When set, the next `list` call waits for it (and clears it). */
-  holdList: { promise: Promise<void>; reached: () => void } | null = null;
 
   async ensure(spec: EndpointSpec): Promise<void> {
     const replicas = Array.from({ length: spec.replicas }, (_, i) => ({ id: `${spec.version}-${i}`, address: `127.0.0.1:${9000 + i}`, state: 'ready' as const, restarts: 0 }));
@@ -45,12 +77,6 @@ class FakeRuntime implements Runtime {
     this.running.delete(key);
   }
   async list(): Promise<EndpointStatus[]> {
-    const h = this.holdList;
-    if (h) {
-      this.holdList = null;
-      h.reached();
-      await h.promise;
-    }
     return [...this.running.values()];
   }
   onChange(listener: (s: EndpointStatus) => void): () => void {
@@ -123,15 +149,13 @@ t.test('a version deleted while a reconciler pass is under way: no replicas, no 
   t.ok(runtime.running.has('acme/mnist/web/v1/predict'), 'v1 runs');
 
   // A pass reads the versions (v1 among them), then waits in the runtime's list...
-  const gate = held();
-  const reached = held();
-  runtime.holdList = { promise: gate.promise, reached: reached.release };
+  const list = holdNextCall(runtime, 'list');
   const pass = reconciler.trigger();
-  await reached.promise;
+  await list.reached;
   // ...while v1 is deleted; then the pass goes on with what it read.
   const deleted = settledOrWaiting(reconciler, controller.deleteVersion({ ...DEPLOYMENT, version: 'v1' }, 'admin'));
   await deleted.ready;
-  gate.release();
+  list.release();
   await Promise.all([pass, deleted.done]);
 
   t.equal(await routing.getEndpoint(key), null, 'no route of the deleted version is published again');
@@ -145,14 +169,12 @@ t.test('a deployment deleted while a reconciler pass is under way: no replicas, 
   const key = endpointKey({ ...DEPLOYMENT, version: 'v1', endpoint: 'predict' });
   t.ok(await routing.getEndpoint(key), 'v1 is routed');
 
-  const gate = held();
-  const reached = held();
-  runtime.holdList = { promise: gate.promise, reached: reached.release };
+  const list = holdNextCall(runtime, 'list');
   const pass = reconciler.trigger();
-  await reached.promise;
+  await list.reached;
   const deleted = settledOrWaiting(reconciler, controller.deleteDeployment(DEPLOYMENT, 'admin'));
   await deleted.ready;
-  gate.release();
+  list.release();
   await Promise.all([pass, deleted.done]);
 
   t.equal(await routing.getEndpoint(key), null, 'no route of the deleted deployment is published again');
@@ -170,17 +192,9 @@ t.test('a version deleted as its build finishes: the replicas and routes the bui
     delete draft.codeDir;
   });
   // The delete is held after that read (at its alias check)...
-  const gate = held();
-  const reached = held();
-  const listAliases = store.listAliases.bind(store);
-  store.listAliases = async (r) => {
-    reached.release();
-    await gate.promise;
-    return listAliases(r);
-  };
+  const aliases = holdNextCall(store, 'listAliases');
   const deleted = controller.deleteVersion(ref, 'admin');
-  await reached.promise;
-  store.listAliases = listAliases;
+  await aliases.reached;
   // ...while the build finishes (as `build` does: the store, then a pass).
   await store.updateVersion(ref, (draft) => {
     draft.endpoints = built.endpoints;
@@ -190,7 +204,7 @@ t.test('a version deleted as its build finishes: the replicas and routes the bui
   await reconciler.trigger();
   const key = endpointKey({ ...ref, endpoint: 'predict' });
   t.ok(await routing.getEndpoint(key), 'the pass routed v1');
-  gate.release();
+  aliases.release();
   await deleted;
 
   t.equal(await store.getVersion(ref), null, 'v1 is gone');
@@ -203,21 +217,13 @@ t.test('two alias PUTs at once: the gateway ends with what the store has, not th
   await builtVersion('v1');
   await builtVersion('v2');
   // The first PUT is held while it reads the deployment's record to publish (after its aliases)...
-  const gate = held();
-  const reached = held();
-  const getUserHashes = store.getUserHashes.bind(store);
-  store.getUserHashes = async (r) => {
-    store.getUserHashes = getUserHashes;
-    reached.release();
-    await gate.promise;
-    return getUserHashes(r);
-  };
+  const users = holdNextCall(store, 'getUserHashes');
   const first = controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
-  await reached.promise;
+  await users.reached;
   // ...while a second PUT moves the alias on (and returns, or waits for the first to publish).
   const second = controller.setAlias(DEPLOYMENT, 'production', { version: 'v2' }, { force: true }, 'admin');
   await waitFor(async () => (await store.listAudit()).items.some((e) => e.action === 'alias.set' && (e.details as { to?: { version?: string } }).to?.version === 'v2'), { what: 'the second PUT to be recorded' });
-  gate.release();
+  users.release();
   await Promise.all([first, second]);
 
   t.same(await store.getAlias(DEPLOYMENT, 'production'), { name: 'production', version: 'v2' }, 'the store has the later PUT');
@@ -230,21 +236,13 @@ t.test('a deployment deleted while an alias PUT publishes it: the gateways do no
   await controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
   t.ok(await routing.getDeployment(deploymentKey(DEPLOYMENT)), 'the deployment is routed');
   // The PUT is held while it reads the deployment's record to publish...
-  const gate = held();
-  const reached = held();
-  const getUserHashes = store.getUserHashes.bind(store);
-  store.getUserHashes = async (r) => {
-    store.getUserHashes = getUserHashes;
-    reached.release();
-    await gate.promise;
-    return getUserHashes(r);
-  };
+  const users = holdNextCall(store, 'getUserHashes');
   const put = controller.setAlias(DEPLOYMENT, 'staging', { version: 'v1' }, { force: true }, 'admin');
-  await reached.promise;
+  await users.reached;
   // ...while the deployment is deleted.
   const deleted = controller.deleteDeployment(DEPLOYMENT, 'admin');
   await waitFor(async () => (await store.getDeployment(DEPLOYMENT)) === null, { what: 'the deployment to leave the store' });
-  gate.release();
+  users.release();
   await Promise.all([put, deleted]);
 
   t.equal(await routing.getDeployment(deploymentKey(DEPLOYMENT)), null, 'no record of the deleted deployment is routed');
@@ -277,28 +275,14 @@ t.test('a version deleted while it builds: a new version of its name starts with
   const { store, controller, logs } = await harness(t);
   const ref = { ...DEPLOYMENT, version: 'v1' };
   // The build is held where it resolves its upload...
-  const gate = held();
-  const reached = held();
-  const getUpload = store.getUpload.bind(store);
-  store.getUpload = async (id) => {
-    store.getUpload = getUpload;
-    reached.release();
-    await gate.promise;
-    return getUpload(id);
-  };
-  const ended = held();
-  const end = logs.end.bind(logs);
-  logs.end = (key) => {
-    logs.end = end;
-    end(key);
-    ended.release();
-  };
+  const upload = holdNextCall(store, 'getUpload');
+  const ended = afterNextCall(logs, 'end');
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: 'up_missing' } }, 'admin');
-  await reached.promise;
+  await upload.reached;
   // ...while the version is deleted; then it goes on to its end (it fails: no such upload).
   await controller.deleteVersion(ref, 'admin');
-  gate.release();
-  await ended.promise;
+  upload.release();
+  await ended;
 
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the new build to fail' });
@@ -309,31 +293,17 @@ t.test('a version deleted while it builds: a new version of its name starts with
 t.test('a version deleted while it builds and created again: the old build does not write into the new one', async (t) => {
   const { store, controller, logs } = await harness(t);
   const ref = { ...DEPLOYMENT, version: 'v1' };
-  const gate = held();
-  const reached = held();
-  const getUpload = store.getUpload.bind(store);
-  store.getUpload = async (id) => {
-    store.getUpload = getUpload;
-    reached.release();
-    await gate.promise;
-    return getUpload(id);
-  };
+  const upload = holdNextCall(store, 'getUpload');
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: 'up_missing' } }, 'admin');
-  await reached.promise;
+  await upload.reached;
   await controller.deleteVersion(ref, 'admin');
   // A new v1, whose build ends first...
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the new build to fail' });
   // ...then the old build ends.
-  const ended = held();
-  const end = logs.end.bind(logs);
-  logs.end = (key) => {
-    logs.end = end;
-    end(key);
-    ended.release();
-  };
-  gate.release();
-  await ended.promise;
+  const ended = afterNextCall(logs, 'end');
+  upload.release();
+  await ended;
   t.match(await store.getVersion(ref), { status: 'failed', reason: /source\.path/ }, 'the new v1 keeps its own outcome');
   const lines = (await controller.buildLog(ref)).map((l) => l.line);
   t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
