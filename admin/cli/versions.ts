@@ -50,6 +50,8 @@ export const versionsCommand = operatorCommand({
   portico versions delete VERSION                          (refused while an alias points at it)
   portico versions build-log VERSION
 
+A version stopped while it builds stays \`building\` until its build ends, then is \`stopped\`.
+
 Options:
 ${DEPLOYMENT_HELP}
   --endpoint NAME        scale: the endpoint
