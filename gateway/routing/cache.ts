@@ -328,8 +328,9 @@ export class RouteCache {
   }
 
   /**
-   * One heartbeat: learn the current sequence if needed, acknowledge (again: an ack lost while
-   * the table was down, or dropped with an expired registration, is restored), then register.
+   * One heartbeat: learn the current sequence if needed, acknowledge while the table is available
+   * (again: an ack lost while it was down, or dropped with an expired registration, is
+   * restored), then register.
    */
   private async beat(): Promise<void> {
     try {
@@ -338,11 +339,14 @@ export class RouteCache {
         this.seqUnknown = false;
         if (seq > this.appliedSeq) this.appliedSeq = seq;
       }
-      // Records kept aside serve while the table cannot answer; the ack that ends them waits
-      // for the table (`onAvailability` runs a beat at once). A periodic beat in between must
-      // neither drop them nor acknowledge. Otherwise, before the ack goes out: once it is seen,
-      // no request here may get a record kept aside.
-      if (this.up || this.previous === null) {
+      // Nothing is acknowledged while the table is unavailable (`onAvailability` runs a beat at
+      // once when it is back): the change feed may be away, and the sequence applied here may be
+      // that of a table since replaced (Redis restarted empty, a failover to a replica behind),
+      // where acks only ever raise: acknowledged there, it would count for changes this gateway
+      // never saw until the new sequence passed it. Records kept aside serve while the table
+      // cannot answer; the ack that ends them drops them first: once it is seen, no request here
+      // may get a record kept aside.
+      if (this.up) {
         this.previous = null;
         await this.reader.ack(this.gateway.id, this.appliedSeq);
       }

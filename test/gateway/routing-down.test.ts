@@ -1,5 +1,6 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { createLogger } from '../../common/log.ts';
 import { loadConfig } from '../../common/config.ts';
 import { startGateway } from '../../gateway/main.ts';
@@ -129,4 +130,32 @@ t.test('a gateway says in its log when Redis is unreachable at its start, when i
   await redis.kill();
   await waitFor(() => lines.some((l) => l.level === 'warn' && /unreachable.*: cached routes keep serving/.test(l.msg)), { what: 'the loss logged' });
   t.ok(said(new RegExp(`^routing table unreachable \\(${where}: .+\\): cached routes keep serving`)), 'the loss names the address and the error');
+});
+
+t.test('a gateway back on a restarted (empty) Redis before its change feed acknowledges nothing until it resyncs', async (t) => {
+  const { redis, writer, gw, routes } = await redisSetup(t, { PORTICO_HEARTBEAT_MS: '100' });
+  const agent = client(t);
+  let seq = 0;
+  for (let i = 0; i < 3; i++) seq = await writer.apply(routes);
+  t.same((await writer.waitForAcks(seq, 2000)).missing, [], `the gateway applied seq ${seq}`);
+  t.equal((await call(agent, `${gw.url}/acme/mnist/web/production/predict`)).headers['x-portico-version'], 'v1');
+
+  // The new server takes commands but refuses SUBSCRIBE for now: the gateway's command connection
+  // is back, its change feed is not (as when the feed reconnects last, or after a failover).
+  await redis.kill();
+  await redis.start(['--user', 'default', 'on', 'nopass', '~*', '&*', '+@all', '-subscribe']);
+  await waitFor(async () => (await writer.liveGateways()).some((g) => g.id === gw.id), { what: 'the gateway registered on the new server' });
+  const flipped = { ...routes, putDeployments: [deployment({ aliases: { production: { version: 'v2' } } })] };
+  const next = await writer.apply(flipped);
+  t.ok(next < seq, `the new server's sequence (${next}) starts below what the gateway applied before (${seq})`);
+  const acks = await writer.waitForAcks(next, 500);
+  const res = await call(agent, `${gw.url}/acme/mnist/web/production/predict`);
+  t.equal(res.headers['x-portico-version'], 'v1', 'the gateway, without its feed, still routes the old way');
+  t.same(acks, { seq: next, acknowledged: [], missing: [gw.id] }, 'so it is not counted as having applied the change');
+
+  const admin = new Redis(redis.url);
+  t.teardown(() => admin.disconnect());
+  await admin.call('ACL', 'SETUSER', 'default', '+subscribe');
+  t.same((await writer.waitForAcks(next, 5000)).missing, [], 'acknowledged once its feed is back');
+  t.equal((await call(agent, `${gw.url}/acme/mnist/web/production/predict`)).headers['x-portico-version'], 'v2');
 });

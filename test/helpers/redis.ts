@@ -17,8 +17,11 @@ export interface RedisServer {
   resume(): void;
   /** Kills the server (a Redis that is gone). `start()` brings a fresh one up on the same port. */
   kill(): Promise<void>;
-  /** Starts the server again on the same port (empty: nothing is persisted). */
-  start(): Promise<void>;
+  /**
+   * Starts the server again on the same port (empty: nothing is persisted), with `extra`
+   * arguments for this run only (`--user default ... -subscribe`: a server that refuses some commands).
+   */
+  start(extra?: readonly string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -60,7 +63,7 @@ async function serverOn(port: number, extra: string[]): Promise<RedisServer> {
     pause: () => { proc.kill('SIGSTOP'); },
     resume: () => { proc.kill('SIGCONT'); },
     kill: () => stopProcess(proc),
-    start: async () => { proc = await startServer(port, args); },
+    start: async (more = []) => { proc = await startServer(port, [...args, ...more]); },
     stop: async () => {
       await stopProcess(proc);
       rmSync(dir, { recursive: true, force: true });
