@@ -350,6 +350,9 @@ export class RouteCache {
         this.previous = null;
         await this.reader.ack(this.gateway.id, this.appliedSeq);
       }
+      // Stopped meanwhile: it has left the live set, and registering again would have alias
+      // changes wait for a gateway that is gone until its registration expires.
+      if (this.stopped) return;
       await this.reader.heartbeat(this.gateway, 3 * this.heartbeatMs);
       if (this.up && !this.opened) {
         this.opened = true;

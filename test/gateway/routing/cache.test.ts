@@ -315,6 +315,21 @@ t.test('start registers the gateway in the live set, stop removes it', async (t)
   t.same(await table.liveGateways(), []);
 });
 
+t.test('a heartbeat under way when the cache stops does not register the gateway again', async (t) => {
+  const table = new EmbeddedRoutingTable();
+  const cache = await cacheOn(t, table, { heartbeatMs: 20 });
+  // The next periodic beat's ack is held: the beat is between its ack and its heartbeat.
+  const ack = table.ack.bind(table);
+  let answer: (() => void) | undefined;
+  table.ack = (id, seq) => new Promise((resolve) => (answer = () => resolve(ack(id, seq))));
+  const release = await waitFor(() => answer, { what: 'the next heartbeat' });
+  await cache.stop();
+  t.same(await table.liveGateways(), [], 'left the live set');
+  release();
+  await new Promise(setImmediate); // the beat goes on as far as it will
+  t.same(await table.liveGateways(), [], 'and stays out: alias changes do not wait for a gateway that is gone');
+});
+
 t.test('through Redis', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
