@@ -25,6 +25,12 @@ export class Publisher {
   constructor(routing: RoutingWriter, opts: { ackTimeoutMs: number }) {
     this.routing = routing;
     this.ackTimeoutMs = opts.ackTimeoutMs;
+    // The table may have lost what was written last (Redis restarted from its snapshot, a
+    // failover): the records skipped as unchanged would otherwise stay lost, the gateways
+    // routing to replicas that are gone, until each endpoint changed again.
+    routing.onReconnect?.(() => {
+      if (this.endpoints.size > 0) this.apply({ putEndpoints: [...this.endpoints.values()] }).catch(() => {});
+    });
   }
 
   /**

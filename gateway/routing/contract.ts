@@ -202,6 +202,13 @@ export interface RoutingWriter {
   /** Every key in the table (for the publisher's full resync after a controller restart). */
   keys(): Promise<string[]>;
   /**
+   * Called each time the connection to the table is made again after it was lost. The table may
+   * have lost writes meanwhile (a server restarted from its last snapshot or append-only file, a
+   * failover to a replica that was behind): a writer that skips records it believes written must
+   * write them again. Optional: a table in this process's memory never loses writes.
+   */
+  onReconnect?(listener: () => void): void;
+  /**
    * The deployment's stats buckets that overlap the last `windowMs` (by the table's clock, also
    * returned as `now`), summed over every gateway, in time order. Optional, as `writeStats`.
    */

@@ -182,9 +182,10 @@ const noop = (): void => {};
  *
  * No call ever hangs: commands are not queued while disconnected, each one rejects after
  * `commandTimeoutMs`, and nothing is retried; the connection reconnects by itself with a capped
- * backoff. The change feed runs on a second connection, created when first needed, which
- * fires `onResync` each time it (re)subscribes. `isAvailable()` is false while the command
- * connection is down or timing out, or while a needed subscription is not in place.
+ * backoff, and fires `onReconnect` each time it is back. The change feed runs on a second
+ * connection, created when first needed, which fires `onResync` each time it (re)subscribes.
+ * `isAvailable()` is false while the command connection is down or timing out, or while a
+ * needed subscription is not in place.
  */
 export class RedisRoutingTable implements RoutingTable {
   private readonly cmd: Redis;
@@ -203,10 +204,13 @@ export class RedisRoutingTable implements RoutingTable {
   private readonly changeListeners: ((msg: ChangeMessage) => void)[] = [];
   private readonly resyncListeners: (() => void)[] = [];
   private readonly availabilityListeners: ((up: boolean) => void)[] = [];
+  private readonly reconnectListeners: (() => void)[] = [];
   private readonly upWaiters = new Set<() => void>();
   /** Waits for acks, woken by each ack message and when the ack subscription is (re)made. */
   private readonly ackWaiters = new Set<() => void>();
   private cmdUp = false;
+  /** Whether the command connection was ready before: its next 'ready' is a reconnection. */
+  private cmdWasReady = false;
   private feedUp = false;
   private available = false;
   private probe: NodeJS.Timeout | undefined;
@@ -243,7 +247,11 @@ export class RedisRoutingTable implements RoutingTable {
     this.cmd.on('error', (err: Error) => {
       this.lastError = err.message;
     });
-    this.cmd.on('ready', () => this.setCmdUp(true));
+    this.cmd.on('ready', () => {
+      this.setCmdUp(true);
+      if (this.cmdWasReady && !this.closed) notify(this.reconnectListeners, undefined);
+      this.cmdWasReady = true;
+    });
     this.cmd.on('close', () => this.setCmdUp(false));
   }
 
@@ -272,6 +280,10 @@ export class RedisRoutingTable implements RoutingTable {
 
   onAvailability(listener: (up: boolean) => void): void {
     this.availabilityListeners.push(listener);
+  }
+
+  onReconnect(listener: () => void): void {
+    this.reconnectListeners.push(listener);
   }
 
   isAvailable(): boolean {
