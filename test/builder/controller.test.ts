@@ -1,6 +1,7 @@
 // The controller's operations over a real store, routing table and local target (startController
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
+import { Redis } from 'ioredis';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,17 +13,22 @@ import { startController, type RunningController } from '../../builder/main.ts';
 import { loadConfig } from '../../common/config.ts';
 import { PorticoError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
+import { deploymentKey, type RoutingTable } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
+import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { waitFor } from '../helpers/poll.ts';
+import { startRedis } from '../helpers/redis.ts';
 
 const silent: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 const PROJECT = { owner: 'acme', project: 'mnist' } as const;
 const DEPLOYMENT = { ...PROJECT, deployment: 'web' } as const;
 
-/** A controller on a fresh data dir (extra `PORTICO_*` variables in `env`), stopped on teardown. */
-async function startControl(t: Test, env: Record<string, string> = {}): Promise<RunningController & { routing: EmbeddedRoutingTable }> {
+/**
+ * A controller on a fresh data dir (extra `PORTICO_*` variables in `env`) writing `routing` (default
+ * a new embedded table), stopped on teardown.
+ */
+async function startControl<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, env: Record<string, string> = {}, routing: R = new EmbeddedRoutingTable() as RoutingTable as R): Promise<RunningController & { routing: R }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
-  const routing = new EmbeddedRoutingTable();
   const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir, ...env }), routing, log: silent });
   t.teardown(async () => {
     await running.close();
@@ -184,4 +190,36 @@ t.test('tokens: after the admin token is rotated away, a restart says its token 
   const third = await start();
   t.teardown(() => third.stop());
   t.same([third.createdToken, third.tokenFileRevoked], [null, true], 'after the rotation: no new token, the file is said to be stale');
+});
+
+t.test('an alias PUT whose routing write failed after the store took it: the gateways get the stored alias once Redis is back', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const table = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 1000 });
+  t.ok(await table.whenAvailable(5000), 'connected');
+  const { controller, routing, store } = await startControl(t, { PORTICO_REDIS_URL: redis.url, PORTICO_FLIP_ACK_MS: '100' }, table);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  for (const name of ['v1', 'v2']) {
+    await controller.createVersion(DEPLOYMENT, { name, source: { path: '/nonexistent' } }, 'admin');
+    await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: name })).status === 'failed', { what: `the build of ${name} to fail` });
+  }
+  await controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
+  const production = async () => (await routing.getDeployment(deploymentKey(DEPLOYMENT)))?.aliases['production'];
+  t.same(await production(), { version: 'v1' });
+
+  // The routing table's connection drops between the store's write and the routing write.
+  const dropped = new Promise<void>((resolve) => routing.onAvailability((up) => up || resolve()));
+  const apply = routing.apply.bind(routing);
+  routing.apply = async (change) => {
+    routing.apply = apply;
+    const admin = new Redis(redis.url);
+    const clients = String(await admin.call('CLIENT', 'LIST'));
+    await admin.call('CLIENT', 'KILL', 'ID', /id=(\d+) .*name=portico-routing /.exec(clients)?.[1] ?? '');
+    admin.disconnect();
+    await dropped;
+    return apply(change);
+  };
+  await t.rejects(controller.setAlias(DEPLOYMENT, 'production', { version: 'v2' }, { force: true }, 'admin'), 'the PUT fails (503)');
+  t.same((await store.listAliases(DEPLOYMENT)).find((a) => a.name === 'production'), { name: 'production', version: 'v2' }, 'the store has the new alias');
+  await waitFor(async () => JSON.stringify(await production()) === '{"version":"v2"}', { what: 'the routing table to follow the store' });
 });
