@@ -20,6 +20,11 @@ export class Publisher {
   private readonly ackTimeoutMs: number;
   /** Last endpoint records written, so a replica change rewrites only what changed. */
   private readonly endpoints = new Map<string, EndpointRecord>();
+  /** Keys whose removal could not be written (nor anything of them since): removed on reconnection. */
+  private readonly unremoved = new Set<string>();
+  /** Keys of changes not settled yet, with the number of the latest change handed on for each. */
+  private readonly latest = new Map<string, number>();
+  private handed = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(routing: RoutingWriter, opts: { ackTimeoutMs: number }) {
@@ -27,9 +32,14 @@ export class Publisher {
     this.ackTimeoutMs = opts.ackTimeoutMs;
     // The table may have lost what was written last (Redis restarted from its snapshot, a
     // failover): the records skipped as unchanged would otherwise stay lost, the gateways
-    // routing to replicas that are gone, until each endpoint changed again.
+    // routing to replicas that are gone, until each endpoint changed again. A removal that
+    // failed (Redis gone after the store's delete) is made now: nothing else would make it.
     routing.onReconnect?.(() => {
-      if (this.endpoints.size > 0) this.apply({ putEndpoints: [...this.endpoints.values()] }).catch(() => {});
+      if (this.endpoints.size > 0 || this.unremoved.size > 0) {
+        // Failing, it forgets no record: they are as current as before, and the next
+        // reconnection writes them again.
+        this.write({ putEndpoints: [...this.endpoints.values()], delete: [...this.unremoved] }, false).catch(() => {});
+      }
     });
   }
 
@@ -38,18 +48,35 @@ export class Publisher {
    * order of the calls (a queue), so an older view of an endpoint never overwrites a newer one;
    * waiting for acknowledgements happens outside the queue.
    */
-  async apply(change: RoutingChange): Promise<AckResult> {
+  apply(change: RoutingChange): Promise<AckResult> {
+    return this.write(change, true);
+  }
+
+  /** `apply`; a failure forgets the endpoint records put (see there) only when `forget`. */
+  private async write(change: RoutingChange, forget: boolean): Promise<AckResult> {
+    const n = ++this.handed;
+    const deletes = change.delete ?? [];
+    const keys = [...(change.putDeployments ?? []).map(deploymentKey), ...(change.putEndpoints ?? []).map(endpointKey), ...deletes];
+    for (const k of keys) {
+      this.latest.set(k, n);
+      this.unremoved.delete(k);
+    }
     for (const e of change.putEndpoints ?? []) this.endpoints.set(endpointKey(e), e);
-    for (const k of change.delete ?? []) this.endpoints.delete(k);
+    for (const k of deletes) this.endpoints.delete(k);
     const written = this.queue.then(() => this.routing.apply(change));
     this.queue = written.catch(() => undefined);
     let seq: number;
     try {
       seq = await written;
     } catch (err) {
-      // Not written: forget it, so the next put of the same record is not skipped as unchanged.
-      for (const e of change.putEndpoints ?? []) this.endpoints.delete(endpointKey(e));
+      // Not written, where no later change speaks of the key: forget a record, so the next put of
+      // it is not skipped as unchanged; remember a removal, to make on reconnection.
+      const last = (k: string): boolean => this.latest.get(k) === n;
+      if (forget) for (const e of change.putEndpoints ?? []) if (last(endpointKey(e))) this.endpoints.delete(endpointKey(e));
+      for (const k of deletes) if (last(k)) this.unremoved.add(k);
       throw err;
+    } finally {
+      for (const k of keys) if (this.latest.get(k) === n) this.latest.delete(k);
     }
     return this.routing.waitForAcks(seq, this.ackTimeoutMs);
   }
@@ -84,6 +111,7 @@ export class Publisher {
     const keep = new Set([...deployments.map(deploymentKey), ...endpoints.map(endpointKey)]);
     const stale = (await this.routing.keys()).filter((k) => !keep.has(k));
     this.endpoints.clear();
+    this.unremoved.clear();
     return this.apply({ putDeployments: deployments, putEndpoints: endpoints, delete: stale });
   }
 }

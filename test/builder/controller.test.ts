@@ -1,7 +1,6 @@
 // The controller's operations over a real store, routing table and local target (startController
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
-import { Redis } from 'ioredis';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +16,7 @@ import { deploymentKey, type RoutingTable } from '../../gateway/routing/contract
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { waitFor } from '../helpers/poll.ts';
-import { startRedis } from '../helpers/redis.ts';
+import { dropBeforeNextApply, startRedis } from '../helpers/redis.ts';
 
 const silent: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 const PROJECT = { owner: 'acme', project: 'mnist' } as const;
@@ -208,17 +207,7 @@ t.test('an alias PUT whose routing write failed after the store took it: the gat
   t.same(await production(), { version: 'v1' });
 
   // The routing table's connection drops between the store's write and the routing write.
-  const dropped = new Promise<void>((resolve) => routing.onAvailability((up) => up || resolve()));
-  const apply = routing.apply.bind(routing);
-  routing.apply = async (change) => {
-    routing.apply = apply;
-    const admin = new Redis(redis.url);
-    const clients = String(await admin.call('CLIENT', 'LIST'));
-    await admin.call('CLIENT', 'KILL', 'ID', /id=(\d+) .*name=portico-routing /.exec(clients)?.[1] ?? '');
-    admin.disconnect();
-    await dropped;
-    return apply(change);
-  };
+  dropBeforeNextApply(routing, redis.url);
   await t.rejects(controller.setAlias(DEPLOYMENT, 'production', { version: 'v2' }, { force: true }, 'admin'), 'the PUT fails (503)');
   t.same((await store.listAliases(DEPLOYMENT)).find((a) => a.name === 'production'), { name: 'production', version: 'v2' }, 'the store has the new alias');
   await waitFor(async () => JSON.stringify(await production()) === '{"version":"v2"}', { what: 'the routing table to follow the store' });

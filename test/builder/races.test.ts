@@ -14,9 +14,11 @@ import { EmbeddedStore } from '../../builder/store/embedded.ts';
 import type { VersionEndpoint } from '../../builder/store/store.ts';
 import { LogStore } from '../../builder/telemetry/logs.ts';
 import { loadConfig } from '../../common/config.ts';
-import { deploymentKey, endpointKey } from '../../gateway/routing/contract.ts';
+import { deploymentKey, endpointKey, type RoutingTable } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
+import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { waitFor } from '../helpers/poll.ts';
+import { dropBeforeNextApply, startRedis } from '../helpers/redis.ts';
 
 const DEPLOYMENT = { owner: 'acme', project: 'mnist', deployment: 'web' } as const;
 
@@ -110,11 +112,10 @@ const endpoint: VersionEndpoint = {
   files: [],
 };
 
-async function harness(t: Test) {
+async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, routing: R = new EmbeddedRoutingTable() as RoutingTable as R) {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-races-test-'));
   const config = loadConfig({ PORTICO_DATA_DIR: dataDir, PORTICO_ADMIN_TOKEN: 'e'.repeat(40) });
   const store = await EmbeddedStore.open({ dir: join(dataDir, 'store') });
-  const routing = new EmbeddedRoutingTable();
   const publisher = new Publisher(routing, { ackTimeoutMs: 100 });
   const runtime = new FakeRuntime();
   const errors: unknown[] = [];
@@ -307,4 +308,26 @@ t.test('a version deleted while it builds and created again: the old build does 
   t.match(await store.getVersion(ref), { status: 'failed', reason: /source\.path/ }, 'the new v1 keeps its own outcome');
   const lines = (await controller.buildLog(ref)).map((l) => l.line);
   t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
+});
+
+t.test('a version and a deployment deleted while Redis went away before their routes were: the routes go once it is back', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const table = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 1000 });
+  t.ok(await table.whenAvailable(5000), 'connected');
+  const { routing, reconciler, controller, builtVersion } = await harness(t, table);
+  for (const name of ['v1', 'v2']) await builtVersion(name);
+  await reconciler.trigger();
+  const key = (version: string) => endpointKey({ ...DEPLOYMENT, version, endpoint: 'predict' });
+  t.ok((await routing.getEndpoint(key('v1'))) && (await routing.getEndpoint(key('v2'))), 'both versions are routed');
+
+  // Each delete finds the routing table's connection gone after the store's write: refused (503).
+  dropBeforeNextApply(routing, redis.url);
+  await t.rejects(controller.deleteVersion({ ...DEPLOYMENT, version: 'v1' }, 'admin'));
+  await waitFor(() => routing.isAvailable(), { what: 'the table back' });
+  await waitFor(async () => (await routing.getEndpoint(key('v1'))) === null, { what: 'the deleted version unrouted' });
+  await controller.setAlias(DEPLOYMENT, 'production', { version: 'v2' }, {}, 'admin');
+  dropBeforeNextApply(routing, redis.url);
+  await t.rejects(controller.deleteDeployment(DEPLOYMENT, 'admin'));
+  await waitFor(async () => (await routing.getDeployment(deploymentKey(DEPLOYMENT))) === null && (await routing.getEndpoint(key('v2'))) === null, { what: 'the deleted deployment unrouted' });
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import type { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { freePort, waitFor } from './poll.ts';
 
 /** A real redis-server started for a test, on a free loopback port. */
@@ -83,6 +84,34 @@ export interface SentinelSet {
   /** Port of the server the sentinel names as master now. */
   currentMasterPort(): Promise<number>;
   stop(): Promise<void>;
+}
+
+/** Closes, from the server's side, the connection of the client named `name` (CLIENT SETNAME). */
+export async function killClient(url: string, name: string): Promise<void> {
+  const admin = new Redis(url);
+  try {
+    const id = new RegExp(`^id=(\\d+) .* name=${name} `, 'm').exec(String(await admin.call('CLIENT', 'LIST')))?.[1];
+    if (id === undefined) throw new Error(`no client named ${name}`);
+    await admin.call('CLIENT', 'KILL', 'ID', id);
+  } finally {
+    admin.disconnect();
+  }
+}
+
+/**
+ * Makes the next `apply` of `table` (the only routing table on the server) find its connection
+ * closed by the server, as when Redis goes away between two writes of one operation: it rejects,
+ * and the table reconnects.
+ */
+export function dropBeforeNextApply(table: RedisRoutingTable, url: string): void {
+  const dropped = new Promise<void>((resolve) => table.onAvailability((up) => up || resolve()));
+  const apply = table.apply.bind(table);
+  table.apply = async (change) => {
+    table.apply = apply;
+    await killClient(url, 'portico-routing');
+    await dropped;
+    return apply(change);
+  };
 }
 
 function startServer(port: number, args: string[]): Promise<ChildProcess> {
