@@ -72,6 +72,27 @@ function failInternal(ex: Exchange, err: unknown, log: Logger): void {
   ex.fail(new PorticoError(GatewayErrors.INTERNAL_ERROR, undefined, { cause: err }));
 }
 
+/**
+ * The HTTP server's `shouldUpgradeCallback`: which upgrade requests become tunnels ('upgrade').
+ * Only those without a body: a tunnel sends the replica the head alone and holds back what
+ * follows until a 101, so the body of an upgrade request that has one (`curl --http2 -d`
+ * offering h2c) never reached the replica, which waited for it (504) or, for a chunked body,
+ * answered without it. Such a request is proxied as a plain one ('request'), its upgrade offer
+ * dropped (a server may ignore one), body limit and all. Its answer closes the connection:
+ * Node's parser drops whatever follows such a request in the same read, so a request pipelined
+ * after it would never be answered on a connection left open.
+ */
+export function upgradesWithoutBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  if (req.headers['transfer-encoding'] === undefined && (length === undefined || Number(length) === 0)) return true;
+  (req as MaybeDeclinedUpgrade)[UPGRADE_DECLINED] = true;
+  return false;
+}
+
+/** Marks an upgrade request proxied as a plain one (see `upgradesWithoutBody`). */
+const UPGRADE_DECLINED = Symbol('portico.upgradeDeclined');
+type MaybeDeclinedUpgrade = IncomingMessage & { [UPGRADE_DECLINED]?: true };
+
 /** Marks a connection whose parser refused bytes while a request of it was being answered. */
 const REFUSED_AFTER = Symbol('portico.refusedAfterRequest');
 
@@ -159,7 +180,7 @@ export class GatewayListener implements ExchangeSink {
     gres.exchange = ex;
     gres.on('close', onResponseClose);
     this.inFlight++;
-    if (this.draining) gres.shouldKeepAlive = false;
+    if (this.draining || (req as MaybeDeclinedUpgrade)[UPGRADE_DECLINED]) gres.shouldKeepAlive = false;
     return ex;
   }
 

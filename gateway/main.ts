@@ -10,7 +10,7 @@ import { AccessLog } from './access-log.ts';
 import { BasicAuthenticator } from './auth/basic.ts';
 import { LeastPendingBalancer } from './balancer/least-pending.ts';
 import { GatewayResponse } from './exchange.ts';
-import { GatewayListener } from './listener.ts';
+import { GatewayListener, upgradesWithoutBody } from './listener.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { Upstreams } from './proxy/upstreams.ts';
 import { DEFAULT_STARTUP_WAIT_MS, RouteCache } from './routing/cache.ts';
@@ -134,6 +134,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     insecureHTTPParser: false,
     // Checked by the header stage instead, so the 400 is the JSON error like every other.
     requireHostHeader: false,
+    // An upgrade request with a body is proxied as a plain request (see `upgradesWithoutBody`).
+    shouldUpgradeCallback: upgradesWithoutBody,
   });
   let address: AddressInfo;
   try {

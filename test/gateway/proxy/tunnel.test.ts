@@ -189,3 +189,31 @@ t.test('an upgrade retried after a route change goes to a replica the route has 
   t.equal(removedEcho.upgrades.length, 0, 'not on the removed one');
   await waitFor(() => gw.listener.inFlight === 0 && gw.upstreams.stats().pending === 0, { what: 'the exchange to end' });
 });
+
+t.test('an upgrade request with a body (curl --http2 -d) is proxied as a plain request, body and all', async (t) => {
+  const rep = await replica(t, (req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => res.end(`got ${body}`));
+  });
+  const { gw, table } = await gateway(t);
+  // Without the body the replica would wait for, the gateway would answer 504 after this.
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address], { timeoutSeconds: 5 })] });
+  const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n';
+  // A request pipelined after it would be lost (Node's parser drops it): the connection closes.
+  const pipelined = 'GET /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\n\r\n';
+  const sized = await rawRequest(gw.url, `POST /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\n${h2c}Content-Length: 11\r\n\r\nhello=world${pipelined}`, { until: () => false });
+  t.match(sized, /^HTTP\/1\.1 200 OK\r\n/);
+  t.match(sized, /\r\nConnection: close\r\n/);
+  t.match(sized, /\r\n\r\ngot hello=world$/);
+  const chunked = await rawRequest(gw.url, `POST /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\n${h2c}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+  t.match(chunked, /^HTTP\/1\.1 200 OK\r\n/);
+  t.match(chunked, /\r\n\r\n(?:[0-9a-f]+\r\n)?got hello/);
+  t.equal(rep.seen.length, 2, 'the pipelined request was not taken');
+  for (const seen of rep.seen) {
+    t.equal(seen.headers.upgrade, undefined, 'the replica is not offered an upgrade it could only take without the body');
+    t.equal(seen.headers['http2-settings'], undefined);
+  }
+  const over = await rawRequest(gw.url, `POST /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\n${h2c}Content-Length: ${64 * 2 ** 20 + 1}\r\n\r\n`);
+  t.match(over, /^HTTP\/1\.1 413 /, 'and the body limit applies to it');
+});
