@@ -163,10 +163,12 @@ export class GatewayListener implements ExchangeSink {
   readonly handleContinue = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '';
     if (url.charCodeAt(1) === 104 /* h */ || url.charCodeAt(1) === 114 /* r */) {
-      // Answered without reading a body: the connection cannot be reused.
+      // Answered without reading a body: the connection cannot be reused. (Any other path keeps
+      // what the request asked: a client's `Connection: close` still closes.)
+      const keepAlive = res.shouldKeepAlive;
       res.shouldKeepAlive = false;
       if (this.#health(url, res) || this.#ready(url, res)) return;
-      res.shouldKeepAlive = true;
+      res.shouldKeepAlive = keepAlive;
     }
     const ex = this.#exchange(req, res);
     ex.awaitingContinue = true;

@@ -172,6 +172,24 @@ t.test('Expect: 100-continue: 100 only when the request is proxied; a refusal co
   t.same(bodies.map((b) => b.bytes), [5]);
 });
 
+t.test('Expect: 100-continue with Connection: close closes after the answer, whatever the path starts with', async (t) => {
+  // The probe paths (/healthz, /readyz) are told apart by their second character: routes whose
+  // owner starts with the same letter must not lose the client's Connection: close to that.
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t);
+  const owners = ['acme', 'hospital', 'research'];
+  await table.apply({
+    putDeployments: owners.map((owner) => deployment({ owner })),
+    putEndpoints: owners.map((owner) => endpoint('v1', [rep.address], { owner })),
+  });
+  for (const owner of owners) {
+    const out = await rawRequest(gw.url, `POST /${owner}/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello`, { until: () => false });
+    t.match(out, /\r\n\r\nHTTP\/1\.1 200 /, owner);
+    t.match(out, /\r\nConnection: close\r\n/, `${owner}: the connection closes, as the client asked`);
+  }
+  t.equal(rep.seen.length, owners.length);
+});
+
 t.test('413 for a chunked body over the limit: the replica never sees a complete request', async (t) => {
   const { rep, bodies } = await bodyReplica(t);
   const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '1000' } });
