@@ -269,7 +269,13 @@ export function responseHeaders(
 ): string[] {
   const out: string[] = [];
   const connection = upstream.connection;
-  const named = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close' ? connectionNamed(connection) : undefined;
+  let named: Set<string> | undefined;
+  if (typeof connection === 'string') {
+    if (connection !== 'keep-alive' && connection !== 'close') named = connectionNamed(connection);
+  } else if (connection !== undefined) {
+    // Several Connection lines: each names headers to drop.
+    for (const line of connection) named = connectionNamed(line, named);
+  }
   for (const name in upstream) {
     if (RESPONSE_DROP.has(name) || named?.has(name)) continue;
     const value = upstream[name];
