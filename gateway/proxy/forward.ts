@@ -196,7 +196,7 @@ class Forward implements Dispatcher.DispatchHandler {
     if (!this.active || this.responseStarted || this.cancelled) return;
     this.cancel();
     this.ctx.onUpstreamError(QUEUED_TOO_LONG.code);
-    this.ex.fail(upstreamError(classifyUpstreamError(QUEUED_TOO_LONG), QUEUED_TOO_LONG));
+    this.#fail(upstreamError(classifyUpstreamError(QUEUED_TOO_LONG), QUEUED_TOO_LONG));
   }
 
   /** The client left: abort the upstream call (now, or as soon as it starts). */
@@ -308,7 +308,17 @@ class Forward implements Dispatcher.DispatchHandler {
       withCurrentRecord(this.ctx.routes, ex, (e) => this.#retryOn(e, failure, err));
       return;
     }
-    ex.fail(upstreamError(failure, err));
+    this.#fail(upstreamError(failure, err));
+  }
+
+  /**
+   * Answers the request with `err`. Before its body has arrived whole, the connection closes
+   * after the answer (lingering, as for an early answer): undici destroyed the body it was
+   * sending, and Node then stops reading the connection, so the client still writing it would
+   * stall, never read the answer, and be reset at the keep-alive timeout.
+   */
+  #fail(err: PorticoError): void {
+    this.ex.fail(err, this.opts.body !== null && !this.ex.req.complete);
   }
 
   /** Retries on another replica of `e` (none if the endpoint is gone), else answers the failure. */
@@ -322,7 +332,7 @@ class Forward implements Dispatcher.DispatchHandler {
       process.nextTick(redispatch, this);
       return;
     }
-    ex.fail(upstreamError(failure, err));
+    this.#fail(upstreamError(failure, err));
   }
 
   #mayRetry(failure: UpstreamFailure): boolean {

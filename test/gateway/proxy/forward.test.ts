@@ -146,6 +146,29 @@ t.test('a client writing its whole body before reading gets the answer given bef
   t.equal(gw.upstreams.stats().pending, 0);
 });
 
+t.test('a replica that breaks off while the body is still coming: the client writing it all gets the 502, then the connection closes', async (t) => {
+  const size = 16 * 2 ** 20;
+  // The replica reads a little of the body, then its connection breaks (it crashed, say).
+  const rep = await replica(t, (req) => {
+    let read = 0;
+    req.on('data', (d: Buffer) => {
+      read += d.length;
+      if (read > 64 * 1024) req.socket.destroy();
+    });
+    req.on('error', () => {});
+  });
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const started = performance.now();
+  const out = await writeAllThenRead(gw.url, `POST ${PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`, size);
+  t.ok(performance.now() - started < 15_000, 'the body kept being read after the answer (not stalled until a timeout)');
+  t.equal(out.error, null, 'no reset');
+  t.equal(out.sent, size, 'the whole body could be written');
+  t.match(out.answer, /^HTTP\/1\.1 502 [^]*"code":"UPSTREAM_UNREACHABLE"/);
+  t.match(out.answer, /\r\nconnection: close\r\n/i, 'and says the connection closes (the rest of the body went nowhere)');
+  t.equal(gw.listener.inFlight, 0);
+});
+
 t.test('Expect: 100-continue: 100 only when the request is proxied; a refusal comes without it and closes', async (t) => {
   const { rep, bodies } = await bodyReplica(t);
   const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: '100' } });
