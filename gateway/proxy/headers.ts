@@ -49,6 +49,10 @@ const REQUEST_RULES = new Map<string, number>([
   ['x-forwarded-host', XFH],
   ['forwarded', PROXY_INFO],
   ['x-real-ip', PROXY_INFO],
+  // Read along with X-Forwarded-For/-Proto/-Host by proxy-aware apps (Werkzeug's ProxyFix,
+  // Spring, ASP.NET): only a trusted proxy may set them.
+  ['x-forwarded-port', PROXY_INFO],
+  ['x-forwarded-prefix', PROXY_INFO],
 ]);
 
 // Connection tokens that name no header to strip.
@@ -84,7 +88,7 @@ export interface RequestHeaderInfo {
   forwardedFor: string | undefined;
   forwardedProto: string | undefined;
   forwardedHost: string | undefined;
-  /** `Forwarded` / `X-Real-IP` as sent, flat pairs; forwarded only from trusted proxies. */
+  /** `Forwarded`, `X-Real-IP`, `X-Forwarded-Port/-Prefix` as sent, flat pairs; forwarded only from trusted proxies. */
   proxyInfo: string[] | null;
   /** Why the request must be refused (400), if it must. */
   problem: string | null;
@@ -187,7 +191,7 @@ function stripConnectionTokens(headers: string[], connection: string): void {
 
 /**
  * Which peers are trusted proxies (`PORTICO_TRUSTED_PROXIES`): their `X-Forwarded-*`,
- * `Forwarded` and `X-Real-IP` headers are kept; everyone else's are replaced.
+ * `Forwarded` and `X-Real-IP` headers are kept; everyone else's are replaced or dropped.
  */
 export class TrustedProxies {
   readonly #list: BlockList | null;

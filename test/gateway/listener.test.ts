@@ -80,6 +80,8 @@ t.test('headers to the replica and back', async (t) => {
       'x-forwarded-for': '6.6.6.6',
       'x-forwarded-host': 'spoofed.example',
       'x-forwarded-proto': 'https',
+      'x-forwarded-port': '8443',
+      'x-forwarded-prefix': '/spoofed',
       'x-vh-prefix': '/spoofed',
       'x-keep-me': 'yes',
       te: 'trailers',
@@ -96,6 +98,8 @@ t.test('headers to the replica and back', async (t) => {
   t.equal(seen.headers['x-forwarded-for'], '127.0.0.1', 'client-sent X-Forwarded-For is replaced (untrusted peer)');
   t.equal(seen.headers['x-forwarded-proto'], 'http');
   t.equal(seen.headers['x-forwarded-host'], new URL(gw.url).host);
+  t.equal(seen.headers['x-forwarded-port'], undefined, 'nor are the other X-Forwarded-* an untrusted client sends passed on');
+  t.equal(seen.headers['x-forwarded-prefix'], undefined);
   t.equal(seen.headers['x-vh-prefix'], '/acme/mnist/web/production/predict');
   t.equal(seen.headers.host, rep.address, 'Host is the replica address, not the client Host');
   t.equal(res.headers['x-request-id'], 'client-id-42');
@@ -124,12 +128,14 @@ t.test('client forwarding headers are kept from a trusted proxy', async (t) => {
   const { gw, table } = await gateway(t, { env: { PORTICO_TRUSTED_PROXIES: '127.0.0.0/8' } });
   await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
   await call(client(t), `${gw.url}/acme/mnist/web/v1/predict`, {
-    headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com' },
+    headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com', 'x-forwarded-port': '443', 'x-forwarded-prefix': '/api' },
   });
   const seen = rep.seen[0]!;
   t.equal(seen.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1');
   t.equal(seen.headers['x-forwarded-proto'], 'https');
   t.equal(seen.headers['x-forwarded-host'], 'api.example.com');
+  t.equal(seen.headers['x-forwarded-port'], '443');
+  t.equal(seen.headers['x-forwarded-prefix'], '/api');
 });
 
 t.test('a weighted alias splits traffic by weight', async (t) => {
