@@ -99,7 +99,9 @@ export class Exchange {
    * destroyed instead (a response is never cut off silently). An answer to a client still
    * waiting to send its body after `Expect: 100-continue` closes the connection: whether that
    * body follows or not, it cannot be told from the next request. A closing answer to a client
-   * that is sending its body lingers (see `lingerOnClose`), so that the client gets to read it.
+   * that is sending its body, or may be (one that sent `Expect: 100-continue` need not wait for
+   * the 100, and curl waits a second), lingers (see `lingerOnClose`), so that the client gets to
+   * read it.
    */
   fail(err: PorticoError, closeConnection = this.awaitingContinue): void {
     this.errorCode = err.code;
@@ -126,7 +128,7 @@ export class Exchange {
       if (err.headers) for (const [k, v] of Object.entries(err.headers)) headers.push(k, v);
       if (closeConnection) {
         headers.push('connection', 'close');
-        if (!this.awaitingContinue && !this.req.complete) lingerOnClose(res);
+        if (!this.req.complete) lingerOnClose(res);
       }
       res.writeHead(err.statusCode, headers);
       res.end(body);

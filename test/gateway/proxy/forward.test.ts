@@ -195,6 +195,26 @@ t.test('Expect: 100-continue: 100 only when the request is proxied; a refusal co
   t.same(bodies.map((b) => b.bytes), [5]);
 });
 
+t.test('Expect: 100-continue from a client that sends its body without waiting: the refusal arrives, not a broken pipe', async (t) => {
+  // RFC 9110 10.1.1: such a client may send its body at once, and curl does after a second.
+  const size = 16 * 2 ** 20;
+  const rep = await replica(t);
+  const { gw, table } = await gateway(t, { env: { PORTICO_MAX_BODY_BYTES: String(size - 1) } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  const cases: [string, number, string][] = [
+    [PATH, 413, 'PAYLOAD_TOO_LARGE'],
+    ['/acme/mnist/web/v9/predict', 404, 'ROUTE_NOT_FOUND'],
+  ];
+  for (const [path, status, code] of cases) {
+    const out = await writeAllThenRead(gw.url, `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\nExpect: 100-continue\r\n\r\n`, size);
+    t.equal(out.error, null, `${code}: no reset`);
+    t.equal(out.sent, size, `${code}: the whole body could be written`);
+    t.match(out.answer, new RegExp(`^HTTP/1\\.1 ${status} [^]*"code":"${code}"`), `${code}: the answer arrives`);
+    t.notMatch(out.answer, /100 Continue/);
+  }
+  t.equal(rep.seen.length, 0);
+});
+
 t.test('Expect: 100-continue with Connection: close closes after the answer, whatever the path starts with', async (t) => {
   // The probe paths (/healthz, /readyz) are told apart by their second character: routes whose
   // owner starts with the same letter must not lose the client's Connection: close to that.
