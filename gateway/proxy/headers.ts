@@ -98,7 +98,7 @@ export interface RequestHeaderInfo {
  * Reads `rawHeaders` (Node's flat list) once into `out`: drops hop-by-hop headers, those the
  * `Connection` header names, `Host`, `Authorization`, `Proxy-Authorization` and the headers the
  * gateway sets itself; keeps `Content-Length` (undici needs it to frame the body) unless it is
- * duplicated, which is refused.
+ * duplicated, which is refused, as is a transfer coding other than `chunked`.
  */
 export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInfo): void {
   const headers = out.headers;
@@ -121,6 +121,9 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
         break;
       case TRANSFER_ENCODING:
         out.chunked = true;
+        // Node's parser accepts codings before the final `chunked` and takes off the chunks
+        // only: a body still gzip-coded would reach the replica as if it were not.
+        if (value.trim().toLowerCase() !== 'chunked') out.problem = 'no transfer coding but chunked is supported';
         break;
       case CONTENT_LENGTH:
         if (out.contentLength !== -1) out.problem = 'duplicate Content-Length header';
@@ -159,8 +162,8 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
 }
 
 /**
- * Stage: the one pass over the request headers. A duplicated Content-Length, or an HTTP/1.1
- * request without Host, is a 400.
+ * Stage: the one pass over the request headers. A duplicated Content-Length, a transfer coding
+ * other than chunked, or an HTTP/1.1 request without Host, is a 400.
  */
 export const readHeaders: Stage = (ex) => {
   const req = ex.req;
