@@ -120,6 +120,7 @@ export class GatewayListener implements ExchangeSink {
   readonly #stages: readonly Stage[];
   readonly #upgradeStages: readonly Stage[];
   #idleWaiters: (() => void)[] = [];
+  #closeIdleConnections: () => void = () => {};
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
@@ -304,6 +305,7 @@ export class GatewayListener implements ExchangeSink {
 
   #health(url: string, res: ServerResponse): boolean {
     if (url !== '/healthz' && !url.startsWith('/healthz?')) return false;
+    if (this.draining) res.shouldKeepAlive = false;
     if (this.#probeMethod(res)) {
       res.writeHead(200, HEALTH_HEADERS);
       res.end('{"status":"ok"}');
@@ -358,6 +360,9 @@ export class GatewayListener implements ExchangeSink {
         ex.errorCode,
       );
     }
+    // A keep-alive connection whose answer began before the drain is idle now: closed, like
+    // the connections idle when it began, not left open for more requests until its end.
+    if (this.draining) this.#closeIdleConnections();
     if (this.inFlight === 0 && this.#idleWaiters.length > 0) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
@@ -365,9 +370,14 @@ export class GatewayListener implements ExchangeSink {
     }
   }
 
-  /** `/readyz` turns 503 and every further response closes its connection. */
-  startDraining(): void {
+  /**
+   * `/readyz` turns 503 and every further response closes its connection. Idle connections are
+   * closed with `closeIdleConnections` (the server's) now and whenever a request ends.
+   */
+  startDraining(closeIdleConnections: () => void = () => {}): void {
     this.draining = true;
+    this.#closeIdleConnections = closeIdleConnections;
+    closeIdleConnections();
   }
 
   /** Resolves when no request is in flight. */

@@ -265,8 +265,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   let draining: Promise<void> | undefined;
   const drain = () =>
     (draining ??= (async () => {
-      l.startDraining();
-      server.closeIdleConnections();
+      l.startDraining(() => server.closeIdleConnections());
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([
         l.whenIdle().then(() => false),

@@ -65,6 +65,48 @@ t.test('drain: readyz 503 at once, in-flight requests finish, idle connections c
   await t.rejects(call(client(t), `${gw.url}/healthz`), 'the listener is closed after the drain');
 });
 
+t.test('drain: a keep-alive connection whose answer had begun before the drain closes once it is idle', async (t) => {
+  let releaseStream!: () => void;
+  const streamReleased = new Promise<void>((r) => (releaseStream = r));
+  let releaseSlow!: () => void;
+  const slowReleased = new Promise<void>((r) => (releaseSlow = r));
+  const rep = await replica(t, (req, res) => {
+    if (req.url?.endsWith('/stream')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('begun;');
+      void streamReleased.then(() => res.end('ended'));
+    } else void slowReleased.then(() => res.end('slow done'));
+  });
+  const { gw, table } = await gateway(t, { env: { PORTICO_DRAIN_SECONDS: '10' } });
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  // Its head goes out with keep-alive before the drain; its body ends during it.
+  const { hostname, port } = new URL(gw.url);
+  const sock = connect(Number(port), hostname);
+  sock.on('error', () => {});
+  let got = '';
+  sock.on('data', (d) => (got += d.toString()));
+  const closed = new Promise((r) => sock.once('close', r));
+  sock.write(`GET ${P}/stream HTTP/1.1\r\nHost: x\r\n\r\n`);
+  await waitFor(() => got.includes('begun;'), { what: 'the head and first bytes' });
+  t.match(got, /\r\nConnection: keep-alive\r\n/);
+  // Another request keeps the drain going.
+  const slow = request(`${gw.url}${P}/slow`, { dispatcher: client(t) });
+  await waitFor(() => rep.open === 2, { what: 'the slow request at the replica' });
+  const drained = gw.drain();
+  const started = performance.now();
+  releaseStream();
+  await closed;
+  t.ok(performance.now() - started < 5000, 'closed at once, not at the drain deadline');
+  t.match(got, /ended\r\n0\r\n\r\n$/, 'the answer arrived whole first');
+  t.equal(gw.listener.inFlight, 1, 'while the drain goes on');
+  const health = await call(client(t), `${gw.url}/healthz`);
+  t.equal(health.status, 200, '/healthz still answers');
+  t.equal(health.headers.connection, 'close', 'and its connection closes too');
+  releaseSlow();
+  t.equal(await (await slow).body.text(), 'slow done');
+  await drained;
+});
+
 t.test('drain gives up on requests still running at PORTICO_DRAIN_SECONDS', async (t) => {
   const rep = await replica(t, () => {});
   const dir = mkdtempSync(join(tmpdir(), 'portico-drain-'));
