@@ -98,7 +98,7 @@ export interface RequestHeaderInfo {
  * Reads `rawHeaders` (Node's flat list) once into `out`: drops hop-by-hop headers, those the
  * `Connection` header names, `Host`, `Authorization`, `Proxy-Authorization` and the headers the
  * gateway sets itself; keeps `Content-Length` (undici needs it to frame the body) unless it is
- * duplicated, which is refused, as is a transfer coding other than `chunked`.
+ * duplicated, which is refused, as are a transfer coding other than `chunked` and a second Host.
  */
 export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInfo): void {
   const headers = out.headers;
@@ -114,7 +114,8 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
     }
     switch (rule) {
       case HOST:
-        out.host ??= value;
+        if (out.host !== undefined) out.problem = 'more than one Host header';
+        out.host = value;
         break;
       case CONNECTION:
         connection = connection === undefined ? value : `${connection}, ${value}`;
@@ -162,8 +163,8 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
 }
 
 /**
- * Stage: the one pass over the request headers. A duplicated Content-Length, a transfer coding
- * other than chunked, or an HTTP/1.1 request without Host, is a 400.
+ * Stage: the one pass over the request headers. A duplicated Content-Length or Host, a transfer
+ * coding other than chunked, or an HTTP/1.1 request without Host, is a 400.
  */
 export const readHeaders: Stage = (ex) => {
   const req = ex.req;

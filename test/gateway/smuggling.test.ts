@@ -20,6 +20,9 @@ const refused: [string, string][] = [
   ['negative Content-Length', `POST ${P} HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n`],
   ['obs-fold header', `GET ${P} HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n`],
   ['bare LF line ends', `GET ${P} HTTP/1.1\nHost: x\n\n`],
+  // RFC 9112 3.2: a 400. One part of a chain reading the first and another the last would
+  // disagree on the authority (X-Forwarded-Host is built from it).
+  ['two Host headers', `GET ${P} HTTP/1.1\r\nHost: a.example\r\nHost: evil.example\r\n\r\n`],
   ['absolute-form target', `GET http://evil.example${P} HTTP/1.1\r\nHost: evil.example\r\n\r\n`],
   ['protocol-relative target', `GET //evil.example${P} HTTP/1.1\r\nHost: x\r\n\r\n`],
   ['asterisk target', `OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n`],
