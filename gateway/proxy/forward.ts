@@ -95,6 +95,10 @@ export function prepareForward(ctx: ProxyContext, ex: Exchange): void {
 const CLIENT_GONE = new Error('client closed the connection');
 const TOO_LARGE = new Error('request body over the limit');
 const BAD_RESPONSE_HEADERS = Object.assign(new Error('invalid response headers from the replica'), { code: 'HPE_INVALID_HEADER_TOKEN' });
+// undici takes off only the chunks of a body in other transfer codings (`gzip, chunked`): passed
+// on without its Transfer-Encoding, which is hop-by-hop, the body would read as plain (nginx
+// refuses such an answer too).
+const UNKNOWN_TRANSFER_CODING = Object.assign(new Error('a transfer coding other than chunked from the replica'), { code: 'HPE_INVALID_TRANSFER_ENCODING' });
 // undici's time-to-first-byte clock starts once a request has a connection; one that waited
 // for a free connection first is held to the same limit from its dispatch by the gateway.
 const QUEUED_TOO_LONG = Object.assign(new Error('no answer in time (the request waited for a free connection to the replica)'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
@@ -244,6 +248,11 @@ class Forward implements Dispatcher.DispatchHandler {
     const res = this.res;
     if (res.destroyed) {
       controller.abort(CLIENT_GONE);
+      return;
+    }
+    const te = headers['transfer-encoding'];
+    if (te !== undefined && (typeof te !== 'string' || te.trim().toLowerCase() !== 'chunked')) {
+      controller.abort(UNKNOWN_TRANSFER_CODING);
       return;
     }
     this.responseStarted = true;

@@ -505,6 +505,27 @@ t.test('an invalid response from the replica is a 502 UPSTREAM_BAD_RESPONSE', as
   t.equal(res.json().code, 'UPSTREAM_BAD_RESPONSE');
 });
 
+t.test('a response body in a transfer coding other than chunked is a 502, not passed on still coded', async (t) => {
+  // undici takes off the chunks only; with Transfer-Encoding dropped (hop-by-hop) the client
+  // would read gzip bytes as the body, nothing saying so. nginx answers these 502 too.
+  const coded = createTcpServer((s) => {
+    s.on('data', (d) => {
+      if (d.toString('latin1').includes('/gzip-chunked')) s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+      else s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc');
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => coded.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => coded.close(r)));
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [`127.0.0.1:${(coded.address() as AddressInfo).port}`])] });
+  for (const rest of ['/gzip-chunked', '/gzip']) {
+    const res = await call(client(t), gw.url + PATH + rest);
+    t.equal(res.status, 502, rest);
+    t.equal(res.json().code, 'UPSTREAM_BAD_RESPONSE', rest);
+  }
+});
+
 t.test('a 101 to a plain request is a bad response, not a broken connection to retry', async (t) => {
   let requests = 0;
   const upgrader = createTcpServer((s) => {
