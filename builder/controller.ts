@@ -36,8 +36,10 @@ import type { Target } from './targets.ts';
 import { buildVersionImages, removeVersionImages } from './build/image.ts';
 import Dockerode from 'dockerode';
 
-/** Names of deployments, versions, aliases, users and tokens. */
+/** Names of deployments, versions, aliases and tokens. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+/** Basic-auth user names: names that may also hold `@` and `+` (e-mail addresses), as the API takes them. */
+export const USER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 /**
  * Environment variable names: letters, digits and _, not starting with a digit. `__proto__` is
  * refused: environments travel as plain objects (store, reconciler, runtimes), where assigning
@@ -352,7 +354,7 @@ export class Controller implements CP.ControlPlane {
 
   async putUser(ref: DeploymentRef, user: string, password: string, actor: CP.Actor): Promise<{ name: string }> {
     await this.deploymentOr404(ref);
-    if (!NAME_PATTERN.test(user)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `user: ${JSON.stringify(user)} must match ${NAME_PATTERN.source}`);
+    if (!USER_PATTERN.test(user)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `user: ${JSON.stringify(user)} must match ${USER_PATTERN.source}`);
     if (password.length < 8) throw new PorticoError(ControlErrors.VALIDATION_FAILED, 'password: at least 8 characters');
     await this.store.putUser(ref, user, await hashPassword(password));
     await this.publishDeployment(ref);

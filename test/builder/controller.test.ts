@@ -212,3 +212,17 @@ t.test('an alias PUT whose routing write failed after the store took it: the gat
   t.same((await store.listAliases(DEPLOYMENT)).find((a) => a.name === 'production'), { name: 'production', version: 'v2' }, 'the store has the new alias');
   await waitFor(async () => JSON.stringify(await production()) === '{"version":"v2"}', { what: 'the routing table to follow the store' });
 });
+
+t.test('users: names with @ and + (e-mail addresses), as the API and the web UI take them, are stored; others are still refused', async (t) => {
+  const { controller } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  for (const user of ['alice@example.com', 'bob+ci@example.com']) {
+    t.same(await controller.putUser(DEPLOYMENT, user, 'correct horse', 'admin'), { name: user });
+  }
+  t.same(await controller.listUsers(DEPLOYMENT), [{ name: 'alice@example.com' }, { name: 'bob+ci@example.com' }]);
+  await controller.deleteUser(DEPLOYMENT, 'alice@example.com', 'admin');
+  t.same(await controller.listUsers(DEPLOYMENT), [{ name: 'bob+ci@example.com' }]);
+  for (const user of ['a:b', '@alice', '']) {
+    t.match(await refusal(t, controller.putUser(DEPLOYMENT, user, 'correct horse', 'admin')), { code: 'VALIDATION_FAILED' }, JSON.stringify(user));
+  }
+});
