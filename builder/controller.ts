@@ -274,9 +274,10 @@ export class Controller implements CP.ControlPlane {
     const env: Record<string, { value: string; secret: boolean }> = {};
     for (const [k, v] of Object.entries(variables)) {
       if (!ENV_NAME_PATTERN.test(k)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `variables.${k}: ${ENV_NAME_RULE}`);
-      // A secret sent back masked keeps its stored value (the UI never sees it).
+      // A secret sent back masked keeps its stored value (the UI never sees it), and stays
+      // secret: else a PUT without "secret": true would make its value readable.
       const keep = v.value === MASK && previous[k]?.secret;
-      env[k] = { value: keep ? (previous[k] as { value: string }).value : v.value, secret: v.secret ?? false };
+      env[k] = keep ? { value: (previous[k] as { value: string }).value, secret: true } : { value: v.value, secret: v.secret ?? false };
     }
     await this.store.putEnvironment(ref.owner, ref.project, env);
     this.noteSecrets(env);

@@ -226,3 +226,17 @@ t.test('users: names with @ and + (e-mail addresses), as the API and the web UI 
     t.match(await refusal(t, controller.putUser(DEPLOYMENT, user, 'correct horse', 'admin')), { code: 'VALIDATION_FAILED' }, JSON.stringify(user));
   }
 });
+
+t.test('environment: a secret sent back masked without "secret": true stays secret; its value is never read back', async (t) => {
+  const { controller, store } = await startControl(t);
+  await controller.putEnvironment(PROJECT, { TOKEN: { value: 'hunter2', secret: true } }, 'admin');
+  for (const sent of [{ value: '********' }, { value: '********', secret: false }]) {
+    const put = await controller.putEnvironment(PROJECT, { TOKEN: sent }, 'admin');
+    t.same(put.variables, { TOKEN: { value: '********', secret: true } }, JSON.stringify(sent));
+    t.same(await controller.getEnvironment(PROJECT), put);
+    t.same(await store.getEnvironment(PROJECT.owner, PROJECT.project), { TOKEN: { value: 'hunter2', secret: true } }, 'the value is kept');
+  }
+  // A new value may turn it into a plain variable.
+  const plain = await controller.putEnvironment(PROJECT, { TOKEN: { value: 'public', secret: false } }, 'admin');
+  t.same(plain.variables, { TOKEN: { value: 'public', secret: false } });
+});

@@ -10,7 +10,7 @@ export const ENV_NAME_PATTERN = '^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,199}$';
 const putBody = object({
   variables: record(
     object({
-      value: string({ max: 65536, description: 'The value (a secret is never read back).', example: 'v' }),
+      value: string({ max: 65536, description: 'The value (a secret is never read back; a secret sent back as "********" keeps its value and stays secret).', example: 'v' }),
       secret: optional(bool({ description: 'Shown as "********" when read (default false).' })),
     }),
     { keyPattern: ENV_NAME_PATTERN, keyExample: 'MODEL_NAME', maxKeys: 1000, description: 'Every variable of the project (the set replaces the previous one). A name is letters, digits and _, not starting with a digit; `__proto__` is refused.' },
