@@ -48,6 +48,8 @@ export const USER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 const ENV_NAME_PATTERN = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]*$/;
 const ENV_NAME_RULE = 'a variable name is letters, digits and _, not starting with a digit, and not __proto__';
 const MASK = '********';
+/** A path segment that URLs resolve as `.` or `..` (`%2e` being a dot too). */
+const DOT_SEGMENT = /^(\.|%2e){1,2}$/i;
 /** How much of an endpoint's reply the test console returns (the API documents 16 MiB). */
 export const TEST_REPLY_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -743,6 +745,12 @@ export class Controller implements CP.ControlPlane {
     const gw = live.find((g) => g.url === this.gatewayUrlOf(d)) ?? live[0];
     if (!gw) throw new PorticoError(ControlErrors.GATEWAY_UNAVAILABLE);
     const rest = input.path ? (input.path.startsWith('/') || input.path.startsWith('?') ? input.path : `/${input.path}`) : '';
+    // The URL the request is sent to resolves dot segments (also %2e ones, and between `\`,
+    // which counts as `/`): `/../../v2/other` would reach another version's endpoint, where
+    // the gateway answers such a path 400 BAD_PATH.
+    if (rest.split('?', 1)[0]!.split(/[/\\]/).some((segment) => DOT_SEGMENT.test(segment))) {
+      throw new PorticoError(ControlErrors.VALIDATION_FAILED, `path: ${JSON.stringify(input.path)} has a . or .. segment; the gateway refuses such paths (400 BAD_PATH)`);
+    }
     const url = `${gw.url}/${ref.owner}/${ref.project}/${ref.deployment}/${input.target}/${input.endpoint}${rest}`;
     const headers: Record<string, string> = { ...(input.headers ?? {}) };
     if (input.username !== undefined) {

@@ -240,3 +240,24 @@ t.test('environment: a secret sent back masked without "secret": true stays secr
   const plain = await controller.putEnvironment(PROJECT, { TOKEN: { value: 'public', secret: false } }, 'admin');
   t.same(plain.variables, { TOKEN: { value: 'public', secret: false } });
 });
+
+t.test('test console: a path with . or .. segments is refused, not resolved into another endpoint\'s URL before it is sent', async (t) => {
+  const { controller, routing } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const seen: string[] = [];
+  const gateway = createServer((req, res) => {
+    seen.push(req.url ?? '');
+    res.end('ok');
+  });
+  await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => gateway.close(() => resolve())));
+  await routing.heartbeat({ id: 'gw-1', url: `http://127.0.0.1:${(gateway.address() as AddressInfo).port}`, pid: process.pid, startedAt: Date.now() }, 60_000);
+  const send = (path: string) => controller.test(DEPLOYMENT, { target: 'v1', endpoint: 'predict', method: 'GET', path });
+
+  for (const path of ['/../../v2/other', '/..', '/a/./b', '/%2e%2E/x', '/.%2e?q=1', '/a\\..\\..\\v2\\other']) {
+    t.match(await refusal(t, send(path)), { code: 'VALIDATION_FAILED', statusCode: 400, message: /^path: / }, path);
+  }
+  t.same(seen, [], 'none of them was sent');
+  for (const path of ['/a..b/...', '/x?next=/../y', '/.well-known']) t.equal((await send(path)).status, 200, path);
+  t.same(seen, ['/acme/mnist/web/v1/predict/a..b/...', '/acme/mnist/web/v1/predict/x?next=/../y', '/acme/mnist/web/v1/predict/.well-known'], 'other paths go as they are');
+});

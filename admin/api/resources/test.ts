@@ -17,7 +17,7 @@ const body = refine(
     target: name('The version or alias to call.', 'production'),
     endpoint: name('Endpoint name.', 'predict'),
     method: enumOf(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], { description: 'HTTP method.' }),
-    path: optional(string({ max: 8192, pattern: '^(/[^\\s]*)?$', description: 'The rest of the URL after the endpoint, with query (e.g. `/score?x=1`).', example: '/' })),
+    path: optional(string({ max: 8192, pattern: '^(/[^\\s]*)?$', description: 'The rest of the URL after the endpoint, with query (e.g. `/score?x=1`); no `.` or `..` segment (the gateway refuses them).', example: '/' })),
     headers: optional(record(string({ max: 8192 }), { keyPattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$", keyExample: 'content-type', maxKeys: 100, description: 'Request headers.' })),
     body: optional(string({ max: 10 * 1024 * 1024, description: 'A text body.' })),
     bodyBase64: optional(string({ max: 14 * 1024 * 1024, pattern: '^[A-Za-z0-9+/]*={0,2}$', description: 'A binary body, base64.', example: 'aGVsbG8=' })),
