@@ -594,7 +594,8 @@ export class EmbeddedStore implements Store {
         if (!data.versions.has(v)) throw new StoreNotFoundError('version', `${deploymentLabel(ref)}/${v}`);
       }
       const item: AliasHistoryItem = { at: this.now(), by, from: data.aliases.get(alias) ?? null, to };
-      this.commit([{ t: 'alias.put', ref: refOf(ref), alias, target: to, item }]);
+      // The target it has already: not a change, so no history item (see `Store.setAlias`).
+      if (JSON.stringify(item.from) !== JSON.stringify(to)) this.commit([{ t: 'alias.put', ref: refOf(ref), alias, target: to, item }]);
       return structuredClone(item);
     });
   }

@@ -159,18 +159,22 @@ for i = 8, #ARGV do
 end
 local old = redis.call('HGET', KEYS[2], ARGV[2])
 local to = ARGV[4]
+-- The target it has already: not a change, so no history item.
+local changed = old ~= to
 if to == '' then
   if not old then return {'missing'} end
   redis.call('HDEL', KEYS[2], ARGV[2])
   to = 'null'
-else
+elseif changed then
   redis.call('HSET', KEYS[2], ARGV[2], to)
 end
 if not old then old = 'null' end
 local item = '{"at":' .. ARGV[5] .. ',"by":' .. ARGV[6] .. ',"from":' .. old .. ',"to":' .. to .. '}'
-redis.call('LPUSH', KEYS[5], item)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
-redis.call('SADD', KEYS[4], ARGV[3])
+if changed then
+  redis.call('LPUSH', KEYS[5], item)
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
+  redis.call('SADD', KEYS[4], ARGV[3])
+end
 return {'ok', item}`);
 
 /** KEYS audit auditseq; ARGV entry JSON without its opening brace, limit. Returns the id. */

@@ -305,7 +305,7 @@ export interface Store {
   getAlias(ref: DeploymentRef, alias: string): Promise<Alias | null>;
   /**
    * Points the alias at `target` and records the change in its history, atomically; returns the
-   * history item. Throws `StoreNotFoundError` without the deployment or if a target version
+   * history item (not recorded when the alias has that target already: nothing changed). Throws `StoreNotFoundError` without the deployment or if a target version
    * does not exist, `StoreConflictError` (reason `name-taken`) if a version has the alias's name
    * (both checked atomically with the write).
    */

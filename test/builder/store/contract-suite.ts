@@ -335,6 +335,28 @@ export function storeContract(t: Test, target: ContractTarget): void {
     }
   });
 
+  t.test('an alias set to the target it has is not a change: no history item (a repeated PUT is idempotent)', async (t) => {
+    const clock = manualClock();
+    const { store } = await openFresh(t, { clock: clock.now });
+    await store.createDeployment({ owner: 'acme', project: 'mnist', name: 'web', target: 'local', auth: 'none' });
+    for (const v of ['v1', 'v2']) await store.createVersion(newVersion(v));
+    const canary = { versions: [{ version: 'v1', weight: 90 }, { version: 'v2', weight: 10 }] };
+    await store.setAlias(A, 'prod', { version: 'v1' }, 'alice');
+    clock.advance(1000);
+    await store.setAlias(A, 'prod', { version: 'v2' }, 'bob');
+    clock.advance(1000);
+    const again = await store.setAlias(A, 'prod', { version: 'v2' }, 'carol');
+    t.same([again.from, again.to], [{ version: 'v2' }, { version: 'v2' }], 'the answer says nothing changed');
+    await store.setAlias(A, 'prod', canary, 'carol');
+    await store.setAlias(A, 'prod', canary, 'carol');
+    t.same((await store.aliasHistory(A, 'prod')).map((h) => [h.by, h.from, h.to]), [
+      ['carol', { version: 'v2' }, canary],
+      ['bob', { version: 'v1' }, { version: 'v2' }],
+      ['alice', null, { version: 'v1' }],
+    ], 'only the changes, so the newest item says what the alias pointed at before');
+    t.same(await store.getAlias(A, 'prod'), { name: 'prod', ...canary });
+  });
+
   t.test('alias history is bounded', async (t) => {
     const { store } = await openFresh(t, { aliasHistoryLimit: 3 });
     await store.createDeployment({ owner: 'acme', project: 'mnist', name: 'web', target: 'local', auth: 'none' });

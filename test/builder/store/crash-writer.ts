@@ -93,7 +93,8 @@ async function worker(w: number): Promise<void> {
         break;
       }
       case 5:
-        await store.setAlias(ref, `a${w}`, { version: 'v' }, key);
+        // Alternating targets: every write is a change, recorded in the alias's history.
+        await store.setAlias(ref, `a${w}`, (i / 6) % 2 < 1 ? { version: 'v' } : { versions: [{ version: 'v', weight: 100 }] }, key);
         say(`ack alias ${round} a${w} ${key}`);
         break;
     }
