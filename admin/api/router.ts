@@ -1,6 +1,6 @@
 /**
- * Matches a request path against the declared route templates: a route and its raw (decoded)
- * path parameters, or the methods the path allows (405), or nothing (404).
+ * Matches a request path against the declared route templates: a route and its raw (still
+ * percent-encoded) path parameters, or the methods the path allows (405), or nothing (404).
  */
 import { PorticoError } from '../../common/errors.ts';
 import { ControlErrors } from '../../builder/errors.ts';
@@ -44,8 +44,8 @@ export class Router {
   }
 
   /**
-   * Matches `method` + `pathname` (still percent-encoded). Parameters are decoded; a segment
-   * that does not decode is a 400.
+   * Matches `method` + `pathname` (still percent-encoded). Parameters stay encoded: they are
+   * decoded (`decodeParams`, a 400 for a segment that does not decode) after authentication.
    */
   match(method: string, pathname: string): Match {
     const parts = pathname.split('/').slice(1);
@@ -62,10 +62,7 @@ export class Router {
         else params[seg.param] = part;
       }
       if (!ok) continue;
-      if (c.route.method === wanted) {
-        for (const [k, v] of Object.entries(params)) params[k] = decodeSegment(v);
-        return { kind: 'route', route: c.route, params };
-      }
+      if (c.route.method === wanted) return { kind: 'route', route: c.route, params };
       allow.add(c.route.method);
       if (c.route.method === 'GET') allow.add('HEAD');
     }
@@ -76,6 +73,13 @@ export class Router {
   methodsOf(path: string): Method[] {
     return this.routes.filter((r) => r.path === path).map((r) => r.method);
   }
+}
+
+/** The path parameters of a match, percent-decoded; a segment that does not decode is a 400. */
+export function decodeParams(params: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) out[k] = decodeSegment(v);
+  return out;
 }
 
 function decodeSegment(s: string): string {

@@ -12,7 +12,7 @@ import { ControlErrors } from '../../builder/errors.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
 import { errorDetails, readJsonBody, sendError, sendJson, ValidationError } from './http.ts';
 import { STREAMED, type Limits, type Route } from './route.ts';
-import { Router } from './router.ts';
+import { decodeParams, Router } from './router.ts';
 import { routes as allRoutes } from './routes.ts';
 import { validate, type Problem, type Schema } from './schema.ts';
 
@@ -86,9 +86,10 @@ export function createAdminHandler(opts: AdminHandlerOptions): (req: IncomingMes
     const actor = route.auth === false ? 'anonymous' : await authenticate(req);
 
     const problems: Problem[] = [];
+    const raw = decodeParams(match.params);
     const params: Record<string, string> = {};
     for (const n of route.paramNames) {
-      const v = check(route.params[n]!, match.params[n], `path.${n}`, false, problems);
+      const v = check(route.params[n]!, raw[n], `path.${n}`, false, problems);
       if (v !== undefined) params[n] = v;
     }
     let query: unknown = {};

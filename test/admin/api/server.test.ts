@@ -83,6 +83,8 @@ t.test('auth comes before validation and before the body is read', async (t) => 
   assertError(t, res, 401, 'AUTH_REQUIRED');
   const bad = await api.call('GET', '/api/v1/projects/../x/deployments', { token: null });
   t.equal(bad.status, 404, 'fetch normalises .. away: no such route');
+  const undecodable = await api.call('GET', '/api/v1/projects/%E0%A4%A/mnist/deployments', { token: null });
+  assertError(t, undecodable, 401, 'AUTH_REQUIRED', /Bearer/);
 });
 
 t.test('404 for unknown routes, 405 with Allow for a wrong method', async (t) => {
