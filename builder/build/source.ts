@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { cp, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { x as untar } from 'tar';
 import type { FileSourceInput, SourceInput } from '../control-plane.ts';
 import type { Blob, BlobStore } from './blobs.ts';
@@ -153,6 +153,32 @@ export function filePathInCode(codeDir: string, declared: string): string {
     throw new BuildError(`file path ${JSON.stringify(declared)} must stay inside the code directory`);
   }
   return full;
+}
+
+/**
+ * The folder on the way to `dest` (from `filePathInCode`) that is a symlink leading out of the
+ * code directory, relative to it; `null` when writing `dest` stays inside. A repository or an
+ * archive may hold such symlinks: a file placed through one would land anywhere, even in
+ * another version.
+ */
+export async function symlinkOutOfCode(codeDir: string, dest: string): Promise<string | null> {
+  const root = await realpath(codeDir);
+  // The deepest folder on the way that exists: the build creates the rest inside it.
+  for (let dir = dirname(dest); ; dir = dirname(dir)) {
+    let real;
+    try {
+      real = await realpath(dir);
+    } catch {
+      continue;
+    }
+    const rel = relative(root, real);
+    if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) return null;
+    // The symlink is the first folder on the way whose own path leads out.
+    for (let at = dir; ; at = dirname(at)) {
+      const parent = relative(root, await realpath(dirname(at)));
+      if (parent === '' || (!parent.startsWith('..') && !isAbsolute(parent))) return relative(codeDir, at);
+    }
+  }
 }
 
 /** Fetches one file source into the blob store. */

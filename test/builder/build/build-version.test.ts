@@ -1,0 +1,64 @@
+// buildVersion over a real blob store in a temporary folder: where the declared files of an
+// endpoint may be placed in the version's code.
+import t, { type Test } from 'tap';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlobStore } from '../../../builder/build/blobs.ts';
+import { buildVersion } from '../../../builder/build/build-version.ts';
+import { BuildError } from '../../../builder/build/source.ts';
+
+/** A temporary folder, removed on teardown. */
+async function tempDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-build-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * Builds `code` (a folder with a valohai.yaml declaring `sentiment` with file `model` at
+ * `path`), the file given as a source; resolves with the build's error, if any.
+ */
+async function buildWithFile(t: Test, code: string, path: string): Promise<unknown> {
+  const dir = await tempDir(t);
+  await writeFile(join(code, 'valohai.yaml'), `- endpoint:\n    name: sentiment\n    image: node:24\n    server-command: node server.js\n    files:\n      - name: model\n        path: ${path}\n`);
+  const model = join(dir, 'weights.json');
+  await writeFile(model, '{"good": 1}');
+  return buildVersion({
+    input: { source: { path: code }, endpoints: { sentiment: { files: { model: { path: model } } } } },
+    versionDir: join(dir, 'version'),
+    blobs: new BlobStore(join(dir, 'blobs')),
+    uploads: async () => null,
+    log: () => undefined,
+    timeoutMs: 10_000,
+    maxFileBytes: 1024 * 1024,
+    installDeps: false,
+  }).then(() => undefined, (err: unknown) => err);
+}
+
+t.test('a declared file is never written outside the code through a symlink in it', async (t) => {
+  const outside = await tempDir(t);
+  const code = await tempDir(t);
+  await symlink(outside, join(code, 'model'));
+  await symlink('..', join(code, 'up'));
+  for (const path of ['model/weights.json', 'up/weights.json', 'model/deeper/weights.json']) {
+    const err = await buildWithFile(t, code, path);
+    t.type(err, BuildError, path);
+    t.match((err as Error).message, /^endpoint sentiment: file "model" \(path [^)]+\): .*symlink/, path);
+  }
+  t.same(await readdir(outside), [], 'nothing written outside the code');
+
+  // A symlink to a folder inside the code is followed.
+  await mkdir(join(code, 'models', 'v3'), { recursive: true });
+  await symlink('models/v3', join(code, 'current'));
+  t.equal(await buildWithFile(t, code, 'current/weights.json'), undefined, 'builds');
+});
+
+t.test('the file itself being a symlink is replaced, not written through', async (t) => {
+  const outside = await tempDir(t);
+  const code = await tempDir(t);
+  await writeFile(join(outside, 'precious'), 'keep me');
+  await symlink(join(outside, 'precious'), join(code, 'weights.json'));
+  t.equal(await buildWithFile(t, code, 'weights.json'), undefined);
+  t.equal(await readFile(join(outside, 'precious'), 'utf8'), 'keep me');
+});
