@@ -6,7 +6,7 @@ import type { VersionEndpoint } from '../store/store.ts';
 import { formatProblem, readValohaiYaml, type EndpointDefinition } from '../valohai-yaml/index.ts';
 import { installPythonDeps } from './python-deps.ts';
 import type { BlobStore } from './blobs.ts';
-import { BuildError, fetchFile, filePathInCode, materializeSource, symlinkOutOfCode, type BuildLog, type UploadResolver } from './source.ts';
+import { BuildError, fetchFile, filePathInCode, inTheWayOf, materializeSource, symlinkOutOfCode, type BuildLog, type UploadResolver } from './source.ts';
 
 /** What a successful build produced. */
 export interface BuiltVersion {
@@ -101,9 +101,8 @@ async function placeFiles(
     let blob;
     if (source) {
       const link = await symlinkOutOfCode(codeDir, dest);
-      if (link !== null) {
-        throw new BuildError(`endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}): ${link} in the code is a symlink that leads out of it; the file cannot be placed there`);
-      }
+      const problem = link !== null ? `${link} in the code is a symlink that leads out of it; the file cannot be placed there` : await inTheWayOf(codeDir, dest);
+      if (problem !== null) throw new BuildError(`endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}): ${problem}`);
       blob = await fetchFile(source, { ...opts, maxBytes: opts.maxFileBytes });
       await opts.blobs.placeAt(blob, dest);
     } else {

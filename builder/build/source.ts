@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { cp, mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { cp, lstat, mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -179,6 +179,25 @@ export async function symlinkOutOfCode(codeDir: string, dest: string): Promise<s
       if (parent === '' || (!parent.startsWith('..') && !isAbsolute(parent))) return relative(codeDir, at);
     }
   }
+}
+
+/**
+ * What in the code stands where a file must be placed at `dest` (from `filePathInCode`), as
+ * the end of a build error: a folder at its path, or a file where one of its folders must be;
+ * `null` when nothing does (a file there is replaced).
+ */
+export async function inTheWayOf(codeDir: string, dest: string): Promise<string | null> {
+  const parts = relative(codeDir, dest).split(sep);
+  for (let i = 1; i <= parts.length; i++) {
+    const at = join(codeDir, ...parts.slice(0, i));
+    const last = i === parts.length;
+    // The file itself is not followed: a symlink there is replaced, not written through.
+    const s = await (last ? lstat(at) : stat(at)).catch(() => null);
+    if (s === null) return null;
+    if (last) return s.isDirectory() ? 'a folder of the code is at that path' : null;
+    if (!s.isDirectory()) return `${parts.slice(0, i).join('/')} in the code is a file, not a folder`;
+  }
+  return null;
 }
 
 /** Fetches one file source into the blob store. */

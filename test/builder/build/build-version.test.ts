@@ -62,3 +62,19 @@ t.test('the file itself being a symlink is replaced, not written through', async
   t.equal(await buildWithFile(t, code, 'weights.json'), undefined);
   t.equal(await readFile(join(outside, 'precious'), 'utf8'), 'keep me');
 });
+
+t.test('a declared file whose path a folder or file of the code is in the way of: a build error naming it, not an internal one', async (t) => {
+  const code = await tempDir(t);
+  await mkdir(join(code, 'model'));
+  await writeFile(join(code, 'server.js'), '');
+  const cases: [string, RegExp][] = [
+    ['model', /^endpoint sentiment: file "model" \(path model\): a folder of the code is at that path$/],
+    ['server.js/weights.json', /^endpoint sentiment: file "model" \(path server\.js\/weights\.json\): server\.js in the code is a file, not a folder$/],
+    ['server.js/deeper/weights.json', /^endpoint sentiment: file "model" \(path server\.js\/deeper\/weights\.json\): server\.js in the code is a file, not a folder$/],
+  ];
+  for (const [path, message] of cases) {
+    const err = await buildWithFile(t, code, path);
+    t.type(err, BuildError, path);
+    t.match((err as Error).message, message, path);
+  }
+});
