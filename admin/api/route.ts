@@ -77,6 +77,8 @@ export interface RouteSpec<P extends string, Q, B> {
   readonly ignoresQuery?: boolean;
   /** A JSON body schema. */
   readonly body?: Schema<B>;
+  /** Largest JSON body this route takes, when its schema allows more than the server's limit. */
+  readonly maxJsonBytes?: number;
   /** A raw body streamed to the handler instead (uploads): its media type and description. */
   readonly rawBody?: { readonly contentType: string; readonly description: string };
   readonly response: ResponseSpec;

@@ -21,7 +21,7 @@ export interface AdminHandlerOptions {
   readonly control: ControlPlane;
   /** The web UI: handles a non-API request and returns true, or returns false (then 404). */
   readonly ui?: (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>;
-  /** Largest JSON body (default 1 MiB). */
+  /** Largest JSON body (default 1 MiB; a route may declare its own, as the test console does). */
   readonly maxJsonBytes?: number;
   /** Largest upload (default 1 GiB). */
   readonly maxUploadBytes?: number;
@@ -110,7 +110,7 @@ export function createAdminHandler(opts: AdminHandlerOptions): (req: IncomingMes
 
     let body: unknown;
     if (route.body) {
-      body = check(route.body, await readJsonBody(req, limits.maxJsonBytes), 'body', false, problems);
+      body = check(route.body, await readJsonBody(req, route.maxJsonBytes ?? limits.maxJsonBytes), 'body', false, problems);
       if (problems.length > 0) throw new ValidationError(problems);
     }
 

@@ -12,6 +12,9 @@ function isHeaderValue(value: string): boolean {
   }
 }
 
+/** Room for `bodyBase64` at its longest (10 MiB of bytes), with headers and the other fields. */
+const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+
 const body = refine(
   object({
     target: name('The version or alias to call.', 'production'),
@@ -45,6 +48,7 @@ export const testRoutes = [
     summary: 'Send a request to an endpoint through a gateway',
     params: deploymentParams,
     body,
+    maxJsonBytes: MAX_REQUEST_BYTES,
     response: { status: 200, description: 'The endpoint\'s response (any status), body base64; `truncated` when the body was longer than 16 MiB and cut there.', schema: ref('TestResponse') },
     errors: ['VALIDATION_FAILED', 'GATEWAY_UNAVAILABLE'],
     handler: async ({ control, params, body }) => ({ body: await control.test(params, body) }),

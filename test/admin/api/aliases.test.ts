@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createDeployment, D, readyVersion, startApi } from '../harness.ts';
+import { createDeployment, D, P, readyVersion, startApi } from '../harness.ts';
 
 t.test('aliases: set, weighted, list, history, delete', async (t) => {
   const api = await startApi(t, { fake: { gateways: ['gw-a', 'gw-b'], silentGateways: ['gw-c'] } });
@@ -115,6 +115,23 @@ t.test('test console: through a gateway, basic auth, errors', async (t) => {
   t.equal(api.fake.calls.filter((c) => c.op === 'test').length, tests, 'nothing sent');
   t.same(api.errors, [], 'nothing logged as an error');
   t.equal((await api.call('POST', `${D}/test`, { body: { target: 'v7', endpoint: 'predict', method: 'GET' } })).status, 404);
+});
+
+t.test('test console: a body as large as the API documents (10 MiB, base64) is taken, larger is a 413', async (t) => {
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const image = Buffer.alloc(10 * 1024 * 1024, 'i');
+  const res = await api.call('POST', `${D}/test`, { body: { target: 'v1', endpoint: 'predict', method: 'POST', bodyBase64: image.toString('base64') } });
+  t.equal(res.status, 200, 'a 10 MiB file, as the console sends one');
+  t.equal(JSON.parse(Buffer.from(res.json.bodyBase64, 'base64').toString()).body.length, image.length);
+  const text = await api.call('POST', `${D}/test`, { body: { target: 'v1', endpoint: 'predict', method: 'POST', body: 't'.repeat(10 * 1024 * 1024) } });
+  t.equal(text.status, 200, 'a 10 MiB text body');
+  const over = await api.call('POST', `${D}/test`, { body: { target: 'v1', endpoint: 'predict', method: 'POST', bodyBase64: Buffer.alloc(12 * 1024 * 1024).toString('base64') } });
+  t.equal(over.status, 413);
+  t.equal(over.json.code, 'PAYLOAD_TOO_LARGE');
+  const other = await api.call('POST', `${P}/deployments`, { body: { name: 'x'.repeat(2 * 1024 * 1024) } });
+  t.equal(other.status, 413, 'other routes keep the server\'s JSON limit');
 });
 
 t.test('test console: no live gateway is a 503', async (t) => {
