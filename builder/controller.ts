@@ -48,6 +48,8 @@ export const USER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 const ENV_NAME_PATTERN = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]*$/;
 const ENV_NAME_RULE = 'a variable name is letters, digits and _, not starting with a digit, and not __proto__';
 const MASK = '********';
+/** Actors the audit log names besides tokens (PORTICO_ADMIN_TOKEN, routes without auth): no token may be named so. */
+const RESERVED_ACTORS = ['env', 'anonymous'];
 /** A path segment that URLs resolve as `.` or `..` (`%2e` being a dot too). */
 const DOT_SEGMENT = /^(\.|%2e){1,2}$/i;
 /** How much of an endpoint's reply the test console returns (the API documents 16 MiB). */
@@ -802,6 +804,9 @@ export class Controller implements CP.ControlPlane {
 
   async createToken(name: string, actor: CP.Actor): Promise<{ name: string; token: string }> {
     if (!NAME_PATTERN.test(name)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(name)} must match ${NAME_PATTERN.source}`);
+    if (RESERVED_ACTORS.includes(name)) {
+      throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(name)} is reserved: the audit log names PORTICO_ADMIN_TOKEN "env" and requests without a token "anonymous"`);
+    }
     const token = `ptk_${randomBytes(32).toString('base64url')}`;
     try {
       await this.store.createToken({ name, hash: sha256(token).toString('hex') });

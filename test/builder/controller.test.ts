@@ -261,3 +261,15 @@ t.test('test console: a path with . or .. segments is refused, not resolved into
   for (const path of ['/a..b/...', '/x?next=/../y', '/.well-known']) t.equal((await send(path)).status, 200, path);
   t.same(seen, ['/acme/mnist/web/v1/predict/a..b/...', '/acme/mnist/web/v1/predict/x?next=/../y', '/acme/mnist/web/v1/predict/.well-known'], 'other paths go as they are');
 });
+
+t.test('tokens: "env" and "anonymous" are not token names: the audit log uses them for PORTICO_ADMIN_TOKEN and for routes without auth', async (t) => {
+  const envToken = 'e'.repeat(40);
+  const { controller } = await startControl(t, { PORTICO_ADMIN_TOKEN: envToken });
+  for (const name of ['env', 'anonymous']) {
+    t.match(await refusal(t, controller.createToken(name, 'env')), { code: 'VALIDATION_FAILED', statusCode: 400, message: new RegExp(`^name: "${name}" is reserved`) }, name);
+  }
+  t.same(await controller.listTokens(), [], 'none created');
+  const ok = await controller.createToken('environment', 'env');
+  t.equal(await controller.authenticate(ok.token), 'environment');
+  t.equal(await controller.authenticate(envToken), 'env');
+});

@@ -21,7 +21,7 @@ export const tokenRoutes = [
     path: '/api/v1/tokens',
     tag: 'tokens',
     summary: 'Create an admin token',
-    description: 'The token is in this response only; it is stored hashed.',
+    description: 'The token is in this response only; it is stored hashed. The names `env` and `anonymous` are refused: the audit log uses them for PORTICO_ADMIN_TOKEN and for requests without a token.',
     params: {},
     body: object({ name: tokenName }),
     response: { status: 201, description: 'The new token.', schema: ref('NewToken') },
