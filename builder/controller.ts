@@ -24,6 +24,7 @@ import {
   type DeploymentRef,
   type Store,
   type Version,
+  type VersionEndpoint,
   type VersionRef,
 } from './store/store.ts';
 import type { LogStore } from './telemetry/logs.ts';
@@ -50,6 +51,15 @@ const ENV_NAME_RULE = 'a variable name is letters, digits and _, not starting wi
 const MASK = '********';
 /** Actors the audit log names besides tokens (PORTICO_ADMIN_TOKEN, routes without auth): no token may be named so. */
 const RESERVED_ACTORS = ['env', 'anonymous'];
+/**
+ * Whether the build left the endpoint out, as it does an endpoint disabled then: its declared
+ * files are not placed and its image (docker, kubernetes) is not built, so it cannot run.
+ */
+function leftOutOfBuild(v: Version, e: VersionEndpoint): boolean {
+  const declared = (e.definition as EndpointDefinition).files?.length ?? 0;
+  return e.files.length < declared || (v.images !== undefined && v.images[e.name] === undefined);
+}
+
 /** A path segment that URLs resolve as `.` or `..` (`%2e` being a dot too). */
 const DOT_SEGMENT = /^(\.|%2e){1,2}$/i;
 /** How much of an endpoint's reply the test console returns (the API documents 16 MiB). */
@@ -556,8 +566,12 @@ export class Controller implements CP.ControlPlane {
   async patchVersion(ref: VersionRef, patch: CP.PatchVersionInput, actor: CP.Actor): Promise<CP.VersionView> {
     const d = await this.deploymentOr404(ref);
     const before = await this.versionOr404(ref);
-    for (const name of Object.keys(patch.endpoints ?? {})) {
-      if (!before.endpoints.some((e) => e.name === name)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `endpoints.${name}: version ${ref.version} has no such endpoint`);
+    for (const [name, p] of Object.entries(patch.endpoints ?? {})) {
+      const e = before.endpoints.find((x) => x.name === name);
+      if (!e) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `endpoints.${name}: version ${ref.version} has no such endpoint`);
+      if (p.enabled === true && !e.enabled && leftOutOfBuild(before, e)) {
+        throw new PorticoError(ControlErrors.CONFLICT, `endpoints.${name}: it was disabled when version ${ref.version} was built, so its files were not placed (nor its image built): build a new version with it enabled`);
+      }
     }
     await this.store.updateVersion(ref, (draft) => {
       if (patch.enabled !== undefined) {

@@ -1,7 +1,7 @@
 // The controller's operations over a real store, routing table and local target (startController
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -272,4 +272,24 @@ t.test('tokens: "env" and "anonymous" are not token names: the audit log uses th
   const ok = await controller.createToken('environment', 'env');
   t.equal(await controller.authenticate(ok.token), 'environment');
   t.equal(await controller.authenticate(envToken), 'env');
+});
+
+t.test('an endpoint disabled when its version was built (its files never placed) is not enabled later by a PATCH', async (t) => {
+  const { controller } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  // The example without its model file: the endpoint cannot run until a source gives the file.
+  const code = await mkdtemp(join(tmpdir(), 'portico-controller-code-'));
+  t.teardown(() => rm(code, { recursive: true, force: true }));
+  await cp(join(import.meta.dirname, '../../examples/node-sentiment'), code, { recursive: true });
+  await rm(join(code, 'model', 'weights.json'));
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: code }, endpoints: { sentiment: { enabled: false } } }, 'admin');
+  await waitFor(async () => (await controller.getVersion(ref)).status === 'ready', { what: 'the build' });
+
+  const refused = await refusal(t, controller.patchVersion(ref, { endpoints: { sentiment: { enabled: true } } }, 'admin'));
+  t.match(refused, { code: 'CONFLICT', statusCode: 409, message: /^endpoints\.sentiment: .*disabled when version v1 was built.*build a new version/ });
+  const v = await controller.getVersion(ref);
+  t.same([v.status, v.endpoints[0]!.enabled, v.endpoints[0]!.replicas], ['ready', false, []], 'nothing started');
+  // Other changes to it are still taken.
+  t.equal((await controller.patchVersion(ref, { endpoints: { sentiment: { replicas: 2 } } }, 'admin')).endpoints[0]!.replicaCount, 2);
 });

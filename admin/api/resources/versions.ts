@@ -37,7 +37,7 @@ const createBody = object({
   source,
   endpoints: optional(record(
     object({
-      enabled: optional(bool({ description: 'Run this endpoint (default true).' })),
+      enabled: optional(bool({ description: 'Run this endpoint (default true). false leaves it out of the build (its files, its image): enabling it later needs a new version.' })),
       replicas: optional(replicas),
       files: optional(record(fileSource, {
         keyPattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$',
@@ -58,7 +58,7 @@ const patchBody = object({
   enabled: optional(bool({ description: 'false stops every replica; true starts them again.' })),
   endpoints: optional(record(
     object({
-      enabled: optional(bool()),
+      enabled: optional(bool({ description: 'Stop or start this endpoint (refused, 409, for one disabled when the version was built).' })),
       replicas: optional(replicas),
       timeoutSeconds: optional(nullable(timeoutSeconds, { description: 'null: back to the gateway default (PORTICO_TIMEOUT_SECONDS).' })),
       maxBodyBytes: optional(nullable(maxBodyBytes, { description: 'null: back to the gateway default (PORTICO_MAX_BODY_BYTES).' })),
