@@ -11,6 +11,7 @@ import { parseRedisUrl } from './redis.ts';
 
 type Kind =
   | { type: 'string' }
+  | { type: 'token' }
   | { type: 'int'; min: number; max: number }
   | { type: 'bool' }
   | { type: 'enum'; values: readonly string[] }
@@ -36,7 +37,7 @@ export const VARIABLES = {
   PORTICO_ADMIN_PORT: { kind: int(0, 65535), default: '8081', doc: 'Admin API and web UI port.' },
   PORTICO_METRICS_PORT: { kind: int(0, 65535), default: '9464', doc: 'Prometheus `/metrics` port of the gateway (0 picks a free port).' },
   PORTICO_DATA_DIR: { kind: { type: 'path' }, default: './.portico', doc: 'Embedded store, version builds, files and logs.' },
-  PORTICO_ADMIN_TOKEN: { kind: { type: 'string' }, default: undefined, doc: 'Admin bearer token. Unset: the first start creates one in `$PORTICO_DATA_DIR/admin-token` (mode 0600). The CLI sends it.' },
+  PORTICO_ADMIN_TOKEN: { kind: { type: 'token' }, default: undefined, doc: 'Admin bearer token. Unset: the first start creates one in `$PORTICO_DATA_DIR/admin-token` (mode 0600). The CLI sends it.' },
   PORTICO_REDIS_URL: { kind: { type: 'redis' }, default: undefined, doc: 'Store and routing table in Redis (several gateways, separate controller): `redis://[[user]:password@]host:port[/db]`, `rediss://...` (TLS), or through Sentinel `redis+sentinel://[[user]:password@]sentinel[:port][,sentinel[:port]...]/master-name[/db]` (`?sentinelPassword=...` when the sentinels want one). Unset: embedded store.' },
   PORTICO_REDIS_TIMEOUT_MS: { kind: int(10, 60000), default: '250', doc: 'Longest the gateway waits on one Redis command before failing fast.' },
   PORTICO_GATEWAY_WORKERS: { kind: int(1, 256), default: '1', doc: 'Worker processes of `portico gateway` (needs Redis when > 1). They share the port (each accepts connections itself); a worker that dies is restarted, and the metrics port serves the sum over the workers, in which a dead worker\'s counters stay as it last reported them (what it counted after the last scrape is lost).' },
@@ -137,6 +138,13 @@ function parseValue(name: string, spec: VariableSpec, raw: string, problems: str
   const kind = spec.kind;
   switch (kind.type) {
     case 'string':
+      return raw;
+    case 'token':
+      // What the admin API takes after "Authorization: Bearer " (RFC 6750); the value, a secret, is not shown.
+      if (!/^[A-Za-z0-9._~+/=-]{1,4096}$/.test(raw)) {
+        problems.push(`${name}: expected 1 to 4096 letters, digits and . _ ~ + / = - (it is sent as "Authorization: Bearer <token>", which cannot carry other characters)`);
+        return undefined;
+      }
       return raw;
     case 'host':
       if (raw === '' || /[\s/]/.test(raw)) {

@@ -52,6 +52,18 @@ t.test('every bad variable is reported at once', async (t) => {
   t.equal(loadConfig({ PORTICO_HOST: '::1' }).host, '::1');
 });
 
+t.test('PORTICO_ADMIN_TOKEN must be a token a Bearer header can carry; the message never shows it', async (t) => {
+  for (const token of ['s3cret!token@2026', 'two words', 'p#ss', 'x'.repeat(4097), 'naïve-token']) {
+    const err = t.throws(() => loadConfig({ PORTICO_ADMIN_TOKEN: token })) as unknown as ConfigError;
+    t.type(err, ConfigError, token);
+    t.match(err.message, /PORTICO_ADMIN_TOKEN: /);
+    t.notMatch(err.message, token.slice(0, 20), 'the value is not printed');
+  }
+  for (const token of ['ptk_VV2dWmxWdufsZxexdpwTdGww8U1Tu9h4GvHhjUxaqV4', 'a+b/c=', 'e'.repeat(4096), 'with.dots_and~tilde-1']) {
+    t.equal(loadConfig({ PORTICO_ADMIN_TOKEN: token }).adminToken, token);
+  }
+});
+
 t.test('what a starting command uses is checked up front, in the same message as the rest', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'portico-config-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
