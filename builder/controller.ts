@@ -9,7 +9,7 @@ import { hashPassword } from '../gateway/auth/password.ts';
 import { deploymentKey, endpointKey, type AckResult, type DeploymentRecord, type EndpointStatsBucket, type RoutingWriter } from '../gateway/routing/contract.ts';
 import { TooLargeError, type BlobStore } from './build/blobs.ts';
 import { buildVersion } from './build/build-version.ts';
-import { BuildError } from './build/source.ts';
+import { BuildError, redactSource } from './build/source.ts';
 import type * as CP from './control-plane.ts';
 import { ControlErrors } from './errors.ts';
 import type { Publisher } from './publisher.ts';
@@ -258,7 +258,7 @@ export class Controller implements CP.ControlPlane {
       updatedAt: v.updatedAt,
       enabled: v.enabled,
       createdBy: v.createdBy ?? '',
-      source: v.source as CP.SourceInput,
+      source: redactSource(v.source as CP.SourceInput),
       environment: Object.keys(v.environment).sort(),
       secretEnvironment: [...(v.secretEnvironment ?? [])].sort(),
       endpoints,
@@ -460,7 +460,7 @@ export class Controller implements CP.ControlPlane {
       if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALREADY_EXISTS, `version ${name} of ${depLabel(ref)} exists already`);
       throw err;
     }
-    await this.record(actor, 'version.create', `${depLabel(ref)}/${name}`, { source: input.source });
+    await this.record(actor, 'version.create', `${depLabel(ref)}/${name}`, { source: redactSource(input.source) });
     void this.build({ ...ref, version: name }, input, d, v.createdAt);
     return this.versionView(d, v, []);
   }

@@ -83,11 +83,28 @@ async function copyDirectory(from: string, to: string, log: BuildLog): Promise<v
   });
 }
 
+/**
+ * A repository URL as it may be shown: credentials in it (`https://user:TOKEN@host/...`, or a
+ * token as the user of an http(s) URL) read `********`.
+ */
+export function redactUrl(url: string): string {
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^@/]*)@/, (all, scheme: string, userinfo: string) => {
+    const colon = userinfo.indexOf(':');
+    if (colon !== -1) return `${scheme}${userinfo.slice(0, colon)}:********@`;
+    return /^https?:/i.test(scheme) ? `${scheme}********@` : all;
+  });
+}
+
+/** A version's source as it may be shown (API answers, audit log): a git URL without its credentials. */
+export function redactSource(source: SourceInput): SourceInput {
+  return 'git' in source ? { git: { ...source.git, url: redactUrl(source.git.url) } } : source;
+}
+
 async function gitCheckout(url: string, ref: string | undefined, to: string, log: BuildLog, timeoutMs: number): Promise<void> {
   if (url.startsWith('-') || /\s/.test(url)) throw new BuildError(`source.git.url is not a repository URL: ${JSON.stringify(url)}`);
   if (ref !== undefined && (ref.startsWith('-') || /\s/.test(ref))) throw new BuildError(`source.git.ref is not valid: ${JSON.stringify(ref)}`);
   const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' };
-  log(`git clone ${url}${ref ? ` (ref ${ref})` : ''}`);
+  log(`git clone ${redactUrl(url)}${ref ? ` (ref ${ref})` : ''}`);
   await run('git', ['clone', '--quiet', '--no-checkout', '--', url, to], { log, timeoutMs, env, label: 'git clone' });
   await run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', ref ?? 'HEAD', '--'], { cwd: to, log, timeoutMs, env, label: 'git checkout' });
   const commit = (await run('git', ['rev-parse', 'HEAD'], { cwd: to, log: () => {}, timeoutMs, env })).trim();

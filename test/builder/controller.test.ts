@@ -293,3 +293,24 @@ t.test('an endpoint disabled when its version was built (its files never placed)
   // Other changes to it are still taken.
   t.equal((await controller.patchVersion(ref, { endpoints: { sentiment: { replicas: 2 } } }, 'admin')).endpoints[0]!.replicaCount, 2);
 });
+
+t.test('a git source URL\'s credentials never appear: not in the version, the audit log or the build log', async (t) => {
+  const { controller, store } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const url = 'https://bob:ghp_SECRET123@127.0.0.1:1/acme/x.git';
+  const ref = { ...DEPLOYMENT, version: 'g1' };
+  const created = await controller.createVersion(DEPLOYMENT, { name: 'g1', source: { git: { url, ref: 'main' } } }, 'admin');
+  await waitFor(async () => (await controller.getVersion(ref)).status === 'failed', { what: 'the clone to fail' });
+  const shown = JSON.stringify([created, await controller.getVersion(ref), await controller.listVersions(DEPLOYMENT), await controller.audit({}), await controller.buildLog(ref)]);
+  t.notMatch(shown, 'ghp_SECRET123', 'the token is nowhere');
+  t.same((await controller.getVersion(ref)).source, { git: { url: 'https://bob:********@127.0.0.1:1/acme/x.git', ref: 'main' } });
+  t.match(shown, 'git clone https://bob:********@127.0.0.1:1/acme/x.git', 'the build log says what was cloned');
+  t.same((await store.getVersion(ref))?.source, { git: { url, ref: 'main' } }, 'stored as given: a restarted build needs it');
+
+  // A token given as the user name (https://TOKEN@host/...) is one too; other URLs are shown whole.
+  const bare = await controller.createVersion(DEPLOYMENT, { name: 'g2', source: { git: { url: 'https://ghp_BARE456@127.0.0.1:1/x.git' } } }, 'admin');
+  t.same(bare.source, { git: { url: 'https://********@127.0.0.1:1/x.git' } });
+  const plain = await controller.createVersion(DEPLOYMENT, { name: 'g3', source: { git: { url: 'ssh://git@127.0.0.1:1/acme/x.git' } } }, 'admin');
+  t.same(plain.source, { git: { url: 'ssh://git@127.0.0.1:1/acme/x.git' } });
+  for (const name of ['g2', 'g3']) await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: name })).status === 'failed', { what: `${name} to fail` });
+});
