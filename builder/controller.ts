@@ -144,9 +144,20 @@ export class Controller implements CP.ControlPlane {
     for (const v of Object.values(env)) if (v.secret && v.value.length >= 4) this.secrets.add(v.value);
   }
 
+  /** Notes the secret values a version's replicas get (the project's may have changed since). */
+  private noteVersionSecrets(v: Pick<Version, 'environment' | 'secretEnvironment'>): void {
+    for (const k of v.secretEnvironment ?? []) {
+      const value = v.environment[k];
+      if (value !== undefined) this.noteSecrets({ [k]: { value, secret: true } });
+    }
+  }
+
   /** Loads what the controller keeps in memory (secret values for masking). */
   async loadSecrets(): Promise<void> {
-    for (const d of await this.store.listAllDeployments()) this.noteSecrets(await this.store.getEnvironment(d.owner, d.project));
+    for (const d of await this.store.listAllDeployments()) {
+      this.noteSecrets(await this.store.getEnvironment(d.owner, d.project));
+      for (const v of await this.store.listVersions({ owner: d.owner, project: d.project, deployment: d.name })) this.noteVersionSecrets(v);
+    }
   }
 
   private async deploymentOr404(ref: DeploymentRef): Promise<Deployment> {
@@ -431,6 +442,9 @@ export class Controller implements CP.ControlPlane {
       environment[k] = v;
       secret.delete(k);
     }
+    // Known already unless the controller started since the project's environment was set: it
+    // loads the secrets of projects that have deployments.
+    this.noteVersionSecrets({ environment, secretEnvironment: [...secret] });
     let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
     // An automatic name an alias has taken (an alias named like a date) is passed over.
     while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());

@@ -1,7 +1,7 @@
 // The controller's operations over a real store, routing table and local target (startController
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,6 +35,13 @@ async function startControl<R extends RoutingTable = EmbeddedRoutingTable>(t: Te
     await rm(dataDir, { recursive: true, force: true });
   });
   return { ...running, routing };
+}
+
+/** A controller on `dataDir`, which outlives it (a restart is another call); `stop` closes it. */
+async function startOn(dataDir: string): Promise<RunningController & { stop(): Promise<void> }> {
+  const routing = new EmbeddedRoutingTable();
+  const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir }), routing, log: silent });
+  return { ...running, stop: async () => { await running.close(); await routing.close(); } };
 }
 
 /** Resolves with the PorticoError `p` rejects with (fails the test if it resolves). */
@@ -172,11 +179,7 @@ t.test('test console: a reply over 16 MiB is cut there and says so; a request HT
 t.test('tokens: after the admin token is rotated away, a restart says its token file is stale', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
-  const start = async () => {
-    const routing = new EmbeddedRoutingTable();
-    const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir }), routing, log: silent });
-    return { ...running, stop: async () => { await running.close(); await routing.close(); } };
-  };
+  const start = () => startOn(dataDir);
   const first = await start();
   t.ok(first.createdToken, 'the first start created admin');
   t.equal(first.tokenFileRevoked, false);
@@ -313,4 +316,49 @@ t.test('a git source URL\'s credentials never appear: not in the version, the au
   const plain = await controller.createVersion(DEPLOYMENT, { name: 'g3', source: { git: { url: 'ssh://git@127.0.0.1:1/acme/x.git' } } }, 'admin');
   t.same(plain.source, { git: { url: 'ssh://git@127.0.0.1:1/acme/x.git' } });
   for (const name of ['g2', 'g3']) await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: name })).status === 'failed', { what: `${name} to fail` });
+});
+
+t.test('secrets are masked in replica logs after a restart: of a project without deployments then, and those a version was built with', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  // The example, printing its API_KEY as it starts.
+  const code = join(dataDir, 'code');
+  await cp(join(import.meta.dirname, '../../examples/node-sentiment'), code, { recursive: true });
+  await writeFile(join(code, 'server.js'), `console.log('key is ' + process.env.API_KEY);\n${await readFile(join(code, 'server.js'), 'utf8')}`);
+  const other = { owner: 'acme', project: 'other' };
+  const logsOf = async (c: RunningController, ref: { owner: string; project: string; deployment: string; version: string }) => {
+    const lines: string[] = [];
+    for await (const l of c.controller.endpointLogs(ref, 'sentiment', {})) lines.push(l.line);
+    return lines.join('\n');
+  };
+
+  let current = await startOn(dataDir);
+  // Replicas outlive a controller (the next one adopts them): deleting the deployments stops them.
+  t.teardown(async () => {
+    for (const ref of [PROJECT, other]) await current.controller.deleteDeployment({ ...ref, deployment: 'web' }, 'admin').catch(() => undefined);
+    await current.stop();
+  });
+  await current.controller.putEnvironment(PROJECT, { API_KEY: { value: 'sk-old-1234567890', secret: true } }, 'admin');
+  await current.controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const v1 = { ...DEPLOYMENT, version: 'v1' };
+  await current.controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: code } }, 'admin');
+  await waitFor(async () => (await logsOf(current, v1)).includes('key is ********'), { what: 'v1 to print its key' });
+  // The project's secret changes; v1 keeps the value it was built with. Another project has a secret, no deployment yet.
+  await current.controller.putEnvironment(PROJECT, { API_KEY: { value: 'sk-new-1234567890', secret: true } }, 'admin');
+  await current.controller.putEnvironment(other, { API_KEY: { value: 'sk-other-1234567890', secret: true } }, 'admin');
+  await current.stop();
+
+  const second = await startOn(dataDir);
+  current = second;
+  // Restarted, its replica prints again the value it was built with.
+  await second.controller.patchVersion(v1, { enabled: false }, 'admin');
+  await second.controller.patchVersion(v1, { enabled: true }, 'admin');
+  await waitFor(async () => (await logsOf(second, v1)).split('key is ').length > 2, { what: 'v1 to print its key again' });
+  t.notMatch(await logsOf(second, v1), 'sk-old-1234567890', 'the value v1 was built with is masked');
+  await second.controller.createDeployment(other, { name: 'web' }, 'admin');
+  const v2 = { ...other, deployment: 'web', version: 'v2' };
+  await second.controller.createVersion({ ...other, deployment: 'web' }, { name: 'v2', source: { path: code } }, 'admin');
+  await waitFor(async () => (await logsOf(second, v2)).includes('key is '), { what: 'v2 to print its key' });
+  t.match(await logsOf(second, v2), 'key is ********', 'the other project\'s secret is masked');
+  t.notMatch(await logsOf(second, v2), 'sk-other-1234567890');
 });
