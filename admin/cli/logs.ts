@@ -29,7 +29,7 @@ VERSION is a version name as portico versions lists it (an alias's version: port
 Options:
 ${DEPLOYMENT_HELP}
   -f, --follow           keep printing new lines until Ctrl-C
-  --tail N               only the last N lines (before following)
+  --tail N               only the last N lines (default 200, at most 100000), before following
   --replica ID           only this replica
   --contains TEXT        only lines containing TEXT
   --since WHEN           only lines since a duration ago (30s, 10m, 2h, 1d) or an ISO time

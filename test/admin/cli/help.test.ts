@@ -24,3 +24,8 @@ for (const name of OPERATOR) {
     }
   });
 }
+
+t.test('portico logs --help says how many lines it prints without --tail (the API answers the last 200)', async (t) => {
+  const r = await runCli(['logs', '--help']);
+  t.match(r.stdout, /--tail N +only the last N lines \(default 200, at most 100000\)/);
+});
