@@ -1,7 +1,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import type { EndpointSpec, EndpointStatus, RegistryAuth, Runtime, RuntimeHooks } from './runtime.ts';
 import { StatusListeners } from './status-listeners.ts';
-import { KubeApi, describeApiError, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
+import { KubeApi, describeApiError, statusOf, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
 import { PodLogFollower } from './kubernetes/logs.ts';
 import {
   ANNOTATIONS,
@@ -425,6 +425,24 @@ export class KubernetesRuntime implements Runtime {
   }
 
   async #apply(ep: Endpoint, spec: EndpointSpec): Promise<void> {
+    try {
+      await this.#applyAll(ep, spec);
+    } catch (err) {
+      // A server-side apply is a 404 only when the namespace is gone (deleted behind Portico's
+      // back): forget what was written there, so the next ensure creates it all again.
+      if (statusOf(err) === 404) this.#forgetNamespace(ep.namespace);
+      throw err;
+    }
+  }
+
+  #forgetNamespace(namespace: string): void {
+    this.#namespaces.delete(namespace);
+    this.#policies.delete(namespace);
+    this.#pullSecrets.delete(namespace);
+    for (const ep of this.#endpoints.values()) if (ep.namespace === namespace) ep.applied.clear();
+  }
+
+  async #applyAll(ep: Endpoint, spec: EndpointSpec): Promise<void> {
     // A remove that failed half-way left its pods announced; wanted again, they may serve again.
     for (const [name, deadline] of ep.draining) {
       if (deadline !== Number.POSITIVE_INFINITY) continue;

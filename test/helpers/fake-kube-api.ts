@@ -254,7 +254,8 @@ const shortHash = (text: string, n = 10) => createHash('sha256').update(text).di
 
 /**
  * An HTTP server speaking enough of the Kubernetes API for the kubernetes runtime, with the API's
- * semantics: namespaced CRUD with `409 AlreadyExists`, `404 NotFound`, `409 Conflict` on a stale
+ * semantics: namespaced CRUD with `409 AlreadyExists`, `404 NotFound` (also for a create in a
+ * namespace that does not exist), `409 Conflict` on a stale
  * `resourceVersion`, `422 Invalid` for bodies kubernetes-models rejects or that carry unknown
  * fields; server-side apply (field manager required; Portico's previously applied labels,
  * annotations and top-level fields are replaced by the new apply; a no-op apply changes nothing
@@ -369,6 +370,15 @@ export class FakeKubeApi {
     this.#delete(resource, key, before);
     this.#queueSync();
     return true;
+  }
+
+  /** Deletes a namespace and everything in it at once (as `kubectl delete namespace` ends). */
+  removeNamespace(name: string): void {
+    for (const r of RESOURCES) {
+      if (!r.namespaced) continue;
+      for (const [key, o] of [...this.#objects.get(r.resource)!]) if (o.metadata.namespace === name) this.#delete(r.resource, key, o);
+    }
+    this.remove('namespaces', undefined, name);
   }
 
   /** Edits a pod's container status (and Ready condition): readiness, crashes, image pull errors. */
@@ -593,6 +603,7 @@ export class FakeKubeApi {
           if (!obj) return;
           const key = `${def.namespaced ? route.namespace : ''}/${obj.metadata.name}`;
           if (store.has(key)) return this.#status(res, r, 409, 'AlreadyExists', `${def.resource} "${obj.metadata.name}" already exists`);
+          if (!this.#namespaceExists(def, route.namespace)) return this.#status(res, r, 404, 'NotFound', `namespaces "${route.namespace}" not found`);
           delete obj.metadata.resourceVersion;
           const stored = this.#store(def.resource, obj, undefined);
           this.#queueSync();
@@ -626,6 +637,11 @@ export class FakeKubeApi {
     } catch (err) {
       return this.#status(res, r, 500, 'InternalError', `fake: ${(err as Error).stack ?? String(err)}`);
     }
+  }
+
+  /** Whether an object of `def` may be created in `namespace` (the API refuses one in a namespace that does not exist). */
+  #namespaceExists(def: ResourceDef, namespace: string | undefined): boolean {
+    return !def.namespaced || this.#objects.get('namespaces')!.has(`/${namespace ?? ''}`);
   }
 
   #record(method: string, path: string, query: Record<string, string>, contentType: string | undefined, body: unknown, route: Route | undefined, watch = false): KubeRequest {
@@ -692,6 +708,7 @@ export class FakeKubeApi {
       if (!applied) return;
       const owner = `${def.resource}/${key}`;
       if (!before) {
+        if (!this.#namespaceExists(def, namespace)) return this.#status(res, r, 404, 'NotFound', `namespaces "${namespace}" not found`);
         r.created = true;
         this.#applied.set(owner, ownership(applied));
         const stored = this.#store(def.resource, applied, undefined);

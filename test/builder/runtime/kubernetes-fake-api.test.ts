@@ -33,6 +33,7 @@ t.test('CRUD: AlreadyExists, NotFound, Conflict on a stale resourceVersion, Inva
   const fake = await start(t);
   const core = fake.kubeConfig().makeApiClient(CoreV1Api);
   const apps = fake.kubeConfig().makeApiClient(AppsV1Api);
+  t.equal(await code(apps.createNamespacedDeployment({ namespace: 'ns', body: deployment('a') })), 404, 'no namespace: NotFound');
   t.equal(await code(core.createNamespace({ body: { metadata: { name: 'ns' } } })), 200);
   t.equal(await code(core.createNamespace({ body: { metadata: { name: 'ns' } } })), 409, 'AlreadyExists');
   t.equal(await code(core.readNamespace({ name: 'nope' })), 404, 'NotFound');
@@ -57,7 +58,7 @@ t.test('CRUD: AlreadyExists, NotFound, Conflict on a stale resourceVersion, Inva
   t.match(status.message, /unknown field "spec\.template\.spec\.containers\[0\]\.imagePullPolicyy"/);
   t.equal(await code(apps.createNamespacedDeployment({ namespace: 'ns', body: deployment('c', { replicas: 'two' }) as never })), 422, 'schema violations');
   t.equal((await fetch(`${fake.url}/api/v1/namespaces/ns`)).status, 401, 'no credentials: 401');
-  t.same(fake.requests.slice(0, 3).map((r) => [r.verb, r.resource, r.status]), [['create', 'namespaces', 201], ['create', 'namespaces', 409], ['get', 'namespaces', 404]], 'recorded with RBAC verbs');
+  t.same(fake.requests.slice(1, 4).map((r) => [r.verb, r.resource, r.status]), [['create', 'namespaces', 201], ['create', 'namespaces', 409], ['get', 'namespaces', 404]], 'recorded with RBAC verbs');
 });
 
 t.test('server-side apply: field manager required, creates, no-op when unchanged, drops what the manager dropped', async (t) => {
@@ -66,6 +67,8 @@ t.test('server-side apply: field manager required, creates, no-op when unchanged
   const ssa = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
   const apply = (body: unknown, fieldManager?: string) =>
     apps.patchNamespacedDeployment({ name: 'a', namespace: 'ns', body, ...(fieldManager ? { fieldManager, force: true } : {}) }, ssa);
+  t.equal(await code(apply(deployment('a'), 'portico')), 404, 'not in a namespace that does not exist');
+  fake.put('namespaces', { metadata: { name: 'ns' } });
   t.equal(await code(apply(deployment('a'))), 400, 'fieldManager is required');
   const first = { ...deployment('a'), metadata: { ...deployment('a').metadata, labels: { app: 'a', tier: 'x' } } };
   await apply(first, 'portico');

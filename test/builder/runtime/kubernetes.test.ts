@@ -440,6 +440,29 @@ t.test('a remove that fails is reported, and the endpoint can be wanted again', 
   t.notOk(h.fake.get('deployments', NS, resourceName(spec.key)), 'removed on the next try');
 });
 
+t.test('a project namespace deleted behind Portico\'s back is created again at the next resync', async (t) => {
+  const h = await setup(t, { resyncMs: 300 });
+  const spec = h.spec({ replicas: 1 });
+  await h.runtime.ensure(spec);
+  await waitFor(() => h.pods(spec)[0], { what: 'a pod' });
+  h.fake.removeNamespace(NS);
+  await h.waitStatus(spec.key, 'its pod gone', (s) => s.replicas.length === 0);
+  // The reconciler ensures every few seconds: one of those may still fail, the next ones heal it.
+  const name = resourceName(spec.key);
+  await waitFor(async () => {
+    await h.runtime.ensure(spec).catch(() => {});
+    return h.fake.get('deployments', NS, name);
+  }, { what: 'the Deployment back', timeoutMs: 5000 });
+  t.ok(h.fake.get('namespaces', undefined, NS), 'namespace created again');
+  t.ok(h.fake.get('networkpolicies', NS, 'portico-replicas'), 'with its NetworkPolicy');
+  t.ok(h.fake.get('services', NS, name), 'the Service');
+  t.ok(h.fake.get('poddisruptionbudgets', NS, name), 'the PDB');
+  const pod = await waitFor(() => h.pods(spec)[0], { what: 'a new pod' });
+  h.fake.setReady(NS, pod.metadata.name, true);
+  const s = await h.waitStatus(spec.key, 'ready again', (x) => readyCount(x) === 1);
+  t.equal(s.error, undefined, 'no error left');
+});
+
 t.test('a new runtime adopts what is running: lists by label, writes nothing for the same spec', async (t) => {
   const h = await setup(t);
   const a = h.spec({ replicas: 1 });
