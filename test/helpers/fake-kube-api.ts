@@ -101,6 +101,63 @@ export function validateManifest(obj: unknown): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the kubelet makes of a container: `$(VAR)` references expanded, `$$` reduced to `$`
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The kubelet's expansion of `$(VAR)` in env values, command and args (Kubernetes'
+ * third_party/forked/golang/expansion): `$$` becomes `$`, `$(NAME)` the value of a variable
+ * defined so far (left as is when there is none), any other `$` stays.
+ */
+export function kubeletExpand(input: string, vars: ReadonlyMap<string, string>): string {
+  let out = '';
+  for (let i = 0; i < input.length; i++) {
+    const c = input[i]!;
+    if (c !== '$' || i + 1 >= input.length) {
+      out += c;
+      continue;
+    }
+    const next = input[i + 1]!;
+    if (next === '$') {
+      out += '$';
+      i++;
+    } else if (next === '(') {
+      const close = input.indexOf(')', i + 2);
+      if (close < 0) {
+        out += '$(';
+        i++;
+      } else {
+        const name = input.slice(i + 2, close);
+        out += vars.get(name) ?? `$(${name})`;
+        i = close;
+      }
+    } else {
+      out += `$${next}`;
+      i++;
+    }
+  }
+  return out;
+}
+
+/**
+ * The environment, command and args the container's process gets: env values expanded in order
+ * (each may refer to those before it), then command and args with all of them. A value from a
+ * Secret is not expanded; here it reads `<secret:name/key>`.
+ */
+export function processView(container: { command?: string[]; args?: string[]; env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name?: string; key: string } } }[] }): { command: string[]; args: string[]; env: Record<string, string> } {
+  const vars = new Map<string, string>();
+  for (const e of container.env ?? []) {
+    const ref = e.valueFrom?.secretKeyRef;
+    vars.set(e.name, ref ? `<secret:${ref.name ?? ''}/${ref.key}>` : kubeletExpand(e.value ?? '', vars));
+  }
+  return {
+    command: (container.command ?? []).map((a) => kubeletExpand(a, vars)),
+    args: (container.args ?? []).map((a) => kubeletExpand(a, vars)),
+    env: Object.fromEntries(vars),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // The fake API server
 // ---------------------------------------------------------------------------------------------
 

@@ -254,19 +254,27 @@ function tolerations(spec: EndpointSpec): V1Toleration[] | undefined {
   }));
 }
 
+/**
+ * `text` as the kubelet must be given it to pass it on unchanged: it expands `$(VAR)` in env
+ * values, command and args and reduces `$$` to `$`, which the local and docker runtimes do not.
+ */
+function literal(text: string): string {
+  return text.replaceAll('$', () => '$$');
+}
+
 /** Command and arguments of the replica container; `$PORT`/`${PORT}` replaced by the port. */
 function commandOf(spec: EndpointSpec, wsgiRunner: string): Pick<V1Container, 'command' | 'args'> {
   const cmd = spec.command;
   switch (cmd.kind) {
     case 'shell':
-      return { command: ['/bin/sh', '-c', substitutePort(cmd.command, spec.port)] };
+      return { command: ['/bin/sh', '-c', literal(substitutePort(cmd.command, spec.port))] };
     case 'exec': {
-      const [file, ...args] = cmd.argv.map((a) => substitutePort(a, spec.port));
+      const [file, ...args] = cmd.argv.map((a) => literal(substitutePort(a, spec.port)));
       if (file === undefined || file === '') throw new Error('server-command is an empty list');
       return { command: [file], ...(args.length > 0 ? { args } : {}) };
     }
     case 'wsgi':
-      return { command: ['python3', wsgiRunner, '--host', '0.0.0.0', '--port', String(spec.port), cmd.module] };
+      return { command: ['python3', wsgiRunner, '--host', '0.0.0.0', '--port', String(spec.port), literal(cmd.module)] };
   }
 }
 
@@ -285,13 +293,14 @@ export function secretEnvNames(spec: EndpointSpec): string[] {
 
 /**
  * The spec's environment plus `PORT`, `HOST=0.0.0.0` (and `SCRIPT_NAME` for wsgi), sorted; the
- * secret ones as references to the endpoint's env Secret (`envSecretManifest`), not values.
+ * secret ones as references to the endpoint's env Secret (`envSecretManifest`), not values; the
+ * others escaped so the kubelet's `$(VAR)` expansion leaves them as they are.
  */
 function envOf(spec: EndpointSpec): V1EnvVar[] {
   const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...spec.env, ...runtimeEnv(spec) };
   const secret = new Set(secretEnvNames(spec));
   const secretName = resourceName(spec.key);
-  return Object.keys(env).sort().map((name) => (secret.has(name) ? { name, valueFrom: { secretKeyRef: { name: secretName, key: name } } } : { name, value: env[name] ?? '' }));
+  return Object.keys(env).sort().map((name) => (secret.has(name) ? { name, valueFrom: { secretKeyRef: { name: secretName, key: name } } } : { name, value: literal(env[name] ?? '') }));
 }
 
 /**

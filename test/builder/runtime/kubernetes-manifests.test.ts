@@ -22,7 +22,7 @@ import {
 import { dnsLabel, isDnsLabel, labelValue, namespaceFor, resourceName } from '../../../builder/runtime/kubernetes/names.ts';
 import { endpointStatus, type PodView, type SliceView } from '../../../builder/runtime/kubernetes/status.ts';
 import type { EndpointSpec } from '../../../builder/runtime/runtime.ts';
-import { validateManifest } from '../../helpers/fake-kube-api.ts';
+import { processView, validateManifest } from '../../helpers/fake-kube-api.ts';
 
 const OPTS: ManifestOptions = { namespace: 'portico-acme-mnist', preStopSeconds: 10, stopGraceSeconds: 5, preStopSleep: 'exec', wsgiRunner: '/opt/portico/wsgi_runner.py' };
 
@@ -89,6 +89,17 @@ t.test('commands: shell, exec and wsgi, $PORT substituted', async (t) => {
   t.throws(() => deploymentManifest(spec({ image: '' }), OPTS), /has no image/);
   t.equal(container(spec({ env: { PYTHONUNBUFFERED: '0', PORT: '1' } })).env?.find((e) => e.name === 'PYTHONUNBUFFERED')?.value, '0', 'the spec may override PYTHONUNBUFFERED');
   t.equal(container(spec({ env: { PORT: '1' } })).env?.find((e) => e.name === 'PORT')?.value, '8000', 'but not PORT');
+});
+
+t.test('env values and commands reach the process as given, though the kubelet expands $(VAR) and $$', async (t) => {
+  const env = { VH_DEFAULT_PREFIX: '/p', DB_URL: 'postgres://app:pa$$w0rd@db/app', TEMPLATE: 'Total: $(PORT) $(NOPE) $x $', LAST: 'ends with $' };
+  const shell = processView(container(spec({ env, command: { kind: 'shell', command: 'echo $$ > /tmp/pid; exec serve --host $(HOST) --port $PORT' } })));
+  t.same(shell.command, ['/bin/sh', '-c', 'echo $$ > /tmp/pid; exec serve --host $(HOST) --port 8000'], '$$ and $(HOST) left to the shell; $PORT substituted as everywhere');
+  for (const [name, value] of Object.entries(env)) t.equal(shell.env[name], value, name);
+  const exec = processView(container(spec({ command: { kind: 'exec', argv: ['serve', '--price', '$$5', '--ref', '$(PORT)', '$PORT'] } })));
+  t.same([exec.command, exec.args], [['serve'], ['--price', '$$5', '--ref', '$(PORT)', '8000']]);
+  const wsgi = processView(container(spec({ env: { VH_DEFAULT_PREFIX: '/acme/$$/v1/predict' }, command: { kind: 'wsgi', module: 'app:app' } })));
+  t.equal(wsgi.env['SCRIPT_NAME'], '/acme/$$/v1/predict');
 });
 
 t.test('stopping: preStop sleep as exec or kubelet action, grace = preStop + stop grace', async (t) => {
