@@ -178,19 +178,25 @@ export class Reconciler {
         }
       }
     }
+    // One endpoint the runtime refuses (an admission webhook, a quota, a namespace being deleted)
+    // is reported and tried again next pass; it must not hold up every endpoint after it.
     for (const [target, rt] of this.runtimes) {
       for (const s of await rt.list()) {
         this.statuses.set(s.key, s);
         const want = desired.get(s.key);
         if (!want || want.target !== target) {
-          await rt.remove(s.key);
-          this.statuses.delete(s.key);
+          try {
+            await rt.remove(s.key);
+            this.statuses.delete(s.key);
+          } catch (err) {
+            this.onError(err);
+          }
         }
       }
     }
     for (const { target, spec } of desired.values()) {
       const rt = this.runtimes.get(target);
-      if (rt) await rt.ensure(spec);
+      if (rt) await rt.ensure(spec).catch(this.onError);
     }
     for (const { dep, v } of versions) await this.settle(dep, v);
   }

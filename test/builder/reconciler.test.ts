@@ -1,6 +1,14 @@
 import t from 'tap';
-import { endpointSpec } from '../../builder/reconciler.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Publisher } from '../../builder/publisher.ts';
+import { endpointSpec, Reconciler } from '../../builder/reconciler.ts';
+import type { EndpointSpec, EndpointStatus, Runtime } from '../../builder/runtime/runtime.ts';
+import { EmbeddedStore } from '../../builder/store/embedded.ts';
 import type { Version, VersionEndpoint } from '../../builder/store/store.ts';
+import { endpointKey } from '../../gateway/routing/contract.ts';
+import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 
 const endpoint: VersionEndpoint = {
   name: 'predict',
@@ -32,4 +40,65 @@ t.test('endpointSpec: without secrets the spec (and its hash, which restarts rep
   t.notOk('secretEnv' in plain, 'no secretEnv field');
   t.equal(endpointSpec(version({ secretEnvironment: [] }), endpoint).specHash, plain.specHash, 'an empty list changes nothing');
   t.not(endpointSpec(version({ secretEnvironment: ['API_KEY'] }), endpoint).specHash, plain.specHash, 'a secret changes how replicas get it: a new hash');
+});
+
+/** Replicas ready at once, except for the keys whose ensure or remove the API refuses. */
+class RefusingRuntime implements Runtime {
+  readonly kind = 'kubernetes' as const;
+  readonly running = new Map<string, EndpointStatus>();
+  readonly refused = new Set<string>();
+  readonly #listeners = new Set<(s: EndpointStatus) => void>();
+
+  async ensure(spec: EndpointSpec): Promise<void> {
+    if (this.refused.has(spec.key)) throw new Error(`HTTP 403: admission webhook denied ${spec.key}`);
+    const s: EndpointStatus = { key: spec.key, replicas: [{ id: `${spec.version}-0`, address: '10.0.0.1:8000', state: 'ready', restarts: 0 }] };
+    this.running.set(spec.key, s);
+    for (const l of this.#listeners) l(s);
+  }
+  async remove(key: string): Promise<void> {
+    if (this.refused.has(key)) throw new Error(`HTTP 403: cannot delete ${key}`);
+    this.running.delete(key);
+  }
+  async list(): Promise<EndpointStatus[]> {
+    return [...this.running.values()];
+  }
+  onChange(listener: (s: EndpointStatus) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+  async close(): Promise<void> {}
+}
+
+t.test('a pass goes on past an endpoint its runtime refuses: the others are still ensured, removed and routed', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-reconciler-test-'));
+  const store = await EmbeddedStore.open({ dir: join(dataDir, 'store') });
+  const routing = new EmbeddedRoutingTable();
+  const runtime = new RefusingRuntime();
+  const errors: unknown[] = [];
+  const reconciler = new Reconciler({ store, runtimes: new Map([['k8s', runtime]]), publisher: new Publisher(routing, { ackTimeoutMs: 100 }), onError: (err) => errors.push(err) });
+  t.teardown(async () => {
+    await reconciler.close();
+    await store.close();
+    await routing.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  const dep = { owner: 'acme', project: 'nlp', deployment: 'web' };
+  await store.createDeployment({ owner: dep.owner, project: dep.project, name: dep.deployment, target: 'k8s', auth: 'none' });
+  const one = { ...endpoint, replicas: 1 };
+  for (const name of ['v1', 'v2', 'v3']) {
+    await store.createVersion({ ...dep, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [one], codeDir: '/code' });
+  }
+  const key = (v: string) => `acme/nlp/web/${v}/predict`;
+  // Left over from a deleted version, and the API refuses to delete it.
+  runtime.running.set(key('gone'), { key: key('gone'), replicas: [] });
+  runtime.refused.add(key('gone'));
+  runtime.refused.add(key('v2'));
+
+  await reconciler.trigger();
+  t.ok(runtime.running.has(key('v1')) && runtime.running.has(key('v3')), 'the other versions run');
+  for (const v of ['v1', 'v3']) {
+    t.equal((await routing.getEndpoint(endpointKey({ ...dep, version: v, endpoint: 'predict' })))?.replicas.length, 1, `${v} is routed`);
+    t.equal((await store.getVersion({ ...dep, version: v }))?.status, 'ready', `${v} is ready`);
+  }
+  t.match(errors.map(String), [/cannot delete/, /admission webhook denied/], 'each refusal reported');
 });
