@@ -18,6 +18,7 @@ import {
   PULL_SECRET_NAME,
   pullSecretManifest,
   pdbManifest,
+  publishedSpecHash,
   serviceManifest,
   type GatewaySelector,
   type ManifestOptions,
@@ -96,7 +97,7 @@ interface Endpoint {
   spec: EndpointSpec | undefined;
   image: string | undefined;
   port: number;
-  /** Replicas and spec hash of the Deployment as last applied (or adopted). */
+  /** Replicas and (published) spec hash of the Deployment as last applied (or adopted). */
   appliedReplicas: number | undefined;
   appliedSpecHash: string | undefined;
   /** Manifest hash and time of the last apply (or adoption) per kind. */
@@ -455,14 +456,15 @@ export class KubernetesRuntime implements Runtime {
     await this.#applyPolicy(ep.namespace);
     await this.#applyPullSecret(ep.namespace);
     await this.#applyIfChanged(ep, 'Service', serviceManifest(spec, opts));
-    const scalingDown = ep.appliedSpecHash === spec.specHash && ep.appliedReplicas !== undefined && spec.replicas < ep.appliedReplicas;
+    const specHash = publishedSpecHash(spec);
+    const scalingDown = ep.appliedSpecHash === specHash && ep.appliedReplicas !== undefined && spec.replicas < ep.appliedReplicas;
     if (scalingDown) await this.#drainSurplus(ep, spec);
     // Before the Deployment: its pods read their secret environment from it when they start.
     const envSecret = envSecretManifest(spec, opts);
     if (envSecret !== null) await this.#applyIfChanged(ep, 'Secret', envSecret, manifestHash(envSecret));
     await this.#applyIfChanged(ep, 'Deployment', deployment);
     ep.appliedReplicas = spec.replicas;
-    ep.appliedSpecHash = spec.specHash;
+    ep.appliedSpecHash = specHash;
     await this.#applyIfChanged(ep, 'PodDisruptionBudget', pdbManifest(spec, opts));
   }
 

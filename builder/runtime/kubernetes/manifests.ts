@@ -42,7 +42,7 @@ export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
 export const ANNOTATIONS = {
   /** The full endpoint key `owner/project/deployment/version/endpoint` (labels may be slugged). */
   key: 'portico.io/key',
-  /** `EndpointSpec.specHash`: on the pod template too, so a change rolls the Deployment. */
+  /** `publishedSpecHash` of the spec: on the pod template too, so a change rolls the Deployment. */
   specHash: 'portico.io/spec-hash',
   manifestHash: 'portico.io/manifest-hash',
   /** Tells the ReplicaSet controller which pods to remove first on scale-down (lower goes first). */
@@ -304,6 +304,20 @@ function envOf(spec: EndpointSpec): V1EnvVar[] {
 }
 
 /**
+ * The spec hash written on a Deployment and its pod template: `spec.specHash`, except for a spec
+ * with secret values, which that hash covers (anyone who may read Deployments could test guesses
+ * of a value against it). For those, a hash of the spec with the secret values left out. A
+ * version's values never change, and the Secret is what carries them to the pods.
+ */
+export function publishedSpecHash(spec: EndpointSpec): string {
+  const secret = (spec.secretEnv ?? []).filter((name) => Object.hasOwn(spec.env, name));
+  if (secret.length === 0) return spec.specHash;
+  const env: Record<string, string> = { ...spec.env };
+  for (const name of secret) env[name] = '';
+  return createHash('sha256').update(stableJson({ ...spec, env, replicas: undefined, specHash: undefined })).digest('hex').slice(0, 16);
+}
+
+/**
  * The Secret holding an endpoint's secret environment values (named like its Deployment), or
  * `null` when it has none. Like the image pull Secret it carries no manifest hash: no hash of
  * the values is written anywhere.
@@ -329,6 +343,7 @@ export function envSecretManifest(spec: EndpointSpec, opts: Pick<ManifestOptions
 export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V1Deployment {
   if (spec.image === undefined || spec.image === '') throw new Error(`endpoint ${spec.key} has no image: the kubernetes runtime runs built images only`);
   const labels = endpointLabels(spec);
+  const specHash = publishedSpecHash(spec);
   const resources = resourceRequirements(spec.resources);
   const nodeSelector = parseNodeSelector(spec.nodeSelector);
   const tol = tolerations(spec);
@@ -355,7 +370,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
       name: resourceName(spec.key),
       namespace: opts.namespace,
       labels,
-      annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: spec.specHash },
+      annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: specHash },
     },
     spec: {
       replicas: Math.max(0, spec.replicas),
@@ -363,7 +378,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
       revisionHistoryLimit: 2,
       strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
       template: {
-        metadata: { labels, annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: spec.specHash } },
+        metadata: { labels, annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: specHash } },
         spec: {
           containers: [container],
           terminationGracePeriodSeconds: opts.preStopSeconds + opts.stopGraceSeconds,

@@ -22,6 +22,8 @@ import {
 import { dnsLabel, isDnsLabel, labelValue, namespaceFor, resourceName } from '../../../builder/runtime/kubernetes/names.ts';
 import { endpointStatus, type PodView, type SliceView } from '../../../builder/runtime/kubernetes/status.ts';
 import type { EndpointSpec } from '../../../builder/runtime/runtime.ts';
+import { endpointSpec } from '../../../builder/reconciler.ts';
+import type { Version } from '../../../builder/store/store.ts';
 import { processView, validateManifest } from '../../helpers/fake-kube-api.ts';
 
 const OPTS: ManifestOptions = { namespace: 'portico-acme-mnist', preStopSeconds: 10, stopGraceSeconds: 5, preStopSleep: 'exec', wsgiRunner: '/opt/portico/wsgi_runner.py' };
@@ -162,6 +164,22 @@ t.test('secret environment: names Object.prototype has (constructor, toString...
   const env = container(s).env!;
   for (const n of names) t.same(env.find((e) => e.name === n), { name: n, valueFrom: { secretKeyRef: { name: resourceName(s.key), key: n } } }, n);
   t.notOk(JSON.stringify(deploymentManifest(s, OPTS)).includes('s3cret'), 'no value in the Deployment');
+});
+
+t.test('secret environment: nothing in the Deployment is derived from a secret value, not even the spec hash', async (t) => {
+  const version = (environment: Record<string, string>, secretEnvironment?: string[]): Version => ({
+    owner: 'acme', project: 'mnist', deployment: 'web', name: '20240101.0', status: 'ready', createdAt: '2024-01-01T00:00:00.000Z', updatedAt: '2024-01-01T00:00:00.000Z',
+    enabled: true, source: { path: '/src' }, environment, ...(secretEnvironment ? { secretEnvironment } : {}), inheritEnvironment: true, codeDir: '/data/versions/1', images: { predict: 'registry.example/acme/mnist:1' },
+    endpoints: [{ name: 'predict', definition: { name: 'predict', command: { kind: 'shell', command: 'serve' }, port: 8000 }, replicas: 1, enabled: true, timeoutSeconds: null, maxBodyBytes: null, files: [] }],
+  });
+  const of = (v: Version) => endpointSpec(v, v.endpoints[0]!);
+  const withKey = (key: string) => of(version({ MODEL: 'cnn', API_KEY: key }, ['API_KEY']));
+  t.same(deploymentManifest(withKey('hunter2'), OPTS), deploymentManifest(withKey('sk-live-0123456789'), OPTS), 'the same Deployment whatever the secret value');
+  const a = deploymentManifest(withKey('hunter2'), OPTS);
+  const b = deploymentManifest(of(version({ MODEL: 'rnn', API_KEY: 'hunter2' }, ['API_KEY'])), OPTS);
+  t.not(a.spec!.template.metadata!.annotations![ANNOTATIONS.specHash], b.spec!.template.metadata!.annotations![ANNOTATIONS.specHash], 'a plain value still changes the spec hash');
+  const plain = of(version({ MODEL: 'cnn' }));
+  t.equal(deploymentManifest(plain, OPTS).metadata!.annotations![ANNOTATIONS.specHash], plain.specHash, 'without secrets the spec hash is the spec\'s (their pods do not roll)');
 });
 
 t.test('the manifest hash changes with content, not with key order', async (t) => {
