@@ -893,7 +893,9 @@ export class FakeKubeApi {
     const spec = d['spec'] as { replicas?: number; template: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: Record<string, unknown> } };
     const want = spec.replicas ?? 1;
     const hash = shortHash(JSON.stringify(sortKeys(spec.template)));
-    const pods = this.#podsOf(d).filter((p) => p.metadata.deletionTimestamp === undefined);
+    // Like the ReplicaSet controller, terminating and finished (Failed, Succeeded) pods are not counted.
+    const finished = (p: KubeObj) => ['Failed', 'Succeeded'].includes((p['status'] as { phase?: string } | undefined)?.phase ?? '');
+    const pods = this.#podsOf(d).filter((p) => p.metadata.deletionTimestamp === undefined && !finished(p));
     const current = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] === hash);
     const old = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] !== hash);
     for (let i = current.length; i < want; i++) this.#createPod(d, spec.template, hash);

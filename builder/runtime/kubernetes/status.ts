@@ -146,7 +146,8 @@ function inspectPod(pod: PodView, id: string, image: string | undefined, crashLo
  * - `stopping` when its pod is terminating (deletionTimestamp, or the slice's `terminating`), or it
  *   was announced to `beforeStop` for a scale-down; it has no address, so it is never routed to;
  * - `ready` at `podIP:port` when the EndpointSlice says `ready` (absent counts as ready, per the API);
- * - `crashed` when its container is in CrashLoopBackOff or has just exited;
+ * - `crashed` when its container is in CrashLoopBackOff or has just exited, or the pod failed (a
+ *   failed pod, which its ReplicaSet has replaced, is left out once any replica is ready);
  * - `starting` otherwise (with the reason when the kubelet gives one).
  * The endpoint error lists image pull failures, crash loops (`crashLoopRestarts` restarts in
  * CrashLoopBackOff, with the exit and the last output lines), containers that cannot start,
@@ -167,7 +168,7 @@ export function endpointStatus(input: StatusInput): EndpointStatus {
       else loose.push({ id: address, ...entry });
     }
   }
-  const rows: { order: number; replica: ReplicaStatus; issue?: string }[] = [];
+  const rows: { order: number; replica: ReplicaStatus; issue?: string; terminal?: boolean }[] = [];
   const issues: string[] = [];
   const seen = new Set<string>();
   for (const pod of input.pods) {
@@ -185,7 +186,8 @@ export function endpointStatus(input: StatusInput): EndpointStatus {
       rows.push({ order, replica: { ...base, address: slot.address, state: 'ready' } });
     } else {
       const f = inspectPod(pod, id, input.image, input.crashLoopRestarts);
-      rows.push({ order, replica: { ...base, address: null, state: f.state, ...(f.reason ? { reason: f.reason } : {}) }, ...(f.issue ? { issue: f.issue } : {}) });
+      const terminal = pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded';
+      rows.push({ order, replica: { ...base, address: null, state: f.state, ...(f.reason ? { reason: f.reason } : {}) }, ...(f.issue ? { issue: f.issue } : {}), terminal });
     }
   }
   // Slice entries whose Pod has not arrived yet (the two watches are not ordered).
@@ -198,8 +200,11 @@ export function endpointStatus(input: StatusInput): EndpointStatus {
     const state: ReplicaState = l.terminating ? 'stopping' : l.ready ? 'ready' : 'starting';
     rows.push({ order: Number.MAX_SAFE_INTEGER, replica: { id: l.id, address: state === 'ready' ? l.address : null, state, restarts: 0 } });
   }
-  rows.sort((a, b) => a.order - b.order || (a.replica.id < b.replica.id ? -1 : a.replica.id > b.replica.id ? 1 : 0));
+  // A Failed pod (evicted, say) stays in the API long after its ReplicaSet replaced it: it only
+  // explains why nothing is ready, and is dropped once something is.
+  const shown = rows.some((r) => r.replica.state === 'ready') ? rows.filter((r) => !r.terminal) : rows;
+  shown.sort((a, b) => a.order - b.order || (a.replica.id < b.replica.id ? -1 : a.replica.id > b.replica.id ? 1 : 0));
   if (input.runtimeError) issues.push(input.runtimeError);
-  for (const r of rows) if (r.issue && !issues.includes(r.issue)) issues.push(r.issue);
-  return { key: input.key, replicas: rows.map((r) => r.replica), ...(issues.length > 0 ? { error: issues.join('; ') } : {}) };
+  for (const r of shown) if (r.issue && !issues.includes(r.issue)) issues.push(r.issue);
+  return { key: input.key, replicas: shown.map((r) => r.replica), ...(issues.length > 0 ? { error: issues.join('; ') } : {}) };
 }

@@ -234,6 +234,13 @@ t.test('status: slices decide readiness; pods explain the rest', async (t) => {
   t.equal(config.error, 'replica a cannot start: CreateContainerConfigError: secret "x" not found');
   const failed = endpointStatus({ ...base, pods: [pod('a', { phase: 'Failed', reason: 'Evicted', message: 'low on memory' })], slices: [] });
   t.same([failed.replicas[0]!.state, failed.error], ['crashed', 'replica a failed: Evicted: low on memory']);
+  // An evicted pod stays in the API (phase Failed) long after its ReplicaSet replaced it: once a
+  // replica is ready it is history, not a crashed replica, and no longer the endpoint's error.
+  const evicted = pod('a', { phase: 'Failed', reason: 'Evicted', message: 'low on memory' }, { creationTimestamp: '2024-01-01T00:00:00Z' });
+  const replaced = endpointStatus({ ...base, pods: [evicted, pod('b', { podIP: '10.0.0.2' }, { creationTimestamp: '2024-01-01T00:05:00Z' })], slices: [slice([{ addresses: ['10.0.0.2'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'b' } }])] });
+  t.same([replaced.replicas.map((r) => [r.id, r.state]), replaced.error], [[['b', 'ready']], undefined], 'a replaced failed pod is no replica and no error');
+  const replacing = endpointStatus({ ...base, pods: [evicted, pod('b', { podIP: '10.0.0.2' }, { creationTimestamp: '2024-01-01T00:05:00Z' })], slices: [] });
+  t.same([replacing.replicas.map((r) => [r.id, r.state]), replacing.error], [[['a', 'crashed'], ['b', 'starting']], 'replica a failed: Evicted: low on memory'], 'while nothing is ready it explains why');
   const runtimeError = endpointStatus({ ...base, pods: [], slices: [], runtimeError: 'kubernetes: HTTP 403: forbidden' });
   t.equal(runtimeError.error, 'kubernetes: HTTP 403: forbidden');
 });

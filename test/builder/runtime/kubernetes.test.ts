@@ -30,6 +30,8 @@ interface Harness {
   pods(spec: EndpointSpec, opts?: { live?: boolean }): KubeObj[];
   /** Closes the runtime and starts another on the same fake (a controller restart). */
   reopen(): Promise<KubernetesRuntime>;
+  /** Ensures a spec of one replica and makes its pod ready. */
+  oneReady(): Promise<{ spec: EndpointSpec; pod: KubeObj }>;
 }
 
 const NS = 'portico-acme-mnist';
@@ -107,6 +109,14 @@ async function setup(t: Test, over: Partial<KubernetesRuntimeOptions> = {}): Pro
       await h.runtime.close();
       h.runtime = make();
       return h.runtime;
+    },
+    async oneReady() {
+      const spec = h.spec({ replicas: 1 });
+      await h.runtime.ensure(spec);
+      const pod = await waitFor(() => h.pods(spec)[0], { what: 'a pod' });
+      h.fake.setReady(NS, pod.metadata.name, true);
+      await h.waitStatus(spec.key, 'ready', (s) => readyCount(s) === 1);
+      return { spec, pod };
     },
   };
   t.teardown(async () => {
@@ -423,11 +433,7 @@ t.test('remove announces the replicas, then deletes the Deployment, PDB and Serv
 
 t.test('a remove that fails is reported, and the endpoint can be wanted again', async (t) => {
   const h = await setup(t);
-  const spec = h.spec({ replicas: 1 });
-  await h.runtime.ensure(spec);
-  const pod = await waitFor(() => h.pods(spec)[0], { what: 'a pod' });
-  h.fake.setReady(NS, pod.metadata.name, true);
-  await h.waitStatus(spec.key, 'ready', (s) => readyCount(s) === 1);
+  const { spec, pod } = await h.oneReady();
   h.fake.failNext('delete', 'deployments', 403);
   await t.rejects(h.runtime.remove(spec.key), /HTTP-Code: 403/);
   const failed = await h.status(spec.key);
@@ -522,6 +528,22 @@ t.test('crash loops and image pull failures become endpoint errors', async (t) =
   h.fake.setReady(NS, pod2.metadata.name, true);
   s = await h.waitStatus(spec2.key, 'recovered', (x) => x.error === undefined && readyCount(x) === 1);
   t.pass('error cleared');
+});
+
+t.test('an evicted pod, replaced by its ReplicaSet, is no replica and no endpoint error once the replacement is ready', async (t) => {
+  const h = await setup(t);
+  const { spec, pod } = await h.oneReady();
+  // The kubelet evicts it (node under memory pressure): the pod stays in the API, phase Failed.
+  const evicted = h.fake.get('pods', NS, pod.metadata.name)!;
+  evicted['status'] = { phase: 'Failed', reason: 'Evicted', message: 'The node was low on resource: memory.' };
+  h.fake.put('pods', evicted);
+  const fresh = await waitFor(() => h.pods(spec).find((p) => p.metadata.name !== pod.metadata.name), { what: 'the replacement' });
+  const s1 = await h.waitStatus(spec.key, 'evicted and replacement', (s) => s.replicas.length === 2);
+  t.match(s1.error, /Evicted/, 'while nothing is ready, the eviction is why');
+  h.fake.setReady(NS, fresh.metadata.name, true);
+  const s2 = await h.waitStatus(spec.key, 'replacement ready', (s) => readyCount(s) === 1 && s.replicas.length === 1);
+  t.same(s2.replicas.map((r) => [r.id, r.state]), [[fresh.metadata.name, 'ready']]);
+  t.equal(s2.error, undefined, 'no error left');
 });
 
 t.test('API failures and unrunnable specs become the endpoint error and reject ensure', async (t) => {
