@@ -326,8 +326,7 @@ export class KubernetesRuntime implements Runtime {
         const key = o.annotations[ANNOTATIONS.key];
         if (!key) return undefined;
         this.#namespaces.add(o.namespace);
-        const { owner, project } = keyParts(key);
-        if (this.namespaceOf(owner, project) !== o.namespace || resourceName(key) !== o.name) {
+        if (!this.#placedHere(key, o.namespace) || resourceName(key) !== o.name) {
           // Written under another namespace template (PORTICO_KUBE_NAMESPACE changed): not ours to manage.
           this.#onError(`kubernetes runtime: ${kind} ${o.namespace}/${o.name} of ${key} is not where this runtime puts it; left alone`, undefined);
           return undefined;
@@ -361,6 +360,15 @@ export class KubernetesRuntime implements Runtime {
         this.#adoptTimer.unref();
       }
     }
+  }
+
+  /**
+   * Whether objects of endpoint `key` in `namespace` are this runtime's: another kubernetes target
+   * (or installation) on the same cluster with another namespace template has its own.
+   */
+  #placedHere(key: string, namespace: string): boolean {
+    const { owner, project } = keyParts(key);
+    return this.namespaceOf(owner, project) === namespace;
   }
 
   #endpoint(key: string): Endpoint {
@@ -640,7 +648,7 @@ export class KubernetesRuntime implements Runtime {
     void this.#beforeStop(ep, fresh);
   }
 
-  /** Follows a pod's log once its container has started; stops when the pod is gone. */
+  /** Follows a pod's log once its container has started (if the pod is this runtime's); stops when the pod is gone. */
   #followLogs(key: string, pod: PodView | undefined): void {
     const current = this.#followers.get(key);
     if (pod === undefined) {
@@ -653,7 +661,7 @@ export class KubernetesRuntime implements Runtime {
     const endpointKey = pod.metadata?.annotations?.[ANNOTATIONS.key];
     const cs = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER);
     const started = cs !== undefined && (cs.state?.running !== undefined || cs.state?.terminated !== undefined || (cs.restartCount ?? 0) > 0);
-    if (!endpointKey || !started || this.#closed) return;
+    if (!endpointKey || !started || this.#closed || !this.#placedHere(endpointKey, pod.metadata?.namespace ?? '')) return;
     const restarts = cs.restartCount ?? 0;
     if (current) {
       if (restarts !== current.restarts || cs.state?.running !== undefined) current.follower.nudge();

@@ -700,6 +700,34 @@ t.test('logs are followed per pod with timestamps, once each, until the pod goes
   t.equal(h.fake.requests.filter((r) => r.resource === 'pods/log').length, logRequests, 'not reopened');
 });
 
+t.test('a second kubernetes target on the same cluster (another namespace template) neither records nor adopts the first one\'s replicas', async (t) => {
+  const h = await setup(t);
+  const other: LogEntry[] = [];
+  const errors: string[] = [];
+  const second = new KubernetesRuntime({
+    kubeConfig: h.fake.kubeConfig(),
+    namespaceTemplate: 'internal-{owner}-{project}',
+    stopGraceSeconds: 5,
+    hooks: { beforeStop: async () => {}, logs: { write: (e) => void other.push({ ...e }) } },
+    onError: (message) => errors.push(message),
+  });
+  t.teardown(() => second.close());
+  const spec = h.spec({ replicas: 1 });
+  await h.runtime.ensure(spec);
+  const pod = await waitFor(() => h.pods(spec)[0], { what: 'a pod' });
+  h.fake.setReady(NS, pod.metadata.name, true);
+  await waitFor(async () => ((await second.list()) && h.fake.watchCount('pods') === 2) || undefined, { what: 'both watching' });
+  h.fake.appendLog(NS, pod.metadata.name, 'served 1 request');
+  await waitFor(() => h.logs.length === 1, { what: 'the line in its own target' });
+  // The first target's log stream is open; give the second the same chance before looking.
+  await waitFor(() => h.fake.requests.filter((r) => r.resource === 'pods/log').length >= 1, { what: 'a log request' });
+  h.fake.appendLog(NS, pod.metadata.name, 'served 2 requests');
+  await waitFor(() => h.logs.length === 2, { what: 'the second line in its own target' });
+  t.same(other, [], 'not recorded a second time by the other target');
+  t.equal(h.fake.requests.filter((r) => r.resource === 'pods/log').length, 1, 'one log stream for the pod');
+  t.same(await second.list(), [], 'nor adopted by it');
+});
+
 t.test('close stops watching and leaves the replicas running', async (t) => {
   const h = await setup(t);
   const spec = h.spec({ replicas: 1 });
