@@ -162,6 +162,7 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
           kubeConfig: loadKubeConfig(spec.kubeconfig, spec.context),
           ...(registryAuth ? { imagePullAuth: registryAuth } : {}),
           namespaceTemplate: spec.namespace ?? config.kubeNamespace,
+          target: spec.name,
           hooks,
           stopGraceSeconds: config.stopGraceSeconds,
           onError: (message, err) => log.warn(message, { target: spec.name, error: String(err) }),

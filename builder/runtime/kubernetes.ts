@@ -59,6 +59,12 @@ export interface KubernetesRuntimeOptions {
   readonly startupTimeoutMs?: number;
   /** Server-side duration of each watch. Default 25 s. */
   readonly watchTimeoutSeconds?: number;
+  /**
+   * The name of the target this runtime serves, written on its objects (`portico.io/target`). A
+   * runtime given one leaves alone what another target's runtime wrote, even in the same
+   * namespaces of the same cluster. Default: none (every Portico object it finds is adopted).
+   */
+  readonly target?: string;
   /** Failures in the background (watches, adoption, log streams). Default: ignored. */
   readonly onError?: (message: string, err: unknown) => void;
   /**
@@ -157,7 +163,8 @@ const isTerminating = (pod: PodView) => pod.metadata?.deletionTimestamp !== unde
 export class KubernetesRuntime implements Runtime {
   readonly kind = 'kubernetes' as const;
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth'>> & { gatewaySelector: GatewaySelector };
+  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth' | 'target'>> & { gatewaySelector: GatewaySelector };
+  readonly #target: string | undefined;
   readonly #pullAuth: KubernetesRuntimeOptions['imagePullAuth'];
   readonly #onError: (message: string, err: unknown) => void;
   readonly #endpoints = new Map<string, Endpoint>();
@@ -182,6 +189,7 @@ export class KubernetesRuntime implements Runtime {
 
   constructor(opts: KubernetesRuntimeOptions) {
     this.#pullAuth = opts.imagePullAuth;
+    this.#target = opts.target;
     this.#opts = {
       kubeConfig: opts.kubeConfig,
       namespaceTemplate: opts.namespaceTemplate,
@@ -325,6 +333,9 @@ export class KubernetesRuntime implements Runtime {
       const note = (kind: ObjectKind, o: ObjectMetaView): Endpoint | undefined => {
         const key = o.annotations[ANNOTATIONS.key];
         if (!key) return undefined;
+        // Another target's (objects written before targets were named carry none: adopted).
+        const target = o.annotations[ANNOTATIONS.target];
+        if (target !== undefined && this.#target !== undefined && target !== this.#target) return undefined;
         this.#namespaces.add(o.namespace);
         if (!this.#placedHere(key, o.namespace) || resourceName(key) !== o.name) {
           // Written under another namespace template (PORTICO_KUBE_NAMESPACE changed): not ours to manage.
@@ -430,6 +441,7 @@ export class KubernetesRuntime implements Runtime {
       preStopSleep: this.#opts.preStopSleep,
       wsgiRunner: this.#opts.wsgiRunner,
       ...(this.#pullAuth ? { imagePullSecret: PULL_SECRET_NAME } : {}),
+      ...(this.#target !== undefined ? { target: this.#target } : {}),
     };
   }
 

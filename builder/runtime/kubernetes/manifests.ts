@@ -45,6 +45,8 @@ export const ANNOTATIONS = {
   /** `publishedSpecHash` of the spec: on the pod template too, so a change rolls the Deployment. */
   specHash: 'portico.io/spec-hash',
   manifestHash: 'portico.io/manifest-hash',
+  /** The name of the target whose runtime wrote the object (several may share a cluster). */
+  target: 'portico.io/target',
   /** Tells the ReplicaSet controller which pods to remove first on scale-down (lower goes first). */
   deletionCost: 'controller.kubernetes.io/pod-deletion-cost',
 } as const;
@@ -87,6 +89,13 @@ export interface ManifestOptions {
   readonly wsgiRunner: string;
   /** Name of the namespace's image pull Secret, when there is one. */
   readonly imagePullSecret?: string;
+  /** The target whose objects these are (`portico.io/target`), when the runtime was given one. */
+  readonly target?: string;
+}
+
+/** Annotations of an endpoint's objects: its key, and the target they belong to. */
+function objectAnnotations(spec: EndpointSpec, opts: Pick<ManifestOptions, 'target'>): Record<string, string> {
+  return { [ANNOTATIONS.key]: spec.key, ...(opts.target !== undefined ? { [ANNOTATIONS.target]: opts.target } : {}) };
 }
 
 /** Returns `obj` with `portico.io/manifest-hash` set to a hash of the rest of it. */
@@ -172,11 +181,11 @@ export function networkPolicyManifest(namespace: string, gateway: GatewaySelecto
  * controller publishes the pods' readiness (`conditions.ready/serving/terminating`), which is what
  * the runtime routes by. Its labels are copied onto those EndpointSlices.
  */
-export function serviceManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace'>): V1Service {
+export function serviceManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace' | 'target'>): V1Service {
   return withManifestHash<V1Service>({
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: { [ANNOTATIONS.key]: spec.key } },
+    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: objectAnnotations(spec, opts) },
     spec: {
       clusterIP: 'None',
       selector: { [LABELS.endpointId]: endpointId(spec.key) },
@@ -191,12 +200,12 @@ export function serviceManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 
  * for one replica (a single replica must not block drains forever), `minAvailable: replicas - 1`
  * above that.
  */
-export function pdbManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace'>): V1PodDisruptionBudget {
+export function pdbManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace' | 'target'>): V1PodDisruptionBudget {
   const budget = spec.replicas > 1 ? { minAvailable: spec.replicas - 1 } : { maxUnavailable: 1 };
   return withManifestHash<V1PodDisruptionBudget>({
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
-    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: { [ANNOTATIONS.key]: spec.key } },
+    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: objectAnnotations(spec, opts) },
     spec: { selector: { matchLabels: { [LABELS.endpointId]: endpointId(spec.key) } }, ...budget },
   });
 }
@@ -322,13 +331,13 @@ export function publishedSpecHash(spec: EndpointSpec): string {
  * `null` when it has none. Like the image pull Secret it carries no manifest hash: no hash of
  * the values is written anywhere.
  */
-export function envSecretManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace'>): V1Secret | null {
+export function envSecretManifest(spec: EndpointSpec, opts: Pick<ManifestOptions, 'namespace' | 'target'>): V1Secret | null {
   const names = secretEnvNames(spec);
   if (names.length === 0) return null;
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: { [ANNOTATIONS.key]: spec.key } },
+    metadata: { name: resourceName(spec.key), namespace: opts.namespace, labels: endpointLabels(spec), annotations: objectAnnotations(spec, opts) },
     type: 'Opaque',
     data: Object.fromEntries(names.map((name) => [name, Buffer.from(spec.env[name] ?? '').toString('base64')])),
   };
@@ -370,7 +379,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
       name: resourceName(spec.key),
       namespace: opts.namespace,
       labels,
-      annotations: { [ANNOTATIONS.key]: spec.key, [ANNOTATIONS.specHash]: specHash },
+      annotations: { ...objectAnnotations(spec, opts), [ANNOTATIONS.specHash]: specHash },
     },
     spec: {
       replicas: Math.max(0, spec.replicas),

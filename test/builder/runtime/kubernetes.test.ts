@@ -700,6 +700,23 @@ t.test('logs are followed per pod with timestamps, once each, until the pod goes
   t.equal(h.fake.requests.filter((r) => r.resource === 'pods/log').length, logRequests, 'not reopened');
 });
 
+t.test('two kubernetes targets on one cluster with the same namespace template: each adopts only its own endpoints', async (t) => {
+  const h = await setup(t, { target: 'public' });
+  const spec = h.spec({ replicas: 1 });
+  await h.runtime.ensure(spec);
+  const name = resourceName(spec.key);
+  for (const resource of ['deployments', 'services', 'poddisruptionbudgets'] as const) {
+    t.equal(h.fake.get(resource, NS, name)?.metadata.annotations?.[ANNOTATIONS.target], 'public', `${resource}: the target that wrote it`);
+  }
+  // The controller restarts: the other target's runtime lists the cluster too. What it adopts,
+  // the reconciler removes as not wanted there.
+  const internal = new KubernetesRuntime({ kubeConfig: h.fake.kubeConfig(), namespaceTemplate: 'portico-{owner}-{project}', stopGraceSeconds: 5, target: 'internal', hooks: { beforeStop: async () => {}, logs: { write: () => {} } } });
+  t.teardown(() => internal.close());
+  t.same((await internal.list()).map((s) => s.key), [], 'not adopted by the other target');
+  const rt = await h.reopen();
+  t.same((await rt.list()).map((s) => s.key), [spec.key], 'adopted by its own');
+});
+
 t.test('a second kubernetes target on the same cluster (another namespace template) neither records nor adopts the first one\'s replicas', async (t) => {
   const h = await setup(t);
   const other: LogEntry[] = [];
