@@ -53,6 +53,12 @@ const REQUEST_RULES = new Map<string, number>([
   // Spring, ASP.NET): only a trusted proxy may set them.
   ['x-forwarded-port', PROXY_INFO],
   ['x-forwarded-prefix', PROXY_INFO],
+  // The client address as CDNs and load balancers pass it on, which apps and frameworks read
+  // before X-Forwarded-For when present: from anyone else, a spoofed address.
+  ['true-client-ip', PROXY_INFO],
+  ['cf-connecting-ip', PROXY_INFO],
+  ['x-client-ip', PROXY_INFO],
+  ['x-cluster-client-ip', PROXY_INFO],
 ]);
 
 // Connection tokens that name no header to strip.
@@ -88,7 +94,7 @@ export interface RequestHeaderInfo {
   forwardedFor: string | undefined;
   forwardedProto: string | undefined;
   forwardedHost: string | undefined;
-  /** `Forwarded`, `X-Real-IP`, `X-Forwarded-Port/-Prefix` as sent, flat pairs; forwarded only from trusted proxies. */
+  /** `Forwarded`, `X-Real-IP`, `X-Forwarded-Port/-Prefix` and the other client-address headers as sent, flat pairs; forwarded only from trusted proxies. */
   proxyInfo: string[] | null;
   /** Why the request must be refused (400), if it must. */
   problem: string | null;
@@ -163,13 +169,22 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
 }
 
 /**
- * Stage: the one pass over the request headers. A duplicated Content-Length or Host, a transfer
- * coding other than chunked, or an HTTP/1.1 request without Host, is a 400.
+ * A Host value (RFC 9112 3.2, RFC 3986 3.2.2): a registered name or IPv4 address, or an IP
+ * literal in brackets, then an optional port. Anything else (`a b`, `user@host`, `host/path`)
+ * would reach the replica as its X-Forwarded-Host.
+ */
+const HOST_VALUE = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[A-Za-z0-9._~!$&'()*+,;=:%-]+\])(?::[0-9]*)?$/;
+
+/**
+ * Stage: the one pass over the request headers. A duplicated Content-Length or Host, an invalid
+ * Host, a transfer coding other than chunked, or an HTTP/1.1 request without Host, is a 400.
  */
 export const readHeaders: Stage = (ex) => {
   const req = ex.req;
   readRequestHeaders(req.rawHeaders, ex);
-  if (ex.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) ex.problem ??= 'missing Host header';
+  if (ex.host === undefined) {
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1) ex.problem ??= 'missing Host header';
+  } else if (!HOST_VALUE.test(ex.host)) ex.problem ??= 'invalid Host header';
   return ex.problem === null ? undefined : new PorticoError(GatewayErrors.BAD_REQUEST, ex.problem);
 };
 
@@ -195,7 +210,8 @@ function stripConnectionTokens(headers: string[], connection: string): void {
 
 /**
  * Which peers are trusted proxies (`PORTICO_TRUSTED_PROXIES`): their `X-Forwarded-*`,
- * `Forwarded` and `X-Real-IP` headers are kept; everyone else's are replaced or dropped.
+ * `Forwarded`, `X-Real-IP` and other client-address headers are kept; everyone else's are
+ * replaced or dropped.
  */
 export class TrustedProxies {
   readonly #list: BlockList | null;

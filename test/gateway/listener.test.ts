@@ -82,6 +82,8 @@ t.test('headers to the replica and back', async (t) => {
       'x-forwarded-proto': 'https',
       'x-forwarded-port': '8443',
       'x-forwarded-prefix': '/spoofed',
+      'true-client-ip': '6.6.6.6',
+      'cf-connecting-ip': '6.6.6.6',
       'x-vh-prefix': '/spoofed',
       'x-keep-me': 'yes',
       te: 'trailers',
@@ -100,6 +102,8 @@ t.test('headers to the replica and back', async (t) => {
   t.equal(seen.headers['x-forwarded-host'], new URL(gw.url).host);
   t.equal(seen.headers['x-forwarded-port'], undefined, 'nor are the other X-Forwarded-* an untrusted client sends passed on');
   t.equal(seen.headers['x-forwarded-prefix'], undefined);
+  t.equal(seen.headers['true-client-ip'], undefined, 'nor a client address a CDN would set');
+  t.equal(seen.headers['cf-connecting-ip'], undefined);
   t.equal(seen.headers['x-vh-prefix'], '/acme/mnist/web/production/predict');
   t.equal(seen.headers.host, rep.address, 'Host is the replica address, not the client Host');
   t.equal(res.headers['x-request-id'], 'client-id-42');
@@ -128,7 +132,7 @@ t.test('client forwarding headers are kept from a trusted proxy', async (t) => {
   const { gw, table } = await gateway(t, { env: { PORTICO_TRUSTED_PROXIES: '127.0.0.0/8' } });
   await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
   await call(client(t), `${gw.url}/acme/mnist/web/v1/predict`, {
-    headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com', 'x-forwarded-port': '443', 'x-forwarded-prefix': '/api' },
+    headers: { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com', 'x-forwarded-port': '443', 'x-forwarded-prefix': '/api', 'true-client-ip': '203.0.113.7' },
   });
   const seen = rep.seen[0]!;
   t.equal(seen.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1');
@@ -136,6 +140,7 @@ t.test('client forwarding headers are kept from a trusted proxy', async (t) => {
   t.equal(seen.headers['x-forwarded-host'], 'api.example.com');
   t.equal(seen.headers['x-forwarded-port'], '443');
   t.equal(seen.headers['x-forwarded-prefix'], '/api');
+  t.equal(seen.headers['true-client-ip'], '203.0.113.7');
 });
 
 t.test('a weighted alias splits traffic by weight', async (t) => {

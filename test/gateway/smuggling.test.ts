@@ -23,6 +23,11 @@ const refused: [string, string][] = [
   // RFC 9112 3.2: a 400. One part of a chain reading the first and another the last would
   // disagree on the authority (X-Forwarded-Host is built from it).
   ['two Host headers', `GET ${P} HTTP/1.1\r\nHost: a.example\r\nHost: evil.example\r\n\r\n`],
+  // RFC 9112 3.2: a Host that is no host[:port] is a 400 too (it would be X-Forwarded-Host).
+  ['a Host with a space and a slash', `GET ${P} HTTP/1.1\r\nHost: a b/c\r\n\r\n`],
+  ['a Host with user info', `GET ${P} HTTP/1.1\r\nHost: user@evil.example\r\n\r\n`],
+  ['a Host with a path', `GET ${P} HTTP/1.1\r\nHost: evil.example/x\r\n\r\n`],
+  ['a Host with a bad port', `GET ${P} HTTP/1.1\r\nHost: a.example:80x\r\n\r\n`],
   ['absolute-form target', `GET http://evil.example${P} HTTP/1.1\r\nHost: evil.example\r\n\r\n`],
   ['protocol-relative target', `GET //evil.example${P} HTTP/1.1\r\nHost: x\r\n\r\n`],
   ['asterisk target', `OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n`],
@@ -52,6 +57,12 @@ t.test('the Host header never chooses the upstream', async (t) => {
   t.equal(rep.seen[0]!.url, `${P}/@evil.example`);
   t.equal(rep.seen[0]!.headers.host, rep.address);
   t.equal(rep.seen[0]!.headers['x-forwarded-host'], 'evil.example', 'the client Host is only reported');
+  // Every form of a valid Host passes, as sent.
+  for (const host of ['api.example.com:8443', '[::1]:8080', '[2001:db8::7]', '192.0.2.1', 'xn--bcher-kva.example', '']) {
+    const ok = await rawRequest(gw.url, `GET ${P} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    t.match(ok, /^HTTP\/1\.1 200 /, `Host: ${host}`);
+    t.equal(rep.seen.at(-1)!.headers['x-forwarded-host'], host);
+  }
 });
 
 t.test('a pipelined second request is parsed as a request of its own, and routed by the rules', async (t) => {
