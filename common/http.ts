@@ -1,7 +1,7 @@
 import { maxHeaderSize, STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { PorticoError } from './errors.ts';
+import { PorticoError, type ErrorDefinition } from './errors.ts';
 
 // What Portico's HTTP servers (gateway, admin API, metrics) share.
 
@@ -74,4 +74,21 @@ export type ParserErrorCode = 'URI_TOO_LONG' | 'HEADERS_TOO_LARGE' | 'REQUEST_TI
 export function parserErrorCode(err: NodeJS.ErrnoException): ParserErrorCode {
   if (err.code === 'HPE_HEADER_OVERFLOW') return requestLineOverflow(err) ? 'URI_TOO_LONG' : 'HEADERS_TOO_LARGE';
   return err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'REQUEST_TIMEOUT' : 'BAD_REQUEST';
+}
+
+/**
+ * A server's 'clientError' listener: a request Node's parser refused gets the JSON error shape
+ * from `errors` (Node's own answer is a bare `400 Bad Request`, or a 431 with no body), unless
+ * the client has gone or an answer to an earlier request on the connection has started.
+ */
+export function jsonClientErrors(errors: Readonly<Record<ParserErrorCode, ErrorDefinition>>): (err: NodeJS.ErrnoException, socket: Duplex) => void {
+  return (err, socket) => {
+    if (unanswerable(err, socket)) {
+      socket.destroy();
+      return;
+    }
+    const code = parserErrorCode(err);
+    const message = code === 'BAD_REQUEST' ? `Malformed HTTP request${err.code ? ` (${err.code})` : ''}.` : undefined;
+    socket.end(rawErrorResponse(new PorticoError(errors[code], message)));
+  };
 }

@@ -4,7 +4,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Config } from '../common/config.ts';
-import { listen } from '../common/http.ts';
+import { jsonClientErrors, listen } from '../common/http.ts';
+import { GatewayErrors } from './errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { AccessLog } from './access-log.ts';
 import { BasicAuthenticator } from './auth/basic.ts';
@@ -248,6 +249,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
           },
         );
       });
+      // Its refusals in the JSON shape too, as on the public port (a scraper's logs show why).
+      metricsServer.on('clientError', jsonClientErrors(GatewayErrors));
       const m = await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT');
       metricsUrl = `${urlOf(config.host, m.port)}/metrics`;
     }

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { PorticoError } from '../../common/errors.ts';
-import { listen, parserErrorCode, rawErrorResponse, unanswerable } from '../../common/http.ts';
+import { jsonClientErrors, listen } from '../../common/http.ts';
 import type { ControlPlane } from '../../builder/control-plane.ts';
 import { ControlErrors } from '../../builder/errors.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -184,25 +184,10 @@ export interface AdminServerOptions extends AdminHandlerOptions {
   readonly requestTimeoutMs?: number;
 }
 
-/**
- * The server's 'clientError' listener: a request Node's parser refused gets the JSON error shape
- * (Node's own answer is a bare `400 Bad Request`, or a 431 with no body), unless the client has
- * gone or an answer to an earlier request on the connection has started.
- */
-function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (unanswerable(err, socket)) {
-    socket.destroy();
-    return;
-  }
-  const code = parserErrorCode(err);
-  const message = code === 'BAD_REQUEST' ? `Malformed HTTP request${err.code ? ` (${err.code})` : ''}.` : undefined;
-  socket.end(rawErrorResponse(new PorticoError(ControlErrors[code], message)));
-}
-
 /** Starts the admin server on `host:port` (a failure to listen names PORTICO_ADMIN_PORT, which sets it). */
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
   const server = createServer({ requestTimeout: opts.requestTimeoutMs ?? 3_600_000 }, createAdminHandler(opts));
-  server.on('clientError', onClientError);
+  server.on('clientError', jsonClientErrors(ControlErrors));
   const { port } = await listen(server, opts.port, opts.host, 'PORTICO_ADMIN_PORT');
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   return {

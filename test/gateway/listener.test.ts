@@ -279,6 +279,8 @@ t.test('metrics are served on the metrics port only', async (t) => {
   t.equal(metricValue(m.text, 'portico_gateway_requests_total', { owner: '', status_class: '4xx' }), 2, 'unrouted 404 and 400');
   t.ok(metricValue(m.text, 'portico_gateway_route_cache_hits_total') >= 2);
   t.equal((await call(agent, gw.metricsUrl.replace('/metrics', '/other'))).status, 404);
+  const bad = await rawRequest(new URL(gw.metricsUrl).origin, 'GET /metrics HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n');
+  t.match(bad, /^HTTP\/1\.1 400 [\s\S]*\r\n\r\n\{"statusCode":400,"code":"BAD_REQUEST"/, 'a malformed request to the metrics port: the JSON error');
 });
 
 t.test('the access log has one JSON line per request and never credentials', async (t) => {
