@@ -15,6 +15,7 @@
  *   the directory is compacted to one snapshot.
  * - one process at a time: `lock` (see lock.ts).
  */
+import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { acquireLock, type DirLock } from './lock.ts';
@@ -729,6 +730,19 @@ export class EmbeddedStore implements Store {
 
   listState(ns: string): Promise<Record<string, unknown>> {
     return this.run(() => Object.fromEntries([...(this.state.kv.get(ns) ?? [])].sort(([a], [b]) => cmp(a, b)).map(([k, v]) => [k, structuredClone(v)])));
+  }
+
+  getStoreId(): Promise<string | null> {
+    return this.run(() => this.state.id);
+  }
+
+  initStoreId(): Promise<string> {
+    return this.run(() => {
+      if (this.state.id !== null) return this.state.id;
+      const id = randomUUID();
+      this.commit([{ t: 'id', id }]);
+      return id;
+    });
   }
 
   async close(): Promise<void> {

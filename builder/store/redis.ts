@@ -21,8 +21,9 @@
  *   tokens, tokenhash            hash    name -> token JSON; hash -> name
  *   uploads                      hash    id -> upload JSON
  *   kv:{ns}                      hash    key -> JSON
+ *   id                           string  the store's identity (`initStoreId`)
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import { closeRedisClient, redisClient } from '../../common/redis.ts';
 import {
@@ -578,6 +579,20 @@ export class RedisStore implements Store {
         .sort()
         .map((k) => [k, JSON.parse(all[k]!) as unknown]),
     );
+  }
+
+  async getStoreId(): Promise<string | null> {
+    this.check();
+    return await this.redis.get(this.g('id'));
+  }
+
+  async initStoreId(): Promise<string> {
+    this.check();
+    await this.redis.set(this.g('id'), randomUUID(), 'NX');
+    const id = await this.redis.get(this.g('id'));
+    // Gone between the two calls: the store was emptied right now; that is not an id.
+    if (id === null) throw new StoreUnavailableError('the store lost its id while it was being written');
+    return id;
   }
 
   async close(): Promise<void> {

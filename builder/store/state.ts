@@ -33,7 +33,8 @@ export type Op =
   | { t: 'upload.put'; u: Upload }
   | { t: 'upload.del'; id: string }
   | { t: 'kv.put'; ns: string; key: string; value: unknown }
-  | { t: 'kv.del'; ns: string; key: string };
+  | { t: 'kv.del'; ns: string; key: string }
+  | { t: 'id'; id: string };
 
 /** Everything one deployment holds. */
 export interface DeploymentData {
@@ -62,6 +63,8 @@ export interface StateJSON {
   tokens: AdminToken[];
   uploads: Upload[];
   kv: [string, [string, unknown][]][];
+  /** The store's identity (absent in snapshots written before it existed, and before it was set). */
+  id?: string;
 }
 
 const enc = encodeURIComponent;
@@ -89,6 +92,8 @@ export class MemoryState {
   readonly tokenByHash = new Map<string, string>();
   readonly uploads = new Map<string, Upload>();
   readonly kv = new Map<string, Map<string, unknown>>();
+  /** The store's identity (`Store.initStoreId`); `null` until it is set. */
+  id: string | null = null;
   private readonly auditLimit: number;
   private readonly aliasHistoryLimit: number;
 
@@ -175,6 +180,9 @@ export class MemoryState {
         if (ns?.size === 0) this.kv.delete(op.ns);
         return;
       }
+      case 'id':
+        this.id = op.id;
+        return;
     }
   }
 
@@ -194,6 +202,7 @@ export class MemoryState {
       tokens: [...this.tokens.values()],
       uploads: [...this.uploads.values()],
       kv: [...this.kv].map(([ns, m]) => [ns, [...m]]),
+      ...(this.id !== null ? { id: this.id } : {}),
     };
   }
 
@@ -220,6 +229,7 @@ export class MemoryState {
     }
     for (const u of json.uploads) s.uploads.set(u.id, u);
     for (const [ns, entries] of json.kv) s.kv.set(ns, new Map(entries));
+    s.id = json.id ?? null;
     return s;
   }
 }

@@ -344,6 +344,16 @@ export interface Store {
   /** Every key of the namespace with its value. */
   listState(ns: string): Promise<Record<string, unknown>>;
 
+  /**
+   * The store's identity: a random id `initStoreId` wrote when the store was first initialised,
+   * or `null` in a store that never had one (new, emptied, or another one). The controller
+   * compares it with the id it started on before it removes replicas the store does not name:
+   * an empty store must not read as "no replica is wanted" (docs/operations.md, section 4).
+   */
+  getStoreId(): Promise<string | null>;
+  /** The store's id, written now if it has none (atomically: concurrent calls get one id). */
+  initStoreId(): Promise<string>;
+
   /** Waits for pending writes, then releases the store (the embedded store's lock too). */
   close(): Promise<void>;
 }

@@ -507,6 +507,19 @@ export function storeContract(t: Test, target: ContractTarget): void {
     await rejectsWith(t, store.putState('local', 'x', undefined), TypeError);
   });
 
+  t.test('store id: none in a new store; initStoreId writes one once, concurrent calls agree; each store has its own', async (t) => {
+    const { store } = await openFresh(t);
+    t.equal(await store.getStoreId(), null, 'a new store has no id');
+    const ids = await Promise.all(Array.from({ length: 5 }, () => store.initStoreId()));
+    t.equal(new Set(ids).size, 1, 'concurrent calls get one id');
+    const id = ids[0]!;
+    t.match(id, /^[0-9a-f-]{36}$/, 'a random UUID');
+    t.equal(await store.getStoreId(), id);
+    t.equal(await store.initStoreId(), id, 'a second call keeps it');
+    const { store: other } = await openFresh(t);
+    t.not(await other.initStoreId(), id, 'another store has another id');
+  });
+
   t.test('a closed store refuses operations', async (t) => {
     const backing = await fresh();
     const store = await backing.open();
@@ -536,6 +549,7 @@ export function storeContract(t: Test, target: ContractTarget): void {
     await s1.putState('local', 'r1', { pid: 1 });
     await s1.putState('local', 'gone', 1);
     await s1.deleteState('local', 'gone');
+    const id = await s1.initStoreId();
     const before = {
       env: await s1.getEnvironment('acme', 'mnist'),
       deployments: await s1.listDeployments('acme', 'mnist'),
@@ -568,8 +582,13 @@ export function storeContract(t: Test, target: ContractTarget): void {
       before,
     );
     t.equal(before.versions[0]?.status, 'ready');
+    t.equal(await s2.getStoreId(), id, 'the store id persists');
     t.equal(await s2.allocateVersionName('acme', 'mnist', 'web', new Date('2024-03-01T00:00:00Z')), '20240301.1', 'counters persist');
     const next = await s2.appendAudit({ actor: 'ops', action: 'x', target: 'y', details: {} });
     t.ok(Number(next.id) > Number(audit.id), 'audit ids keep growing');
+    await s2.close();
+    const s3 = await backing.open({ clock: clock.now });
+    t.teardown(() => s3.close());
+    t.equal(await s3.getStoreId(), id, 'and again after a second reopen (the embedded store: from its snapshot)');
   });
 }
