@@ -10,6 +10,7 @@ import { Publisher } from './publisher.ts';
 import { endpointRecord, Reconciler, versionRuns } from './reconciler.ts';
 import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
 import { openStore } from './store/open.ts';
+import { checkStoreIdentity, STORE_LOST_HELP, storeIdFile, type StoreIdentity } from './store-identity.ts';
 import type { Store } from './store/store.ts';
 import { metadataRecorder, openMetricStore } from './telemetry/collect.ts';
 import { LogStore } from './telemetry/logs.ts';
@@ -83,11 +84,35 @@ export async function startController(opts: {
   }
   const runtimes = new Map<string, Runtime>(targets.map((t) => [t.name, t.runtime]));
 
+  let identity: StoreIdentity;
+  try {
+    identity = await checkStoreIdentity(store, config.dataDir, async () => {
+      for (const rt of runtimes.values()) if ((await rt.list()).length > 0) return true;
+      return false;
+    });
+  } catch (err) {
+    for (const rt of runtimes.values()) await rt.close();
+    await logs.close();
+    await metrics.close();
+    await store.close();
+    throw err;
+  }
+  if (identity.problem !== null) {
+    log.error(`the store was lost or replaced: ${identity.problem}. No replica is removed; replicas the store does not name keep running. Restore the store from its backup and restart the controller, or ${STORE_LOST_HELP}`, { storeFile: storeIdFile(config.dataDir) });
+  }
   const reconciler = new Reconciler({
     store,
     runtimes,
     publisher,
     onError: (err) => log.error('reconcile failed', { error: String((err as Error).stack ?? err) }),
+    storeId: identity.id,
+    onStoreLost: (report) => {
+      if (report.kept.length > 0) {
+        log.error(`replicas the store does not name were not removed: the store was lost or replaced (${STORE_LOST_HELP})`, { kept: report.kept });
+        return;
+      }
+      log.error(`the store was lost or replaced: the controller started on store ${String(report.expected)}, the store's id is now ${String(report.found)} (Redis restarted empty or flushed, a failover to an empty replica, or another database). Until the controller is restarted no replica is removed. Restore the store from its backup and restart the controller, or ${STORE_LOST_HELP}`);
+    },
   });
   const controller = new Controller({
     config,

@@ -82,17 +82,39 @@ export function observedStatus(v: Version, statuses: ReadonlyMap<string, Endpoin
   return { status: allReady ? 'ready' : 'starting' };
 }
 
+/** What `onStoreLost` is told: the store is not the one the controller started on. */
+export interface StoreLostReport {
+  /** The id the controller started on (`null`: the store was found lost or replaced at start). */
+  readonly expected: string | null;
+  /** The id the store has now (`null`: none; it was emptied). */
+  readonly found: string | null;
+  /** Runtime keys the store does not name that were kept running, sorted. */
+  readonly kept: readonly string[];
+}
+
 /**
  * Brings actual replicas to the desired state, one pass at a time: every version that should run
  * has its endpoints `ensure`d on its deployment's runtime; replicas nobody wants are removed;
  * routing records and version statuses follow what the runtimes observe. Passes are triggered by
  * changes and by a timer, and never overlap.
+ *
+ * Nothing is removed unless the store still has the id the controller started on (`storeId`),
+ * checked after the pass has read the store: an emptied or replaced store wants nothing, and
+ * removing what it does not name would stop every replica. Once the id differs, removals stay
+ * refused until the controller is restarted; `onStoreLost` hears of it at once and again each
+ * time the set of replicas kept for that reason changes.
  */
 export class Reconciler {
   private readonly store: Store;
   private readonly runtimes: ReadonlyMap<string, Runtime>;
   private readonly publisher: Publisher;
   private readonly onError: (err: unknown) => void;
+  private readonly onStoreLost: (report: StoreLostReport) => void;
+  /** The store id removals need; `null` once (or since start) the store is not that store. */
+  private storeId: string | null;
+  private readonly startedWith: string | null;
+  /** The id found instead, and the replicas last reported kept. */
+  private lost: { found: string | null; kept: string } | null = null;
   private readonly statuses = new Map<string, EndpointStatus>();
   /** runtime key -> where it belongs, for routing updates on runtime events. */
   private readonly known = new Map<string, { target: string; version: { owner: string; project: string; deployment: string; name: string }; endpoint: string }>();
@@ -104,11 +126,22 @@ export class Reconciler {
   private readonly unsubscribe: (() => void)[] = [];
   private closed = false;
 
-  constructor(opts: { store: Store; runtimes: ReadonlyMap<string, Runtime>; publisher: Publisher; onError: (err: unknown) => void }) {
+  constructor(opts: {
+    store: Store;
+    runtimes: ReadonlyMap<string, Runtime>;
+    publisher: Publisher;
+    onError: (err: unknown) => void;
+    /** The store's id at start (`Store.getStoreId`); `null`: it was lost or replaced already then. */
+    storeId: string | null;
+    onStoreLost: (report: StoreLostReport) => void;
+  }) {
     this.store = opts.store;
     this.runtimes = opts.runtimes;
     this.publisher = opts.publisher;
     this.onError = opts.onError;
+    this.storeId = opts.storeId;
+    this.startedWith = opts.storeId;
+    this.onStoreLost = opts.onStoreLost;
     for (const rt of this.runtimes.values()) {
       this.unsubscribe.push(rt.onChange((s) => this.observe(s)));
     }
@@ -178,20 +211,32 @@ export class Reconciler {
         }
       }
     }
-    // One endpoint the runtime refuses (an admission webhook, a quota, a namespace being deleted)
-    // is reported and tried again next pass; it must not hold up every endpoint after it.
+    const unwanted: { rt: Runtime; key: string }[] = [];
     for (const [target, rt] of this.runtimes) {
       for (const s of await rt.list()) {
         this.statuses.set(s.key, s);
         const want = desired.get(s.key);
-        if (!want || want.target !== target) {
-          try {
-            await rt.remove(s.key);
-            this.statuses.delete(s.key);
-          } catch (err) {
-            this.onError(err);
-          }
+        if (!want || want.target !== target) unwanted.push({ rt, key: s.key });
+      }
+    }
+    // After every read of this pass: a store emptied while it read looks like a store that wants
+    // nothing, and only its id tells.
+    if (await this.sameStore()) {
+      // One endpoint the runtime refuses (an admission webhook, a quota, a namespace being deleted)
+      // is reported and tried again next pass; it must not hold up every endpoint after it.
+      for (const { rt, key } of unwanted) {
+        try {
+          await rt.remove(key);
+          this.statuses.delete(key);
+        } catch (err) {
+          this.onError(err);
         }
+      }
+    } else {
+      const kept = unwanted.map((u) => u.key).sort();
+      if (this.lost && this.lost.kept !== kept.join('\n')) {
+        this.lost.kept = kept.join('\n');
+        this.onStoreLost({ expected: this.startedWith, found: this.lost.found, kept });
       }
     }
     for (const { target, spec } of desired.values()) {
@@ -199,6 +244,28 @@ export class Reconciler {
       if (rt) await rt.ensure(spec).catch(this.onError);
     }
     for (const { dep, v } of versions) await this.settle(dep, v);
+  }
+
+  /**
+   * Whether the store is still the one the controller started on. The first time it is not, it
+   * never is again for this controller (a store that comes back is not trusted without a restart),
+   * and `onStoreLost` hears of it.
+   */
+  private async sameStore(): Promise<boolean> {
+    if (this.storeId !== null) {
+      const found = await this.store.getStoreId();
+      if (found === this.storeId) return true;
+      this.storeId = null;
+      this.lost = { found, kept: '' };
+      this.onStoreLost({ expected: this.startedWith, found, kept: [] });
+    }
+    this.lost ??= { found: await this.store.getStoreId(), kept: '' };
+    return false;
+  }
+
+  /** Whether removals are refused because the store is not the one the controller started on. */
+  storeLost(): boolean {
+    return this.storeId === null;
   }
 
   /** Publishes a version's endpoint records and records its observed status. */

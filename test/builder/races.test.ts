@@ -119,7 +119,7 @@ async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, r
   const publisher = new Publisher(routing, { ackTimeoutMs: 100 });
   const runtime = new FakeRuntime();
   const errors: unknown[] = [];
-  const reconciler = new Reconciler({ store, runtimes: new Map([['local', runtime]]), publisher, onError: (err) => errors.push(err) });
+  const reconciler = new Reconciler({ store, runtimes: new Map([['local', runtime]]), publisher, onError: (err) => errors.push(err), storeId: await store.initStoreId(), onStoreLost: (r) => errors.push(r) });
   const logs = new LogStore({ root: join(dataDir, 'logs'), maxBytes: 1 << 20 });
   await logs.init();
   const controller = new Controller({

@@ -1,12 +1,12 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Publisher } from '../../builder/publisher.ts';
-import { endpointSpec, Reconciler } from '../../builder/reconciler.ts';
+import { endpointSpec, Reconciler, type StoreLostReport } from '../../builder/reconciler.ts';
 import type { EndpointSpec, EndpointStatus, Runtime } from '../../builder/runtime/runtime.ts';
 import { EmbeddedStore } from '../../builder/store/embedded.ts';
-import type { Version, VersionEndpoint } from '../../builder/store/store.ts';
+import type { Store, Version, VersionEndpoint } from '../../builder/store/store.ts';
 import { endpointKey } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 
@@ -69,26 +69,39 @@ class RefusingRuntime implements Runtime {
   async close(): Promise<void> {}
 }
 
-t.test('a pass goes on past an endpoint its runtime refuses: the others are still ensured, removed and routed', async (t) => {
+const dep = { owner: 'acme', project: 'nlp', deployment: 'web' };
+const key = (v: string) => `acme/nlp/web/${v}/predict`;
+
+/**
+ * A reconciler over a fresh embedded store holding deployment `web` (target `k8s`) with one
+ * single-replica version per name, and a `RefusingRuntime`. `view` is the store as the reconciler
+ * sees it (default: the store itself).
+ */
+async function reconcilerWith(t: Test, versions: readonly string[], view: (store: EmbeddedStore) => Store = (s) => s) {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-reconciler-test-'));
   const store = await EmbeddedStore.open({ dir: join(dataDir, 'store') });
   const routing = new EmbeddedRoutingTable();
   const runtime = new RefusingRuntime();
   const errors: unknown[] = [];
-  const reconciler = new Reconciler({ store, runtimes: new Map([['k8s', runtime]]), publisher: new Publisher(routing, { ackTimeoutMs: 100 }), onError: (err) => errors.push(err) });
+  const lost: StoreLostReport[] = [];
+  const storeId = await store.initStoreId();
+  const reconciler = new Reconciler({ store: view(store), runtimes: new Map([['k8s', runtime]]), publisher: new Publisher(routing, { ackTimeoutMs: 100 }), onError: (err) => errors.push(err), storeId, onStoreLost: (r) => lost.push(r) });
   t.teardown(async () => {
     await reconciler.close();
     await store.close();
     await routing.close();
     await rm(dataDir, { recursive: true, force: true });
   });
-  const dep = { owner: 'acme', project: 'nlp', deployment: 'web' };
   await store.createDeployment({ owner: dep.owner, project: dep.project, name: dep.deployment, target: 'k8s', auth: 'none' });
   const one = { ...endpoint, replicas: 1 };
-  for (const name of ['v1', 'v2', 'v3']) {
+  for (const name of versions) {
     await store.createVersion({ ...dep, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [one], codeDir: '/code' });
   }
-  const key = (v: string) => `acme/nlp/web/${v}/predict`;
+  return { store, routing, runtime, reconciler, errors, lost, storeId };
+}
+
+t.test('a pass goes on past an endpoint its runtime refuses: the others are still ensured, removed and routed', async (t) => {
+  const { store, routing, runtime, reconciler, errors, lost } = await reconcilerWith(t, ['v1', 'v2', 'v3']);
   // Left over from a deleted version, and the API refuses to delete it.
   runtime.running.set(key('gone'), { key: key('gone'), replicas: [] });
   runtime.refused.add(key('gone'));
@@ -101,4 +114,37 @@ t.test('a pass goes on past an endpoint its runtime refuses: the others are stil
     t.equal((await store.getVersion({ ...dep, version: v }))?.status, 'ready', `${v} is ready`);
   }
   t.match(errors.map(String), [/cannot delete/, /admission webhook denied/], 'each refusal reported');
+  t.same(lost, []);
+});
+
+t.test('a store that lost its id (emptied, replaced) wants nothing: a pass removes nothing, says so, and keeps refusing', async (t) => {
+  // The store as the reconciler sees it, whose id the test takes away and gives back.
+  let id: string | null | undefined;
+  const { store, runtime, reconciler, errors, lost, storeId } = await reconcilerWith(t, ['v1'], (store) => new Proxy(store, {
+    get: (target, prop) => prop === 'getStoreId' && id !== undefined ? async () => id : (Reflect.get(target, prop, target) as (...a: unknown[]) => unknown).bind(target),
+  }));
+  runtime.running.set(key('gone'), { key: key('gone'), replicas: [] });
+  await reconciler.trigger();
+  t.same([...runtime.running.keys()].sort(), [key('v1')], 'the same store: what it does not name is removed');
+  t.same(lost, []);
+
+  // The store is emptied: here, the deployment goes with the id (what FLUSHALL does in one step).
+  id = null;
+  await store.deleteDeployment(dep);
+  runtime.running.set(key('gone'), { key: key('gone'), replicas: [] });
+  await reconciler.trigger();
+  t.same([...runtime.running.keys()].sort(), [key('gone'), key('v1')], 'nothing removed');
+  t.same(lost, [
+    { expected: storeId, found: null, kept: [] },
+    { expected: storeId, found: null, kept: [key('gone'), key('v1')] },
+  ], 'said once, then which replicas were kept');
+  t.ok(reconciler.storeLost());
+
+  await reconciler.trigger();
+  t.equal(lost.length, 2, 'an unchanged set of kept replicas is not said again');
+  // The id coming back (a restore) does not make removals safe without a restart.
+  id = storeId;
+  await reconciler.trigger();
+  t.same([...runtime.running.keys()].sort(), [key('gone'), key('v1')], 'still nothing removed');
+  t.same(errors, []);
 });
