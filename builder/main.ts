@@ -98,7 +98,7 @@ export async function startController(opts: {
     throw err;
   }
   if (identity.problem !== null) {
-    log.error(`the store was lost or replaced: ${identity.problem}. No replica is removed; replicas the store does not name keep running. Restore the store from its backup and restart the controller, or ${STORE_LOST_HELP}`, { storeFile: storeIdFile(config.dataDir) });
+    log.error(`the store was lost or replaced: ${identity.problem}. No replica and no route is removed; replicas the store does not name keep running. Restore the store from its backup and restart the controller, or ${STORE_LOST_HELP}`, { storeFile: storeIdFile(config.dataDir) });
   }
   const reconciler = new Reconciler({
     store,
@@ -111,8 +111,16 @@ export async function startController(opts: {
         log.error(`replicas the store does not name were not removed: the store was lost or replaced (${STORE_LOST_HELP})`, { kept: report.kept });
         return;
       }
-      log.error(`the store was lost or replaced: the controller started on store ${String(report.expected)}, the store's id is now ${String(report.found)} (Redis restarted empty or flushed, a failover to an empty replica, or another database). Until the controller is restarted no replica is removed. Restore the store from its backup and restart the controller, or ${STORE_LOST_HELP}`);
+      log.error(`the store was lost or replaced: the controller started on store ${String(report.expected)}, the store's id is now ${String(report.found)} (Redis restarted empty or flushed, a failover to an empty replica, or another database). Until the controller is restarted no replica and no route is removed; the routes it last wrote are written again. Restore the store from its backup and restart the controller, or ${STORE_LOST_HELP}`);
+      // The routing table may have gone with the store (one Redis): the gateways keep routing to
+      // the replicas that still run.
+      publisher.republish().catch((err: unknown) => log.error('routes not written again after the store was lost', { error: String(err) }));
     },
+  });
+  // A routing table that comes back empty while the store is lost gets the routes written again
+  // too: the controller's own rewrite reads the (empty) store.
+  routing.onReconnect?.(() => {
+    if (reconciler.storeLost()) publisher.republish().catch(() => {});
   });
   const controller = new Controller({
     config,
@@ -158,7 +166,8 @@ export async function startController(opts: {
         }
       }
     }
-    await publisher.resync(deployments, endpoints);
+    // On a lost or replaced store the routes it does not name stay: they lead to replicas that run.
+    await publisher.resync(deployments, endpoints, { keepOthers: identity.problem !== null });
     await controller.resumeBuilds();
     await reconciler.start(RECONCILE_INTERVAL_MS);
 

@@ -20,6 +20,8 @@ export class Publisher {
   private readonly ackTimeoutMs: number;
   /** Last endpoint records written, so a replica change rewrites only what changed. */
   private readonly endpoints = new Map<string, EndpointRecord>();
+  /** Last deployment records put (removed ones forgotten): written again by `republish`. */
+  private readonly deployments = new Map<string, DeploymentRecord>();
   /** Keys whose removal could not be written (nor anything of them since): removed on reconnection. */
   private readonly unremoved = new Set<string>();
   /** Keys of changes not settled yet, with the number of the latest change handed on for each. */
@@ -62,7 +64,11 @@ export class Publisher {
       this.unremoved.delete(k);
     }
     for (const e of change.putEndpoints ?? []) this.endpoints.set(endpointKey(e), e);
-    for (const k of deletes) this.endpoints.delete(k);
+    for (const d of change.putDeployments ?? []) this.deployments.set(deploymentKey(d), d);
+    for (const k of deletes) {
+      this.endpoints.delete(k);
+      this.deployments.delete(k);
+    }
     const written = this.queue.then(() => this.routing.apply(change));
     this.queue = written.catch(() => undefined);
     let seq: number;
@@ -105,14 +111,24 @@ export class Publisher {
 
   /**
    * Replaces the whole table with `deployments` and `endpoints` (controller start): writes them
-   * and deletes every other key, in one change.
+   * and deletes every other key, in one change. With `keepOthers` (the store was lost or
+   * replaced, so it does not name what runs) the other keys stay.
    */
-  async resync(deployments: readonly DeploymentRecord[], endpoints: readonly EndpointRecord[]): Promise<AckResult> {
+  async resync(deployments: readonly DeploymentRecord[], endpoints: readonly EndpointRecord[], opts: { keepOthers?: boolean } = {}): Promise<AckResult> {
     const keep = new Set([...deployments.map(deploymentKey), ...endpoints.map(endpointKey)]);
-    const stale = (await this.routing.keys()).filter((k) => !keep.has(k));
+    const stale = opts.keepOthers ? [] : (await this.routing.keys()).filter((k) => !keep.has(k));
     this.endpoints.clear();
+    this.deployments.clear();
     this.unremoved.clear();
     return this.apply({ putDeployments: deployments, putEndpoints: endpoints, delete: stale });
+  }
+
+  /**
+   * Writes again every deployment and endpoint record last put and not removed since: the
+   * routing table lost them with the store (one Redis emptied), which no longer names them.
+   */
+  republish(): Promise<AckResult> {
+    return this.apply({ putDeployments: [...this.deployments.values()], putEndpoints: [...this.endpoints.values()] });
   }
 }
 

@@ -3,6 +3,8 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Publisher } from '../../builder/publisher.ts';
+import { deploymentKey, endpointKey } from '../../gateway/routing/contract.ts';
+import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { startRedis } from '../helpers/redis.ts';
@@ -35,4 +37,29 @@ t.test('a Redis restarted from a snapshot without the last replica change: the p
   const agent = client(t);
   await waitFor(async () => (await call(agent, `${gw.url}/acme/mnist/web/v1/predict`)).status === 200, { what: 'the gateway routing to the replica that runs' });
   t.ok(current.seen.length > 0, 'served by the current replica');
+});
+
+t.test('republish writes back every record last put and not removed; a resync that keeps others deletes nothing', async (t) => {
+  const table = new EmbeddedRoutingTable();
+  t.teardown(() => table.close());
+  const publisher = new Publisher(table, { ackTimeoutMs: 100 });
+  const dep = deployment();
+  await publisher.putDeployment(dep);
+  await publisher.putDeployment(deployment({ deployment: 'gone' }));
+  await publisher.putEndpoint(endpoint('v1', ['127.0.0.1:1']));
+  await publisher.putEndpoint(endpoint('v2', ['127.0.0.1:2']));
+  await publisher.remove([deploymentKey(deployment({ deployment: 'gone' })), endpointKey(endpoint('v2', []))]);
+  // The table is emptied behind the publisher's back (its Redis went with the store).
+  await table.apply({ delete: await table.keys() });
+  t.same(await table.keys(), []);
+  await publisher.republish();
+  t.same((await table.keys()).sort(), [deploymentKey(dep), endpointKey(endpoint('v1', []))].sort(), 'what was put and not removed');
+  t.same((await table.getEndpoint(endpointKey(endpoint('v1', []))))?.replicas.map((r) => r.address), ['127.0.0.1:1']);
+
+  // A restarted controller on a lost store resyncs with what it has (nothing) and keeps the rest.
+  const next = new Publisher(table, { ackTimeoutMs: 100 });
+  await next.resync([], [], { keepOthers: true });
+  t.equal((await table.keys()).length, 2, 'nothing deleted');
+  await next.resync([], []);
+  t.same(await table.keys(), [], 'a resync without it deletes what the store does not name');
 });

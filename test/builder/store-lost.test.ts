@@ -11,7 +11,7 @@ import { request } from 'undici';
 import { startController, type RunningController } from '../../builder/main.ts';
 import { loadConfig } from '../../common/config.ts';
 import type { Logger } from '../../common/log.ts';
-import type { RoutingTable } from '../../gateway/routing/contract.ts';
+import { deploymentKey, endpointKey, type RoutingTable } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -20,6 +20,7 @@ import { startRedis } from '../helpers/redis.ts';
 const EXAMPLE = join(import.meta.dirname, '../../examples/node-sentiment');
 const DEPLOYMENT = { owner: 'acme', project: 'nlp', deployment: 'web' } as const;
 const V1 = { ...DEPLOYMENT, version: 'v1' } as const;
+const ENDPOINT = { ...V1, endpoint: 'sentiment' } as const;
 
 /** A logger keeping the error messages (with their fields) for the test to look at. */
 function recordingLogger(): Logger & { errors: string[] } {
@@ -63,7 +64,7 @@ async function runV1(running: RunningController): Promise<string> {
 }
 
 for (const how of ['FLUSHALL', 'restarted without persistence'] as const) {
-  t.test(`Redis emptied under a running controller (${how}): its replicas keep running, the error says what happened`, async (t) => {
+  t.test(`Redis emptied under a running controller (${how}): its replicas keep running and routed, the error says what happened`, async (t) => {
     const redis = await startRedis();
     t.teardown(() => redis.stop());
     const routing = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 1000 });
@@ -91,15 +92,23 @@ for (const how of ['FLUSHALL', 'restarted without persistence'] as const) {
     t.ok(await answers(address), 'the replica still answers after a pass on the emptied store');
     t.match(log.errors.find((e) => e.includes('store was lost or replaced')), /docs\/operations\.md/, 'the error points at the operations doc');
     await waitFor(async () => log.errors.some((e) => e.includes('were not removed') && e.includes('acme/nlp/web/v1/sentiment')), { what: 'the kept replica named' });
+    // The routing table went with the store (one Redis): the controller writes back the routes it
+    // had, so the gateways keep serving the replicas that run.
+    await waitFor(async () => (await routing.getEndpoint(endpointKey(ENDPOINT)))?.replicas.some((r) => r.address === address), {
+      timeoutMs: 10_000, what: 'the endpoint route written again',
+    });
+    await waitFor(async () => (await routing.getDeployment(deploymentKey(DEPLOYMENT))) !== null, { timeoutMs: 10_000, what: 'the deployment record written again' });
     await waitFor(async () => (await answers(address)) && log.errors.filter((e) => e.includes('were not removed')).length > 0, { what: 'still running' });
     t.equal(await running.store.getStoreId(), null, 'the controller gives the emptied store no id of its own');
   });
 }
 
-t.test('embedded store deleted while the controller was stopped: the restarted controller removes none of the replicas it adopts', async (t) => {
+t.test('embedded store deleted while the controller was stopped: the restarted controller removes none of the replicas it adopts, nor their routes', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-store-lost-'));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
-  const first = await start(t, dataDir, {}, new EmbeddedRoutingTable(), recordingLogger());
+  const routing = new EmbeddedRoutingTable(); // outlives both controllers, as a Redis table would
+  t.teardown(() => routing.close());
+  const first = await start(t, dataDir, {}, routing, recordingLogger());
   const address = await runV1(first);
   const id = (await readFile(join(dataDir, 'store-id'), 'utf8')).trim();
   t.equal(id, await first.store.getStoreId(), 'the data directory remembers the store id');
@@ -107,12 +116,14 @@ t.test('embedded store deleted while the controller was stopped: the restarted c
 
   await rm(join(dataDir, 'store'), { recursive: true, force: true });
   const log = recordingLogger();
-  const second = await start(t, dataDir, {}, new EmbeddedRoutingTable(), log);
+  const second = await start(t, dataDir, {}, routing, log);
   t.match(log.errors.find((e) => e.includes('store was lost or replaced')), /docs\/operations\.md/, 'said at start');
   await waitFor(async () => log.errors.filter((e) => e.includes('not removed')).length > 0 || !(await answers(address)), {
     timeoutMs: 15_000, what: 'a reconcile pass on the new store',
   });
   t.ok(await answers(address), 'the adopted replica still answers after a pass');
+  t.ok((await routing.getEndpoint(endpointKey(ENDPOINT)))?.replicas.some((r) => r.address === address), 'its route was not deleted at start');
+  t.not(await routing.getDeployment(deploymentKey(DEPLOYMENT)), null, 'nor its deployment record');
   t.equal(await second.store.getStoreId(), null, 'the new store is not taken over without the operator');
   t.equal((await readFile(join(dataDir, 'store-id'), 'utf8')).trim(), id, 'the data directory still names the lost store');
 });
