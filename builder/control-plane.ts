@@ -219,6 +219,12 @@ export interface VersionRef extends DeploymentRef {
 
 /** Every operator operation. Implemented by `Controller` (builder/controller.ts). */
 export interface ControlPlane {
+  /**
+   * `lost`: the store is not the one the controller started on or last ran on (emptied, replaced),
+   * so it removes no replica and no route on its own until restarted (docs/operations.md, section 4).
+   */
+  storeStatus(): 'ok' | 'lost';
+
   targets(): Promise<TargetView[]>;
 
   getEnvironment(ref: ProjectRef): Promise<EnvironmentView>;

@@ -281,6 +281,10 @@ export class Controller implements CP.ControlPlane {
     return (await this.store.listAliases(ref)).map((a) => ({ name: a.name, target: 'versions' in a ? { versions: a.versions } : { version: a.version } }));
   }
 
+  storeStatus(): 'ok' | 'lost' {
+    return this.reconciler.storeLost() ? 'lost' : 'ok';
+  }
+
   // ---- targets, environment ------------------------------------------------------------
 
   async targets(): Promise<CP.TargetView[]> {

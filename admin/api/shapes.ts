@@ -34,7 +34,10 @@ export const SHAPES: Readonly<Record<string, JsonSchema>> = {
     ['statusCode', 'code', 'error', 'message'],
     'The error shape of every admin API (and gateway) error.',
   ),
-  Health: obj({ status: { type: 'string', enum: ['ok'] } }, ['status']),
+  Health: obj({
+    status: { type: 'string', enum: ['ok'] },
+    store: { type: 'string', enum: ['ok', 'lost'], description: '`lost`: the store was emptied or replaced; the controller removes no replica and no route on its own until restarted (docs/operations.md, section 4).' },
+  }, ['status', 'store']),
   Target: obj({ name: str, kind: { type: 'string', enum: ['local', 'docker', 'kubernetes'] }, gatewayUrl: str }, ['name', 'kind', 'gatewayUrl']),
   Environment: obj(
     {

@@ -76,6 +76,7 @@ for (const how of ['FLUSHALL', 'restarted without persistence'] as const) {
     const running = await start(t, dataDir, { PORTICO_REDIS_URL: redis.url }, routing, log);
     const address = await runV1(running);
     t.ok(await answers(address), 'the replica answers');
+    t.equal(running.controller.storeStatus(), 'ok');
 
     if (how === 'FLUSHALL') {
       const raw = new Redis(redis.url);
@@ -100,6 +101,7 @@ for (const how of ['FLUSHALL', 'restarted without persistence'] as const) {
     await waitFor(async () => (await routing.getDeployment(deploymentKey(DEPLOYMENT))) !== null, { timeoutMs: 10_000, what: 'the deployment record written again' });
     await waitFor(async () => (await answers(address)) && log.errors.filter((e) => e.includes('were not removed')).length > 0, { what: 'still running' });
     t.equal(await running.store.getStoreId(), null, 'the controller gives the emptied store no id of its own');
+    t.equal(running.controller.storeStatus(), 'lost', 'the admin API\'s /healthz says so');
   });
 }
 
@@ -125,5 +127,6 @@ t.test('embedded store deleted while the controller was stopped: the restarted c
   t.ok((await routing.getEndpoint(endpointKey(ENDPOINT)))?.replicas.some((r) => r.address === address), 'its route was not deleted at start');
   t.not(await routing.getDeployment(deploymentKey(DEPLOYMENT)), null, 'nor its deployment record');
   t.equal(await second.store.getStoreId(), null, 'the new store is not taken over without the operator');
+  t.equal(second.controller.storeStatus(), 'lost');
   t.equal((await readFile(join(dataDir, 'store-id'), 'utf8')).trim(), id, 'the data directory still names the lost store');
 });

@@ -186,6 +186,13 @@ export class FakeControlPlane implements ControlPlane {
     this.#audit.push({ id: String(this.#audit.length + 1), at: now(), actor, action, target, details });
   }
 
+  /** What `storeStatus` answers (a test sets it). */
+  storeLost = false;
+
+  storeStatus(): 'ok' | 'lost' {
+    return this.storeLost ? 'lost' : 'ok';
+  }
+
   // ---- targets and environment ---------------------------------------------------------
 
   async targets(): Promise<TargetView[]> {

@@ -53,7 +53,10 @@ t.test('GET /healthz needs no token', async (t) => {
   const api = await startApi(t);
   const res = await api.call('GET', '/healthz', { token: null });
   t.equal(res.status, 200);
-  t.same(res.json, { status: 'ok' });
+  t.same(res.json, { status: 'ok', store: 'ok' });
+  api.fake.storeLost = true;
+  t.same((await api.call('GET', '/healthz', { token: null })).json, { status: 'ok', store: 'lost' }, 'a lost store is said, still 200');
+  api.fake.storeLost = false;
   const busted = await api.call('GET', '/healthz?nocache=1723&x=1&x=2', { token: null });
   t.equal(busted.status, 200, 'a probe with a cache-busting query string is answered too');
   const other = await api.call('GET', `${P}/deployments?bogus=1`);
