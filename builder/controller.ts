@@ -234,7 +234,7 @@ export class Controller implements CP.ControlPlane {
   private versionView(d: Deployment, v: Version, aliases: readonly { name: string; target: AliasTarget }[]): CP.VersionView {
     const base = `${this.gatewayUrlOf(d)}/${d.owner}/${d.project}/${d.name}/${v.name}`;
     const endpoints: CP.EndpointView[] = v.endpoints.map((e) => {
-      const s = this.reconciler.status(endpointRuntimeKey(v, e.name));
+      const s = this.reconciler.status(endpointRuntimeKey(v, e.name), d.target);
       const replicas = (s?.replicas ?? []).map((r) => ({
         id: r.id,
         address: r.address,
@@ -245,6 +245,8 @@ export class Controller implements CP.ControlPlane {
       let status: CP.EndpointStatus;
       if (v.status === 'building' || v.status === 'failed' && v.codeDir === undefined) status = v.status;
       else if (!v.enabled || !e.enabled || e.replicas === 0) status = 'stopped';
+      // Replicas nobody can see: ready while the gateways still route to some (see `error`).
+      else if (s?.unknown !== undefined) status = (this.publisher.current({ owner: v.owner, project: v.project, deployment: v.deployment, version: v.name, endpoint: e.name })?.replicas.length ?? 0) > 0 ? 'ready' : 'starting';
       else if (replicas.some((r) => r.state === 'ready')) status = 'ready';
       else if (s?.error) status = 'failed';
       else status = 'starting';

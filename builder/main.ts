@@ -2,7 +2,7 @@ import { access, chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/log.ts';
-import type { RoutingWriter } from '../gateway/routing/contract.ts';
+import { endpointKey, type RoutingWriter } from '../gateway/routing/contract.ts';
 import { BlobStore } from './build/blobs.ts';
 import { Controller } from './controller.ts';
 import { createTargets } from './targets.ts';
@@ -162,7 +162,10 @@ export async function startController(opts: {
         if (v.codeDir === undefined) continue;
         for (const e of v.endpoints) {
           const key = `${d.owner}/${d.project}/${d.name}/${v.name}/${e.name}`;
-          endpoints.push(endpointRecord(v, e, versionRuns(v) ? reconciler.status(key) : undefined));
+          const status = versionRuns(v) ? reconciler.status(key, d.target) : undefined;
+          // Replicas its runtime cannot see yet (the cluster does not answer) keep their routes.
+          const kept = status?.unknown !== undefined ? (await routing.getEndpoint(endpointKey({ ...ref, version: v.name, endpoint: e.name })))?.replicas : undefined;
+          endpoints.push(endpointRecord(v, e, status, kept));
         }
       }
     }

@@ -49,12 +49,17 @@ export function versionRuns(v: Version): boolean {
   return v.enabled && v.codeDir !== undefined && v.status !== 'building' && v.status !== 'stopped';
 }
 
-/** The routing record of an endpoint given what its runtime observes. */
-export function endpointRecord(v: Version, e: VersionEndpoint, status: EndpointStatus | undefined): EndpointRecord {
+/**
+ * The routing record of an endpoint given what its runtime observes. While the runtime cannot tell
+ * (`status.unknown`), the replicas routed to are `kept` (those already published), not emptied.
+ */
+export function endpointRecord(v: Version, e: VersionEndpoint, status: EndpointStatus | undefined, kept: EndpointRecord['replicas'] = []): EndpointRecord {
   const live = versionRuns(v) && e.enabled;
-  const replicas = live && status
-    ? status.replicas.filter((r) => r.state === 'ready' && r.address !== null).map((r) => ({ id: r.id, address: r.address as string }))
-    : [];
+  const replicas = !live || !status
+    ? []
+    : status.unknown !== undefined
+      ? kept
+      : status.replicas.filter((r) => r.state === 'ready' && r.address !== null).map((r) => ({ id: r.id, address: r.address as string }));
   return {
     owner: v.owner,
     project: v.project,
@@ -72,13 +77,20 @@ export function observedStatus(v: Version, statuses: ReadonlyMap<string, Endpoin
   if (!v.enabled) return { status: 'stopped', ...(v.reason !== undefined ? { reason: v.reason } : {}) };
   if (!versionRuns(v)) return { status: v.status, ...(v.reason !== undefined ? { reason: v.reason } : {}) };
   let allReady = true;
+  let unknown: string | undefined;
   for (const e of v.endpoints) {
     if (!e.enabled || e.replicas === 0) continue;
     const s = statuses.get(endpointRuntimeKey(v, e.name));
+    if (s?.unknown !== undefined) {
+      unknown ??= `endpoint ${e.name}: ${s.unknown}`;
+      continue;
+    }
     const ready = s?.replicas.some((r) => r.state === 'ready') ?? false;
     if (!ready && s?.error) return { status: 'failed', reason: `endpoint ${e.name}: ${s.error}` };
     if (!ready) allReady = false;
   }
+  // Replicas nobody can see are not taken for gone: the status stays the last one observed.
+  if (unknown !== undefined) return { status: v.status, reason: unknown };
   return { status: allReady ? 'ready' : 'starting' };
 }
 
@@ -147,9 +159,15 @@ export class Reconciler {
     }
   }
 
-  /** What the runtimes last reported for an endpoint. */
-  status(key: string): EndpointStatus | undefined {
-    return this.statuses.get(key);
+  /**
+   * What the runtimes last reported for an endpoint on `target` (default: where the last pass
+   * found it); while that runtime cannot tell its replicas' state, a status saying so (`unknown`).
+   */
+  status(key: string, target = this.known.get(key)?.target): EndpointStatus | undefined {
+    const s = this.statuses.get(key);
+    if (s?.unknown !== undefined || target === undefined) return s;
+    const unknown = this.runtimes.get(target)?.stateUnknown?.();
+    return unknown === undefined ? s : { key, replicas: s?.replicas ?? [], error: unknown, unknown };
   }
 
   /** Reads every runtime's current state (adoption after a restart) without changing anything. */
@@ -271,10 +289,15 @@ export class Reconciler {
   /** Publishes a version's endpoint records and records its observed status. */
   private async settle(dep: Deployment, v: Version): Promise<void> {
     if (v.status === 'building' || v.codeDir === undefined) return;
+    const statuses = new Map<string, EndpointStatus>();
     for (const e of v.endpoints) {
-      await this.publisher.putEndpoint(endpointRecord(v, e, this.statuses.get(endpointRuntimeKey(v, e.name))));
+      const key = endpointRuntimeKey(v, e.name);
+      const s = this.status(key, dep.target);
+      if (s) statuses.set(key, s);
+      const kept = this.publisher.current({ owner: v.owner, project: v.project, deployment: v.deployment, version: v.name, endpoint: e.name })?.replicas;
+      await this.publisher.putEndpoint(endpointRecord(v, e, s, kept));
     }
-    const next = observedStatus(v, this.statuses);
+    const next = observedStatus(v, statuses);
     if (next.status !== v.status || next.reason !== v.reason) {
       await this.store.updateVersion({ owner: dep.owner, project: dep.project, deployment: dep.name, version: v.name }, (draft) => {
         if (draft.status === 'building' || !draft.enabled) return;

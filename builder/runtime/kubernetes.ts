@@ -57,6 +57,11 @@ export interface KubernetesRuntimeOptions {
   readonly drainTimeoutMs?: number;
   /** How long `list`/`ensure` wait for the first LIST of pods and slices at start. Default 15 s. */
   readonly startupTimeoutMs?: number;
+  /**
+   * A watch failing this long leaves the runtime blind: its endpoints' state is `unknown` (their
+   * routes are kept) until it works again. Default 30 s.
+   */
+  readonly staleAfterMs?: number;
   /** Server-side duration of each watch. Default 25 s. */
   readonly watchTimeoutSeconds?: number;
   /**
@@ -126,6 +131,7 @@ const DEFAULTS = {
   resyncMs: 600_000,
   drainTimeoutMs: 60_000,
   startupTimeoutMs: 15_000,
+  staleAfterMs: 30_000,
   wsgiRunner: '/opt/portico/wsgi_runner.py',
 };
 
@@ -185,7 +191,11 @@ export class KubernetesRuntime implements Runtime {
   readonly #ready: Promise<void>;
   #closed = false;
   #adopted = false;
+  /** Why the last adoption LIST failed (while not adopted). */
+  #adoptError: unknown = undefined;
   #adoptTimer: NodeJS.Timeout | null = null;
+  /** Fires when a failing watch has been failing `staleAfterMs`: the endpoints' state becomes unknown. */
+  #staleTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: KubernetesRuntimeOptions) {
     this.#pullAuth = opts.imagePullAuth;
@@ -203,6 +213,7 @@ export class KubernetesRuntime implements Runtime {
       resyncMs: opts.resyncMs ?? DEFAULTS.resyncMs,
       drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
       startupTimeoutMs: opts.startupTimeoutMs ?? DEFAULTS.startupTimeoutMs,
+      staleAfterMs: opts.staleAfterMs ?? DEFAULTS.staleAfterMs,
       watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 25,
     };
     this.#onError = opts.onError ?? (() => {});
@@ -213,14 +224,16 @@ export class KubernetesRuntime implements Runtime {
       path: '/api/v1/pods',
       list: () => this.#api.listPods(MANAGED_SELECTOR),
       onChange: (key, pod) => this.#onPod(key, pod),
-      onError: (err) => this.#onError('kubernetes runtime: pod watch failed', err),
+      onError: (err) => this.#onWatchError('kubernetes runtime: pod watch failed', err),
+      onRecover: () => this.#onWatchRecover(),
     });
     this.#slices = new Informer<SliceView>({
       ...common,
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       list: () => this.#api.listEndpointSlices(MANAGED_SELECTOR),
       onChange: (key, slice) => this.#onSlice(key, slice),
-      onError: (err) => this.#onError('kubernetes runtime: EndpointSlice watch failed', err),
+      onError: (err) => this.#onWatchError('kubernetes runtime: EndpointSlice watch failed', err),
+      onRecover: () => this.#onWatchRecover(),
     });
     this.#ready = this.#start();
   }
@@ -285,6 +298,24 @@ export class KubernetesRuntime implements Runtime {
     return this.#listeners.add(listener);
   }
 
+  /**
+   * Why the replicas' state cannot be told: the cluster has not answered the first LISTs since
+   * this runtime started, or a watch has been failing for `staleAfterMs`.
+   */
+  stateUnknown(): string | undefined {
+    if (this.#closed) return undefined;
+    const informers = [this.#pods, this.#slices];
+    const failure = informers.find((i) => i.failure)?.failure;
+    if (!this.#adopted || informers.some((i) => !i.listed)) {
+      const err = this.#adoptError ?? failure?.error;
+      return `kubernetes API unreachable: ${err === undefined ? 'no answer since the controller started' : describeApiError(err)}`;
+    }
+    const stale = informers.map((i) => i.failure).find((f) => f !== null && Date.now() - f.since >= this.#opts.staleAfterMs);
+    // The time it started, not how long ago: the text stays the same (a version's reason is not rewritten every pass).
+    if (stale) return `kubernetes API unreachable since ${new Date(stale.since).toISOString()} (replicas not watched): ${describeApiError(stale.error)}`;
+    return undefined;
+  }
+
   async close(): Promise<void> {
     await this.#ready;
     if (this.#closed) return;
@@ -294,6 +325,7 @@ export class KubernetesRuntime implements Runtime {
     }
     this.#closed = true;
     if (this.#adoptTimer) clearTimeout(this.#adoptTimer);
+    if (this.#staleTimer) clearTimeout(this.#staleTimer);
     for (const ep of this.#endpoints.values()) if (ep.drainTimer) clearTimeout(ep.drainTimer);
     await Promise.all([this.#pods.stop(), this.#slices.stop(), ...[...this.#followers.values()].map((f) => f.follower.stop())]);
     this.#followers.clear();
@@ -311,6 +343,8 @@ export class KubernetesRuntime implements Runtime {
   async #start(): Promise<void> {
     await this.#adopt();
     const synced = Promise.all([this.#pods.start(), this.#slices.start()]);
+    // Listed late (after the startup timeout, or without a failure to recover from): known now.
+    void synced.then(() => this.#emitAll());
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#opts.startupTimeoutMs);
@@ -363,8 +397,10 @@ export class KubernetesRuntime implements Runtime {
         if (p.name === NETWORK_POLICY_NAME && hash && !this.#policies.has(p.namespace)) this.#policies.set(p.namespace, { hash, at: now });
       }
       this.#adopted = true;
+      this.#adoptError = undefined;
       for (const ep of this.#endpoints.values()) this.#emit(ep);
     } catch (err) {
+      this.#adoptError = err;
       this.#onError('kubernetes runtime: listing existing objects failed; retrying', err);
       if (!this.#closed) {
         this.#adoptTimer = setTimeout(() => void this.#adopt(), 5000);
@@ -699,8 +735,38 @@ export class KubernetesRuntime implements Runtime {
 
   // --- status -------------------------------------------------------------------------------
 
+  /** A watch failed: once it has failed `staleAfterMs`, every endpoint's state becomes unknown. */
+  #onWatchError(message: string, err: unknown): void {
+    this.#onError(message, err);
+    if (!this.#staleTimer) this.#scheduleStale(this.#opts.staleAfterMs);
+  }
+
+  #scheduleStale(ms: number): void {
+    if (this.#closed) return;
+    this.#staleTimer = setTimeout(() => {
+      this.#staleTimer = null;
+      this.#emitAll();
+      // One watch came back meanwhile and the other failed later: its turn comes later.
+      const since = Math.min(...[this.#pods, this.#slices].map((i) => i.failure?.since ?? Number.POSITIVE_INFINITY));
+      if (Number.isFinite(since) && this.stateUnknown() === undefined) this.#scheduleStale(Math.max(0, since + this.#opts.staleAfterMs - Date.now()));
+    }, ms);
+    this.#staleTimer.unref();
+  }
+
+  #onWatchRecover(): void {
+    if (this.#pods.failure || this.#slices.failure) return;
+    if (this.#staleTimer) clearTimeout(this.#staleTimer);
+    this.#staleTimer = null;
+    this.#emitAll();
+  }
+
+  #emitAll(): void {
+    for (const ep of this.#endpoints.values()) this.#emit(ep);
+  }
+
   #status(ep: Endpoint): EndpointStatus {
-    return endpointStatus({
+    const unknown = this.stateUnknown();
+    const status = endpointStatus({
       key: ep.key,
       image: ep.image,
       port: ep.port,
@@ -708,8 +774,10 @@ export class KubernetesRuntime implements Runtime {
       slices: this.#slicesById.get(ep.id)?.values() ?? [],
       draining: new Set(ep.draining.keys()),
       crashLoopRestarts: this.#opts.crashLoopRestarts,
-      runtimeError: ep.runtimeError ?? (this.#adopted ? undefined : 'kubernetes: the cluster has not answered yet'),
+      // The failure of a write while the API is unreachable is the same story, told once.
+      runtimeError: unknown !== undefined ? unknown : ep.runtimeError,
     });
+    return unknown !== undefined ? { ...status, unknown } : status;
   }
 
   #emit(ep: Endpoint): void {

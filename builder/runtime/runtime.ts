@@ -87,6 +87,12 @@ export interface EndpointStatus {
   readonly replicas: readonly ReplicaStatus[];
   /** An endpoint-level problem: crash loop, port already in use, image missing. */
   readonly error?: string;
+  /**
+   * Set while the runtime cannot tell the replicas' state (its cluster has not answered since it
+   * started, or its watch has been down too long), saying why; `error` says it too. `replicas`
+   * is then not the truth: the routes already published for the endpoint are kept as they are.
+   */
+  readonly unknown?: string;
 }
 
 /** Where replica output goes (the telemetry log store implements it). */
@@ -124,6 +130,11 @@ export interface Runtime {
   remove(key: string): Promise<void>;
   /** Every endpoint the runtime knows of, including replicas adopted after a controller restart. */
   list(): Promise<EndpointStatus[]>;
+  /**
+   * Why the runtime cannot tell the state of its replicas right now (see `EndpointStatus.unknown`),
+   * also of endpoints `list` does not return; `undefined` when it can. Absent: it always can.
+   */
+  stateUnknown?(): string | undefined;
   /** Registers a listener for every change of an endpoint's status; returns the unsubscribe. */
   onChange(listener: (status: EndpointStatus) => void): () => void;
   /** Stops watching. Replicas keep running, so a restarted controller can adopt them. */

@@ -201,6 +201,8 @@ export interface RoutingWriter {
   waitForAcks(seq: number, timeoutMs: number): Promise<AckResult>;
   /** Every key in the table (for the publisher's full resync after a controller restart). */
   keys(): Promise<string[]>;
+  /** One endpoint's record (a restarted controller keeps those whose replicas it cannot see yet). */
+  getEndpoint(key: string): Promise<EndpointRecord | null>;
   /**
    * Called each time the connection to the table is made again after it was lost. The table may
    * have lost writes meanwhile (a server restarted from its last snapshot or append-only file, a

@@ -85,7 +85,8 @@ async function reconcilerWith(t: Test, versions: readonly string[], view: (store
   const errors: unknown[] = [];
   const lost: StoreLostReport[] = [];
   const storeId = await store.initStoreId();
-  const reconciler = new Reconciler({ store: view(store), runtimes: new Map([['k8s', runtime]]), publisher: new Publisher(routing, { ackTimeoutMs: 100 }), onError: (err) => errors.push(err), storeId, onStoreLost: (r) => lost.push(r) });
+  const publisher = new Publisher(routing, { ackTimeoutMs: 100 });
+  const reconciler = new Reconciler({ store: view(store), runtimes: new Map([['k8s', runtime]]), publisher, onError: (err) => errors.push(err), storeId, onStoreLost: (r) => lost.push(r) });
   t.teardown(async () => {
     await reconciler.close();
     await store.close();
@@ -97,7 +98,7 @@ async function reconcilerWith(t: Test, versions: readonly string[], view: (store
   for (const name of versions) {
     await store.createVersion({ ...dep, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [one], codeDir: '/code' });
   }
-  return { store, routing, runtime, reconciler, errors, lost, storeId };
+  return { store, routing, publisher, runtime, reconciler, errors, lost, storeId };
 }
 
 t.test('a pass goes on past an endpoint its runtime refuses: the others are still ensured, removed and routed', async (t) => {
@@ -147,4 +148,28 @@ t.test('a store that lost its id (emptied, replaced) wants nothing: a pass remov
   await reconciler.trigger();
   t.same([...runtime.running.keys()].sort(), [key('gone'), key('v1')], 'still nothing removed');
   t.same(errors, []);
+});
+
+t.test('while a runtime cannot tell its replicas\' state, their routes and the version\'s status stay; then they follow it again', async (t) => {
+  const { store, routing, publisher, runtime, reconciler } = await reconcilerWith(t, []);
+  let unknown: string | undefined = 'kubernetes API unreachable: HTTP 503';
+  Object.assign(runtime, { stateUnknown: () => unknown });
+  const ref = { ...dep, version: 'v1', endpoint: 'predict' };
+  await store.createVersion({ ...dep, name: 'v1', status: 'ready', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [{ ...endpoint, replicas: 1 }], codeDir: '/code' });
+  const before = [{ id: 'pod-a', address: '10.0.0.9:8000' }];
+  await publisher.putEndpoint({ ...ref, replicas: before, timeoutSeconds: null, maxBodyBytes: null });
+  runtime.refused.add('acme/nlp/web/v1/predict'); // its ensure fails, as against an unreachable API
+
+  await reconciler.trigger();
+  t.same((await routing.getEndpoint(endpointKey(ref)))?.replicas, before, 'the route is kept');
+  t.same(reconciler.status('acme/nlp/web/v1/predict', 'k8s'), { key: 'acme/nlp/web/v1/predict', replicas: [], error: unknown, unknown }, 'the status says why');
+  const v = await store.getVersion({ ...dep, version: 'v1' });
+  t.same([v?.status, v?.reason], ['ready', `endpoint predict: ${unknown}`], 'the version keeps its status, with the reason');
+
+  unknown = undefined;
+  runtime.refused.clear();
+  await reconciler.trigger();
+  t.same((await routing.getEndpoint(endpointKey(ref)))?.replicas, [{ id: 'v1-0', address: '10.0.0.1:8000' }], 'the route follows the runtime again');
+  const after = await store.getVersion({ ...dep, version: 'v1' });
+  t.same([after?.status, after?.reason], ['ready', undefined]);
 });

@@ -332,6 +332,8 @@ export class FakeKubeApi {
   readonly #controllers: boolean;
   readonly #failWatches = new Map<string, number[]>();
   readonly #failNext: { verb: string; resource: string; status: number }[] = [];
+  #outage: number | 'hang' | null = null;
+  readonly #held = new Set<ServerResponse>();
   #rv = 1;
   #compactedRv = 0;
   #nextIp = 2;
@@ -376,6 +378,8 @@ export class FakeKubeApi {
   async close(): Promise<void> {
     for (const w of this.#watchers) w.res.destroy();
     this.#watchers.clear();
+    for (const res of this.#held) res.destroy();
+    this.#held.clear();
     for (const l of this.#logs.values()) for (const s of l.streams) s.destroy();
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
@@ -528,6 +532,19 @@ export class FakeKubeApi {
     this.#failNext.push({ verb, resource, status });
   }
 
+  /**
+   * An API server that is down or stuck: from now on every request (recorded as usual) gets this
+   * HTTP status (503: unavailable), or no answer at all (`'hang'`) until the client gives up;
+   * `null` ends it. Open watches are not touched: drop them with `dropWatches`.
+   */
+  outage(mode: number | 'hang' | null): void {
+    this.#outage = mode;
+    if (mode === null) {
+      for (const res of this.#held) res.destroy();
+      this.#held.clear();
+    }
+  }
+
   /** The next watch requests of `resource` get these HTTP statuses instead of a stream. */
   failNextWatches(resource: FakeResource, ...statuses: number[]): void {
     this.#failWatches.set(resource, [...(this.#failWatches.get(resource) ?? []), ...statuses]);
@@ -625,6 +642,12 @@ export class FakeKubeApi {
     }
     const route = parseRoute(url.pathname);
     const r = this.#record(req.method ?? 'GET', url.pathname, query, contentType, body, route, query['watch'] === 'true' || query['watch'] === '1');
+    if (this.#outage === 'hang') {
+      this.#held.add(res);
+      res.on('close', () => this.#held.delete(res));
+      return;
+    }
+    if (this.#outage !== null) return this.#status(res, r, this.#outage, 'ServiceUnavailable', 'the server is currently unable to handle the request');
     if (!route) return this.#status(res, r, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     if (!req.headers.authorization) return this.#status(res, r, 401, 'Unauthorized', 'Unauthorized');
     const injected = this.#failNext.findIndex((f) => f.verb === r.verb && f.resource === r.resource);

@@ -59,7 +59,9 @@ export function describeApiError(err: unknown): string {
     }
     return `HTTP ${err.code}${message ? `: ${String(message)}` : ''}`;
   }
-  return err instanceof Error ? err.message : String(err);
+  const code = statusOf(err); // a WATCH refused: an Error with the HTTP status
+  const message = err instanceof Error ? err.message : String(err);
+  return code !== undefined ? `HTTP ${code}: ${message}` : message;
 }
 
 const meta = (o: { metadata?: { namespace?: string; name?: string; annotations?: Record<string, string> } }): ObjectMetaView => ({

@@ -31,6 +31,8 @@ export interface InformerOptions<T extends KubeObject> {
   onChange(key: string, obj: T | undefined): void;
   /** A LIST or WATCH failed (the informer retries with backoff). */
   onError?(err: unknown): void;
+  /** A LIST succeeded or a WATCH was opened after failures (`failure` is null again). */
+  onRecover?(): void;
   /** The server ends each watch after this long (the client notices silence after 30 s). Default 25. */
   readonly watchTimeoutSeconds?: number;
   /** First retry delay after a failure (ms), doubled up to `maxBackoffMs`. Default 250. */
@@ -72,6 +74,8 @@ export class Informer<T extends KubeObject> {
   #wake: (() => void) | null = null;
   #loop: Promise<void> | null = null;
   #synced!: Promise<void>;
+  #listed = false;
+  #failure: { readonly since: number; error: unknown } | null = null;
 
   constructor(opts: InformerOptions<T>) {
     this.#opts = opts;
@@ -114,6 +118,31 @@ export class Informer<T extends KubeObject> {
     return this.#stats;
   }
 
+  /** Whether a LIST has succeeded since `start`: before, nothing is known of the collection. */
+  get listed(): boolean {
+    return this.#listed;
+  }
+
+  /**
+   * Since when LISTs and WATCHes have been failing, and the last error; `null` while they work.
+   * Meanwhile nothing that changes in the cluster reaches the copy.
+   */
+  get failure(): { readonly since: number; readonly error: unknown } | null {
+    return this.#failure;
+  }
+
+  #failed(err: unknown): void {
+    if (this.#failure) this.#failure.error = err;
+    else this.#failure = { since: Date.now(), error: err };
+    this.#opts.onError?.(err);
+  }
+
+  #recovered(): void {
+    if (!this.#failure) return;
+    this.#failure = null;
+    this.#opts.onRecover?.();
+  }
+
   async #run(synced: () => void): Promise<void> {
     let backoff = this.#opts.backoffMs ?? 250;
     const maxBackoff = this.#opts.maxBackoffMs ?? 10_000;
@@ -138,7 +167,7 @@ export class Informer<T extends KubeObject> {
           this.#expire();
           continue;
         }
-        this.#opts.onError?.(err);
+        this.#failed(err);
         await this.#sleep(backoff);
         backoff = Math.min(maxBackoff, backoff * 2);
       }
@@ -168,6 +197,8 @@ export class Informer<T extends KubeObject> {
       this.#opts.onChange(key, undefined);
     }
     this.#resourceVersion = result.resourceVersion;
+    this.#listed = true;
+    this.#recovered();
   }
 
   /**
@@ -225,6 +256,7 @@ export class Informer<T extends KubeObject> {
         .then((abort) => {
           if (settled) return;
           this.#abort = abort;
+          this.#recovered(); // the server answered the WATCH with a stream
           if (this.#stopped) abort.abort();
         }, done);
     });

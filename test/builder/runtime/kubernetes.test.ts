@@ -609,6 +609,30 @@ t.test('a dropped watch resumes from the last resourceVersion without listing ag
   t.same([h.runtime.watchStats.pods.lists, h.runtime.watchStats.slices.lists], [1, 1]);
 });
 
+t.test('state unknown: before the cluster first answers, and while a watch has been failing staleAfterMs; known again after', async (t) => {
+  const h = await setup(t, { startupTimeoutMs: 300, staleAfterMs: 500 });
+  const fake = h.fake;
+  fake.outage(503);
+  await h.reopen();
+  await h.runtime.list(); // waits out the startup timeout
+  t.match(h.runtime.stateUnknown(), /^kubernetes API unreachable: .*503/, 'never listed: unknown, with the API\'s answer');
+  fake.outage(null);
+  await waitFor(() => h.runtime.stateUnknown() === undefined, { what: 'known once it answers', timeoutMs: 15_000 });
+
+  const { spec } = await h.oneReady();
+  t.equal((await h.status(spec.key))?.unknown, undefined);
+  fake.outage(503);
+  fake.dropWatches('reset');
+  const blind = await h.waitStatus(spec.key, 'unknown after staleAfterMs', (s) => s.unknown !== undefined, 10_000);
+  t.match(blind.unknown, /^kubernetes API unreachable since \d{4}-\d\d-\d\dT[\d:.]+Z \(replicas not watched\): /);
+  await waitFor(() => /HTTP 503/.test(h.runtime.stateUnknown() ?? ''), { what: 'the last failure named' });
+  t.equal(blind.error, blind.unknown, 'the error says it');
+  t.equal(readyCount(blind), 1, 'the replicas last seen are still listed');
+  fake.outage(null);
+  const back = await h.waitStatus(spec.key, 'known again', (s) => s.unknown === undefined, 15_000);
+  t.equal(back.error, undefined);
+});
+
 t.test('410 Gone (expired resourceVersion) makes the informers list again', async (t) => {
   const h = await setup(t);
   const spec = h.spec({ replicas: 2 });
