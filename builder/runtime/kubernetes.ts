@@ -24,8 +24,8 @@ import {
   type ManifestOptions,
 } from './kubernetes/manifests.ts';
 import { endpointId, namespaceFor, resourceName } from './kubernetes/names.ts';
-import { endpointStatus, type PodView, type SliceView } from './kubernetes/status.ts';
-import { Informer } from './kubernetes/watch.ts';
+import { endpointStatus, replicaFailure, type DeploymentStatusView, type PodView, type SliceView } from './kubernetes/status.ts';
+import { Informer, type KubeObject, type ListResult } from './kubernetes/watch.ts';
 
 export { DEFAULT_GATEWAY_SELECTOR, type GatewaySelector } from './kubernetes/manifests.ts';
 
@@ -154,7 +154,8 @@ const isTerminating = (pod: PodView) => pod.metadata?.deletionTimestamp !== unde
  *
  * Routing follows EndpointSlices (list + watch with resourceVersion bookkeeping): a replica is
  * `ready` at `podIP:port` when its slice endpoint is ready. Pods (also watched) explain the
- * others: crash loops, image pull failures, unschedulable pods. Logs are followed per pod.
+ * others: crash loops, image pull failures, unschedulable pods; Deployments (watched too) say
+ * when pods cannot be created at all (`ReplicaFailure`: a quota, admission). Logs are followed per pod.
  *
  * No request reaches a stopping pod: on scale-down the runtime picks the pods to remove, marks
  * them with a low `pod-deletion-cost` so the ReplicaSet controller removes those, calls
@@ -180,6 +181,8 @@ export class KubernetesRuntime implements Runtime {
   /** Informer key -> endpoint id it was indexed under (to unindex on change or delete). */
   readonly #podIndex = new Map<string, string>();
   readonly #sliceIndex = new Map<string, string>();
+  readonly #deploymentsById = new Map<string, Map<string, DeploymentStatusView>>();
+  readonly #deploymentIndex = new Map<string, string>();
   readonly #followers = new Map<string, { follower: PodLogFollower; restarts: number }>();
   readonly #namespaces = new Set<string>();
   readonly #policies = new Map<string, { hash: string; at: number }>();
@@ -188,6 +191,8 @@ export class KubernetesRuntime implements Runtime {
   readonly #listeners = new StatusListeners();
   readonly #pods: Informer<PodView>;
   readonly #slices: Informer<SliceView>;
+  /** Deployments, for their `ReplicaFailure` condition (pods that cannot be created). */
+  readonly #deployments: Informer<DeploymentStatusView>;
   readonly #ready: Promise<void>;
   #closed = false;
   #adopted = false;
@@ -219,22 +224,18 @@ export class KubernetesRuntime implements Runtime {
     this.#onError = opts.onError ?? (() => {});
     this.#api = new KubeApi(opts.kubeConfig);
     const common = { kubeConfig: opts.kubeConfig, labelSelector: MANAGED_SELECTOR, watchTimeoutSeconds: this.#opts.watchTimeoutSeconds };
-    this.#pods = new Informer<PodView>({
-      ...common,
-      path: '/api/v1/pods',
-      list: () => this.#api.listPods(MANAGED_SELECTOR),
-      onChange: (key, pod) => this.#onPod(key, pod),
-      onError: (err) => this.#onWatchError('kubernetes runtime: pod watch failed', err),
-      onRecover: () => this.#onWatchRecover(),
-    });
-    this.#slices = new Informer<SliceView>({
-      ...common,
-      path: '/apis/discovery.k8s.io/v1/endpointslices',
-      list: () => this.#api.listEndpointSlices(MANAGED_SELECTOR),
-      onChange: (key, slice) => this.#onSlice(key, slice),
-      onError: (err) => this.#onWatchError('kubernetes runtime: EndpointSlice watch failed', err),
-      onRecover: () => this.#onWatchRecover(),
-    });
+    const informer = <T extends KubeObject>(path: string, what: string, list: () => Promise<ListResult<T>>, onChange: (key: string, obj: T | undefined) => void) =>
+      new Informer<T>({
+        ...common,
+        path,
+        list,
+        onChange,
+        onError: (err) => this.#onWatchError(`kubernetes runtime: ${what} watch failed`, err),
+        onRecover: () => this.#onWatchRecover(),
+      });
+    this.#pods = informer('/api/v1/pods', 'pod', () => this.#api.listPods(MANAGED_SELECTOR), (key, pod) => this.#onPod(key, pod));
+    this.#slices = informer('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', () => this.#api.listEndpointSlices(MANAGED_SELECTOR), (key, slice) => this.#onSlice(key, slice));
+    this.#deployments = informer('/apis/apps/v1/deployments', 'Deployment', () => this.#api.listDeploymentStatuses(MANAGED_SELECTOR), (key, d) => this.#onDeployment(key, d));
     this.#ready = this.#start();
   }
 
@@ -304,7 +305,7 @@ export class KubernetesRuntime implements Runtime {
    */
   stateUnknown(): string | undefined {
     if (this.#closed) return undefined;
-    const informers = [this.#pods, this.#slices];
+    const informers = this.#informers();
     const failure = informers.find((i) => i.failure)?.failure;
     if (!this.#adopted || informers.some((i) => !i.listed)) {
       const err = this.#adoptError ?? failure?.error;
@@ -327,22 +328,22 @@ export class KubernetesRuntime implements Runtime {
     if (this.#adoptTimer) clearTimeout(this.#adoptTimer);
     if (this.#staleTimer) clearTimeout(this.#staleTimer);
     for (const ep of this.#endpoints.values()) if (ep.drainTimer) clearTimeout(ep.drainTimer);
-    await Promise.all([this.#pods.stop(), this.#slices.stop(), ...[...this.#followers.values()].map((f) => f.follower.stop())]);
+    await Promise.all([...this.#informers().map((i) => i.stop()), ...[...this.#followers.values()].map((f) => f.follower.stop())]);
     this.#followers.clear();
     this.#listeners.clear();
   }
 
-  /** Watch counters (LISTs, WATCHes, 410s) and last resourceVersion of the pod and EndpointSlice informers, for diagnostics. */
-  get watchStats(): { pods: WatchStats; slices: WatchStats } {
-    const of = (i: Informer<PodView> | Informer<SliceView>): WatchStats => ({ ...i.stats, resourceVersion: i.resourceVersion });
-    return { pods: of(this.#pods), slices: of(this.#slices) };
+  /** Watch counters (LISTs, WATCHes, 410s) and last resourceVersion of the pod, EndpointSlice and Deployment informers, for diagnostics. */
+  get watchStats(): { pods: WatchStats; slices: WatchStats; deployments: WatchStats } {
+    const of = (i: Informer<PodView> | Informer<SliceView> | Informer<DeploymentStatusView>): WatchStats => ({ ...i.stats, resourceVersion: i.resourceVersion });
+    return { pods: of(this.#pods), slices: of(this.#slices), deployments: of(this.#deployments) };
   }
 
   // --- start and adoption -------------------------------------------------------------------
 
   async #start(): Promise<void> {
     await this.#adopt();
-    const synced = Promise.all([this.#pods.start(), this.#slices.start()]);
+    const synced = Promise.all(this.#informers().map((i) => i.start()));
     // Listed late (after the startup timeout, or without a failure to recover from): known now.
     void synced.then(() => this.#emitAll());
     let timer: NodeJS.Timeout | undefined;
@@ -688,6 +689,15 @@ export class KubernetesRuntime implements Runtime {
     }
   }
 
+  #onDeployment(key: string, d: DeploymentStatusView | undefined): void {
+    const id = labelOf(d, LABELS.endpointId);
+    const before = this.#reindex(this.#deploymentIndex, this.#deploymentsById, key, id, d);
+    for (const which of new Set([before, id])) {
+      const ep = which === undefined ? undefined : this.#byId.get(which);
+      if (ep) this.#emit(ep);
+    }
+  }
+
   /** A pod Kubernetes is stopping that nobody announced: out of routing now, before its preStop ends. */
   #announceTerminating(ep: Endpoint, names: readonly string[]): void {
     const fresh = names.filter((n) => !ep.announced.has(n));
@@ -747,17 +757,21 @@ export class KubernetesRuntime implements Runtime {
       this.#staleTimer = null;
       this.#emitAll();
       // One watch came back meanwhile and the other failed later: its turn comes later.
-      const since = Math.min(...[this.#pods, this.#slices].map((i) => i.failure?.since ?? Number.POSITIVE_INFINITY));
+      const since = Math.min(...this.#informers().map((i) => i.failure?.since ?? Number.POSITIVE_INFINITY));
       if (Number.isFinite(since) && this.stateUnknown() === undefined) this.#scheduleStale(Math.max(0, since + this.#opts.staleAfterMs - Date.now()));
     }, ms);
     this.#staleTimer.unref();
   }
 
   #onWatchRecover(): void {
-    if (this.#pods.failure || this.#slices.failure) return;
+    if (this.#informers().some((i) => i.failure)) return;
     if (this.#staleTimer) clearTimeout(this.#staleTimer);
     this.#staleTimer = null;
     this.#emitAll();
+  }
+
+  #informers(): (Informer<PodView> | Informer<SliceView> | Informer<DeploymentStatusView>)[] {
+    return [this.#pods, this.#slices, this.#deployments];
   }
 
   #emitAll(): void {
@@ -776,6 +790,7 @@ export class KubernetesRuntime implements Runtime {
       crashLoopRestarts: this.#opts.crashLoopRestarts,
       // The failure of a write while the API is unreachable is the same story, told once.
       runtimeError: unknown !== undefined ? unknown : ep.runtimeError,
+      replicaFailures: [...(this.#deploymentsById.get(ep.id)?.values() ?? [])].map(replicaFailure).filter((f) => f !== undefined),
     });
     return unknown !== undefined ? { ...status, unknown } : status;
   }

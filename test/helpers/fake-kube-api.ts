@@ -333,6 +333,7 @@ export class FakeKubeApi {
   readonly #failWatches = new Map<string, number[]>();
   readonly #failNext: { verb: string; resource: string; status: number }[] = [];
   #outage: number | 'hang' | null = null;
+  #podRefusal: string | null = null;
   readonly #held = new Set<ServerResponse>();
   #rv = 1;
   #compactedRv = 0;
@@ -543,6 +544,17 @@ export class FakeKubeApi {
       for (const res of this.#held) res.destroy();
       this.#held.clear();
     }
+  }
+
+  /**
+   * Pods cannot be created (a ResourceQuota exceeded, PodSecurity admission): the simulated
+   * ReplicaSet controller creates none and, like the real ones, each Deployment needing pods gets
+   * condition `ReplicaFailure` (reason FailedCreate) with the refusal in its message; `null` lets
+   * them be created again (the condition goes).
+   */
+  refusePods(message: string | null): void {
+    this.#podRefusal = message;
+    this.#queueSync();
   }
 
   /** The next watch requests of `resource` get these HTTP statuses instead of a stream. */
@@ -921,7 +933,9 @@ export class FakeKubeApi {
     const pods = this.#podsOf(d).filter((p) => p.metadata.deletionTimestamp === undefined && !finished(p));
     const current = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] === hash);
     const old = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] !== hash);
-    for (let i = current.length; i < want; i++) this.#createPod(d, spec.template, hash);
+    const refused = this.#podRefusal !== null && current.length < want;
+    if (!refused) for (let i = current.length; i < want; i++) this.#createPod(d, spec.template, hash);
+    this.#setReplicaFailure(d, refused ? `pods "${d.metadata.name}-${hash}-${shortHash(randomUUID(), 5)}" is forbidden: ${this.#podRefusal}` : null);
     const isReady = (p: KubeObj) => (p['status'] as { conditions?: { type: string; status: string }[] } | undefined)?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
     const cost = (p: KubeObj) => Number(p.metadata.annotations?.['controller.kubernetes.io/pod-deletion-cost'] ?? 0);
     const created = (p: KubeObj) => Date.parse(p.metadata.creationTimestamp ?? '') || 0;
@@ -930,6 +944,20 @@ export class FakeKubeApi {
     const readyCurrent = current.filter(isReady).length;
     const keepOld = Math.max(0, want - readyCurrent);
     for (const p of [...old].sort(rank).slice(0, Math.max(0, old.length - keepOld))) this.#terminate(p);
+  }
+
+  /** Sets (a message) or clears (`null`) the Deployment's `ReplicaFailure` condition. */
+  #setReplicaFailure(d: KubeObj, message: string | null): void {
+    type Condition = { type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string; lastUpdateTime?: string };
+    const status = (d['status'] ?? {}) as { conditions?: Condition[] };
+    const others = (status.conditions ?? []).filter((c) => c.type !== 'ReplicaFailure');
+    const had = (status.conditions ?? []).some((c) => c.type === 'ReplicaFailure');
+    if (message === null ? !had : had) return;
+    const now = new Date().toISOString();
+    const conditions = message === null ? others : [...others, { type: 'ReplicaFailure', status: 'True', reason: 'FailedCreate', message, lastTransitionTime: now, lastUpdateTime: now }];
+    const next = clone(d);
+    next['status'] = { ...status, conditions };
+    this.#store('deployments', next, d);
   }
 
   #createPod(d: KubeObj, template: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: Record<string, unknown> }, hash: string): void {

@@ -16,7 +16,7 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import type { ListResult } from './watch.ts';
-import type { PodView, SliceView } from './status.ts';
+import type { DeploymentStatusView, PodView, SliceView } from './status.ts';
 
 /** Field manager of every server-side apply Portico makes. */
 export const FIELD_MANAGER = 'portico';
@@ -73,8 +73,8 @@ const meta = (o: { metadata?: { namespace?: string; name?: string; annotations?:
 /**
  * The Kubernetes calls the runtime makes, and nothing else (the RBAC rules in
  * `deploy/kubernetes/` grant exactly these; a test derives them from the fake API's log):
- * namespaces get/create; deployments, services, poddisruptionbudgets list + server-side apply
- * (patch, create) + delete; networkpolicies list + apply; pods list/watch/patch (deletion cost)
+ * namespaces get/create; deployments list/watch + server-side apply (patch, create) + delete;
+ * services, poddisruptionbudgets list + server-side apply (patch, create) + delete; networkpolicies list + apply; pods list/watch/patch (deletion cost)
  * and pods/log get; endpointslices list/watch.
  */
 export class KubeApi {
@@ -175,6 +175,12 @@ export class KubeApi {
       const c = d.spec?.template.spec?.containers[0];
       return { ...meta(d), replicas: d.spec?.replicas ?? 1, image: c?.image, port: c?.ports?.[0]?.containerPort };
     });
+  }
+
+  /** Deployments matching `labelSelector` in every namespace, as watched (conditions), with the list's resourceVersion. */
+  async listDeploymentStatuses(labelSelector: string): Promise<ListResult<DeploymentStatusView>> {
+    const list = await this.#apps.listDeploymentForAllNamespaces({ labelSelector });
+    return { items: list.items as DeploymentStatusView[], resourceVersion: list.metadata?.resourceVersion ?? '' };
   }
 
   /** Services matching `labelSelector` in every namespace. */

@@ -55,6 +55,23 @@ export interface SliceView {
   ports?: readonly { name?: string | null; port?: number | null }[];
 }
 
+/** The fields of a Deployment the runtime watches: its conditions. */
+export interface DeploymentStatusView {
+  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; resourceVersion?: string };
+  status?: { conditions?: readonly { type?: string; status?: string; reason?: string; message?: string }[] };
+}
+
+/**
+ * Why the Deployment's pods cannot be created (a ResourceQuota exceeded, PodSecurity admission
+ * refusing them): its `ReplicaFailure` condition, which the Deployment controller copies from
+ * the ReplicaSet's; `undefined` when there is none.
+ */
+export function replicaFailure(d: DeploymentStatusView): string | undefined {
+  const c = d.status?.conditions?.find((x) => x.type === 'ReplicaFailure' && x.status === 'True');
+  if (!c) return undefined;
+  return `pods cannot be created${c.reason ? ` (${c.reason})` : ''}${c.message ? `: ${c.message}` : ''}`;
+}
+
 /** Waiting reasons that mean the image cannot be had. */
 const IMAGE_REASONS = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull', 'RegistryUnavailable']);
 /** Waiting reasons that mean the container cannot be created or started. */
@@ -72,6 +89,8 @@ export interface StatusInput {
   /** This many restarts while in CrashLoopBackOff make the endpoint error a crash loop. */
   readonly crashLoopRestarts: number;
   readonly runtimeError?: string | undefined;
+  /** The Deployments' `replicaFailure`s. */
+  readonly replicaFailures?: readonly string[];
 }
 
 const time = (t: Date | string | undefined): number | undefined => {
@@ -151,7 +170,8 @@ function inspectPod(pod: PodView, id: string, image: string | undefined, crashLo
  * - `starting` otherwise (with the reason when the kubelet gives one).
  * The endpoint error lists image pull failures, crash loops (`crashLoopRestarts` restarts in
  * CrashLoopBackOff, with the exit and the last output lines), containers that cannot start,
- * unschedulable pods, and the runtime's own last failure.
+ * unschedulable pods, pods that cannot be created (the Deployment's `ReplicaFailure`), and the
+ * runtime's own last failure.
  */
 export function endpointStatus(input: StatusInput): EndpointStatus {
   const byPod = new Map<string, { address: string; ready: boolean; terminating: boolean }>();
@@ -205,6 +225,7 @@ export function endpointStatus(input: StatusInput): EndpointStatus {
   const shown = rows.some((r) => r.replica.state === 'ready') ? rows.filter((r) => !r.terminal) : rows;
   shown.sort((a, b) => a.order - b.order || (a.replica.id < b.replica.id ? -1 : a.replica.id > b.replica.id ? 1 : 0));
   if (input.runtimeError) issues.push(input.runtimeError);
+  for (const f of input.replicaFailures ?? []) if (!issues.includes(f)) issues.push(f);
   for (const r of shown) if (r.issue && !issues.includes(r.issue)) issues.push(r.issue);
   return { key: input.key, replicas: shown.map((r) => r.replica), ...(issues.length > 0 ? { error: issues.join('; ') } : {}) };
 }

@@ -530,6 +530,23 @@ t.test('crash loops and image pull failures become endpoint errors', async (t) =
   t.pass('error cleared');
 });
 
+t.test('pods that cannot be created (quota, admission): the Deployment\'s ReplicaFailure is the endpoint error until they can', async (t) => {
+  const h = await setup(t);
+  h.fake.refusePods('exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8');
+  const spec = h.spec({ replicas: 1 });
+  await h.runtime.ensure(spec);
+  const s = await h.waitStatus(spec.key, 'the refusal as the error', (x) => x.error !== undefined);
+  t.match(s.error, /^pods cannot be created \(FailedCreate\): pods "[^"]+" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8$/);
+  t.same(s.replicas, [], 'no replica');
+  t.same(h.pods(spec), [], 'no pod in the cluster');
+
+  h.fake.refusePods(null);
+  const pod = await waitFor(() => h.pods(spec)[0], { what: 'the pod, once allowed' });
+  h.fake.setReady(NS, pod.metadata.name, true);
+  const ok = await h.waitStatus(spec.key, 'ready without the error', (x) => x.error === undefined && readyCount(x) === 1);
+  t.equal(ok.error, undefined);
+});
+
 t.test('an evicted pod, replaced by its ReplicaSet, is no replica and no endpoint error once the replacement is ready', async (t) => {
   const h = await setup(t);
   const { spec, pod } = await h.oneReady();
@@ -593,11 +610,11 @@ t.test('a dropped watch resumes from the last resourceVersion without listing ag
     const expected = { pods: lastRvOf('pods'), endpointslices: lastRvOf('endpointslices') };
     await waitFor(() => h.runtime.watchStats.pods.resourceVersion === expected.pods && h.runtime.watchStats.slices.resourceVersion === expected.endpointslices, { what: 'informers caught up' });
     const since = h.fake.requests.length;
-    t.equal(h.fake.dropWatches(how), 2, `both watches dropped (${how})`);
+    t.equal(h.fake.dropWatches(how), 3, `the pod, EndpointSlice and Deployment watches dropped (${how})`);
     // Changes made while nobody watches are delivered by the resumed watch.
     h.fake.setReady(NS, pod.metadata.name, true);
     await h.waitStatus(spec.key, `${pod.metadata.name} ready after ${how}`, (s) => s.replicas.some((r) => r.id === pod.metadata.name && r.state === 'ready'));
-    const rewatch = h.fake.requests.slice(since).filter((r) => r.verb === 'watch');
+    const rewatch = h.fake.requests.slice(since).filter((r) => r.verb === 'watch' && r.resource !== 'deployments');
     t.ok(rewatch.length >= 2, 'watched again');
     for (const r of rewatch.slice(0, 2)) {
       t.equal(r.query['resourceVersion'], expected[r.resource as 'pods' | 'endpointslices'], `${r.resource}: resumed from the last resourceVersion it saw`);
@@ -640,7 +657,7 @@ t.test('410 Gone (expired resourceVersion) makes the informers list again', asyn
   const pods = await waitFor(() => (h.pods(spec).length === 2 ? h.pods(spec) : undefined), { what: 'two pods' });
   for (const p of pods) h.fake.setReady(NS, p.metadata.name, true);
   await h.waitStatus(spec.key, 'two ready', (s) => readyCount(s) === 2);
-  await waitFor(() => h.fake.watchCount() === 2, { what: 'watches open' });
+  await waitFor(() => h.fake.watchCount() === 3, { what: 'watches open' });
 
   // While disconnected (synchronously, before any reconnect): one pod vanishes outright, and the
   // history is compacted past the informers' position. Only a LIST can tell them it is gone.
@@ -669,19 +686,19 @@ t.test('a BOOKMARK advances the resourceVersion: after compaction the watch resu
   await h.runtime.ensure(spec);
   const pod = await waitFor(() => h.pods(spec)[0], { what: 'a pod' });
   await h.waitStatus(spec.key, 'one replica', (s) => s.replicas.length === 1);
-  await waitFor(() => h.fake.watchCount() === 2, { what: 'watches open' });
+  await waitFor(() => h.fake.watchCount() === 3, { what: 'watches open' });
   // Unrelated objects change (other labels): the informers see none of it, only the bookmark.
   h.fake.put('pods', { metadata: { name: 'other', namespace: 'default', labels: { app: 'x' } }, spec: { containers: [{ name: 'x', image: 'x' }] } });
   const rv = String(h.fake.resourceVersion);
   t.not(h.runtime.watchStats.pods.resourceVersion, rv, 'behind before the bookmark');
   h.fake.bookmark();
-  await waitFor(() => h.runtime.watchStats.pods.resourceVersion === rv && h.runtime.watchStats.slices.resourceVersion === rv, { what: 'bookmarks read' });
+  await waitFor(() => Object.values(h.runtime.watchStats).every((w) => w.resourceVersion === rv), { what: 'bookmarks read' });
   const since = h.fake.requests.length;
   h.fake.compact();
   h.fake.dropWatches('end');
-  await waitFor(() => h.fake.requests.slice(since).filter((r) => r.verb === 'watch').length >= 2, { what: 'resumed watches' });
+  await waitFor(() => h.fake.requests.slice(since).filter((r) => r.verb === 'watch').length >= 3, { what: 'resumed watches' });
   const resumed = h.fake.requests.slice(since).filter((r) => r.verb === 'watch');
-  t.same(resumed.map((r) => r.query['resourceVersion']), [rv, rv], 'resumed from the bookmark');
+  t.same(resumed.map((r) => r.query['resourceVersion']), [rv, rv, rv], 'resumed from the bookmark');
   t.same([h.runtime.watchStats.pods.lists, h.runtime.watchStats.pods.expired], [1, 0], 'no 410, no LIST');
   h.fake.setReady(NS, pod.metadata.name, true);
   await h.waitStatus(spec.key, 'events still flow', (s) => readyCount(s) === 1);
@@ -774,7 +791,7 @@ t.test('close stops watching and leaves the replicas running', async (t) => {
   const spec = h.spec({ replicas: 1 });
   await h.runtime.ensure(spec);
   await waitFor(() => h.pods(spec)[0], { what: 'a pod' });
-  await waitFor(() => h.fake.watchCount() === 2, { what: 'watches open' });
+  await waitFor(() => h.fake.watchCount() === 3, { what: 'watches open' });
   const writes = h.fake.writes().length;
   await h.runtime.close();
   await waitFor(() => h.fake.watchCount() === 0, { what: 'watches closed' });
