@@ -1,7 +1,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import type { EndpointSpec, EndpointStatus, RegistryAuth, Runtime, RuntimeHooks } from './runtime.ts';
 import { StatusListeners } from './status-listeners.ts';
-import { KubeApi, describeApiError, statusOf, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
+import { DEFAULT_REQUEST_TIMEOUT_MS, KubeApi, describeApiError, statusOf, type Applied, type ObjectMetaView } from './kubernetes/api.ts';
 import { PodLogFollower } from './kubernetes/logs.ts';
 import {
   ANNOTATIONS,
@@ -62,6 +62,11 @@ export interface KubernetesRuntimeOptions {
    * routes are kept) until it works again. Default 30 s.
    */
   readonly staleAfterMs?: number;
+  /**
+   * How long an API call other than a watch or a log stream may go unanswered before it fails
+   * (and with it the `ensure` or `remove` that made it, freeing the reconciler). Default 30 s.
+   */
+  readonly requestTimeoutMs?: number;
   /** Server-side duration of each watch. Default 25 s. */
   readonly watchTimeoutSeconds?: number;
   /**
@@ -219,10 +224,11 @@ export class KubernetesRuntime implements Runtime {
       drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
       startupTimeoutMs: opts.startupTimeoutMs ?? DEFAULTS.startupTimeoutMs,
       staleAfterMs: opts.staleAfterMs ?? DEFAULTS.staleAfterMs,
+      requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
       watchTimeoutSeconds: opts.watchTimeoutSeconds ?? 25,
     };
     this.#onError = opts.onError ?? (() => {});
-    this.#api = new KubeApi(opts.kubeConfig);
+    this.#api = new KubeApi(opts.kubeConfig, this.#opts.requestTimeoutMs);
     const common = { kubeConfig: opts.kubeConfig, labelSelector: MANAGED_SELECTOR, watchTimeoutSeconds: this.#opts.watchTimeoutSeconds };
     const informer = <T extends KubeObject>(path: string, what: string, list: () => Promise<ListResult<T>>, onChange: (key: string, obj: T | undefined) => void) =>
       new Informer<T>({

@@ -8,6 +8,10 @@ import {
   PolicyV1Api,
   setHeaderOptions,
   type KubeConfig,
+  Observable,
+  type ConfigurationOptions,
+  type RequestContext,
+  type ResponseContext,
   type V1Deployment,
   type V1Namespace,
   type V1NetworkPolicy,
@@ -20,6 +24,14 @@ import type { DeploymentStatusView, PodView, SliceView } from './status.ts';
 
 /** Field manager of every server-side apply Portico makes. */
 export const FIELD_MANAGER = 'portico';
+
+/** How long an API call (not a watch, nor a log stream) may go unanswered by default. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/** An API call that got no answer in time (the server or the network is stuck). */
+export class KubeTimeoutError extends Error {
+  override readonly name = 'KubeTimeoutError';
+}
 
 /** An object the runtime applies. */
 export type Applied = V1Deployment | V1Service | V1PodDisruptionBudget | V1NetworkPolicy | V1Secret;
@@ -83,8 +95,11 @@ export class KubeApi {
   readonly #policy: PolicyV1Api;
   readonly #networking: NetworkingV1Api;
   readonly #discovery: DiscoveryV1Api;
+  readonly #timeoutMs: number;
 
-  constructor(kc: KubeConfig) {
+  /** `requestTimeoutMs`: how long each call may go unanswered before it fails with `KubeTimeoutError`. */
+  constructor(kc: KubeConfig, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS) {
+    this.#timeoutMs = requestTimeoutMs;
     this.#core = kc.makeApiClient(CoreV1Api);
     this.#apps = kc.makeApiClient(AppsV1Api);
     this.#policy = kc.makeApiClient(PolicyV1Api);
@@ -92,10 +107,34 @@ export class KubeApi {
     this.#discovery = kc.makeApiClient(DiscoveryV1Api);
   }
 
+  /**
+   * Makes one call with `options` (and `extra`'s) that abort it after the request timeout: a
+   * stuck server or connection then fails the call with a `KubeTimeoutError` naming it, instead
+   * of holding its caller (and the reconciler's turn) for undici's five minutes.
+   */
+  async #call<T>(fn: (options: ConfigurationOptions) => Promise<T>, extra?: ConfigurationOptions): Promise<T> {
+    const signal = AbortSignal.timeout(this.#timeoutMs);
+    let what = 'request';
+    const timeout = {
+      pre: (ctx: RequestContext) => {
+        what = `${ctx.getHttpMethod()} ${new URL(ctx.getUrl()).pathname}`;
+        ctx.setSignal(signal);
+        return new Observable(Promise.resolve(ctx));
+      },
+      post: (response: ResponseContext) => new Observable(Promise.resolve(response)),
+    };
+    try {
+      return await fn({ ...extra, middleware: [...(extra?.middleware ?? []), timeout], middlewareMergeStrategy: 'append' });
+    } catch (err) {
+      if (!signal.aborted) throw err;
+      throw new KubeTimeoutError(`the API server did not answer within ${this.#timeoutMs / 1000} s: ${what}`, { cause: err });
+    }
+  }
+
   /** Whether the namespace exists. */
   async namespaceExists(name: string): Promise<boolean> {
     try {
-      await this.#core.readNamespace({ name });
+      await this.#call((o) => this.#core.readNamespace({ name }, o));
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -106,7 +145,7 @@ export class KubeApi {
   /** Creates the namespace; one that appeared meanwhile (409) is fine. */
   async createNamespace(body: V1Namespace): Promise<void> {
     try {
-      await this.#core.createNamespace({ body });
+      await this.#call((o) => this.#core.createNamespace({ body }, o));
     } catch (err) {
       if (statusOf(err) !== 409) throw err;
     }
@@ -124,19 +163,19 @@ export class KubeApi {
     const ssa = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
     switch (obj.kind) {
       case 'Deployment':
-        await this.#apps.patchNamespacedDeployment(params, ssa);
+        await this.#call((o) => this.#apps.patchNamespacedDeployment(params, o), ssa);
         return;
       case 'Service':
-        await this.#core.patchNamespacedService(params, ssa);
+        await this.#call((o) => this.#core.patchNamespacedService(params, o), ssa);
         return;
       case 'PodDisruptionBudget':
-        await this.#policy.patchNamespacedPodDisruptionBudget(params, ssa);
+        await this.#call((o) => this.#policy.patchNamespacedPodDisruptionBudget(params, o), ssa);
         return;
       case 'NetworkPolicy':
-        await this.#networking.patchNamespacedNetworkPolicy(params, ssa);
+        await this.#call((o) => this.#networking.patchNamespacedNetworkPolicy(params, o), ssa);
         return;
       case 'Secret':
-        await this.#core.patchNamespacedSecret(params, ssa);
+        await this.#call((o) => this.#core.patchNamespacedSecret(params, o), ssa);
         return;
       default:
         throw new Error(`cannot apply kind ${String(obj.kind)}`);
@@ -146,10 +185,10 @@ export class KubeApi {
   /** Deletes one object; false if it was already gone. Dependents (ReplicaSets, pods) go in the background. */
   async delete(kind: 'Deployment' | 'Service' | 'PodDisruptionBudget' | 'Secret', namespace: string, name: string): Promise<boolean> {
     try {
-      if (kind === 'Deployment') await this.#apps.deleteNamespacedDeployment({ name, namespace, propagationPolicy: 'Background' });
-      else if (kind === 'Service') await this.#core.deleteNamespacedService({ name, namespace });
-      else if (kind === 'Secret') await this.#core.deleteNamespacedSecret({ name, namespace });
-      else await this.#policy.deleteNamespacedPodDisruptionBudget({ name, namespace });
+      if (kind === 'Deployment') await this.#call((o) => this.#apps.deleteNamespacedDeployment({ name, namespace, propagationPolicy: 'Background' }, o));
+      else if (kind === 'Service') await this.#call((o) => this.#core.deleteNamespacedService({ name, namespace }, o));
+      else if (kind === 'Secret') await this.#call((o) => this.#core.deleteNamespacedSecret({ name, namespace }, o));
+      else await this.#call((o) => this.#policy.deleteNamespacedPodDisruptionBudget({ name, namespace }, o));
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -160,7 +199,7 @@ export class KubeApi {
   /** Merges annotations into a pod (JSON merge patch); false if the pod is gone. */
   async annotatePod(namespace: string, name: string, annotations: Record<string, string>): Promise<boolean> {
     try {
-      await this.#core.patchNamespacedPod({ name, namespace, body: { metadata: { annotations } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await this.#call((o) => this.#core.patchNamespacedPod({ name, namespace, body: { metadata: { annotations } } }, o), setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -170,7 +209,7 @@ export class KubeApi {
 
   /** Deployments matching `labelSelector` in every namespace. */
   async listDeployments(labelSelector: string): Promise<DeploymentView[]> {
-    const list = await this.#apps.listDeploymentForAllNamespaces({ labelSelector });
+    const list = await this.#call((o) => this.#apps.listDeploymentForAllNamespaces({ labelSelector }, o));
     return list.items.map((d) => {
       const c = d.spec?.template.spec?.containers[0];
       return { ...meta(d), replicas: d.spec?.replicas ?? 1, image: c?.image, port: c?.ports?.[0]?.containerPort };
@@ -179,34 +218,34 @@ export class KubeApi {
 
   /** Deployments matching `labelSelector` in every namespace, as watched (conditions), with the list's resourceVersion. */
   async listDeploymentStatuses(labelSelector: string): Promise<ListResult<DeploymentStatusView>> {
-    const list = await this.#apps.listDeploymentForAllNamespaces({ labelSelector });
+    const list = await this.#call((o) => this.#apps.listDeploymentForAllNamespaces({ labelSelector }, o));
     return { items: list.items as DeploymentStatusView[], resourceVersion: list.metadata?.resourceVersion ?? '' };
   }
 
   /** Services matching `labelSelector` in every namespace. */
   async listServices(labelSelector: string): Promise<ObjectMetaView[]> {
-    return (await this.#core.listServiceForAllNamespaces({ labelSelector })).items.map(meta);
+    return (await this.#call((o) => this.#core.listServiceForAllNamespaces({ labelSelector }, o))).items.map(meta);
   }
 
   /** PodDisruptionBudgets matching `labelSelector` in every namespace. */
   async listPodDisruptionBudgets(labelSelector: string): Promise<ObjectMetaView[]> {
-    return (await this.#policy.listPodDisruptionBudgetForAllNamespaces({ labelSelector })).items.map(meta);
+    return (await this.#call((o) => this.#policy.listPodDisruptionBudgetForAllNamespaces({ labelSelector }, o))).items.map(meta);
   }
 
   /** NetworkPolicies matching `labelSelector` in every namespace. */
   async listNetworkPolicies(labelSelector: string): Promise<ObjectMetaView[]> {
-    return (await this.#networking.listNetworkPolicyForAllNamespaces({ labelSelector })).items.map(meta);
+    return (await this.#call((o) => this.#networking.listNetworkPolicyForAllNamespaces({ labelSelector }, o))).items.map(meta);
   }
 
   /** Pods matching `labelSelector` in every namespace, with the list's resourceVersion. */
   async listPods(labelSelector: string): Promise<ListResult<PodView>> {
-    const list = await this.#core.listPodForAllNamespaces({ labelSelector });
+    const list = await this.#call((o) => this.#core.listPodForAllNamespaces({ labelSelector }, o));
     return { items: list.items as PodView[], resourceVersion: list.metadata?.resourceVersion ?? '' };
   }
 
   /** EndpointSlices matching `labelSelector` in every namespace, with the list's resourceVersion. */
   async listEndpointSlices(labelSelector: string): Promise<ListResult<SliceView>> {
-    const list = await this.#discovery.listEndpointSliceForAllNamespaces({ labelSelector });
+    const list = await this.#call((o) => this.#discovery.listEndpointSliceForAllNamespaces({ labelSelector }, o));
     return { items: list.items as SliceView[], resourceVersion: list.metadata?.resourceVersion ?? '' };
   }
 }

@@ -580,6 +580,23 @@ t.test('API failures and unrunnable specs become the endpoint error and reject e
   t.equal((await h.status(good.key))?.error, undefined, 'a good spec clears it');
 });
 
+t.test('an API call that gets no answer fails after requestTimeoutMs with a clear error, and frees the endpoint for the next one', async (t) => {
+  const h = await setup(t, { requestTimeoutMs: 500 });
+  const { spec } = await h.oneReady();
+  h.fake.outage('hang');
+  const started = Date.now();
+  const outcome = await Promise.race([
+    h.runtime.ensure({ ...spec, replicas: 2 }).then(() => 'resolved', (err: unknown) => err),
+    new Promise((resolve) => setTimeout(resolve, 10_000, 'still waiting after 10 s')).then((x) => x),
+  ]);
+  t.match(outcome, { name: 'KubeTimeoutError', message: /^the API server did not answer within 0\.5 s: PATCH \/apis\/apps\/v1\/namespaces\/portico-acme-mnist\/deployments\// }, 'rejected with the timeout');
+  t.ok(Date.now() - started < 5000, 'within the bound');
+  t.match((await h.status(spec.key))?.error, /^kubernetes: the API server did not answer within 0\.5 s: PATCH /, 'the endpoint error says so');
+  h.fake.outage(null);
+  await h.runtime.ensure({ ...spec, replicas: 2 });
+  t.equal((await h.status(spec.key))?.error, undefined, 'the next call goes through');
+});
+
 t.test('names are valid and stable for long and odd keys', async (t) => {
   const h = await setup(t, { namespaceTemplate: 'Models.{owner}' });
   const spec = h.spec({ key: `Acme/mnist/${'Web'.repeat(30)}/2024.1_x/predict`, owner: 'Acme', deployment: 'Web'.repeat(30), version: '2024.1_x' });
