@@ -1,4 +1,5 @@
 import type { LogLine } from '../../builder/control-plane.ts';
+import { ApiError, UnreachableError } from './client.ts';
 import { UsageError } from './command.ts';
 import {
   COMMON_HELP, DEPLOYMENT_FLAGS, DEPLOYMENT_HELP, deploymentPath, deploymentScope, intArg,
@@ -28,7 +29,9 @@ VERSION is a version name as portico versions lists it (an alias's version: port
 
 Options:
 ${DEPLOYMENT_HELP}
-  -f, --follow           keep printing new lines until Ctrl-C
+  -f, --follow           keep printing new lines until Ctrl-C (exit 0); if the stream ends
+                         otherwise (the admin API stops, the connection drops), says so and
+                         exits 1
   --tail N               only the last N lines (default 200, at most 100000), before following
   --replica ID           only this replica
   --contains TEXT        only lines containing TEXT
@@ -37,7 +40,7 @@ ${COMMON_HELP}
 With --json, one JSON object per line (at, replica, stream, line).`,
   flags: { ...DEPLOYMENT_FLAGS, follow: 'bool', tail: 'value', replica: 'value', contains: 'value', since: 'value' },
   aliases: { f: 'follow' },
-  async run({ flags, client, json: asJson, out }) {
+  async run({ flags, client, json: asJson, out, err }) {
     const scope = deploymentScope(flags);
     const version = positional(flags, 0, 'the VERSION');
     const endpoint = positional(flags, 1, 'the ENDPOINT');
@@ -61,12 +64,17 @@ With --json, one JSON object per line (at, replica, stream, line).`,
     const stop = () => abort.abort();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    // A followed endpoint log has no end of its own: only Ctrl-C (or SIGTERM) ends it cleanly.
     try {
       for await (const line of client.stream<LogLine>(path, { ...query, follow: true }, abort.signal)) print(line);
-      return 0;
-    } catch (err) {
       if (abort.signal.aborted) return 0;
-      throw err;
+      err('portico logs: the log stream ended unexpectedly (the admin API closed it: is it stopping?)');
+      return 1;
+    } catch (e) {
+      if (abort.signal.aborted) return 0;
+      if (e instanceof ApiError || e instanceof UnreachableError) throw e;
+      err(`portico logs: the log stream ended unexpectedly: ${e instanceof Error ? e.message : String(e)}`);
+      return 1;
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);

@@ -41,6 +41,8 @@ export interface Api {
   /** Every `error` the server logged. */
   errors: { msg: string; extra: Record<string, unknown> | undefined }[];
   call(method: string, path: string, opts?: Call): Promise<Answer>;
+  /** Stops the server and closes every connection (also done on teardown). */
+  close(): Promise<void>;
 }
 
 /** Starts an admin server over a new `FakeControlPlane`; closed on teardown. */
@@ -57,8 +59,10 @@ export async function startApi(
     error: (msg, extra) => errors.push({ msg, extra }),
   };
   const server = await startAdminServer({ control: fake, host: opts.host ?? '127.0.0.1', port: 0, logger, ...opts.server });
+  let closed: Promise<void> | undefined;
+  const close = () => (closed ??= server.close());
   t.teardown(async () => {
-    await server.close();
+    await close();
     await fake.settled();
   });
   const call = async (method: string, path: string, c: Call = {}): Promise<Answer> => {
@@ -80,7 +84,7 @@ export async function startApi(
     }
     return { status: res.status, headers: res.headers, text, json };
   };
-  return { fake, url: server.url, errors, call };
+  return { fake, url: server.url, errors, call, close };
 }
 
 /** `/api/v1/projects/acme/mnist` + rest. */

@@ -159,6 +159,11 @@ export class FakeControlPlane implements ControlPlane {
     this.#events.emit(`log:${key(ref)}/${rec.name}/${endpoint}`, entry);
   }
 
+  /** Ends every followed replica log stream, as the controller's `close` does when it stops. */
+  endFollows(): void {
+    this.#events.emit('end-follows');
+  }
+
   /** Resolves when every build started so far has finished. */
   async settled(): Promise<void> {
     while (this.#builds.size > 0) await Promise.allSettled([...this.#builds]);
@@ -547,8 +552,16 @@ export class FakeControlPlane implements ControlPlane {
       queue.push(l);
       wake?.();
     };
+    let ended = false;
+    const onEnd = () => {
+      ended = true;
+      wake?.();
+    };
     // Subscribe before reading the backlog so no line falls between the two.
-    if (query.follow) this.#events.on(event, onLine);
+    if (query.follow) {
+      this.#events.on(event, onLine);
+      this.#events.on('end-follows', onEnd);
+    }
     try {
       const backlog = (rec.logs.get(endpoint) ?? []).filter(keep);
       const tail = query.tail === undefined ? backlog : query.tail === 0 ? [] : backlog.slice(-query.tail);
@@ -565,6 +578,7 @@ export class FakeControlPlane implements ControlPlane {
               yield next;
               continue;
             }
+            if (ended) return;
             await new Promise<void>((resolve) => (wake = resolve));
             wake = undefined;
           }
@@ -576,6 +590,7 @@ export class FakeControlPlane implements ControlPlane {
       }
     } finally {
       this.#events.off(event, onLine);
+      this.#events.off('end-follows', onEnd);
     }
   }
 

@@ -1,4 +1,5 @@
 import t from 'tap';
+import type { Test } from 'tap';
 import { waitFor } from '../../helpers/poll.ts';
 import { cliEnv, createDeployment, readyVersion, REF, runCli, startApi } from '../harness.ts';
 
@@ -48,4 +49,37 @@ t.test('logs -f streams new lines until Ctrl-C, then the server stops following'
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout, '1970-01-01T00:00:00.001Z predict-0 before\n1970-01-01T00:00:00.002Z predict-0 live line\n');
   await waitFor(() => api.fake.followers === 0, { what: 'the server to stop following' });
+});
+
+/** Starts `portico logs -f v1 predict` against a fresh API and waits until it follows. */
+async function following(t: Test) {
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  api.fake.appendLog({ ...REF, version: 'v1' }, 'predict', 'before', { at: 1 });
+  let out = '';
+  const run = runCli(['logs', '-f', 'v1', 'predict', ...DSCOPE], { env: cliEnv(api), onStdout: (s) => (out = s) });
+  await waitFor(() => out.includes('before'), { what: 'the backlog line' });
+  await waitFor(() => api.fake.followers === 1, { what: 'the follower' });
+  return { api, run };
+}
+
+t.test('logs -f says so and exits 1 when the server ends the stream (the controller stops)', async (t) => {
+  const { api, run } = await following(t);
+  api.fake.endFollows();
+  const r = await run;
+  t.equal(r.code, 1);
+  t.equal(r.stdout, '1970-01-01T00:00:00.001Z predict-0 before\n');
+  t.match(r.stderr, /^portico logs: the log stream ended unexpectedly \(the admin API closed it: is it stopping\?\)\n$/);
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
+t.test('logs -f says so and exits 1 when the connection drops (the admin server shuts down)', async (t) => {
+  const { api, run } = await following(t);
+  await api.close();
+  const r = await run;
+  t.equal(r.code, 1);
+  t.equal(r.stdout, '1970-01-01T00:00:00.001Z predict-0 before\n');
+  t.match(r.stderr, /^portico logs: the log stream ended unexpectedly: /);
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
 });
