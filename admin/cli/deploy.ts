@@ -11,7 +11,7 @@ import { ApiError, type ApiClient } from './client.ts';
 import { UsageError } from './command.ts';
 import {
   COMMON_HELP, DEPLOYMENT_FLAGS, DEPLOYMENT_HELP, deploymentPath, deploymentScope, intArg, json, keyValue,
-  noMorePositionals, operatorCommand, projectPath,
+  nameArg, noMorePositionals, operatorCommand, projectPath,
 } from './operator.ts';
 
 /** Never packed into an uploaded source archive. */
@@ -88,7 +88,9 @@ Creates the deployment when it does not exist, builds a new version from DIR (de
 current folder, which must hold valohai.yaml), shows the build's progress and log, and prints
 the endpoint URLs once the version is ready. With --alias, the alias then points at it.
 When PORTICO_URL is a loopback address the controller reads DIR directly; otherwise (or with
---upload) DIR is packed as .tar.gz (without .git and caches) and uploaded.
+--upload) DIR is packed as .tar.gz (without .git and caches) and uploaded. A --name or --alias
+the API would refuse (1 to 100 letters, digits, ".", "_" or "-", starting with a letter or
+digit) is refused (exit 2) before anything is created, uploaded or built.
 
 Options:
 ${DEPLOYMENT_HELP}
@@ -122,7 +124,9 @@ Exit code 1 when the build fails, with the reason.`,
     const p = plan(flags, dir, flags.has('upload') || !isLoopbackUrl(config.url));
     const timeoutMs = intArg(flags.get('timeout') ?? '1800', '--timeout', 1, 7 * 86400) * 1000;
     const pollMs = intArg(flags.get('poll-ms') ?? '500', '--poll-ms', 10, 60_000);
-    const alias = flags.get('alias');
+    // Checked now, not when the API refuses them after the upload or the whole build.
+    const alias = flags.has('alias') ? nameArg(flags.get('alias')!, '--alias') : undefined;
+    if (flags.has('name')) nameArg(flags.get('name')!, '--name');
 
     let deployment: DeploymentView;
     try {

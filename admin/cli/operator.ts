@@ -4,6 +4,7 @@
  * API errors into one line on stderr with exit code 1.
  */
 import { loadConfig, type Config } from '../../common/config.ts';
+import { NAME_PATTERN } from '../api/route.ts';
 import { apiPath, clientFromConfig, describeError, type ApiClient } from './client.ts';
 import { UsageError, type Command } from './command.ts';
 
@@ -188,6 +189,17 @@ export function noMorePositionals(flags: Parsed, count: number): void {
 export function intArg(value: string, what: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) throw new UsageError(`${what} must be a whole number from ${min} to ${max} (got ${JSON.stringify(value)})`);
   return Number(value);
+}
+
+const NAME = new RegExp(NAME_PATTERN);
+
+/**
+ * A name the API takes (deployment, version, alias...), checked with the API's own rule so that
+ * a bad one is a usage error before anything starts.
+ */
+export function nameArg(value: string, what: string): string {
+  if (!NAME.test(value)) throw new UsageError(`${what} must be 1 to 100 letters, digits, ".", "_" or "-", starting with a letter or digit (got ${JSON.stringify(value)})`);
+  return value;
 }
 
 /** `KEY=VALUE` split at the first `=`. */

@@ -86,6 +86,21 @@ t.test('deploy: usage errors exit 2, API errors exit 1', async (t) => {
   t.match(badTarget.stderr, /^portico deploy: VALIDATION_FAILED \(400\): body\.target: no target named "mars"/);
 });
 
+t.test('deploy refuses a bad --alias or --name before creating or building anything', async (t) => {
+  const api = await startApi(t);
+  const env = cliEnv(api);
+  const dir = await appFolder(t);
+  const badAlias = await runCli(['deploy', ...DSCOPE, '--path', dir, '--alias', 'bad name', '--poll-ms', '20'], { env });
+  t.equal(badAlias.code, 2);
+  t.equal(badAlias.stdout, '');
+  t.equal(badAlias.stderr, 'portico deploy: --alias must be 1 to 100 letters, digits, ".", "_" or "-", starting with a letter or digit (got "bad name")\n(see portico deploy --help)\n');
+  const badName = await runCli(['deploy', ...DSCOPE, '--path', dir, '--name', '.hidden', '--poll-ms', '20'], { env });
+  t.equal(badName.code, 2);
+  t.match(badName.stderr, /^portico deploy: --name must be 1 to 100 letters, digits, "\.", "_" or "-", starting with a letter or digit \(got "\.hidden"\)\n/);
+  t.same(api.fake.calls.map((c) => c.op), [], 'no deployment created, no version built');
+  t.equal(api.fake.uploads.size, 0);
+});
+
 t.test('deploy --no-wait returns once accepted', async (t) => {
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
