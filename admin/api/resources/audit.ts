@@ -12,7 +12,8 @@ export const auditRoutes = [
     params: {},
     query: object({
       limit: optional(int({ min: 1, max: 1000, description: 'At most this many items (default 100).' })),
-      before: optional(string({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Paging cursor: only items older than the item with this `id` (the last item of the previous page).', example: '42' })),
+      // Ids are whole numbers in both stores: any other cursor named no item and read as an empty log.
+      before: optional(string({ pattern: '^[0-9]{1,15}$', description: 'Paging cursor: only items older than the item with this `id` (the last item of the previous page; ids are whole numbers).', example: '42' })),
     }, { unknownLabel: 'query parameter' }),
     response: { status: 200, description: 'Audit items.', schema: listOf('AuditItem') },
     handler: async ({ control, query }) => ({ body: { items: await control.audit({ limit: query.limit ?? 100, ...(query.before ? { before: query.before } : {}) }) } }),

@@ -6,7 +6,7 @@ import type { Logger } from '../../../common/log.ts';
 import { PorticoError } from '../../../common/errors.ts';
 import { API_HEADERS, errorDetails } from '../http.ts';
 import { defineRoute, listOf, name, STREAMED, VERSION, versionParams } from '../route.ts';
-import { bool, int, object, optional, string } from '../schema.ts';
+import { bool, int, object, optional, refine, string, type ObjectSchema } from '../schema.ts';
 
 /**
  * Milliseconds between keep-alives of a followed stream (an SSE comment, or an empty NDJSON
@@ -16,23 +16,33 @@ import { bool, int, object, optional, string } from '../schema.ts';
 export const KEEPALIVE_MS = 15_000;
 
 const filters = {
-  since: optional(int({ min: 0, description: 'Only lines at or after this time (epoch milliseconds).' })),
+  since: optional(int({ min: 0, description: 'Only lines at or after this time (epoch milliseconds); less than `until` when both are given.' })),
   until: optional(int({ min: 0, description: 'Only lines before this time (epoch milliseconds).' })),
   contains: optional(string({ min: 1, max: 1000, description: 'Only lines containing this text (secret values are masked first, so they never match).', example: 'ERROR' })),
 };
 
-const query = object({
+/**
+ * Refuses `since` >= `until` (a window that holds no line, which would read as "no logs"), as the
+ * metrics routes refuse `from` >= `to`.
+ */
+function windowed<T extends { since?: number; until?: number }>(schema: ObjectSchema<T>): ObjectSchema<T> {
+  const checked = refine(schema, 'since < until', (q) =>
+    q.since !== undefined && q.until !== undefined && q.since >= q.until ? [{ at: '.since', message: 'must be less than query.until' }] : []);
+  return { ...checked, properties: schema.properties };
+}
+
+const query = windowed(object({
   tail: optional(int({ min: 0, max: 100_000, description: 'Only the last N lines before following (default 200).' })),
   follow: optional(bool({ description: 'Keep the response open and stream new lines (NDJSON, or SSE with Accept: text/event-stream).' })),
   replica: optional(string({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$', description: 'Only this replica\'s lines.', example: 'predict-0' })),
   ...filters,
-}, { unknownLabel: 'query parameter' });
+}, { unknownLabel: 'query parameter' }));
 
-const buildQuery = object({
+const buildQuery = windowed(object({
   tail: optional(int({ min: 0, max: 100_000, description: 'Only the last N lines (default: all).' })),
   follow: optional(bool({ description: 'While the version builds, keep the response open and stream new lines until the build ends (NDJSON, or SSE with Accept: text/event-stream).' })),
   ...filters,
-}, { unknownLabel: 'query parameter' });
+}, { unknownLabel: 'query parameter' }));
 
 const STREAM_DESCRIPTION = 'Without `follow`: `{"items": [...]}`. With `follow`: one JSON log line per line (application/x-ndjson; an empty line every 15 s keeps a quiet stream open), or server-sent events (`data: {...}`) when the client accepts text/event-stream. An error after the stream started arrives as a last line `{"error": {...}}` (SSE: `event: error`).';
 

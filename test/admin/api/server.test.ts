@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
-import { D, P, startApi } from '../harness.ts';
+import { createDeployment, D, P, readyVersion, startApi } from '../harness.ts';
 
 const ERROR_KEYS = ['statusCode', 'code', 'error', 'message'];
 
@@ -192,6 +192,26 @@ t.test('query strings: unknown, repeated, bad values', async (t) => {
   assertError(t, await api.call('GET', '/api/v1/audit?limit=1&limit=2'), 400, 'VALIDATION_FAILED', /query\.limit: must be given once/);
   assertError(t, await api.call('GET', '/api/v1/audit?limti=2'), 400, 'VALIDATION_FAILED', /query\.limti: is not a known query parameter/);
   t.equal((await api.call('GET', '/api/v1/audit?limit=5')).status, 200);
+});
+
+t.test('query strings: a value that can never match is refused, not an empty list', async (t) => {
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  // Audit ids are whole numbers: any other cursor cannot name an item.
+  for (const before of ['zz', '-1', '1e3', 'a_b']) {
+    assertError(t, await api.call('GET', `/api/v1/audit?before=${before}`), 400, 'VALIDATION_FAILED', new RegExp(`^query\\.before: must match \\^\\[0-9\\]\\{1,15\\}\\$ \\(got "${before}"\\)$`));
+  }
+  t.equal((await api.call('GET', '/api/v1/audit?before=2')).status, 200);
+  // A time window that holds nothing, as the metrics routes refuse from >= to.
+  for (const path of [`${D}/versions/v1/endpoints/predict/logs`, `${D}/versions/v1/build-log`]) {
+    assertError(t, await api.call('GET', `${path}?since=3000&until=2000`), 400, 'VALIDATION_FAILED', /^query\.since: must be less than query\.until$/);
+    assertError(t, await api.call('GET', `${path}?since=2000&until=2000&follow=true`), 400, 'VALIDATION_FAILED', /^query\.since: must be less than query\.until$/);
+    t.equal((await api.call('GET', `${path}?since=2000&until=2001`)).status, 200);
+  }
+  const args = (op: string) => api.fake.calls.filter((c) => c.op === op).flatMap((c) => c.args);
+  t.same(args('audit'), [{ limit: 100, before: '2' }], 'only the good cursor reached the control plane');
+  t.notOk([...args('endpointLogs'), ...args('buildLogStream')].some((a) => (a as { since?: number }).since === 3000 || (a as { until?: number }).until === 2000), 'no empty window reached it');
 });
 
 t.test('JSON bodies: 415, 400 invalid JSON, 413 over the limit, validation naming fields', async (t) => {
