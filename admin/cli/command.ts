@@ -4,6 +4,17 @@ export interface Command {
   /** Full text for `portico <name> --help`. */
   readonly help: string;
   run(args: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<number>;
+  /**
+   * True when `args` ask for the help text: `--help` or `-h` as an option, not as the value of
+   * an option that takes one. Without it, `--help` or `-h` anywhere before `--`.
+   */
+  wantsHelp?(args: readonly string[]): boolean;
+}
+
+/** `--help` or `-h` before `--` (for commands whose options take no value). */
+export function helpBeforeDashDash(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
 }
 
 /**

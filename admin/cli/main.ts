@@ -1,5 +1,5 @@
 import { commands } from './commands.ts';
-import { UsageError } from './command.ts';
+import { helpBeforeDashDash, UsageError } from './command.ts';
 import { ConfigError } from '../../common/config.ts';
 
 function usage(): string {
@@ -32,7 +32,7 @@ export async function main(argv: readonly string[], env: Readonly<Record<string,
     return 2;
   }
   const cmd = await entry.load();
-  if (rest.includes('--help') || rest.includes('-h')) {
+  if (cmd.wantsHelp ? cmd.wantsHelp(rest) : helpBeforeDashDash(rest)) {
     process.stdout.write(cmd.help.trimEnd() + '\n');
     return 0;
   }

@@ -23,9 +23,15 @@ export interface Parsed {
 
 /**
  * Parses `--flag value`, `--flag=value`, `-x` (a one-letter alias) and positionals; `--`
- * ends the flags. An unknown flag or a missing value is a `UsageError`.
+ * ends the flags. An unknown flag or a missing value is a `UsageError`, unless `lenient`: then
+ * an unknown flag is skipped (taking no value) and a missing value ignored.
  */
-export function parseFlags(args: readonly string[], spec: Readonly<Record<string, FlagKind>>, aliases: Readonly<Record<string, string>> = {}): Parsed {
+export function parseFlags(
+  args: readonly string[],
+  spec: Readonly<Record<string, FlagKind>>,
+  aliases: Readonly<Record<string, string>> = {},
+  opts: { readonly lenient?: boolean } = {},
+): Parsed {
   const values = new Map<string, string[]>();
   const positionals: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -42,17 +48,26 @@ export function parseFlags(args: readonly string[], spec: Readonly<Record<string
       inline = eq === -1 ? undefined : a.slice(eq + 1);
     } else if (/^-[A-Za-z]$/.test(a)) {
       const alias = aliases[a.slice(1)];
-      if (alias === undefined) throw new UsageError(`unknown option ${a}`);
+      if (alias === undefined) {
+        if (opts.lenient) continue;
+        throw new UsageError(`unknown option ${a}`);
+      }
       name = alias;
     } else {
       positionals.push(a);
       continue;
     }
     const kind = spec[name];
-    if (kind === undefined) throw new UsageError(`unknown option --${name}`);
+    if (kind === undefined) {
+      if (opts.lenient) continue;
+      throw new UsageError(`unknown option --${name}`);
+    }
     let value: string;
     if (kind === 'bool') {
-      if (inline !== undefined && !['true', 'false'].includes(inline)) throw new UsageError(`--${name} takes no value`);
+      if (inline !== undefined && !['true', 'false'].includes(inline)) {
+        if (opts.lenient) continue;
+        throw new UsageError(`--${name} takes no value`);
+      }
       if (inline === 'false') {
         values.delete(name);
         continue;
@@ -61,7 +76,10 @@ export function parseFlags(args: readonly string[], spec: Readonly<Record<string
     } else if (inline !== undefined) value = inline;
     else {
       const next = args[i + 1];
-      if (next === undefined) throw new UsageError(`--${name} needs a value`);
+      if (next === undefined) {
+        if (opts.lenient) break;
+        throw new UsageError(`--${name} needs a value`);
+      }
       value = next;
       i++;
     }
@@ -105,6 +123,8 @@ export function operatorCommand(spec: OperatorSpec): Command {
   return {
     name: spec.name,
     help: spec.help,
+    // `--contains -h` filters on "-h": only an option position asks for help, whatever else is wrong.
+    wantsHelp: (args) => parseFlags(args, { ...spec.flags, json: 'bool', help: 'bool' }, { ...spec.aliases, h: 'help' }, { lenient: true }).has('help'),
     async run(args, env) {
       const flags = parseFlags(args, { ...spec.flags, json: 'bool' }, spec.aliases);
       const config = loadConfig(env);
