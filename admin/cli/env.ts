@@ -7,19 +7,19 @@ import {
 
 type Vars = Record<string, { value: string; secret: boolean }>;
 
+/** How the API shows a secret's value; sent back for a secret, it keeps the stored value. */
+const MASK = '********';
+
 /**
  * The environment `env set` sends: the current one with the changes applied. A secret cannot be
- * read back, so a kept secret would be overwritten with its mask: refused unless re-given.
+ * read back: one left unchanged is sent as its mask, which the API keeps (value and secrecy).
  */
 export function mergeEnvironment(current: EnvironmentView['variables'], set: Vars, unset: readonly string[], replace: boolean): Vars {
   const out: Vars = {};
   if (!replace) {
     for (const [k, v] of Object.entries(current)) {
       if (unset.includes(k) || k in set) continue;
-      if (v.secret) {
-        throw new UsageError(`secret ${k} cannot be read back to keep it: give it again with --secret ${k}=VALUE, drop it with --unset ${k}, or use --replace`);
-      }
-      out[k] = { value: v.value, secret: false };
+      out[k] = v.secret ? { value: MASK, secret: true } : { value: v.value, secret: false };
     }
   }
   return { ...out, ...set };
@@ -33,8 +33,9 @@ export const envCommand = operatorCommand({
   portico env set [K=V ...] [--secret K=V ...] [--unset K ...] [--replace]
 
 Versions inherit the project environment when they are built. set changes the given variables
-and keeps the others; secrets read as "********", so to keep an existing secret while setting
-others give it again (--secret), or use --replace to send exactly the given variables.
+and keeps the others, secrets included: a secret reads as "********" and is never shown again,
+but one not named here keeps its value (change it with --secret K=V, drop it with --unset K).
+--replace sends exactly the given variables.
 
 Options:
 ${PROJECT_HELP}

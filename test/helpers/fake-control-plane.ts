@@ -159,6 +159,11 @@ export class FakeControlPlane implements ControlPlane {
     this.#events.emit(`log:${key(ref)}/${rec.name}/${endpoint}`, entry);
   }
 
+  /** A project's stored environment, secrets in clear (what its versions inherit). */
+  storedEnvironment(ref: ProjectRef): Record<string, { value: string; secret: boolean }> {
+    return structuredClone(this.#env.get(`${ref.owner}/${ref.project}`) ?? {});
+  }
+
   /** Ends every followed replica log stream, as the controller's `close` does when it stops. */
   endFollows(): void {
     this.#events.emit('end-follows');
@@ -212,7 +217,10 @@ export class FakeControlPlane implements ControlPlane {
 
   async putEnvironment(ref: ProjectRef, variables: EnvironmentInput, actor: Actor): Promise<EnvironmentView> {
     this.#enter('putEnvironment', ref, variables, actor);
-    this.#env.set(`${ref.owner}/${ref.project}`, Object.fromEntries(Object.entries(variables).map(([k, v]) => [k, { value: v.value, secret: v.secret === true }])));
+    const previous = this.#env.get(`${ref.owner}/${ref.project}`) ?? {};
+    // As the controller: a secret sent back as its mask keeps its value and stays secret.
+    this.#env.set(`${ref.owner}/${ref.project}`, Object.fromEntries(Object.entries(variables).map(([k, v]) =>
+      [k, v.value === '********' && previous[k]?.secret ? { ...previous[k] } : { value: v.value, secret: v.secret === true }])));
     this.#record(actor, 'environment.put', `${ref.owner}/${ref.project}`, { names: Object.keys(variables) });
     return this.#envView(ref);
   }

@@ -149,17 +149,24 @@ t.test('tokens: create prints the token once, list, revoke', async (t) => {
   t.equal(last.stderr, 'portico tokens: CONFLICT (409): Token admin is the last admin token; create another token first.\n');
 });
 
-t.test('env: get, set merges, secrets masked and never lost silently', async (t) => {
+t.test('env: get, set merges, secrets masked and kept while others change', async (t) => {
   const api = await startApi(t);
   const env = cliEnv(api);
+  const project = { owner: 'acme', project: 'mnist' };
   const set = await runCli(['env', 'set', 'MODEL=mnist', '--secret', 'KEY=s3cret', ...SCOPE], { env });
   t.equal(set.code, 0, set.stderr);
   t.equal(set.stdout, 'NAME   VALUE     SECRET\nKEY    ********  yes\nMODEL  mnist     no\n');
-  const lose = await runCli(['env', 'set', 'OTHER=1', ...SCOPE], { env });
-  t.equal(lose.code, 2);
-  t.match(lose.stderr, /secret KEY cannot be read back/);
-  const keep = await runCli(['env', 'set', 'OTHER=1', '--secret', 'KEY=s3cret2', '--unset', 'MODEL', ...SCOPE], { env });
-  t.equal(keep.code, 0, keep.stderr);
+  // The secret is not given again: the CLI sends its mask, which the API keeps as it was.
+  const other = await runCli(['env', 'set', 'OTHER=1', ...SCOPE], { env });
+  t.equal(other.code, 0, other.stderr);
+  t.equal(other.stdout, 'NAME   VALUE     SECRET\nKEY    ********  yes\nMODEL  mnist     no\nOTHER  1         no\n');
+  t.same(api.fake.calls.filter((c) => c.op === 'putEnvironment').at(-1)!.args[1], {
+    MODEL: { value: 'mnist', secret: false }, KEY: { value: '********', secret: true }, OTHER: { value: '1', secret: false },
+  }, 'the secret is sent back masked, never in clear');
+  t.same(api.fake.storedEnvironment(project).KEY, { value: 's3cret', secret: true }, 'and keeps its value');
+  const change = await runCli(['env', 'set', '--secret', 'KEY=s3cret2', '--unset', 'MODEL', ...SCOPE], { env });
+  t.equal(change.code, 0, change.stderr);
+  t.same(api.fake.storedEnvironment(project), { KEY: { value: 's3cret2', secret: true }, OTHER: { value: '1', secret: false } });
   const get = await runCli(['env', ...SCOPE, '--json'], { env });
   t.same(JSON.parse(get.stdout), { variables: { OTHER: { value: '1', secret: false }, KEY: { value: '********', secret: true } } });
   const replace = await runCli(['env', 'set', 'ONLY=1', '--replace', ...SCOPE], { env });

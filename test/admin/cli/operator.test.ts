@@ -58,11 +58,11 @@ t.test('isLoopbackUrl', async (t) => {
   for (const u of ['http://10.0.0.1:8081', 'https://portico.example.com', 'http://127.0.0.1.example.com']) t.notOk(isLoopbackUrl(u), u);
 });
 
-t.test('mergeEnvironment keeps plain variables and refuses to lose secrets', async (t) => {
+t.test('mergeEnvironment keeps plain variables, and secrets by their mask', async (t) => {
   const current = { A: { value: '1', secret: false }, S: { value: '********', secret: true } };
   t.same(mergeEnvironment(current, { B: { value: '2', secret: false } }, ['S'], false), { A: { value: '1', secret: false }, B: { value: '2', secret: false } });
   t.same(mergeEnvironment(current, { S: { value: 'new', secret: true } }, [], false), { A: { value: '1', secret: false }, S: { value: 'new', secret: true } });
-  t.throws(() => mergeEnvironment(current, { B: { value: '2', secret: false } }, [], false), /secret S cannot be read back/);
+  t.same(mergeEnvironment(current, { B: { value: '2', secret: false } }, [], false), { A: { value: '1', secret: false }, S: { value: '********', secret: true }, B: { value: '2', secret: false } });
   t.same(mergeEnvironment(current, { B: { value: '2', secret: false } }, [], true), { B: { value: '2', secret: false } });
 });
 
