@@ -54,7 +54,7 @@ export const SHAPES: Readonly<Record<string, JsonSchema>> = {
   ),
   User: obj({ name: str }, ['name']),
   Replica: obj(
-    { id: str, address: { type: ['string', 'null'], description: 'host:port' }, state: { type: 'string', enum: ['starting', 'ready', 'crashed', 'stopping'] }, restarts: int, reason: str },
+    { id: str, address: { type: ['string', 'null'], description: '`host:port` the gateways reach the replica at; `null` while the replica is not `ready` (starting, crashed, stopping): it is not to be reached then, and a starting pod or container may have no address yet.' }, state: { type: 'string', enum: ['starting', 'ready', 'crashed', 'stopping'] }, restarts: int, reason: str },
     ['id', 'address', 'state'],
   ),
   Endpoint: obj(

@@ -348,7 +348,8 @@ export class FakeControlPlane implements ControlPlane {
     const replicas: ReplicaView[] = status === 'ready' || status === 'starting'
       ? Array.from({ length: e.replicaCount }, (_, i) => ({
           id: `${e.name}-${i}`,
-          address: `127.0.0.1:${20000 + i}`,
+          // As the controller: only a ready replica has an address (the gateways' target).
+          address: status === 'ready' ? `127.0.0.1:${20000 + i}` : null,
           state: status === 'ready' ? 'ready' : 'starting',
           restarts: 0,
         }))

@@ -4,7 +4,7 @@ import type { Route } from '../../../admin/api/route.ts';
 import { joinPath, validate, type JsonSchema } from '../../../admin/api/schema.ts';
 import { SHAPES } from '../../../admin/api/shapes.ts';
 import { ControlErrors } from '../../../builder/errors.ts';
-import { startApi } from '../harness.ts';
+import { createDeployment, D, readyVersion, REF, startApi } from '../harness.ts';
 
 type S = Record<string, any>;
 
@@ -282,4 +282,20 @@ t.test('the document is served without auth and is the same on every call', asyn
   t.equal(b.status, 200, 'a bad token does not matter here');
   t.equal(a.text, b.text);
   t.ok((a.json as JsonSchema).paths);
+});
+
+t.test('a replica\'s address: host:port while ready, null in every other state, as the document says', async (t) => {
+  const doc = await fetchDoc(t);
+  const address = doc.components.schemas.Replica.properties.address as S;
+  t.same(address.type, ['string', 'null']);
+  t.match(address.description, /^`host:port` .*; `null` while the replica is not `ready` \(starting, crashed, stopping\)/);
+  t.ok(doc.components.schemas.Replica.required.includes('address'), 'always present, null or not');
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const ready = (await api.call('GET', `${D}/versions/v1`)).json.endpoints[0].replicas;
+  t.same(ready.map((r: S) => [r.state, r.address]), [['ready', '127.0.0.1:20000'], ['ready', '127.0.0.1:20001']]);
+  api.fake.setStatus({ ...REF, version: 'v1' }, 'starting');
+  const starting = (await api.call('GET', `${D}/versions/v1`)).json.endpoints[0].replicas;
+  t.same(starting.map((r: S) => [r.state, r.address]), [['starting', null], ['starting', null]], 'the fake answers as the controller does');
 });
