@@ -20,6 +20,12 @@ export interface StoreIdentity {
   readonly problem: string | null;
 }
 
+/**
+ * What an operator writes into the `store-id` file to have the next start take the store as it
+ * is, id or not, empty or not (see `checkStoreIdentity`).
+ */
+export const TAKE_STORE = 'new';
+
 /** `$PORTICO_DATA_DIR/store-id`: the id of the store the controller last ran on. */
 export function storeIdFile(dataDir: string): string {
   return join(dataDir, 'store-id');
@@ -32,7 +38,8 @@ export function storeIdFile(dataDir: string): string {
  * it, is another store: nothing is written, so every start says so until the operator restores
  * the store or takes the new one (deleting the file). A store without an id that holds no
  * deployment while `hasReplicas()` finds replicas running was lost with the data directory: the
- * replicas came from somewhere.
+ * replicas came from somewhere. A file reading `new` (`TAKE_STORE`) is the operator's consent to
+ * take the store as it is, whatever of the above holds.
  */
 export async function checkStoreIdentity(store: Store, dataDir: string, hasReplicas: () => Promise<boolean>): Promise<StoreIdentity> {
   const file = storeIdFile(dataDir);
@@ -41,6 +48,12 @@ export async function checkStoreIdentity(store: Store, dataDir: string, hasRepli
     throw err;
   })).trim() || null;
   const current = await store.getStoreId();
+  if (remembered === TAKE_STORE) {
+    // The operator takes the store as it is: its first pass removes what it does not name.
+    const id = current ?? (await store.initStoreId());
+    await writeFile(file, id + '\n');
+    return { id, problem: null };
+  }
   if (remembered !== null && current !== remembered) {
     return {
       id: null,

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkStoreIdentity, storeIdFile } from '../../builder/store-identity.ts';
+import { checkStoreIdentity, storeIdFile, TAKE_STORE } from '../../builder/store-identity.ts';
 import { EmbeddedStore } from '../../builder/store/embedded.ts';
 
 /** A data directory and an embedded store in it (`store` reopened empty by `replace`). */
@@ -67,6 +67,23 @@ t.test('a new, empty store while replicas run (the data directory lost too) is r
   const upgraded = await checkStoreIdentity(store(), dataDir, some);
   t.equal(upgraded.problem, null);
   t.equal(upgraded.id, await store().getStoreId());
+});
+
+t.test('the operator takes an empty store while replicas run: "new" in the id file', async (t) => {
+  const { dataDir, store, replace } = await setup(t);
+  await checkStoreIdentity(store(), dataDir, none);
+  await replace();
+  t.match((await checkStoreIdentity(store(), dataDir, some)).problem, /emptied or replaced/);
+  // Deleting the file is not enough here: a new, empty store while replicas run is refused too.
+  await rm(storeIdFile(dataDir));
+  t.match((await checkStoreIdentity(store(), dataDir, some)).problem, /new and empty, but replicas are running/);
+  await writeFile(storeIdFile(dataDir), `${TAKE_STORE}\n`);
+  const taken = await checkStoreIdentity(store(), dataDir, some);
+  t.equal(taken.problem, null, 'taken');
+  t.ok(taken.id);
+  t.equal(await store().getStoreId(), taken.id, 'the store gets an id');
+  t.equal((await readFile(storeIdFile(dataDir), 'utf8')).trim(), taken.id, 'the file holds it again');
+  t.same(await checkStoreIdentity(store(), dataDir, some), taken, 'later starts agree');
 });
 
 t.test('an unreadable id file is an error, not a first start', async (t) => {
