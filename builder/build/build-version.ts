@@ -6,7 +6,7 @@ import type { VersionEndpoint } from '../store/store.ts';
 import { formatProblem, readValohaiYaml, type EndpointDefinition } from '../valohai-yaml/index.ts';
 import { installPythonDeps } from './python-deps.ts';
 import type { BlobStore } from './blobs.ts';
-import { BuildError, fetchFile, filePathInCode, inTheWayOf, materializeSource, symlinkOutOfCode, type BuildLog, type UploadResolver } from './source.ts';
+import { BuildError, fetchFile, filePathInCode, inTheWayOf, materializeSource, readsOutOfCode, symlinkOutOfCode, type BuildLog, type UploadResolver } from './source.ts';
 
 /** What a successful build produced. */
 export interface BuiltVersion {
@@ -109,6 +109,9 @@ async function placeFiles(
       const inCode = await stat(dest).then((s) => s.isFile(), () => false);
       if (!inCode) {
         throw new BuildError(`endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}) has no source: give endpoints.${def.name}.files.${file.name}`);
+      }
+      if (await readsOutOfCode(codeDir, dest)) {
+        throw new BuildError(`endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}): a symlink in the code leads out of the code; the file cannot be read from there`);
       }
       blob = await opts.blobs.put(createReadStream(dest), opts.maxFileBytes);
     }

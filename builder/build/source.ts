@@ -199,6 +199,17 @@ export async function symlinkOutOfCode(codeDir: string, dest: string): Promise<s
 }
 
 /**
+ * Whether reading `path` (from `filePathInCode`) would leave the code directory through a
+ * symlink (the file itself, or a folder on the way): a file declared without a source is read
+ * from the code, and a link to `/var/run/secrets/...` or the controller's data would copy the
+ * controller host's file into the version (and its image).
+ */
+export async function readsOutOfCode(codeDir: string, path: string): Promise<boolean> {
+  const rel = relative(await realpath(codeDir), await realpath(path));
+  return rel.startsWith('..') || isAbsolute(rel);
+}
+
+/**
  * What in the code stands where a file must be placed at `dest` (from `filePathInCode`), as
  * the end of a build error: a folder at its path, or a file where one of its folders must be;
  * `null` when nothing does (a file there is replaced).

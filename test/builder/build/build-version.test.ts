@@ -17,15 +17,16 @@ async function tempDir(t: Test): Promise<string> {
 
 /**
  * Builds `code` (a folder with a valohai.yaml declaring `sentiment` with file `model` at
- * `path`), the file given as a source; resolves with the build's error, if any.
+ * `path`), the file given as a source unless `withSource` is false (then read from the code);
+ * resolves with the build's error, if any.
  */
-async function buildWithFile(t: Test, code: string, path: string): Promise<unknown> {
+async function buildWithFile(t: Test, code: string, path: string, withSource = true): Promise<unknown> {
   const dir = await tempDir(t);
   await writeFile(join(code, 'valohai.yaml'), `- endpoint:\n    name: sentiment\n    image: node:24\n    server-command: node server.js\n    files:\n      - name: model\n        path: ${path}\n`);
   const model = join(dir, 'weights.json');
   await writeFile(model, '{"good": 1}');
   return buildVersion({
-    input: { source: { path: code }, endpoints: { sentiment: { files: { model: { path: model } } } } },
+    input: { source: { path: code }, endpoints: { sentiment: withSource ? { files: { model: { path: model } } } : {} } },
     versionDir: join(dir, 'version'),
     blobs: new BlobStore(join(dir, 'blobs')),
     uploads: async () => null,
@@ -77,4 +78,23 @@ t.test('a declared file whose path a folder or file of the code is in the way of
     t.type(err, BuildError, path);
     t.match((err as Error).message, message, path);
   }
+});
+
+t.test('a declared file read from the code is never read outside it through a symlink', async (t) => {
+  const outside = await tempDir(t);
+  const code = await tempDir(t);
+  await writeFile(join(outside, 'secret'), 'the controller host\'s file');
+  await symlink(join(outside, 'secret'), join(code, 'weights.json'));
+  await symlink(outside, join(code, 'model'));
+  for (const path of ['weights.json', 'model/secret']) {
+    const err = await buildWithFile(t, code, path, false);
+    t.type(err, BuildError, path);
+    t.match((err as Error).message, /^endpoint sentiment: file "model" \(path [^)]+\): .*symlink .*leads out of the code/, path);
+  }
+
+  // A symlink to a file inside the code is followed.
+  await mkdir(join(code, 'models'));
+  await writeFile(join(code, 'models', 'w.json'), '{"good": 1}');
+  await symlink('models/w.json', join(code, 'current.json'));
+  t.equal(await buildWithFile(t, code, 'current.json', false), undefined, 'builds');
 });
