@@ -47,6 +47,7 @@ export const VARIABLES = {
   PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after, within about half a second: undici keeps such timers on a coarse clock, which keeps them cheap per request). An endpoint may set its own `timeoutSeconds`.' },
   PORTICO_CONNECT_TIMEOUT_MS: { kind: int(1, 600000), default: '5000', doc: 'Longest the gateway waits to connect to a replica.' },
   PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A body that moves nothing for this long is ended: a request body the client stops sending (408) or the replica stops reading (504), a response body the replica stops sending (aborted) or the client stops reading (the connection is cut, within twice this). There is no limit on a request\'s total time.' },
+  PORTICO_KEEPALIVE_SECONDS: { kind: int(1, 3600), default: '65', doc: 'How long the gateway keeps an idle client connection open (announced in `Keep-Alive: timeout=N`). Keep it above the idle timeout of the load balancer in front (AWS ALB 60 s, GCP 600 s), so that the balancer always closes first and never sends a request on a connection the gateway is closing.' },
   PORTICO_HEADERS_TIMEOUT_SECONDS: { kind: int(1, 3600), default: '60', doc: 'A request head (request line and headers) must arrive whole within this long (408), however slowly it trickles in.' },
   PORTICO_UPSTREAM_CONNECTIONS: { kind: int(1, 100000), default: '256', doc: 'Connections (kept alive) each gateway process may open to one replica: at most this many requests to it at once. More wait for a free connection, and the wait counts against the endpoint\'s time to first byte (504 after it).' },
   PORTICO_TRUSTED_PROXIES: { kind: { type: 'cidrs' }, default: '', doc: 'Comma-separated IPs/CIDRs whose `X-Forwarded-*` (and `Forwarded`, `X-Real-IP`, `True-Client-IP`...) headers the gateway keeps (e.g. your load balancer); from anyone else they are replaced or dropped.' },
@@ -95,6 +96,7 @@ export interface Config {
   readonly connectTimeoutMs: number;
   readonly bodyIdleSeconds: number;
   readonly headersTimeoutSeconds: number;
+  readonly keepAliveSeconds: number;
   readonly upstreamConnections: number;
   readonly trustedProxies: readonly string[];
   readonly drainSeconds: number;
@@ -364,6 +366,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, us
     connectTimeoutMs: num('PORTICO_CONNECT_TIMEOUT_MS'),
     bodyIdleSeconds: num('PORTICO_BODY_IDLE_SECONDS'),
     headersTimeoutSeconds: num('PORTICO_HEADERS_TIMEOUT_SECONDS'),
+    keepAliveSeconds: num('PORTICO_KEEPALIVE_SECONDS'),
     upstreamConnections: num('PORTICO_UPSTREAM_CONNECTIONS'),
     trustedProxies: Object.freeze((v.PORTICO_TRUSTED_PROXIES as string[] | undefined) ?? []),
     drainSeconds: num('PORTICO_DRAIN_SECONDS'),

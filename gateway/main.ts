@@ -122,8 +122,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   const accessLog = new AccessLog(config.accessLog);
   const server = createServer({
     ServerResponse: GatewayResponse,
-    // Longer than common load balancers' idle timeouts, so they close first.
-    keepAliveTimeout: 65_000,
+    // Longer than the load balancer's idle timeout (PORTICO_KEEPALIVE_SECONDS), so it closes first.
+    keepAliveTimeout: config.keepAliveSeconds * 1000,
     // No limit on a request's total time (Node's default cut every upload at 300 s); a body that
     // stops moving is ended by the inactivity timer below instead (`handleTimeout`). A head must
     // arrive whole in time, however it trickles: set explicitly, as Node's default is the smaller

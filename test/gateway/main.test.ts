@@ -9,8 +9,8 @@ import { attachWebSocketEcho, call, client, deployment, endpoint, gateway, rawRe
 
 const P = '/acme/mnist/web/v1/predict';
 
-/** A keep-alive connection that has made one request and is now idle. */
-async function idleConnection(url: string): Promise<{ sock: Socket; closed: Promise<unknown> }> {
+/** A keep-alive connection that has made one request and is now idle (`head`: that answer's head). */
+async function idleConnection(url: string): Promise<{ sock: Socket; closed: Promise<unknown>; head: string }> {
   const { hostname, port } = new URL(url);
   const sock = connect(Number(port), hostname);
   sock.on('error', () => {});
@@ -23,8 +23,22 @@ async function idleConnection(url: string): Promise<{ sock: Socket; closed: Prom
     });
     sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
   });
-  return { sock, closed };
+  return { sock, closed, head: got.slice(0, got.indexOf('\r\n\r\n')) };
 }
+
+t.test('an idle client connection is kept PORTICO_KEEPALIVE_SECONDS (default 65), as announced', async (t) => {
+  const { gw } = await gateway(t);
+  const byDefault = await idleConnection(gw.url);
+  t.match(byDefault.head, /\r\nKeep-Alive: timeout=65\r\n/i);
+  byDefault.sock.destroy();
+
+  const { gw: short } = await gateway(t, { env: { PORTICO_KEEPALIVE_SECONDS: '1' } });
+  const idleSince = performance.now();
+  const idle = await idleConnection(short.url);
+  t.match(idle.head, /\r\nKeep-Alive: timeout=1\r\n/i, 'the setting is announced');
+  await waitFor(() => idle.sock.destroyed, { timeoutMs: 10_000, what: 'the gateway to close the idle connection' });
+  t.ok(performance.now() - idleSince >= 900, 'closed by the gateway once idle for the setting, not at once');
+});
 
 t.test('drain: readyz 503 at once, in-flight requests finish, idle connections close, then it stops', async (t) => {
   let release!: () => void;
