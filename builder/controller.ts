@@ -123,12 +123,6 @@ export class Controller implements CP.ControlPlane {
     this.pipArgs = opts.pipArgs ?? [];
     this.builds = new Limiter(opts.config.buildConcurrency);
     this.envTokenHash = opts.config.adminToken ? sha256(opts.config.adminToken) : null;
-    // The routing table back after its connection was lost may lack deployment records: one
-    // whose write failed after the store took it (an alias PUT answered 503), or writes Redis
-    // lost (restarted from its snapshot, a failover). They are written again from the store.
-    this.routing.onReconnect?.(() => {
-      this.republishDeployments().catch((err: unknown) => this.log('deployment records not written again after the routing table reconnected', { error: String(err) }));
-    });
   }
 
   // ---- helpers -------------------------------------------------------------------------
@@ -208,18 +202,6 @@ export class Controller implements CP.ControlPlane {
       const record = await this.deploymentRecord(ref);
       // Wrapped: the queue goes on once the write is queued, not when the gateways acknowledge it.
       return { acks: record ? this.publisher.putDeployment(record) : null };
-    }).then((h) => h.acks);
-  }
-
-  /** Every deployment's record, read and handed to the publisher in one change (see `putDeploymentRecord`). */
-  private republishDeployments(): Promise<AckResult | null> {
-    return this.recordOrder.run(async () => {
-      const records: DeploymentRecord[] = [];
-      for (const d of await this.store.listAllDeployments()) {
-        const record = await this.deploymentRecord({ owner: d.owner, project: d.project, deployment: d.name });
-        if (record) records.push(record);
-      }
-      return { acks: records.length > 0 ? this.publisher.apply({ putDeployments: records }) : null };
     }).then((h) => h.acks);
   }
 

@@ -117,11 +117,6 @@ export async function startController(opts: {
       publisher.republish().catch((err: unknown) => log.error('routes not written again after the store was lost', { error: String(err) }));
     },
   });
-  // A routing table that comes back empty while the store is lost gets the routes written again
-  // too: the controller's own rewrite reads the (empty) store.
-  routing.onReconnect?.(() => {
-    if (reconciler.storeLost()) publisher.republish().catch(() => {});
-  });
   const controller = new Controller({
     config,
     store,

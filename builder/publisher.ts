@@ -20,7 +20,7 @@ export class Publisher {
   private readonly ackTimeoutMs: number;
   /** Last endpoint records written, so a replica change rewrites only what changed. */
   private readonly endpoints = new Map<string, EndpointRecord>();
-  /** Last deployment records put (removed ones forgotten): written again by `republish`. */
+  /** Last deployment records put (removed ones forgotten): written again on reconnection and by `republish`. */
   private readonly deployments = new Map<string, DeploymentRecord>();
   /** Keys whose removal could not be written (nor anything of them since): removed on reconnection. */
   private readonly unremoved = new Set<string>();
@@ -33,14 +33,16 @@ export class Publisher {
     this.routing = routing;
     this.ackTimeoutMs = opts.ackTimeoutMs;
     // The table may have lost what was written last (Redis restarted from its snapshot, a
-    // failover): the records skipped as unchanged would otherwise stay lost, the gateways
-    // routing to replicas that are gone, until each endpoint changed again. A removal that
-    // failed (Redis gone after the store's delete) is made now: nothing else would make it.
+    // failover, emptied with the store), or never got it (a deployment record whose write failed
+    // after the store took it: an alias PUT answered 503): the records skipped as unchanged would
+    // otherwise stay lost, the gateways routing the old way or to replicas that are gone, until
+    // each changed again. A removal that failed (Redis gone after the store's delete) is made
+    // now: nothing else would make it.
     routing.onReconnect?.(() => {
-      if (this.endpoints.size > 0 || this.unremoved.size > 0) {
+      if (this.endpoints.size > 0 || this.deployments.size > 0 || this.unremoved.size > 0) {
         // Failing, it forgets no record: they are as current as before, and the next
         // reconnection writes them again.
-        this.write({ putEndpoints: [...this.endpoints.values()], delete: [...this.unremoved] }, false).catch(() => {});
+        this.write(this.owed(), false).catch(() => {});
       }
     });
   }
@@ -128,7 +130,12 @@ export class Publisher {
    * routing table lost them with the store (one Redis emptied), which no longer names them.
    */
   republish(): Promise<AckResult> {
-    return this.apply({ putDeployments: [...this.deployments.values()], putEndpoints: [...this.endpoints.values()] });
+    return this.apply(this.owed());
+  }
+
+  /** Every record last put and not removed since, and the removals that could not be written. */
+  private owed(): RoutingChange {
+    return { putDeployments: [...this.deployments.values()], putEndpoints: [...this.endpoints.values()], delete: [...this.unremoved] };
   }
 }
 
