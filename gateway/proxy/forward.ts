@@ -7,7 +7,7 @@ import { lingerOnClose } from '../linger.ts';
 import type { LeastPendingBalancer } from '../balancer/least-pending.ts';
 import type { RouteSource } from '../resolve.ts';
 import type { EndpointRecord } from '../routing/contract.ts';
-import { addForwardedHeaders, clientAddress, responseHeaders, type TrustedProxies } from './headers.ts';
+import { addForwardedHeaders, clientAddress, isChunkedOnly, responseHeaders, type TrustedProxies } from './headers.ts';
 import { classifyUpstreamError, upstreamError, upstreamErrorCode, UPSTREAM_FAILURES, type UpstreamFailure } from './upstream-errors.ts';
 import type { Upstream, Upstreams } from './upstreams.ts';
 
@@ -251,7 +251,7 @@ class Forward implements Dispatcher.DispatchHandler {
       return;
     }
     const te = headers['transfer-encoding'];
-    if (te !== undefined && (typeof te !== 'string' || te.trim().toLowerCase() !== 'chunked')) {
+    if (te !== undefined && (typeof te !== 'string' || !isChunkedOnly(te))) {
       controller.abort(UNKNOWN_TRANSFER_CODING);
       return;
     }

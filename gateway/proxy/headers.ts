@@ -130,7 +130,7 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
         out.chunked = true;
         // Node's parser accepts codings before the final `chunked` and takes off the chunks
         // only: a body still gzip-coded would reach the replica as if it were not.
-        if (value.trim().toLowerCase() !== 'chunked') out.problem = 'no transfer coding but chunked is supported';
+        if (!isChunkedOnly(value)) out.problem = 'no transfer coding but chunked is supported';
         break;
       case CONTENT_LENGTH:
         if (out.contentLength !== -1) out.problem = 'duplicate Content-Length header';
@@ -166,6 +166,15 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
   }
   if (out.requestId === '') out.requestId = newRequestId();
   if (connection !== undefined && !isPlainConnection(connection)) stripConnectionTokens(headers, connection);
+}
+
+/**
+ * Whether a Transfer-Encoding value is `chunked` alone, the one coding the gateway passes on:
+ * Node's parser and undici take off only the chunks of a body in other codings (`gzip,
+ * chunked`), which would then read as plain.
+ */
+export function isChunkedOnly(value: string): boolean {
+  return value.trim().toLowerCase() === 'chunked';
 }
 
 /**
