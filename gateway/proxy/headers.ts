@@ -143,7 +143,8 @@ export function readRequestHeaders(raw: readonly string[], out: RequestHeaderInf
         out.authorization ??= value;
         break;
       case REQUEST_ID:
-        if (REQUEST_ID_RE.test(value)) out.requestId = value;
+        // The first well-formed one, as for Authorization and X-Forwarded-Proto/-Host.
+        if (out.requestId === '' && REQUEST_ID_RE.test(value)) out.requestId = value;
         break;
       case XFF:
         out.forwardedFor = out.forwardedFor === undefined ? value : `${out.forwardedFor}, ${value}`;

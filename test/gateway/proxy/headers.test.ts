@@ -88,6 +88,9 @@ t.test('x-request-id: kept when well-formed, else a new UUID', async (t) => {
     else t.match(out.requestId, /^[0-9a-f-]{36}$/, `${String(sent).slice(0, 20)} replaced`);
     t.same(out.headers, [], 'never forwarded as sent (the gateway adds its own)');
   }
+  const two = info();
+  readRequestHeaders(['X-Request-Id', 'bad id', 'X-Request-Id', 'first-good', 'x-request-id', 'second-good'], two);
+  t.equal(two.requestId, 'first-good', 'of several, the first well-formed one');
 });
 
 t.test('forwarding headers: client values kept only from trusted proxies', async (t) => {
