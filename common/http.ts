@@ -1,4 +1,4 @@
-import { maxHeaderSize, STATUS_CODES, type Server } from 'node:http';
+import { maxHeaderSize, METHODS, STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PorticoError, type ErrorDefinition } from './errors.ts';
@@ -39,6 +39,22 @@ export function rawErrorResponse(err: PorticoError, body = JSON.stringify(err.to
 
 // The start of a request line: a method, a space, a request target.
 const REQUEST_LINE_START = /^[A-Z]+ [^ \r\n]/;
+
+const KNOWN_METHODS = new Set(METHODS);
+
+/**
+ * The method of a request Node's parser refused, for its log line: the first word of the bytes
+ * the parser was given last when that is a method Node knows followed by a space (those bytes
+ * begin with the request line when it arrived in one piece), else ''.
+ */
+export function refusedMethod(err: NodeJS.ErrnoException): string {
+  const raw = (err as { rawPacket?: Buffer }).rawPacket;
+  if (raw === undefined) return '';
+  const space = raw.indexOf(32);
+  if (space < 1 || space > 24) return '';
+  const word = raw.toString('latin1', 0, space);
+  return KNOWN_METHODS.has(word) ? word : '';
+}
 
 /**
  * Whether a head over Node's size limit (`HPE_HEADER_OVERFLOW`) was over it in its request line

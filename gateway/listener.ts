@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PorticoError } from '../common/errors.ts';
-import { parserErrorCode, rawErrorResponse, unanswerable } from '../common/http.ts';
+import { parserErrorCode, rawErrorResponse, refusedMethod, unanswerable } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { isoTime, type AccessLog } from './access-log.ts';
 import { authenticate, type BasicAuthenticator } from './auth/basic.ts';
@@ -237,9 +237,10 @@ export class GatewayListener implements ExchangeSink {
     const body = JSON.stringify(e.toJSON());
     const requestId = newRequestId();
     socket.end(rawErrorResponse(e, body, { 'x-request-id': requestId }));
-    // Logged too (nothing of the request is known: no method, no route), as nginx logs its 400s.
+    // Logged too, as nginx logs its 400s: with the method when the bytes refused begin with one,
+    // never a route (the path was not read).
     const log = this.#deps.accessLog;
-    if (log.enabled) log.appendFields(isoTime(Date.now()), requestId, '', null, null, null, def.statusCode, Buffer.byteLength(body), 0, def.code);
+    if (log.enabled) log.appendFields(isoTime(Date.now()), requestId, refusedMethod(err), null, null, null, def.statusCode, Buffer.byteLength(body), 0, def.code);
   };
 
   /**

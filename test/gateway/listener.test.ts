@@ -295,11 +295,15 @@ t.test('the access log has one JSON line per request and never credentials', asy
   });
   await call(agent, `${gw.url}/acme/mnist/web/nope/predict`, { headers: { 'x-request-id': 'missing' } });
   const refused = await rawRequest(gw.url, 'GET /acme/mnist/web/v1/predict HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n');
-  await waitFor(() => readFileSync(path, 'utf8').split('\n').length >= 4, { what: 'three access-log lines' });
+  await rawRequest(gw.url, `POST /a/b/c/d/e?q=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  await rawRequest(gw.url, 'GOT / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => readFileSync(path, 'utf8').split('\n').length >= 6, { what: 'five access-log lines' });
   const text = readFileSync(path, 'utf8');
   t.notMatch(text, /secret|dTpoZWFkZXI/, 'no credentials, no query string');
-  const [ok, missing, bad] = text.trimEnd().split('\n').map((l) => JSON.parse(l));
-  t.match(bad, { method: '', route: null, status: 400, error: 'BAD_REQUEST' }, "a request Node's parser refused is logged too");
+  const [ok, missing, bad, long, garbled] = text.trimEnd().split('\n').map((l) => JSON.parse(l));
+  t.match(bad, { method: 'GET', route: null, status: 400, error: 'BAD_REQUEST' }, "a request Node's parser refused is logged too, with its method");
+  t.match(long, { method: 'POST', route: null, status: 414, error: 'URI_TOO_LONG' }, 'a 414 with its method');
+  t.match(garbled, { method: '', route: null, status: 400, error: 'BAD_REQUEST' }, 'no method when the bytes begin with none');
   t.match(refused, new RegExp(`\r\nx-request-id: ${bad.requestId}\r\n`), 'under the request id its answer carries');
   t.match(ok, { requestId: 'log-me', method: 'GET', route: '/acme/mnist/web/production/predict', version: 'v1', replica: rep.address, status: 200 });
   t.ok(ok.bytes > 0);
