@@ -117,7 +117,8 @@ function containerName(key: string, replica: string): string {
  *
  * Stop: `beforeStop` first, then `stopping`, `docker stop -t <grace>`, then the container is
  * removed. Output is followed per container (stdout/stderr, engine timestamps) into the log
- * sink. A new `DockerRuntime` on the same engine adopts the labelled containers it finds:
+ * sink. A new `DockerRuntime` on the same engine adopts the labelled containers it finds (until
+ * the engine first answers, `stateUnknown()` says why their state is not known):
  * `list()` reports them, `ensure` keeps those of the same spec hash, `remove` deletes them.
  * `close()` stops watching and leaves every container running.
  */
@@ -134,6 +135,8 @@ export class DockerRuntime implements Runtime {
   readonly #timing: DockerTiming;
   readonly #sup: Supervisor<Replica, EndpointSpec | null>;
   #adopting: Promise<void> | null = null;
+  /** Why the last adoption failed (the engine does not answer); cleared once one succeeds. */
+  #unreachable: string | undefined;
   /** Image pulls under way (one per image, shared by the replicas waiting for it). */
   readonly #pulls = new Map<string, Promise<void>>();
 
@@ -177,11 +180,25 @@ export class DockerRuntime implements Runtime {
 
   /** Adoption, once; retried by the next call after a failure (engine not reachable yet). */
   #ready(): Promise<void> {
-    this.#adopting ??= this.#adopt().catch((err: unknown) => {
-      this.#adopting = null;
-      throw new Error(`docker engine: ${message(err)}`, { cause: err });
-    });
+    this.#adopting ??= this.#adopt().then(
+      () => {
+        this.#unreachable = undefined;
+      },
+      (err: unknown) => {
+        this.#adopting = null;
+        this.#unreachable = `docker engine unreachable: ${message(err)}`;
+        throw new Error(`docker engine: ${message(err)}`, { cause: err });
+      },
+    );
     return this.#adopting;
+  }
+
+  /**
+   * Why the replicas' state cannot be told: the engine has not answered since this runtime
+   * started (its containers may well be serving). Once it has, replicas are followed as usual.
+   */
+  stateUnknown(): string | undefined {
+    return this.#sup.closed ? undefined : this.#unreachable;
   }
 
   async ensure(spec: EndpointSpec): Promise<void> {

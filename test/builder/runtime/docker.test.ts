@@ -576,13 +576,15 @@ t.test('through the gateway: an alias reaches the docker replicas; a scale-down 
   }
 });
 
-t.test('an engine that cannot be reached: list() is empty, ensure() says why', async (t) => {
+t.test('an engine that cannot be reached: list() is empty, stateUnknown() and ensure() say why', async (t) => {
   const rt = new DockerRuntime({
     docker: new Dockerode({ socketPath: join(tmp, 'no-such.sock') }),
     hooks: { beforeStop: async () => {}, logs: { write() {} } },
     stopGraceSeconds: 1,
   });
   t.same(await rt.list(), []);
+  t.match(rt.stateUnknown(), /^docker engine unreachable: connect ENOENT .*no-such\.sock/, 'the replicas\' state is unknown, and why');
   await t.rejects(rt.ensure(spec()), /^docker engine: connect ENOENT .*no-such\.sock/);
   await rt.close();
+  t.equal(rt.stateUnknown(), undefined, 'not once closed');
 });
