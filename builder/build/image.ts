@@ -115,11 +115,14 @@ function repoComponent(raw: string, maxLength: number): string {
   return `${s.slice(0, maxLength - suffix.length).replace(/[._-]+$/, '')}${suffix}`.replace(/^-/, '');
 }
 
-/** A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, lowercased; changed ones get a hash appended. */
-function tagPart(raw: string): string {
+/**
+ * A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, lowercased; changed ones get a hash appended (of
+ * `names`, when given, instead of `raw`).
+ */
+function tagPart(raw: string, names?: readonly string[]): string {
   let s = raw.toLowerCase().replace(/[^a-z0-9_.-]+/g, '-').replace(/^[.-]+/, '');
-  if (s === raw && s.length > 0 && s.length <= 128) return s;
-  const suffix = `-${hash8(raw)}`;
+  if (names === undefined && s === raw && s.length > 0 && s.length <= 128) return s;
+  const suffix = `-${hash8(names === undefined ? raw : JSON.stringify(names))}`;
   s = s.slice(0, 128 - suffix.length);
   return `${s}${suffix}`.replace(/^[.-]+/, '');
 }
@@ -128,14 +131,17 @@ function tagPart(raw: string): string {
  * The image reference of an endpoint of a version:
  * `<registry>/<owner>-<project>-<deployment>:<version>-<endpoint>`, lowercased and made a valid
  * reference (without a registry, no prefix). Names that had to be changed to fit get a short hash
- * of the original, so distinct names give distinct tags (`Web` and `web` do not collide).
+ * of the original, so distinct names give distinct tags (`Web` and `web` do not collide). So do
+ * names holding a `-`, the separator (a hash of all five, in the tag): owner `acme-ml` with project
+ * `nlp` and owner `acme` with project `ml-nlp` never share an image.
  */
 export function imageTag(
   spec: Pick<EndpointImageSpec, 'owner' | 'project' | 'deployment' | 'version' | 'endpoint'>,
   registry?: string,
 ): string {
+  const names = [spec.owner, spec.project, spec.deployment, spec.version, spec.endpoint];
   const repo = repoComponent(`${spec.owner}-${spec.project}-${spec.deployment}`, 200);
-  const tag = tagPart(`${spec.version}-${spec.endpoint}`);
+  const tag = tagPart(`${spec.version}-${spec.endpoint}`, names.some((n) => n.includes('-')) ? names : undefined);
   const prefix = registry ? `${registry.replace(/\/+$/, '')}/` : '';
   return `${prefix}${repo}:${tag}`;
 }

@@ -102,6 +102,27 @@ t.test('imageTag: a valid, lowercased reference per endpoint of a version', asyn
     t.match(got.replace(/^.*\//, '').replace(/:.*$/, ''), /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/, `${got}: valid repository component`);
   }
   t.not(imageTag(spec({ deployment: 'Web' })), imageTag(spec({ deployment: 'web' })), 'names differing in case do not share an image');
+  t.not(imageTag(spec({ owner: 'acme-ml', project: 'nlp' })), imageTag(spec({ owner: 'acme', project: 'ml-nlp' })), 'names holding a dash do not share an image');
+  t.not(imageTag(spec({ version: 'v1', endpoint: 'x-y' })), imageTag(spec({ version: 'v1-x', endpoint: 'y' })), 'versions and endpoints holding a dash do not share an image');
+});
+
+t.test('endpoints whose names join to the same text each keep their own image', async (t) => {
+  const build = async (over: Partial<EndpointImageSpec>, text: string) =>
+    buildEndpointImage({ docker, spec: spec({ baseImage: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['cat', 'which'] }, ...over }), codeDir: emptyDir({ which: text }), log: () => {}, timeoutMs: 60_000 });
+  // Two owners' deployments, then two versions of one deployment.
+  const pairs: [Partial<EndpointImageSpec>, Partial<EndpointImageSpec>][] = [
+    [{ owner: 'acme-ml', project: 'nlp' }, { owner: 'acme', project: 'ml-nlp' }],
+    [{ version: 'v1', endpoint: 'x-y' }, { version: 'v1-x', endpoint: 'y' }],
+  ];
+  for (const [a, b] of pairs) {
+    const first = await build(a, 'first');
+    const second = await build(b, 'second');
+    t.teardown(async () => {
+      for (const ref of [first.image, second.image]) await docker.getImage(ref).remove().catch(() => {});
+    });
+    t.equal(await runOnce(first.image, ['cat', 'which']), 'first', `${first.image} still runs the first one's code`);
+    t.equal(await runOnce(second.image, ['cat', 'which']), 'second', `${second.image} runs the second one's code`);
+  }
 });
 
 t.test('endpointDockerfile: classic syntax, requirements, wsgi, exec form', async (t) => {
