@@ -148,6 +148,7 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
         const registryAuth = registryAuthFor(config, spec.registry);
         const runtime = new DockerRuntime({
           docker: new Dockerode({ socketPath: spec.socket }),
+          target: spec.name,
           network: spec.network ?? 'bridge',
           hooks,
           stopGraceSeconds: config.stopGraceSeconds,

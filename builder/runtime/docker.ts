@@ -11,6 +11,7 @@ import {
   LABEL_PORT,
   LABEL_REPLICA,
   LABEL_SPEC_HASH,
+  LABEL_TARGET,
   identityLabels,
 } from './docker/labels.ts';
 import { followContainerLogs, type ContainerLine } from './docker/logs.ts';
@@ -30,6 +31,11 @@ export interface DockerTiming {
 /** Construction options of `DockerRuntime`. */
 export interface DockerRuntimeOptions {
   readonly docker: Dockerode;
+  /**
+   * The target's name, on its containers' `portico.target` label: a runtime adopts only its own
+   * (and those made before the label was, which have none). Default `docker`.
+   */
+  readonly target?: string;
   /**
    * `host`: containers share the host's network, each gets a free port in `PORT` and is reached at
    * `host:PORT`. Anything else names a Docker network (default `bridge`): each container has its
@@ -101,8 +107,8 @@ function containerName(key: string, replica: string): string {
  * the endpoint (`spec.image`; pulled when the engine lacks it).
  *
  * Each container carries the `portico.*` identity labels plus `portico.key`, `portico.replica`,
- * `portico.spec-hash`, `portico.port` and `portico.network`, the version's env, `PORT`, `HOST`,
- * the endpoint's command (`$PORT` substituted in list form), and the limits of
+ * `portico.spec-hash`, `portico.port`, `portico.network` and `portico.target`, the version's env,
+ * `PORT`, `HOST`, the endpoint's command (`$PORT` substituted in list form), and the limits of
  * `spec.resources`: memory max -> `Memory`, memory min -> `MemoryReservation` (valohai.yaml
  * memory is in MiB), cpu max -> `NanoCpus`. With bridge networking (default) a replica is reached
  * at `containerIP:spec.port` and listens on `0.0.0.0`; with host networking it gets a free port in
@@ -125,6 +131,7 @@ function containerName(key: string, replica: string): string {
 export class DockerRuntime implements Runtime {
   readonly kind = 'docker' as const;
   readonly #docker: Dockerode;
+  readonly #target: string;
   readonly #network: string;
   readonly #hostNetwork: boolean;
   readonly #grace: number;
@@ -142,6 +149,7 @@ export class DockerRuntime implements Runtime {
 
   constructor(opts: DockerRuntimeOptions) {
     this.#docker = opts.docker;
+    this.#target = opts.target ?? 'docker';
     this.#network = opts.network ?? 'bridge';
     this.#hostNetwork = this.#network === 'host';
     this.#grace = opts.stopGraceSeconds;
@@ -339,6 +347,7 @@ export class DockerRuntime implements Runtime {
         [LABEL_SPEC_HASH]: spec.specHash,
         [LABEL_PORT]: String(r.port),
         [LABEL_NETWORK]: this.#network,
+        [LABEL_TARGET]: this.#target,
       },
       ...(this.#hostNetwork ? {} : { ExposedPorts: { [`${r.port}/tcp`]: {} } }),
       HostConfig: hostConfig,
@@ -492,6 +501,8 @@ export class DockerRuntime implements Runtime {
     const containers = await this.#docker.listContainers({ all: true, filters: { label: [`${LABEL_MANAGED}=true`, LABEL_KEY, LABEL_REPLICA] } });
     for (const c of containers) {
       const labels = c.Labels ?? {};
+      // Another target's on the same engine: not ours to report, keep or remove.
+      if (labels[LABEL_TARGET] !== undefined && labels[LABEL_TARGET] !== this.#target) continue;
       const key = labels[LABEL_KEY]!;
       const id = labels[LABEL_REPLICA]!;
       const ep = this.#sup.endpoint(key, null);

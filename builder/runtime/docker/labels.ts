@@ -20,6 +20,8 @@ export const LABEL_SPEC_HASH = 'portico.spec-hash';
 export const LABEL_PORT = 'portico.port';
 /** Containers: `bridge` or `host`, the networking the container was made with. */
 export const LABEL_NETWORK = 'portico.network';
+/** Containers: the name of the target that made the container (several may share an engine). */
+export const LABEL_TARGET = 'portico.target';
 
 /** Where an endpoint image holds the version's code (Valohai's layout); also its working directory. */
 export const IMAGE_CODE_DIR = '/valohai/repository';

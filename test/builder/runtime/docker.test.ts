@@ -416,6 +416,35 @@ t.test('a new runtime adopts running containers; remove deletes them', async (t)
   t.equal((await managedContainers()).length, 0, 'nothing left');
 });
 
+t.test('two docker targets on one engine: each adopts (so reports and removes) its own containers only', async (t) => {
+  const make = (target: string) => new DockerRuntime({ docker, network: 'host', stopGraceSeconds: 1, target, restart: { initialMs: 100 }, hooks: { beforeStop: async () => {}, logs: { write() {} } } });
+  const rts = { a: make('a'), b: make('b') };
+  t.teardown(async () => {
+    for (const rt of Object.values(rts)) {
+      for (const s of await rt.list()) await rt.remove(s.key);
+      await rt.close();
+    }
+  });
+  const sa = spec();
+  const sb = spec();
+  await rts.a.ensure(sa);
+  await rts.b.ensure(sb);
+  const ready = (rt: DockerRuntime, key: string) => waitFor(async () => (await rt.list()).find((s) => s.key === key)?.replicas[0]?.state === 'ready', { timeoutMs: 20_000, what: `${key} ready` });
+  await ready(rts.a, sa.key);
+  await ready(rts.b, sb.key);
+  const ids = (await managedContainers()).map((c) => c.Id).sort();
+
+  // Both controllers' targets restart: each finds its own endpoint, and only that one.
+  for (const name of ['a', 'b'] as const) {
+    await rts[name].close();
+    rts[name] = make(name);
+  }
+  t.same((await rts.a.list()).map((s) => s.key), [sa.key], 'target a adopts its own container only');
+  t.same((await rts.b.list()).map((s) => s.key), [sb.key], 'target b adopts its own container only');
+  t.same((await managedContainers()).map((c) => c.Id).sort(), ids, 'the containers are the same ones');
+  t.same((await managedContainers(sb.key))[0]?.Labels['portico.target'], 'b', 'a container names its target');
+});
+
 t.test('an image the engine does not have and cannot pull is the endpoint error', async (t) => {
   const h = startRuntime(t);
   const s = spec({ image: 'portico-test/absent:1' });
