@@ -542,6 +542,8 @@ export class Controller implements CP.ControlPlane {
         if (await this.store.getVersion(ref).then((v) => v === null, () => false)) {
           await rm(this.versionDir(ref), { recursive: true, force: true }).catch(() => {});
           await this.logs.remove(key).catch(() => {});
+          // The delete removed the images there were then; this build may have made some since.
+          if (target?.docker) await removeVersionImages(new Dockerode({ socketPath: target.docker.socket }), ref).catch(() => []);
         }
         return;
       }

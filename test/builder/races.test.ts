@@ -2,7 +2,7 @@
 // controller, reconciler, publisher and embedded store; the runtime is a fake whose calls a test
 // can hold, so each interleaving is forced, not hoped for.
 import t, { type Test } from 'tap';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from '../../builder/build/blobs.ts';
@@ -17,6 +17,8 @@ import { loadConfig } from '../../common/config.ts';
 import { deploymentKey, endpointKey, type RoutingTable } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
+import { busyboxEntries, importRootfs } from '../helpers/base-image.ts';
+import { startDockerd } from '../helpers/dockerd.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { dropBeforeNextApply, startRedis } from '../helpers/redis.ts';
 
@@ -112,19 +114,22 @@ const endpoint: VersionEndpoint = {
   files: [],
 };
 
-async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, routing: R = new EmbeddedRoutingTable() as RoutingTable as R) {
+async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, routing: R = new EmbeddedRoutingTable() as RoutingTable as R, opts: { dockerSocket?: string } = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-races-test-'));
   const config = loadConfig({ PORTICO_DATA_DIR: dataDir, PORTICO_ADMIN_TOKEN: 'e'.repeat(40) });
   const store = await EmbeddedStore.open({ dir: join(dataDir, 'store') });
   const publisher = new Publisher(routing, { ackTimeoutMs: 100 });
   const runtime = new FakeRuntime();
   const errors: unknown[] = [];
-  const reconciler = new Reconciler({ store, runtimes: new Map([['local', runtime]]), publisher, onError: (err) => errors.push(err), storeId: await store.initStoreId(), onStoreLost: (r) => errors.push(r) });
+  // With a docker engine, target `docker` builds images on it (its replicas run in a fake too).
+  const docker = opts.dockerSocket ? { name: 'docker', kind: 'docker' as const, gatewayUrl: 'http://127.0.0.1:8080', runtime: new FakeRuntime(), docker: { socket: opts.dockerSocket, registry: undefined } } : null;
+  const runtimes = new Map<string, Runtime>([['local', runtime], ...(docker ? [['docker', docker.runtime] as const] : [])]);
+  const reconciler = new Reconciler({ store, runtimes, publisher, onError: (err) => errors.push(err), storeId: await store.initStoreId(), onStoreLost: (r) => errors.push(r) });
   const logs = new LogStore({ root: join(dataDir, 'logs'), maxBytes: 1 << 20 });
   await logs.init();
   const controller = new Controller({
     config, store, routing, publisher, reconciler, blobs: new BlobStore(join(dataDir, 'blobs')), logs, log: () => undefined,
-    targets: [{ name: 'local', kind: 'local', gatewayUrl: 'http://127.0.0.1:8080', runtime }],
+    targets: [{ name: 'local', kind: 'local', gatewayUrl: 'http://127.0.0.1:8080', runtime }, ...(docker ? [docker] : [])],
   });
   t.teardown(async () => {
     await reconciler.close();
@@ -138,7 +143,7 @@ async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, r
   const builtVersion = (name: string) => store.createVersion({
     ...DEPLOYMENT, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [endpoint], codeDir: join(dataDir, 'code'),
   });
-  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion, logs };
+  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion, logs, dataDir };
 }
 
 t.test('a version deleted while a reconciler pass is under way: no replicas, no route left behind', async (t) => {
@@ -308,6 +313,31 @@ t.test('a version deleted while it builds and created again: the old build does 
   t.match(await store.getVersion(ref), { status: 'failed', reason: /source\.path/ }, 'the new v1 keeps its own outcome');
   const lines = (await controller.buildLog(ref)).map((l) => l.line);
   t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
+});
+
+t.test('a version deleted while its image builds: the image it was building does not stay on the engine', async (t) => {
+  const engine = await startDockerd();
+  t.teardown(() => engine.stop());
+  // A "python" whose pip takes a while: the version is deleted while the image build runs it.
+  await importRootfs(engine.docker, 'portico-test/slowpip:1', [
+    ...busyboxEntries(),
+    { type: 'data', path: 'usr/bin/python3', mode: 0o755, data: '#!/bin/sh\necho "installing"\nsleep 3\n' },
+  ]);
+  const { store, controller, logs, dataDir } = await harness(t, undefined, { dockerSocket: engine.socket });
+  await store.createDeployment({ owner: DEPLOYMENT.owner, project: DEPLOYMENT.project, name: 'edge', target: 'docker', auth: 'none' });
+  const ref = { ...DEPLOYMENT, deployment: 'edge', version: 'v1' };
+  const src = join(dataDir, 'src');
+  await mkdir(src);
+  await writeFile(join(src, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: portico-test/slowpip:1\n    port: 8000\n    server-command: httpd -f -p $PORT\n');
+  await writeFile(join(src, 'requirements.txt'), 'numpy\n');
+  const ended = afterNextCall(logs, 'end');
+  await controller.createVersion(ref, { name: 'v1', source: { path: src } }, 'admin');
+  await waitFor(async () => (await controller.buildLog(ref)).some((l) => l.line === 'installing'), { what: 'the image build at its pip step', timeoutMs: 30_000 });
+  await controller.deleteVersion(ref, 'admin');
+  await ended;
+  const label = { filters: { label: ['portico.managed=true', 'portico.deployment=edge', 'portico.version=v1'] } };
+  t.same(await engine.docker.listImages(label), [], 'no image of the deleted version is left');
+  t.equal(await store.getVersion(ref), null);
 });
 
 t.test('a version and a deployment deleted while Redis went away before their routes were: the routes go once it is back', async (t) => {
