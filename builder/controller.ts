@@ -509,7 +509,7 @@ export class Controller implements CP.ControlPlane {
             codeDir: built.codeDir,
             ...(docker.registry ? { registry: docker.registry } : {}),
             ...(docker.registryAuth ? { registryAuth: { username: docker.registryAuth.username, password: docker.registryAuth.password } } : {}),
-            ...(this.config.dockerNetwork === 'host' ? { networkMode: 'host' } : {}),
+            ...(docker.buildNetwork ? { networkMode: docker.buildNetwork } : {}),
             log,
             timeoutMs: this.config.buildTimeoutSeconds * 1000,
           }),

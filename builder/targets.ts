@@ -20,6 +20,8 @@ export interface Target {
     readonly registry: string | undefined;
     /** `PORTICO_REGISTRY_USERNAME`/`_PASSWORD`, when set and the target has a registry. */
     readonly registryAuth?: RegistryAuth;
+    /** Network of the build's RUN steps: `host` when the target's containers use it (an engine without a bridge). */
+    readonly buildNetwork?: 'host';
   };
 }
 
@@ -154,7 +156,8 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
           stopGraceSeconds: config.stopGraceSeconds,
           ...(registryAuth ? { registryAuth } : {}),
         });
-        targets.push({ name: spec.name, kind: 'docker', gatewayUrl, runtime, docker: { socket: spec.socket, registry: spec.registry, ...(registryAuth ? { registryAuth } : {}) } });
+        const docker = { socket: spec.socket, registry: spec.registry, ...(registryAuth ? { registryAuth } : {}), ...(spec.network === 'host' ? { buildNetwork: 'host' as const } : {}) };
+        targets.push({ name: spec.name, kind: 'docker', gatewayUrl, runtime, docker });
         break;
       }
       case 'kubernetes': {
@@ -168,7 +171,9 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
           stopGraceSeconds: config.stopGraceSeconds,
           onError: (message, err) => log.warn(message, { target: spec.name, error: String(err) }),
         });
-        const docker = spec.dockerSocket ? { socket: spec.dockerSocket, registry: spec.registry, ...(registryAuth ? { registryAuth } : {}) } : undefined;
+        // Its engine builds only; with the variables, PORTICO_DOCKER_NETWORK says how it is networked.
+        const buildNetwork = !config.targetsFile && config.dockerNetwork === 'host' ? { buildNetwork: 'host' as const } : {};
+        const docker = spec.dockerSocket ? { socket: spec.dockerSocket, registry: spec.registry, ...(registryAuth ? { registryAuth } : {}), ...buildNetwork } : undefined;
         targets.push({ name: spec.name, kind: 'kubernetes', gatewayUrl, runtime, ...(docker ? { docker } : {}) });
         break;
       }

@@ -61,7 +61,7 @@ export const VARIABLES = {
   PORTICO_ACCESS_LOG: { kind: { type: 'string' }, default: 'stdout', doc: 'Gateway access log: `stdout`, `off`, or a file path (one JSON line per request), appended to by plain writes of 16 KiB of lines; a path that cannot be opened stops the gateway.' },
   PORTICO_LOG_LEVEL: { kind: { type: 'enum', values: ['debug', 'info', 'warn', 'error'] }, default: 'info', doc: 'Process log level (JSON lines on stderr).' },
   PORTICO_DOCKER_SOCKET: { kind: { type: 'path' }, default: undefined, doc: 'Adds target `docker` on this Docker engine socket.' },
-  PORTICO_DOCKER_NETWORK: { kind: { type: 'enum', values: ['bridge', 'host'] }, default: 'bridge', doc: 'Networking of docker replicas: `bridge` (own address each) or `host` (assigned `PORT`).' },
+  PORTICO_DOCKER_NETWORK: { kind: { type: 'enum', values: ['bridge', 'host'] }, default: 'bridge', doc: 'Networking of docker replicas: `bridge` (own address each) or `host` (assigned `PORT`; image builds run their steps on the host network too).' },
   PORTICO_REGISTRY: { kind: { type: 'string' }, default: undefined, doc: 'Registry prefix images are tagged with and pushed to (docker/kubernetes targets).' },
   PORTICO_REGISTRY_USERNAME: { kind: { type: 'string' }, default: undefined, doc: 'User for the registry images are pushed to (`PORTICO_REGISTRY`, or a target\'s `registry` in `PORTICO_TARGETS_FILE`): pushes, docker pulls, and the image pull Secret of kubernetes namespaces. Set with the password or not at all.' },
   PORTICO_REGISTRY_PASSWORD: { kind: { type: 'string' }, default: undefined, doc: 'Password or token of `PORTICO_REGISTRY_USERNAME` (never logged or returned).' },

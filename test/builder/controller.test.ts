@@ -15,6 +15,8 @@ import type { Logger } from '../../common/log.ts';
 import { deploymentKey, type RoutingTable } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
+import { busyboxEntries, importRootfs } from '../helpers/base-image.ts';
+import { startDockerd } from '../helpers/dockerd.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { dropBeforeNextApply, startRedis } from '../helpers/redis.ts';
 
@@ -361,4 +363,34 @@ t.test('secrets are masked in replica logs after a restart: of a project without
   await waitFor(async () => (await logsOf(second, v2)).includes('key is '), { what: 'v2 to print its key' });
   t.match(await logsOf(second, v2), 'key is ********', 'the other project\'s secret is masked');
   t.notMatch(await logsOf(second, v2), 'sk-other-1234567890');
+});
+
+t.test('a docker target of a targets file with host networking builds its images on the host network too', async (t) => {
+  // An engine without a bridge (as the test engines are): its build steps reach nothing unless on the host network.
+  const engine = await startDockerd();
+  t.teardown(() => engine.stop());
+  const server = createServer((_, res) => res.end('reached the host\n'));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { port } = server.address() as AddressInfo;
+  // A "python" whose pip needs the network: it fetches from a server on the host's loopback.
+  await importRootfs(engine.docker, 'portico-test/netpip:1', [
+    ...busyboxEntries(),
+    { type: 'data', path: 'usr/bin/python3', mode: 0o755, data: `#!/bin/sh\nwget -q -O - http://127.0.0.1:${port}/ || { echo "no network" >&2; exit 1; }\n` },
+  ]);
+  const dir = await mkdtemp(join(tmpdir(), 'portico-controller-net-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'targets.json'), JSON.stringify({ targets: [{ name: 'edge', kind: 'docker', socket: engine.socket, network: 'host' }] }));
+  await writeFile(join(dir, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: portico-test/netpip:1\n    port: 8000\n    server-command: httpd -f -p $PORT\n');
+  await writeFile(join(dir, 'requirements.txt'), 'numpy\n');
+  const { controller } = await startControl(t, { PORTICO_TARGETS_FILE: join(dir, 'targets.json') });
+  await controller.createDeployment(PROJECT, { name: 'web', target: 'edge' }, 'admin');
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: dir } }, 'admin');
+  const v = await waitFor(async () => {
+    const v = await controller.getVersion({ ...DEPLOYMENT, version: 'v1' });
+    return v.status !== 'building' ? v : undefined;
+  }, { what: 'the build to end', timeoutMs: 60_000 });
+  t.not(v.status, 'failed', `built: ${v.reason ?? ''}`);
+  t.ok((await controller.buildLog({ ...DEPLOYMENT, version: 'v1' })).some((l) => l.line === 'reached the host'), 'the pip step reached the host');
+  await controller.deleteVersion({ ...DEPLOYMENT, version: 'v1' }, 'admin');
 });
