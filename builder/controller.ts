@@ -222,7 +222,8 @@ export class Controller implements CP.ControlPlane {
         address: r.address,
         state: r.state,
         restarts: r.restarts,
-        ...(r.reason !== undefined ? { reason: r.reason } : {}),
+        // A crash's reason quotes the replica's last stderr lines: its secrets too.
+        ...(r.reason !== undefined ? { reason: this.maskSecrets(r.reason) } : {}),
       }));
       let status: CP.EndpointStatus;
       if (v.status === 'building' || v.status === 'failed' && v.codeDir === undefined) status = v.status;
@@ -241,14 +242,14 @@ export class Controller implements CP.ControlPlane {
         replicas,
         timeoutSeconds: e.timeoutSeconds,
         maxBodyBytes: e.maxBodyBytes,
-        ...(s?.error !== undefined ? { error: s.error } : {}),
+        ...(s?.error !== undefined ? { error: this.maskSecrets(s.error) } : {}),
         files: e.files,
       };
     });
     return {
       name: v.name,
       status: v.status,
-      ...(v.reason !== undefined ? { reason: v.reason } : {}),
+      ...(v.reason !== undefined ? { reason: this.maskSecrets(v.reason) } : {}),
       createdAt: v.createdAt,
       updatedAt: v.updatedAt,
       enabled: v.enabled,
@@ -719,7 +720,7 @@ export class Controller implements CP.ControlPlane {
       const v = await this.store.getVersion({ ...ref, version: name });
       if (!v) throw notFound(`version ${name} of ${depLabel(ref)}`);
       if (v.status !== 'ready' && !opts.force) {
-        throw new PorticoError(ControlErrors.VERSION_NOT_READY, `version ${name} is ${v.status}${v.reason ? ` (${v.reason})` : ''}; only a ready version can take an alias unless "force": true`);
+        throw new PorticoError(ControlErrors.VERSION_NOT_READY, `version ${name} is ${v.status}${v.reason ? ` (${this.maskSecrets(v.reason)})` : ''}; only a ready version can take an alias unless "force": true`);
       }
     }
     const stored: AliasTarget = 'versions' in target ? { versions: target.versions.map((w) => ({ version: w.version, weight: w.weight })) } : { version: target.version };

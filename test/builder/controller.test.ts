@@ -365,6 +365,27 @@ t.test('secrets are masked in replica logs after a restart: of a project without
   t.notMatch(await logsOf(second, v2), 'sk-other-1234567890');
 });
 
+t.test('a replica crashing with a secret on its stderr: the error, the reason and the version view show it masked', async (t) => {
+  const { controller } = await startControl(t);
+  const code = await mkdtemp(join(tmpdir(), 'portico-controller-crash-'));
+  t.teardown(() => rm(code, { recursive: true, force: true }));
+  await writeFile(join(code, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: python:3.12\n    port: 8000\n    server-command: echo refused API_KEY=$API_KEY >&2; exit 3\n');
+  await controller.putEnvironment(PROJECT, { API_KEY: { value: 'sk-live-1234567890', secret: true } }, 'admin');
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  t.teardown(() => controller.deleteVersion(ref, 'admin').catch(() => undefined));
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: code } }, 'admin');
+  const v = await waitFor(async () => {
+    const v = await controller.getVersion(ref);
+    if (v.status === 'failed' && v.endpoints[0]?.error?.startsWith('crash loop')) return v;
+    throw new Error(JSON.stringify(v));
+  }, { what: 'the crash loop', timeoutMs: 30_000 });
+  t.notMatch(JSON.stringify(v), 'sk-live-1234567890', 'the secret is nowhere in the version view');
+  t.match(v.endpoints[0]?.error, 'last stderr: refused API_KEY=********', 'the endpoint error shows it masked');
+  t.match(v.reason, 'API_KEY=********', 'so does the version\'s reason');
+  t.notMatch(JSON.stringify(await controller.listVersions(DEPLOYMENT)), 'sk-live-1234567890', 'nor the version list');
+});
+
 t.test('a docker target of a targets file with host networking builds its images on the host network too', async (t) => {
   // An engine without a bridge (as the test engines are): its build steps reach nothing unless on the host network.
   const engine = await startDockerd();
