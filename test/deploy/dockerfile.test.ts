@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import t from 'tap';
 import { followProgress } from '../../builder/runtime/docker/progress.ts';
-import { importNode } from '../helpers/base-image.ts';
+import { importBusybox, importNode } from '../helpers/base-image.ts';
 import { startDockerd } from '../helpers/dockerd.ts';
 import { freePort, waitFor } from '../helpers/poll.ts';
 
@@ -117,4 +117,37 @@ t.test('the repository Dockerfile builds on a Node 24 base and the image serves 
   await container.stop({ t: 20 });
   const state = (await container.inspect()).State;
   t.equal(state.ExitCode, 0, `SIGTERM stops it cleanly (exit code 0, not killed), in ${Date.now() - stopping} ms`);
+});
+
+t.test("the repository's .dockerignore keeps node_modules, the local store and .git out of the build context", async (t) => {
+  // A context laid out like a checkout after `npm ci && npm start`, with the repository's
+  // .dockerignore, built by the engine as `docker build .` would send it; the image lists what arrived.
+  const ctx = mkdtempSync(join(tmpdir(), 'portico-dockerignore-'));
+  t.teardown(() => rmSync(ctx, { recursive: true, force: true }));
+  copyFileSync(join(ROOT, '.dockerignore'), join(ctx, '.dockerignore'));
+  const files = [
+    'package.json', 'package-lock.json', 'bin/portico.ts', 'common/config.ts', 'gateway/main.ts', 'builder/main.ts', 'admin/ui/static/app.js',
+    'node_modules/undici/package.json', '.portico/admin-token', '.portico/store/data.json', '.git/HEAD', '.tap/report.json', 'gateway.log', 'test/artifacts/ui/shot.png',
+  ];
+  for (const f of files) {
+    mkdirSync(join(ctx, f, '..'), { recursive: true });
+    writeFileSync(join(ctx, f), 'x');
+  }
+  writeFileSync(join(ctx, 'Dockerfile.list'), 'FROM portico-test/busybox:1\nCOPY . /ctx\nRUN find /ctx -type f | sort\n');
+  await importBusybox(docker);
+  const lines: string[] = [];
+  const stream = await docker.buildImage({ context: ctx, src: [...files, '.dockerignore', 'Dockerfile.list'] }, {
+    t: 'portico-test/context:dev', dockerfile: 'Dockerfile.list', networkmode: 'host', rm: true, forcerm: true, version: '1',
+  });
+  await followProgress(stream, (m) => {
+    if (m.stream) lines.push(...m.stream.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('/ctx/')));
+  });
+  t.teardown(() => docker.getImage('portico-test/context:dev').remove({ force: true }).catch(() => {}));
+  const arrived = lines.map((l) => l.slice('/ctx/'.length));
+  for (const f of ['package.json', 'package-lock.json', 'bin/portico.ts', 'common/config.ts', 'gateway/main.ts', 'builder/main.ts', 'admin/ui/static/app.js']) {
+    t.ok(arrived.includes(f), `${f} is sent (the Dockerfile copies it)`);
+  }
+  for (const f of ['node_modules/undici/package.json', '.portico/admin-token', '.portico/store/data.json', '.git/HEAD', '.tap/report.json', 'gateway.log', 'test/artifacts/ui/shot.png']) {
+    t.notOk(arrived.includes(f), `${f} is left out`);
+  }
 });
