@@ -344,10 +344,7 @@ export class Controller implements CP.ControlPlane {
       // After every record read before the delete is handed on (an alias PUT under way would
       // otherwise route the deployment again); those read since find it gone.
       await (await this.recordOrder.run(async () => ({ acks: this.publisher.remove(keys) }))).acks;
-      const rt = this.targetsByName.get(d.target)?.runtime;
-      for (const v of versions) {
-        for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
-      }
+      await this.removeReplicas(d.target, versions.flatMap((v) => v.endpoints.map((e) => endpointRuntimeKey(v, e.name))));
       return versions;
     });
     await rm(this.deploymentDir(ref), { recursive: true, force: true });
@@ -622,8 +619,7 @@ export class Controller implements CP.ControlPlane {
         throw err;
       }
       await this.publisher.remove(v.endpoints.map((e) => endpointKey({ ...ref, endpoint: e.name })));
-      const rt = this.targetsByName.get(d.target)?.runtime;
-      for (const e of v.endpoints) await rt?.remove(endpointRuntimeKey(v, e.name));
+      await this.removeReplicas(d.target, v.endpoints.map((e) => endpointRuntimeKey(v, e.name)));
       return v;
     });
     await rm(this.versionDir(ref), { recursive: true, force: true });
@@ -634,6 +630,23 @@ export class Controller implements CP.ControlPlane {
     }
     await this.forgetTelemetry(`${depLabel(ref)}/${v.name}`);
     await this.record(actor, 'version.delete', `${depLabel(ref)}/${v.name}`);
+  }
+
+  /**
+   * Stops the replicas of endpoints whose records are already deleted. A runtime that does not
+   * answer (docker engine or cluster down) does not fail the delete, which has happened: the
+   * reconciler removes what is left of them once the runtime answers (they are in no record).
+   */
+  private async removeReplicas(target: string, keys: readonly string[]): Promise<void> {
+    const rt = this.targetsByName.get(target)?.runtime;
+    if (rt === undefined) return;
+    for (const key of keys) {
+      try {
+        await rt.remove(key);
+      } catch (err) {
+        this.log('replicas of a deleted endpoint not stopped yet: the runtime does not answer; the reconciler stops them once it does', { endpoint: key, target, error: (err as Error).message });
+      }
+    }
   }
 
   async buildLog(ref: VersionRef): Promise<CP.LogLine[]> {

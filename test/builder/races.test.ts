@@ -361,3 +361,26 @@ t.test('a version and a deployment deleted while Redis went away before their ro
   await t.rejects(controller.deleteDeployment(DEPLOYMENT, 'admin'));
   await waitFor(async () => (await routing.getDeployment(deploymentKey(DEPLOYMENT))) === null && (await routing.getEndpoint(key('v2'))) === null, { what: 'the deleted deployment unrouted' });
 });
+
+t.test('a version and a deployment deleted while the runtime does not answer: the deletes succeed, the reconciler stops the replicas later', async (t) => {
+  const { routing, runtime, reconciler, controller, builtVersion } = await harness(t);
+  await builtVersion('v1');
+  await builtVersion('v2');
+  await reconciler.trigger();
+  t.ok(runtime.running.has('acme/mnist/web/v1/predict') && runtime.running.has('acme/mnist/web/v2/predict'), 'both run');
+  // The engine or cluster is down: every remove fails.
+  const remove = runtime.remove.bind(runtime);
+  runtime.remove = () => Promise.reject(new Error('connect ENOENT /var/run/docker.sock'));
+
+  await controller.deleteVersion({ ...DEPLOYMENT, version: 'v1' }, 'admin');
+  t.equal(await routing.getEndpoint(endpointKey({ ...DEPLOYMENT, version: 'v1', endpoint: 'predict' })), null, 'v1 is no longer routed');
+  t.equal((await controller.audit({}))[0]?.action, 'version.delete', 'the delete is in the audit log');
+  await controller.deleteDeployment(DEPLOYMENT, 'admin');
+  t.equal((await controller.audit({}))[0]?.action, 'deployment.delete', 'so is the deployment delete');
+  t.equal(await routing.getDeployment(deploymentKey(DEPLOYMENT)), null, 'the deployment is no longer routed');
+
+  // The runtime answers again: the next pass stops what no record wants.
+  runtime.remove = remove;
+  await reconciler.trigger();
+  t.same([...runtime.running.keys()], [], 'no replica of the deleted version or deployment runs');
+});
