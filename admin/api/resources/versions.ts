@@ -111,9 +111,11 @@ export const versionRoutes = [
     path: VERSION,
     tag: 'versions',
     summary: 'Stop, start or scale a version without a rebuild',
+    description: 'Refused with 409 CONFLICT when it enables an endpoint that was disabled when the version was built (left out of the build: build a new version).',
     params: versionParams,
     body: patchBody,
     response: { status: 200, description: 'The changed version.', schema: ref('Version') },
+    errors: ['CONFLICT'],
     handler: async ({ control, params, body, actor }) => ({ body: await control.patchVersion(params, body, actor) }),
   }),
   defineRoute({

@@ -299,3 +299,9 @@ t.test('a replica\'s address: host:port while ready, null in every other state, 
   const starting = (await api.call('GET', `${D}/versions/v1`)).json.endpoints[0].replicas;
   t.same(starting.map((r: S) => [r.state, r.address]), [['starting', null], ['starting', null]], 'the fake answers as the controller does');
 });
+
+t.test('a version PATCH documents its 409: enabling an endpoint left out of the build', async (t) => {
+  const doc = await fetchDoc(t);
+  const patch = doc.paths['/api/v1/projects/{owner}/{project}/deployments/{deployment}/versions/{version}'].patch;
+  t.ok(patch.responses['409'], 'PATCH version lists 409');
+});
