@@ -34,35 +34,14 @@ export class UsageError extends Error {
 }
 
 /**
- * Splits `args` into `--flag value` / `--flag=value` / `-f` options and positionals.
- * `booleans` names the flags that take no value.
+ * The arguments of a command that takes no option (its `--help` is answered before it runs):
+ * the positionals, those after `--` included. Any option is refused, so that one mistyped or
+ * taken from another tool (`portico start --port 9000`) never goes unnoticed.
  */
-export function parseArgs(
-  args: readonly string[],
-  booleans: readonly string[] = [],
-): { flags: Map<string, string | true>; positionals: string[] } {
-  const flags = new Map<string, string | true>();
-  const positionals: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string;
-    if (a === '--') {
-      positionals.push(...args.slice(i + 1));
-      break;
-    }
-    if (a.startsWith('--')) {
-      const eq = a.indexOf('=');
-      const name = eq === -1 ? a.slice(2) : a.slice(2, eq);
-      if (eq !== -1) flags.set(name, a.slice(eq + 1));
-      else if (booleans.includes(name)) flags.set(name, true);
-      else {
-        const next = args[i + 1];
-        if (next === undefined) throw new UsageError(`--${name} needs a value`);
-        flags.set(name, next);
-        i++;
-      }
-    } else if (a.startsWith('-') && a.length > 1) {
-      for (const ch of a.slice(1)) flags.set(ch, true);
-    } else positionals.push(a);
-  }
-  return { flags, positionals };
+export function positionalsOnly(args: readonly string[]): string[] {
+  const end = args.indexOf('--');
+  const before = end === -1 ? args : args.slice(0, end);
+  const options = before.filter((a) => a.startsWith('-') && a.length > 1);
+  if (options.length > 0) throw new UsageError(`unknown option ${options.map((o) => o.replace(/=.*/s, '')).join(', ')}`);
+  return end === -1 ? [...args] : [...before, ...args.slice(end + 1)];
 }

@@ -7,7 +7,7 @@ import { listen } from '../../common/http.ts';
 import { startGateway } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { ClusterMetrics } from './cluster-metrics.ts';
-import { UsageError, parseArgs, type Command } from './command.ts';
+import { UsageError, positionalsOnly, type Command } from './command.ts';
 import { onStopSignals } from './signals.ts';
 
 // After a clean shutdown the process should be idle and exit by itself; if a stray handle keeps
@@ -243,9 +243,7 @@ Options:
   -h, --help   Show this help.
 `,
   async run(args, env) {
-    const { flags, positionals } = parseArgs(args);
-    const unknown = [...flags.keys()];
-    if (unknown.length > 0) throw new UsageError(`unknown option ${unknown.map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(', ')}`);
+    const positionals = positionalsOnly(args);
     if (positionals.length > 0) throw new UsageError('takes no arguments');
     const config = loadConfig(env, { ports: ['PORTICO_GATEWAY_PORT', 'PORTICO_METRICS_PORT'], files: ['PORTICO_ACCESS_LOG'] });
     if (config.redisUrl === undefined) {

@@ -7,7 +7,7 @@ import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import type { RoutingTable } from '../../gateway/routing/contract.ts';
 import { startAdminServer, type AdminServer } from '../api/server.ts';
 import { createUi } from '../ui/serve.ts';
-import { UsageError, parseArgs, type Command } from './command.ts';
+import { UsageError, positionalsOnly, type Command } from './command.ts';
 import { describeRedisUrl } from '../../common/redis.ts';
 import { onStopSignals } from './signals.ts';
 
@@ -111,7 +111,7 @@ function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promi
 }
 
 async function run(args: readonly string[], env: Readonly<Record<string, string | undefined>>, withGateway: boolean): Promise<number> {
-  const { positionals } = parseArgs(args);
+  const positionals = positionalsOnly(args);
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
   const config = loadConfig(
     env,

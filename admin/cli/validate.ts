@@ -1,5 +1,5 @@
 import type { Command } from './command.ts';
-import { UsageError, parseArgs } from './command.ts';
+import { UsageError, positionalsOnly } from './command.ts';
 import { formatProblem, readValohaiYaml } from '../../builder/valohai-yaml/index.ts';
 
 /**
@@ -23,9 +23,7 @@ Options:
   -h, --help   Show this help.
 `,
   async run(args) {
-    const { flags, positionals } = parseArgs(args);
-    const unknown = [...flags.keys()];
-    if (unknown.length > 0) throw new UsageError(`unknown option ${unknown.map((f) => (f.length === 1 ? `-${f}` : `--${f}`)).join(', ')}`);
+    const positionals = positionalsOnly(args);
     if (positionals.length > 1) throw new UsageError('takes at most one file');
     const path = positionals[0] ?? 'valohai.yaml';
     const { endpoints, problems, warnings } = await readValohaiYaml(path);

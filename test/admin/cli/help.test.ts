@@ -57,3 +57,24 @@ t.test('-h or --help given as an option\'s value is the value, not a request for
   t.equal(literal.stdout, '');
   t.match(literal.stderr, /^-h:/, 'validate reads a file named -h');
 });
+
+t.test('start, controller, gateway and validate refuse an option they do not have (exit 2) instead of going on without it', async (t) => {
+  // An invalid variable, so that a command which let the option through stops at its configuration.
+  const env = { PORTICO_LOG_LEVEL: 'loud' };
+  const cases = [
+    { args: ['start', '--port', '9000'], option: '--port' },
+    { args: ['start', '--port=9000'], option: '--port' },
+    { args: ['start', '-d'], option: '-d' },
+    { args: ['controller', '--verbose'], option: '--verbose' },
+    { args: ['gateway', '--verbose'], option: '--verbose' },
+    { args: ['validate', '--json'], option: '--json' },
+  ];
+  for (const { args, option } of cases) {
+    const r = await runCli(args, { env });
+    t.equal(r.code, 2, args.join(' '));
+    t.equal(r.stderr, `portico ${args[0]}: unknown option ${option}\n(see portico ${args[0]} --help)\n`, args.join(' '));
+  }
+  const positional = await runCli(['start', 'now'], { env });
+  t.equal(positional.code, 2);
+  t.match(positional.stderr, /^portico start: unexpected argument now\n/);
+});
