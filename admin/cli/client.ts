@@ -49,10 +49,13 @@ export function apiPath(...segments: string[]): string {
 /** A client of one admin API. */
 export class ApiClient {
   readonly baseUrl: string;
+  /** What a 401 should say: where the token came from, or was looked for, and what to do. */
+  readonly authHint: string;
   readonly #token: string | undefined;
 
-  constructor(opts: { readonly baseUrl: string; readonly token: string | undefined }) {
+  constructor(opts: { readonly baseUrl: string; readonly token: string | undefined; readonly authHint?: string }) {
     this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
+    this.authHint = opts.authHint ?? 'set PORTICO_ADMIN_TOKEN';
     this.#token = opts.token;
   }
 
@@ -140,21 +143,25 @@ function toApiError(statusCode: number, text: string): ApiError {
  * `$PORTICO_DATA_DIR/admin-token` when that file is readable.
  */
 export function clientFromConfig(config: Config): ApiClient {
-  let token = config.adminToken;
-  if (token === undefined) {
-    try {
-      token = readFileSync(join(config.dataDir, 'admin-token'), 'utf8').trim() || undefined;
-    } catch {
-      token = undefined;
-    }
+  if (config.adminToken !== undefined) return new ApiClient({ baseUrl: config.url, token: config.adminToken });
+  // Relative to the current folder by default: run elsewhere than `npm start`, there is none.
+  const file = join(config.dataDir, 'admin-token');
+  let token: string | undefined;
+  try {
+    token = readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    token = undefined;
   }
-  return new ApiClient({ baseUrl: config.url, token });
+  const authHint = token === undefined
+    ? `set PORTICO_ADMIN_TOKEN: there is no token file ${file}, PORTICO_DATA_DIR`
+    : `the token in ${file} was refused: set PORTICO_ADMIN_TOKEN`;
+  return new ApiClient({ baseUrl: config.url, token, authHint });
 }
 
-/** One line for any error the client raises (API answers, unreachable server). */
-export function describeError(err: unknown): string | undefined {
+/** One line for any error the client raises (API answers, unreachable server); `client` says what a 401 means. */
+export function describeError(err: unknown, client?: ApiClient): string | undefined {
   if (err instanceof ApiError) {
-    const hint = err.statusCode === 401 ? ' (set PORTICO_ADMIN_TOKEN)' : '';
+    const hint = err.statusCode === 401 ? ` (${client?.authHint ?? 'set PORTICO_ADMIN_TOKEN'})` : '';
     return `${err.oneLine()}${hint}`;
   }
   if (err instanceof UnreachableError) return err.message;

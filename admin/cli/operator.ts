@@ -139,7 +139,7 @@ export function operatorCommand(spec: OperatorSpec): Command {
       try {
         return await spec.run(ctx);
       } catch (err) {
-        const line = describeError(err);
+        const line = describeError(err, ctx.client);
         if (line === undefined) throw err;
         process.stderr.write(`portico ${spec.name}: ${line}\n`);
         return 1;

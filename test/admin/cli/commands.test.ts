@@ -1,5 +1,7 @@
 import t from 'tap';
-import { cliEnv, createDeployment, readyVersion, REF, runCli, startApi } from '../harness.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cliEnv, createDeployment, readyVersion, REF, runCli, startApi, tempDir } from '../harness.ts';
 
 const SCOPE = ['--owner', 'acme', '--project', 'mnist'];
 const DSCOPE = [...SCOPE, '--deployment', 'web'];
@@ -53,6 +55,20 @@ t.test('errors: one line and exit 1 for the API, exit 2 for usage', async (t) =>
   const badConfig = await runCli(['tokens'], { env: cliEnv(api, { PORTICO_URL: 'not a url' }) });
   t.equal(badConfig.code, 2);
   t.match(badConfig.stderr, /PORTICO_URL/);
+});
+
+t.test('a refused token: the error says where the CLI looked for one', async (t) => {
+  const api = await startApi(t);
+  // Run from another folder than npm start's: no ./.portico/admin-token there.
+  const none = await runCli(['tokens'], { env: { PORTICO_URL: api.url, PORTICO_DATA_DIR: '/nonexistent-portico-test' } });
+  t.equal(none.code, 1);
+  t.equal(none.stderr, 'portico tokens: AUTH_REQUIRED (401): Send Authorization: Bearer <token> (PORTICO_ADMIN_TOKEN). (set PORTICO_ADMIN_TOKEN: there is no token file /nonexistent-portico-test/admin-token, PORTICO_DATA_DIR)\n');
+  // A token file left from a revoked token.
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'admin-token'), 'revoked\n');
+  const stale = await runCli(['tokens'], { env: { PORTICO_URL: api.url, PORTICO_DATA_DIR: dir } });
+  t.equal(stale.code, 1);
+  t.equal(stale.stderr, `portico tokens: AUTH_REQUIRED (401): The bearer token is not valid. (the token in ${join(dir, 'admin-token')} was refused: set PORTICO_ADMIN_TOKEN)\n`);
 });
 
 t.test('versions: list, show, stop, start, scale, build-log, delete', async (t) => {
