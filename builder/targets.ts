@@ -162,8 +162,15 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
       }
       case 'kubernetes': {
         const registryAuth = registryAuthFor(config, spec.registry);
+        let kubeConfig: ReturnType<typeof loadKubeConfig>;
+        try {
+          kubeConfig = loadKubeConfig(spec.kubeconfig, spec.context);
+        } catch (err) {
+          const from = config.targetsFile ? `${config.targetsFile}: target ${spec.name}, kubeconfig ${spec.kubeconfig}` : `PORTICO_KUBECONFIG=${spec.kubeconfig}`;
+          throw new TargetsError(`${from}: ${(err as Error).message}`);
+        }
         const runtime = new KubernetesRuntime({
-          kubeConfig: loadKubeConfig(spec.kubeconfig, spec.context),
+          kubeConfig,
           ...(registryAuth ? { imagePullAuth: registryAuth } : {}),
           namespaceTemplate: spec.namespace ?? config.kubeNamespace,
           target: spec.name,

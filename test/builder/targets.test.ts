@@ -3,7 +3,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../common/config.ts';
-import { parseTargetsFile, registryAuthFor, targetSpecs, TargetsError } from '../../builder/targets.ts';
+import { createLogger } from '../../common/log.ts';
+import { createTargets, parseTargetsFile, registryAuthFor, targetSpecs, TargetsError } from '../../builder/targets.ts';
+import type { RuntimeHooks } from '../../builder/runtime/runtime.ts';
 
 t.test('targets from variables: local always, docker and kubernetes when configured', async (t) => {
   t.same(await targetSpecs(loadConfig({})), [{ name: 'local', kind: 'local' }]);
@@ -51,4 +53,16 @@ t.test('every problem of a targets file is named with its entry', async (t) => {
     t.type(err, TargetsError);
     for (const p of patterns) t.match(err.message, p);
   }
+});
+
+t.test('a kubeconfig of a targets file that cannot be read is named with its file and target', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'targets-'));
+  const file = join(dir, 'targets.json');
+  writeFileSync(file, JSON.stringify({ targets: [{ name: 'gpu', kind: 'kubernetes', kubeconfig: join(dir, 'missing.kubeconfig') }] }));
+  const config = loadConfig({ PORTICO_TARGETS_FILE: file, PORTICO_DATA_DIR: dir });
+  const hooks = { beforeStop: async () => {}, logs: { write: () => {} } } as unknown as RuntimeHooks;
+  const err = await createTargets(config, hooks, createLogger('test', 'error')).then(() => undefined, (e: unknown) => e);
+  t.type(err, TargetsError);
+  t.match((err as Error).message, `${file}: target gpu, kubeconfig ${join(dir, 'missing.kubeconfig')}: `);
+  t.match((err as Error).message, /ENOENT/);
 });
