@@ -11,11 +11,27 @@ import { ApiError, type ApiClient } from './client.ts';
 import { UsageError } from './command.ts';
 import {
   COMMON_HELP, DEPLOYMENT_FLAGS, DEPLOYMENT_HELP, deploymentPath, deploymentScope, intArg, json, keyValue,
-  nameArg, noMorePositionals, operatorCommand, projectPath,
+  nameArg, noMorePositionals, operatorCommand, projectPath, type Parsed,
 } from './operator.ts';
 
 /** Never packed into an uploaded source archive. */
 const EXCLUDED = new Set(['.git', '.hg', '.svn', '__pycache__', '.portico', '.venv']);
+
+/**
+ * `--auth` and `--target` only shape a deployment `deploy` creates. Given for one that exists with
+ * other values they are refused, never ignored: a user who asked for basic auth must not find
+ * the version serving without it.
+ */
+function refuseOtherSettings(flags: Parsed, d: DeploymentView): void {
+  const auth = flags.get('auth');
+  if (auth !== undefined && auth !== d.auth) {
+    throw new UsageError(`deployment ${d.name} exists with --auth ${d.auth}; --auth is only used when deploy creates the deployment (change it with portico deployments update ${d.name} --auth ${auth})`);
+  }
+  const target = flags.get('target');
+  if (target !== undefined && target !== d.target) {
+    throw new UsageError(`deployment ${d.name} exists with --target ${d.target}; --target is only used when deploy creates the deployment (a deployment keeps its target: deploy to another deployment)`);
+  }
+}
 
 /** True for `localhost`, `127.x.x.x` and `::1`: the controller can read this machine's folders. */
 export function isLoopbackUrl(url: string): boolean {
@@ -102,7 +118,8 @@ ${DEPLOYMENT_HELP}
   --env K=V              environment variable of this version (repeatable)
   --no-inherit-env       do not start from the project's environment
   --alias ALIAS          point ALIAS at the version once it is ready
-  --target T, --auth A   used when the deployment is created (see portico deployments)
+  --target T, --auth A   used when the deployment is created (see portico deployments); for
+                         one that exists with other values, refused (exit 2)
   --upload               always pack and upload DIR
   --no-wait              return once the version is accepted
   --timeout SECONDS      give up waiting after this long (default 1800; the build goes on)
@@ -131,6 +148,7 @@ Exit code 1 when the build fails, with the reason.`,
     let deployment: DeploymentView;
     try {
       deployment = await client.request<DeploymentView>('GET', deploymentPath(scope));
+      refuseOtherSettings(flags, deployment);
     } catch (err) {
       if (!(err instanceof ApiError && err.statusCode === 404 && err.code === 'NOT_FOUND')) throw err;
       deployment = await client.request<DeploymentView>('POST', projectPath(scope, 'deployments'), {

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { appFolder, cliEnv, REF, runCli, startApi, tempDir } from '../harness.ts';
+import { appFolder, cliEnv, createDeployment, REF, runCli, startApi, tempDir } from '../harness.ts';
 
 const DSCOPE = ['--owner', 'acme', '--project', 'mnist', '--deployment', 'web'];
 
@@ -99,6 +99,24 @@ t.test('deploy refuses a bad --alias or --name before creating or building anyth
   t.match(badName.stderr, /^portico deploy: --name must be 1 to 100 letters, digits, "\.", "_" or "-", starting with a letter or digit \(got "\.hidden"\)\n/);
   t.same(api.fake.calls.map((c) => c.op), [], 'no deployment created, no version built');
   t.equal(api.fake.uploads.size, 0);
+});
+
+t.test('deploy refuses an --auth or --target the existing deployment does not have, before building anything', async (t) => {
+  const api = await startApi(t);
+  const env = cliEnv(api);
+  await createDeployment(api, { name: 'web', auth: 'none' });
+  const dir = await appFolder(t);
+  const auth = await runCli(['deploy', ...DSCOPE, '--path', dir, '--auth', 'basic', '--poll-ms', '20'], { env });
+  t.equal(auth.code, 2);
+  t.equal(auth.stdout, '');
+  t.equal(auth.stderr, 'portico deploy: deployment web exists with --auth none; --auth is only used when deploy creates the deployment (change it with portico deployments update web --auth basic)\n(see portico deploy --help)\n');
+  const target = await runCli(['deploy', ...DSCOPE, '--path', dir, '--target', 'gpu', '--poll-ms', '20'], { env });
+  t.equal(target.code, 2);
+  t.equal(target.stderr, 'portico deploy: deployment web exists with --target local; --target is only used when deploy creates the deployment (a deployment keeps its target: deploy to another deployment)\n(see portico deploy --help)\n');
+  t.notOk(api.fake.calls.some((c) => c.op === 'createVersion'), 'nothing built');
+  const same = await runCli(['deploy', ...DSCOPE, '--path', dir, '--auth', 'none', '--target', 'local', '--name', 'v1', '--no-wait'], { env });
+  t.equal(same.code, 0, same.stderr);
+  t.equal(same.stdout, 'version v1: building\n', 'the values it has: deploys as usual');
 });
 
 t.test('deploy --no-wait returns once accepted', async (t) => {
