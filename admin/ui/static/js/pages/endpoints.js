@@ -4,7 +4,7 @@
 import { api, versionPath } from '../api.js';
 import { h } from '../dom.js';
 import { href } from '../nav.js';
-import { badge, confirmDialog, copyable, run, table, time } from '../ui.js';
+import { badge, confirmDialog, copyable, flash, run, table, time } from '../ui.js';
 
 /**
  * @typedef {{owner: string, project: string, deployment: string}} DeploymentRef
@@ -45,8 +45,13 @@ export function endpointBlock(ref, dep, version, e, changed) {
     type: 'button',
     class: 'small',
     onclick: async () => {
-      const replicas = Number(count.value);
-      if (!Number.isInteger(replicas) || replicas < 0 || replicas > 100) return;
+      // An emptied box reads as "" (Number("") is 0): only digits count, never an endpoint scaled to 0 by accident.
+      const replicas = /^\d{1,3}$/.test(count.value.trim()) ? Number(count.value.trim()) : NaN;
+      if (!(replicas <= 100)) {
+        flash(`Replicas of ${e.name}: a whole number from 0 to 100.`, 'error');
+        count.focus();
+        return;
+      }
       const ok = await run(scale, () => api('PATCH', versionPath(ref, version.name), { endpoints: { [e.name]: { replicas } } }), `${e.name} of ${version.name}: ${replicas} replica(s) wanted.`);
       if (ok) {
         pendingScale.delete(key);

@@ -1,0 +1,48 @@
+// The web UI in headless Chromium against the real admin server over the fake control plane:
+// quick, deterministic checks of what an operator's actions do (the whole product, with real
+// replicas, is test/e2e/ui.test.ts).
+import t, { type Test } from 'tap';
+import { join } from 'node:path';
+import { createUi } from '../../../admin/ui/serve.ts';
+import { launchBrowser, type Browser } from '../../helpers/browser.ts';
+import { waitFor } from '../../helpers/poll.ts';
+import { REF, ROOT, TOKEN, startApi, type Api } from '../harness.ts';
+
+const EXAMPLE = join(ROOT, 'examples', 'node-sentiment');
+
+/** An admin server with the UI, deployment web with `versions` ready versions, and a signed-in page. */
+async function signedIn(t: Test, versions = 1): Promise<{ api: Api; b: Browser; names: string[]; go: (hash: string) => Promise<unknown> }> {
+  const api = await startApi(t, { server: { ui: createUi() } });
+  await api.fake.createDeployment(REF, { name: REF.deployment, target: 'local', auth: 'none' }, 'admin');
+  const names: string[] = [];
+  for (let i = 0; i < versions; i++) names.push((await api.fake.createVersion(REF, { source: { path: EXAMPLE } }, 'admin')).name);
+  await api.fake.settled();
+  const b = await launchBrowser();
+  t.teardown(() => b.close());
+  await b.page.goto(`${api.url}/#/signin`);
+  await b.page.evaluate((token) => sessionStorage.setItem('portico.token', token), TOKEN);
+  return { api, b, names, go: (hash) => b.page.goto(`${api.url}/${hash}`) };
+}
+
+t.test('scaling: a count that is not 0 to 100 is refused with a message, never sent', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  await go('#/p/acme/mnist/d/web');
+  const card = page.locator(`[data-version="${names[0]}"]`);
+  const count = card.locator('[data-scale=sentiment]');
+  const scale = card.locator('.scale button');
+  for (const typed of ['', '150', '1.5', '-1']) {
+    await count.fill(typed);
+    await scale.click();
+    await page.locator('#flash.flash-error', { hasText: 'Replicas of sentiment: a whole number from 0 to 100' }).waitFor();
+    await page.locator('#flash .close').click();
+  }
+  t.notOk(api.fake.calls.some((c) => c.op === 'patchVersion'), 'nothing sent');
+  t.equal((await api.fake.getVersion({ ...REF, version: names[0]! })).endpoints[0]!.replicaCount, 1, 'still 1 replica');
+
+  await count.fill('3');
+  await scale.click();
+  await page.locator('#flash.flash-ok', { hasText: '3 replica(s) wanted' }).waitFor();
+  t.equal((await api.fake.getVersion({ ...REF, version: names[0]! })).endpoints[0]!.replicaCount, 3);
+  t.same(b.problems, []);
+});
