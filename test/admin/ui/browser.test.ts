@@ -46,3 +46,18 @@ t.test('scaling: a count that is not 0 to 100 is refused with a message, never s
   t.equal((await api.fake.getVersion({ ...REF, version: names[0]! })).endpoints[0]!.replicaCount, 3);
   t.same(b.problems, []);
 });
+
+t.test('versions list: the refresh while a version settles keeps the replica box being typed in', async (t) => {
+  const { api, b, names, go } = await signedIn(t, 2);
+  const { page } = b;
+  api.fake.setStatus({ ...REF, version: names[1]! }, 'building');
+  await go('#/p/acme/mnist/d/web');
+  const count = page.locator(`[data-version="${names[0]}"] [data-scale=sentiment]`);
+  await count.fill('4');
+  const drawn = await count.elementHandle();
+  await waitFor(() => drawn?.evaluate((el) => !(el as unknown as { isConnected: boolean }).isConnected), { what: 'the list drawn again' });
+  t.ok(await count.evaluate((el) => el === (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement), 'still focused');
+  await page.keyboard.type('2');
+  t.equal(await count.inputValue(), '42', 'typing carries on where it was');
+  t.same(b.problems, []);
+});
