@@ -61,3 +61,29 @@ t.test('versions list: the refresh while a version settles keeps the replica box
   t.equal(await count.inputValue(), '42', 'typing carries on where it was');
   t.same(b.problems, []);
 });
+
+t.test('long names (100 characters) wrap instead of pushing the page wider than the window', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  const long = `d${'e'.repeat(99)}`;
+  await api.fake.createDeployment(REF, { name: long, target: 'local', auth: 'none' }, 'admin');
+  await api.fake.createVersion({ ...REF, deployment: long }, { name: `v${'1'.repeat(99)}`, source: { path: EXAMPLE } }, 'admin');
+  await api.fake.setAlias(REF, `a${'l'.repeat(99)}`, { version: names[0]! }, {}, 'admin');
+  await api.fake.settled();
+  const wider = () => page.evaluate(() => {
+    const g = globalThis as unknown as { document: { documentElement: { scrollWidth: number } }; innerWidth: number };
+    return g.document.documentElement.scrollWidth - g.innerWidth;
+  });
+  for (const [hash, ready] of [
+    ['#/p/acme/mnist', '#deployments'],
+    [`#/p/acme/mnist/d/${long}`, '[data-version]'],
+    [`#/p/acme/mnist/d/${long}/v/v${'1'.repeat(99)}`, '#build-log'],
+    ['#/p/acme/mnist/d/web/aliases', '#history'],
+    ['#/p/acme/mnist/d/web', '[data-version]'],
+  ] as const) {
+    await go(hash);
+    await page.locator(ready).first().waitFor();
+    t.equal(await wider(), 0, `${hash.slice(0, 40)}…: no horizontal scrolling`);
+  }
+  t.same(b.problems, []);
+});
