@@ -87,3 +87,16 @@ t.test('long names (100 characters) wrap instead of pushing the page wider than 
   }
   t.same(b.problems, []);
 });
+
+t.test('test console: every method the API sends can be chosen', async (t) => {
+  const { b, go } = await signedIn(t);
+  const { page } = b;
+  await go('#/p/acme/mnist/d/web/console');
+  await page.locator('#console-send').waitFor();
+  t.same(await page.locator('#console-method option').allTextContents(), ['POST', 'GET', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS']);
+  await page.selectOption('#console-method', 'DELETE');
+  await page.check('[data-kind=none]');
+  await page.click('#console-send');
+  await page.locator('#response-body', { hasText: '"method": "DELETE"' }).waitFor();
+  t.same(b.problems, []);
+});

@@ -76,7 +76,7 @@ export async function renderConsole({ signal }, ref, dep, body) {
   target.addEventListener('change', fillEndpoints);
   fillEndpoints();
 
-  const method = h('select', { id: 'console-method', name: 'method' }, ['POST', 'GET', 'PUT'].map((m) => h('option', { value: m }, m)));
+  const method = h('select', { id: 'console-method', name: 'method' }, ['POST', 'GET', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'].map((m) => h('option', { value: m }, m)));
   const restPath = h('input', { id: 'console-path', name: 'path', placeholder: '/optional/rest?query=1', pattern: '^(/\\S*)?$' });
   /** @type {'none' | 'text' | 'json' | 'file'} */
   let kind = 'json';
