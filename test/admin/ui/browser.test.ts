@@ -100,3 +100,27 @@ t.test('test console: every method the API sends can be chosen', async (t) => {
   await page.locator('#response-body', { hasText: '"method": "DELETE"' }).waitFor();
   t.same(b.problems, []);
 });
+
+t.test('a refresh that fails (controller restarting) is said and tried again, not left stale', async (t) => {
+  const { api, b, names, go } = await signedIn(t, 2);
+  const { page } = b;
+  const building = { ...REF, version: names[1]! };
+  api.fake.setStatus(building, 'building');
+
+  await go('#/p/acme/mnist/d/web');
+  await page.locator(`[data-version="${names[1]}"] .version-head [data-status=building]`).waitFor();
+  api.fake.failNext('listVersions', new Error('store unreachable'));
+  await page.locator('#versions-state', { hasText: 'Refresh failed' }).waitFor();
+  api.fake.setStatus(building, 'ready');
+  await page.locator(`[data-version="${names[1]}"] .version-head [data-status=ready]`).waitFor();
+  t.equal(await page.locator('#versions-state').textContent(), '', 'the notice goes once a refresh works');
+
+  api.fake.setStatus(building, 'building');
+  await go(`#/p/acme/mnist/d/web/v/${names[1]}`);
+  await page.locator('.version-head [data-status=building]').waitFor();
+  api.fake.failNext('getVersion', new Error('store unreachable'));
+  await page.locator('#version-state', { hasText: 'Refresh failed' }).waitFor();
+  api.fake.setStatus(building, 'ready');
+  await page.locator('.version-head [data-status=ready]').waitFor();
+  t.equal(await page.locator('#version-state').textContent(), '');
+});

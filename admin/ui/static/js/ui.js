@@ -1,5 +1,6 @@
 // Small pieces every page uses: status badges, times, copy buttons, the flash message, the
 // confirmation dialog, tabs.
+import { ApiError } from './api.js';
 import { h, replace } from './dom.js';
 
 /**
@@ -102,6 +103,21 @@ export async function run(button, action, done) {
   } finally {
     if (button) button.disabled = false;
   }
+}
+
+/**
+ * After a page's automatic refresh failed (API unreachable while the controller restarts, 5xx):
+ * says so in `state` and calls `again` to schedule the next try. Nothing when the page was left,
+ * or for a refused token (the operator is on the sign-in page then).
+ * @param {AbortSignal} signal
+ * @param {HTMLElement} state
+ * @param {unknown} err
+ * @param {() => void} again
+ */
+export function retryLater(signal, state, err, again) {
+  if (signal.aborted || (err instanceof ApiError && err.status === 401)) return;
+  state.textContent = `Refresh failed (${errorText(err)}); trying again.`;
+  again();
 }
 
 /** An error as one line for the operator: `CODE: message`. @param {unknown} err */

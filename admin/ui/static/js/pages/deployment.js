@@ -3,7 +3,7 @@
 import { api, deploymentPath, path } from '../api.js';
 import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
-import { confirmDialog, copyable, flash, run, table, tabs, targetText, time } from '../ui.js';
+import { confirmDialog, copyable, flash, retryLater, run, table, tabs, targetText, time } from '../ui.js';
 import { renderConsole } from './console.js';
 import { settling, versionCard } from './endpoints.js';
 
@@ -70,14 +70,16 @@ export async function renderDeployment(ctx) {
  */
 async function versionsTab({ signal }, ref, dep, body) {
   const list = h('div', { id: 'versions' });
+  const state = h('span', { class: 'form-error', id: 'versions-state', role: 'status' });
   let timer = 0;
+  const reload = () => void load().catch((err) => retryLater(signal, state, err, () => (timer = window.setTimeout(reload, REFRESH_MS))));
   const load = async () => {
     clearTimeout(timer);
     const { items } = await api('GET', `${deploymentPath(ref.owner, ref.project, ref.deployment)}/versions`, undefined, { signal });
     if (signal.aborted) return;
+    state.textContent = '';
     /** @type {any[]} */
     const versions = items.slice().reverse();
-    const reload = () => void load().catch(() => {});
     // The list is drawn anew on each refresh: the replica box being typed in gets the focus back.
     const typing = document.activeElement instanceof HTMLInputElement && list.contains(document.activeElement) ? document.activeElement : null;
     const version = typing?.closest('[data-version]')?.getAttribute('data-version');
@@ -94,7 +96,7 @@ async function versionsTab({ signal }, ref, dep, body) {
   };
   signal.addEventListener('abort', () => clearTimeout(timer));
   const refresh = h('button', { type: 'button', class: 'small', onclick: () => void run(refresh, load) }, 'Refresh');
-  replace(body, h('div', { class: 'toolbar' }, h('h2', null, 'Versions'), h('span', { class: 'muted' }, 'newest first'), h('span', { class: 'spacer' }), refresh), list);
+  replace(body, h('div', { class: 'toolbar' }, h('h2', null, 'Versions'), h('span', { class: 'muted' }, 'newest first'), state, h('span', { class: 'spacer' }), refresh), list);
   await load();
 }
 

@@ -3,7 +3,7 @@
 import { api, deploymentPath, followNdjson, versionPath } from '../api.js';
 import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
-import { errorText, tabs } from '../ui.js';
+import { errorText, retryLater, tabs } from '../ui.js';
 import { settling, versionCard } from './endpoints.js';
 import { renderMetrics } from './metrics.js';
 
@@ -63,14 +63,17 @@ async function renderOverview({ signal, rerender }, ref, dep, first, body) {
     replace(log, items.length ? items.map((/** @type {any} */ l) => `${new Date(l.at).toISOString()}  ${l.line}\n`).join('') : '(no build output)');
     if (v.status === 'building' || settling([v])) timer = window.setTimeout(() => void refresh(), REFRESH_MS);
   };
+  const state = h('p', { class: 'form-error', id: 'version-state', role: 'status' });
   const refresh = async () => {
     try {
       await show(await api('GET', versionPath(ref, first.name), undefined, { signal }));
+      state.textContent = '';
     } catch (err) {
       if (!signal.aborted && /** @type {any} */ (err).status === 404) rerender();
+      else retryLater(signal, state, err, () => (timer = window.setTimeout(() => void refresh(), REFRESH_MS)));
     }
   };
-  replace(body, card, h('section', { class: 'card' }, h('h2', null, 'Details'), details), h('section', { class: 'card' }, h('h2', null, 'Build log'), log));
+  replace(body, state, card, h('section', { class: 'card' }, h('h2', null, 'Details'), details), h('section', { class: 'card' }, h('h2', null, 'Build log'), log));
   await show(first);
 }
 
