@@ -124,3 +124,18 @@ t.test('a refresh that fails (controller restarting) is said and tried again, no
   await page.locator('.version-head [data-status=ready]').waitFor();
   t.equal(await page.locator('#version-state').textContent(), '');
 });
+
+t.test('changing authentication updates the tab below (users notice), not only the select', async (t) => {
+  const { api, b, go } = await signedIn(t);
+  const { page } = b;
+  await go('#/p/acme/mnist/d/web/users');
+  const notice = page.locator('#tab-body .notice', { hasText: 'This deployment is public' });
+  await notice.waitFor();
+  await page.selectOption('#deployment-auth', 'basic');
+  await page.locator('dialog [data-confirm]').click();
+  await page.locator('#flash', { hasText: 'Authentication: basic.' }).waitFor();
+  t.equal((await api.fake.getDeployment(REF)).auth, 'basic');
+  await notice.waitFor({ state: 'detached' });
+  t.equal(await page.locator('#deployment-auth').inputValue(), 'basic');
+  t.same(b.problems, []);
+});

@@ -33,7 +33,7 @@ export async function renderDeployment(ctx) {
       confirm: 'Change',
     });
     if (!ok || !(await run(null, () => api('PATCH', base, { auth: next }), `Authentication: ${next}.`))) auth.value = dep.auth;
-    else dep.auth = next;
+    else ctx.rerender(); // the tab below tells about the mode (users notice, console credentials)
   });
   const remove = h('button', {
     type: 'button',
