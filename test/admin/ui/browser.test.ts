@@ -139,3 +139,19 @@ t.test('changing authentication updates the tab below (users notice), not only t
   t.equal(await page.locator('#deployment-auth').inputValue(), 'basic');
   t.same(b.problems, []);
 });
+
+t.test('logs: an emptied "Last lines" box means the default 200 lines, not none', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  for (let i = 0; i < 3; i++) api.fake.appendLog({ ...REF, version: names[0]! }, 'sentiment', `line ${i}`);
+  await go(`#/p/acme/mnist/d/web/v/${names[0]}/logs`);
+  await page.locator('#log-lines .line').nth(2).waitFor();
+  await page.uncheck('#log-follow');
+  await page.locator('#log-state', { hasText: '3 line(s)' }).waitFor();
+  await page.fill('#log-tail', '');
+  await page.locator('#log-tail').dispatchEvent('change');
+  await waitFor(() => api.fake.calls.filter((c) => c.op === 'endpointLogs').length === 3, { what: 'the logs read again' });
+  t.equal((api.fake.calls.at(-1)!.args[2] as { tail?: number }).tail, 200);
+  await page.locator('#log-state', { hasText: '3 line(s)' }).waitFor();
+  t.equal(await page.locator('#log-lines .line').count(), 3);
+});

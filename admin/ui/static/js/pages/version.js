@@ -134,7 +134,8 @@ function renderLogs({ signal }, ref, v, body) {
     replace(lines);
     count = 0;
     const q = new URLSearchParams();
-    const n = Number(tail.value);
+    // An emptied box is the default, not 0 (which Number("") is).
+    const n = tail.value.trim() === '' ? 200 : Number(tail.value);
     q.set('tail', String(Number.isInteger(n) && n >= 0 ? Math.min(n, 100000) : 200));
     if (replica.value) q.set('replica', replica.value);
     if (contains.value !== '') q.set('contains', contains.value);
