@@ -155,3 +155,14 @@ t.test('logs: an emptied "Last lines" box means the default 200 lines, not none'
   await page.locator('#log-state', { hasText: '3 line(s)' }).waitFor();
   t.equal(await page.locator('#log-lines .line').count(), 3);
 });
+
+t.test('an action while the admin API cannot be reached says so in words', async (t) => {
+  const { b, names, go } = await signedIn(t);
+  const { page } = b;
+  await go('#/p/acme/mnist/d/web');
+  await page.locator(`[data-version="${names[0]}"]`).waitFor();
+  await b.context.setOffline(true);
+  t.teardown(() => b.context.setOffline(false));
+  await page.locator('.toolbar button', { hasText: 'Refresh' }).click();
+  await page.locator('#flash.flash-error', { hasText: 'UNREACHABLE: The admin API cannot be reached' }).waitFor();
+});

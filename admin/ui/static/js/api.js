@@ -44,6 +44,16 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * What a failed fetch (the browser says only "Failed to fetch") tells the operator; an abort
+ * (the operator left the page) is passed on as is.
+ * @param {unknown} err
+ */
+function unreachable(err) {
+  if (err instanceof TypeError) return new ApiError(0, 'UNREACHABLE', `The admin API cannot be reached (${err.message}): is the controller running, is the network up?`);
+  return err;
+}
+
 /** Path segments, each percent-encoded, joined with `/`. @param {string[]} segments */
 export function path(...segments) {
   return segments.map(encodeURIComponent).join('/');
@@ -100,6 +110,8 @@ export async function api(method, apiPath, body, opts = {}) {
     signal: opts.signal,
     cache: 'no-store',
     credentials: 'omit',
+  }).catch((err) => {
+    throw unreachable(err);
   });
   if (!res.ok) throw await failure(res, opts.token !== undefined);
   if (res.status === 204) return undefined;
@@ -120,7 +132,7 @@ export async function followNdjson(apiPath, signal, onItem) {
     res = await fetch(`/api/v1${apiPath}`, { headers: { ...headers(), accept: 'application/x-ndjson' }, signal, cache: 'no-store', credentials: 'omit' });
   } catch (err) {
     if (signal.aborted) return;
-    throw err;
+    throw unreachable(err);
   }
   if (!res.ok) throw await failure(res);
   if (!res.body) return;
