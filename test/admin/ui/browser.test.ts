@@ -59,6 +59,14 @@ t.test('versions list: the refresh while a version settles keeps the replica box
   t.ok(await count.evaluate((el) => el === (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement), 'still focused');
   await page.keyboard.type('2');
   t.equal(await count.inputValue(), '42', 'typing carries on where it was');
+
+  api.fake.setStatus({ ...REF, version: names[0]! }, 'starting');
+  await go(`#/p/acme/mnist/d/web/v/${names[0]}`);
+  const own = page.locator('#tab-body [data-scale=sentiment]');
+  await own.fill('5');
+  const card = await own.elementHandle();
+  await waitFor(() => card?.evaluate((el) => !(el as unknown as { isConnected: boolean }).isConnected), { what: 'the version page drawn again' });
+  t.ok(await own.evaluate((el) => el === (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement), 'the version page keeps it too');
   t.same(b.problems, []);
 });
 

@@ -5,7 +5,7 @@ import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
 import { confirmDialog, copyable, flash, retryLater, run, table, tabs, targetText, time } from '../ui.js';
 import { renderConsole } from './console.js';
-import { settling, versionCard } from './endpoints.js';
+import { redraw, settling, versionCard } from './endpoints.js';
 
 const REFRESH_MS = 2000;
 const NAME = '^[A-Za-z0-9][A-Za-z0-9._\\-]{0,99}$';
@@ -80,18 +80,9 @@ async function versionsTab({ signal }, ref, dep, body) {
     state.textContent = '';
     /** @type {any[]} */
     const versions = items.slice().reverse();
-    // The list is drawn anew on each refresh: the replica box being typed in gets the focus back.
-    const typing = document.activeElement instanceof HTMLInputElement && list.contains(document.activeElement) ? document.activeElement : null;
-    const version = typing?.closest('[data-version]')?.getAttribute('data-version');
-    const scale = typing?.getAttribute('data-scale');
-    replace(list, versions.length === 0
+    redraw(list, versions.length === 0
       ? h('p', { class: 'muted', id: 'no-versions' }, 'No versions yet: deploy one with `portico deploy` or POST …/versions.')
       : versions.map((v) => versionCard(ref, dep, v, { changed: reload, deleted: reload })));
-    if (typeof version === 'string' && typeof scale === 'string') {
-      const again = [...list.querySelectorAll('[data-version]')].find((el) => el.getAttribute('data-version') === version)
-        ?.querySelector(`[data-scale="${CSS.escape(scale)}"]`);
-      if (again instanceof HTMLInputElement) again.focus();
-    }
     if (settling(versions)) timer = window.setTimeout(reload, REFRESH_MS);
   };
   signal.addEventListener('abort', () => clearTimeout(timer));
