@@ -54,11 +54,20 @@ t.test('versions list: the refresh while a version settles keeps the replica box
   await go('#/p/acme/mnist/d/web');
   const count = page.locator(`[data-version="${names[0]}"] [data-scale=sentiment]`);
   await count.fill('4');
-  const drawn = await count.elementHandle();
-  await waitFor(() => drawn?.evaluate((el) => !(el as unknown as { isConnected: boolean }).isConnected), { what: 'the list drawn again' });
+  const refreshes = () => api.fake.calls.filter((c) => c.op === 'listVersions').length;
+  const seen = refreshes();
+  await waitFor(() => refreshes() >= seen + 2, { what: 'two refreshes' });
   t.ok(await count.evaluate((el) => el === (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement), 'still focused');
   await page.keyboard.type('2');
   t.equal(await count.inputValue(), '42', 'typing carries on where it was');
+
+  // The card whose version changed is drawn again, and the one being typed in gets the focus back.
+  const typedIn = await count.elementHandle();
+  api.fake.setStatus({ ...REF, version: names[0]! }, 'ready', 'a reason shown on the card');
+  await page.locator(`[data-version="${names[0]}"] .form-error`, { hasText: 'a reason shown on the card' }).waitFor();
+  t.notOk(await typedIn?.evaluate((el) => (el as unknown as { isConnected: boolean }).isConnected), 'drawn again');
+  t.ok(await count.evaluate((el) => el === (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement), 'focused again');
+  t.equal(await count.inputValue(), '42');
 
   api.fake.setStatus({ ...REF, version: names[0]! }, 'starting');
   await go(`#/p/acme/mnist/d/web/v/${names[0]}`);
@@ -173,4 +182,19 @@ t.test('an action while the admin API cannot be reached says so in words', async
   t.teardown(() => b.context.setOffline(false));
   await page.locator('.toolbar button', { hasText: 'Refresh' }).click();
   await page.locator('#flash.flash-error', { hasText: 'UNREACHABLE: The admin API cannot be reached' }).waitFor();
+});
+
+t.test('versions list: a refresh draws again only the versions that changed', async (t) => {
+  const { api, b, names, go } = await signedIn(t, 3);
+  const { page } = b;
+  api.fake.setStatus({ ...REF, version: names[2]! }, 'building');
+  await go('#/p/acme/mnist/d/web');
+  const card = (name: string) => page.locator(`[data-version="${name}"]`);
+  const handles = await Promise.all(names.map((n) => card(n).elementHandle()));
+  api.fake.setStatus({ ...REF, version: names[2]! }, 'starting');
+  await card(names[2]!).locator('.version-head [data-status=starting]').waitFor();
+  const connected = await Promise.all(handles.map((h) => h?.evaluate((el) => (el as unknown as { isConnected: boolean }).isConnected)));
+  t.same(connected, [true, true, false], 'unchanged cards kept, the changed one replaced');
+  t.same(await page.locator('[data-version]').evaluateAll((els) => els.map((el) => el.getAttribute('data-version'))), [...names].reverse(), 'order kept');
+  t.same(b.problems, []);
 });

@@ -5,7 +5,7 @@ import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
 import { confirmDialog, copyable, flash, retryLater, run, table, tabs, targetText, time } from '../ui.js';
 import { renderConsole } from './console.js';
-import { redraw, settling, versionCard } from './endpoints.js';
+import { keepingFocus, settling, versionCard } from './endpoints.js';
 
 const REFRESH_MS = 2000;
 const NAME = '^[A-Za-z0-9][A-Za-z0-9._\\-]{0,99}$';
@@ -72,6 +72,8 @@ async function versionsTab({ signal }, ref, dep, body) {
   const list = h('div', { id: 'versions' });
   const state = h('span', { class: 'form-error', id: 'versions-state', role: 'status' });
   let timer = 0;
+  /** The cards shown, by version name, with the JSON each was drawn from. @type {Map<string, {json: string, card: HTMLElement}>} */
+  let drawn = new Map();
   const reload = () => void load().catch((err) => retryLater(signal, state, err, () => (timer = window.setTimeout(reload, REFRESH_MS))));
   const load = async () => {
     clearTimeout(timer);
@@ -80,9 +82,25 @@ async function versionsTab({ signal }, ref, dep, body) {
     state.textContent = '';
     /** @type {any[]} */
     const versions = items.slice().reverse();
-    redraw(list, versions.length === 0
-      ? h('p', { class: 'muted', id: 'no-versions' }, 'No versions yet: deploy one with `portico deploy` or POST …/versions.')
-      : versions.map((v) => versionCard(ref, dep, v, { changed: reload, deleted: reload })));
+    // Only the cards whose version changed are drawn again: hundreds of versions refreshed
+    // every 2 s while one builds stay cheap, and what the operator works in stays put.
+    const before = drawn;
+    drawn = new Map(versions.map((v) => {
+      const json = JSON.stringify(v);
+      const old = before.get(v.name);
+      return [v.name, old?.json === json ? old : { json, card: versionCard(ref, dep, v, { changed: reload, deleted: reload }) }];
+    }));
+    const sameOrder = before.size === drawn.size && [...before.keys()].every((name, i) => name === versions[i].name);
+    keepingFocus(list, () => {
+      if (sameOrder && before.size > 0) {
+        for (const [name, { card }] of drawn) {
+          const old = before.get(name)?.card;
+          if (old !== card) old?.replaceWith(card);
+        }
+      } else replace(list, versions.length === 0
+        ? h('p', { class: 'muted', id: 'no-versions' }, 'No versions yet: deploy one with `portico deploy` or POST …/versions.')
+        : [...drawn.values()].map((d) => d.card));
+    });
     if (settling(versions)) timer = window.setTimeout(reload, REFRESH_MS);
   };
   signal.addEventListener('abort', () => clearTimeout(timer));

@@ -2,7 +2,7 @@
 // alias, with copy buttons), replicas and their state, and scaling. Shared by the deployment's
 // versions list and the version page.
 import { api, versionPath } from '../api.js';
-import { h, replace } from '../dom.js';
+import { h } from '../dom.js';
 import { href } from '../nav.js';
 import { badge, confirmDialog, copyable, flash, run, table, time } from '../ui.js';
 
@@ -122,17 +122,18 @@ export function versionCard(ref, dep, v, on) {
 }
 
 /**
- * Draws version cards anew in `el` (each refresh does, while something settles): the replica box
- * being typed in gets the focus back, so the keys typed next still land in it.
+ * Runs `update` (which draws version cards in `el` anew: each refresh does, while something
+ * settles); the replica box being typed in, if redrawn, gets the focus back, so the keys typed
+ * next still land in it.
  * @param {HTMLElement} el
- * @param {import('../dom.js').Child[]} cards
+ * @param {() => void} update
  */
-export function redraw(el, ...cards) {
+export function keepingFocus(el, update) {
   const typing = document.activeElement instanceof HTMLInputElement && el.contains(document.activeElement) ? document.activeElement : null;
   const version = typing?.closest('[data-version]')?.getAttribute('data-version');
   const scale = typing?.getAttribute('data-scale');
-  replace(el, ...cards);
-  if (typeof version !== 'string' || typeof scale !== 'string') return;
+  update();
+  if (typeof version !== 'string' || typeof scale !== 'string' || typing?.isConnected) return;
   const again = [...el.querySelectorAll('[data-version]')].find((c) => c.getAttribute('data-version') === version)
     ?.querySelector(`[data-scale="${CSS.escape(scale)}"]`);
   if (again instanceof HTMLInputElement) again.focus();

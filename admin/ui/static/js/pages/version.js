@@ -4,7 +4,7 @@ import { api, deploymentPath, followNdjson, versionPath } from '../api.js';
 import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
 import { errorText, retryLater, tabs } from '../ui.js';
-import { redraw, settling, versionCard } from './endpoints.js';
+import { keepingFocus, settling, versionCard } from './endpoints.js';
 import { renderMetrics } from './metrics.js';
 
 const REFRESH_MS = 1500;
@@ -53,7 +53,7 @@ async function renderOverview({ signal, rerender }, ref, dep, first, body) {
   const show = async (v) => {
     const { items } = await api('GET', `${versionPath(ref, v.name)}/build-log`, undefined, { signal });
     if (signal.aborted) return;
-    redraw(card, versionCard(ref, dep, v, { link: false, changed: () => void refresh(), deleted: () => { location.hash = href('p', ref.owner, ref.project, 'd', ref.deployment); } }));
+    keepingFocus(card, () => replace(card, versionCard(ref, dep, v, { link: false, changed: () => void refresh(), deleted: () => { location.hash = href('p', ref.owner, ref.project, 'd', ref.deployment); } })));
     const source = v.source?.path ? `directory ${v.source.path}` : v.source?.git ? `git ${v.source.git.url}${v.source.git.ref ? ` @ ${v.source.git.ref}` : ''}` : v.source?.upload ? `upload ${v.source.upload}` : '—';
     replace(details,
       h('dt', null, 'Source'), h('dd', null, source),
