@@ -198,3 +198,27 @@ t.test('versions list: a refresh draws again only the versions that changed', as
   t.same(await page.locator('[data-version]').evaluateAll((els) => els.map((el) => el.getAttribute('data-version'))), [...names].reverse(), 'order kept');
   t.same(b.problems, []);
 });
+
+t.test('logs: 20,000 lines (tail 20000) show their last 2,000 without freezing the page', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  const ref = { ...REF, version: names[0]! };
+  for (let i = 0; i < 20_000; i++) api.fake.appendLog(ref, 'sentiment', `line ${i} ${'x'.repeat(80)}`);
+  await go(`#/p/acme/mnist/d/web/v/${names[0]}/logs`);
+  await page.locator('#log-lines .line', { hasText: 'line 19999 ' }).waitFor();
+  for (const follow of [false, true]) {
+    await page.setChecked('#log-follow', follow);
+    await page.fill('#log-tail', '20000');
+    await page.locator('#log-tail').dispatchEvent('change');
+    // Line by line, each append measured the box again: 75 s (120 s following) for these lines.
+    await page.locator('#log-lines .line', { hasText: 'line 19999 ' }).waitFor({ timeout: 15_000 });
+    if (!follow) await page.locator('#log-state', { hasText: '20000 line(s)' }).waitFor();
+    t.equal(await page.locator('#log-lines .line').count(), 2000, 'the last 2,000 kept');
+    t.match(await page.locator('#log-lines .line').first().textContent(), /line 18000 /);
+    t.ok(await page.locator('#log-lines').evaluate((el) => {
+      const box = el as unknown as { scrollTop: number; clientHeight: number; scrollHeight: number };
+      return box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    }), 'scrolled to the newest line');
+  }
+  t.same(b.problems, []);
+});
