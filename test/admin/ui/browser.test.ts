@@ -222,3 +222,25 @@ t.test('logs: 20,000 lines (tail 20000) show their last 2,000 without freezing t
   }
   t.same(b.problems, []);
 });
+
+t.test('logs: a followed stream that ends (controller restarting) is followed again, without repeating lines', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  const ref = { ...REF, version: names[0]! };
+  const at = Date.now();
+  api.fake.appendLog(ref, 'sentiment', 'same', { at });
+  api.fake.appendLog(ref, 'sentiment', 'same', { at });
+  await go(`#/p/acme/mnist/d/web/v/${names[0]}/logs`);
+  await page.locator('#log-lines .line').nth(1).waitFor();
+  await waitFor(() => api.fake.followers === 1, { what: 'the stream followed' });
+  api.fake.endFollows();
+  await page.locator('#log-state', { hasText: 'reconnecting' }).waitFor();
+  api.fake.appendLog(ref, 'sentiment', 'after', { at: at + 1 });
+  await page.locator('#log-lines .line', { hasText: 'after' }).waitFor();
+  await page.locator('#log-state', { hasText: 'following' }).waitFor();
+  t.same(await page.locator('#log-lines .text').allTextContents(), ['same', 'same', 'after'], 'each line once');
+  t.match(api.fake.calls.filter((c) => c.op === 'endpointLogs').at(-1)!.args[2], { since: at, follow: true }, 'from the last line shown');
+  api.fake.appendLog(ref, 'sentiment', 'live', { at: at + 2 });
+  await page.locator('#log-lines .line', { hasText: 'live' }).waitFor();
+  t.same(b.problems, []);
+});

@@ -1,6 +1,6 @@
 // A version: overview with its build log, live replica logs (followed as NDJSON while the page
 // is open), and metric charts.
-import { api, deploymentPath, followNdjson, versionPath } from '../api.js';
+import { api, ApiError, deploymentPath, followNdjson, versionPath } from '../api.js';
 import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
 import { errorText, retryLater, tabs } from '../ui.js';
@@ -8,6 +8,8 @@ import { keepingFocus, settling, versionCard } from './endpoints.js';
 import { renderMetrics } from './metrics.js';
 
 const REFRESH_MS = 1500;
+/** Wait before following a log stream again after it ended. */
+const RECONNECT_MS = 2000;
 /** Lines kept on the page; older ones are dropped. */
 const MAX_LINES = 2000;
 
@@ -132,12 +134,31 @@ function renderLogs({ signal }, ref, v, body) {
     if (stick) lines.scrollTop = lines.scrollHeight;
   };
 
+  // The time of the newest line and how many of each line had it: a stream followed again
+  // from that time (`since`) repeats those, which are skipped once each.
+  let lastAt = -1;
+  /** @type {Map<string, number>} */
+  let atLast = new Map();
+  /** @type {Map<string, number>} */
+  let repeats = new Map();
+
   /** @param {any} l */
   const add = (l) => {
     if (l.error) {
       state.textContent = `stream error: ${l.error.message ?? l.error.code}`;
       return;
     }
+    const key = `${l.replica ?? ''}\n${l.stream}\n${l.line}`;
+    if (l.at === lastAt && (repeats.get(key) ?? 0) > 0) {
+      repeats.set(key, /** @type {number} */ (repeats.get(key)) - 1);
+      return;
+    }
+    if (l.at > lastAt) {
+      lastAt = l.at;
+      atLast = new Map();
+      repeats = new Map();
+    }
+    if (l.at === lastAt) atLast.set(key, (atLast.get(key) ?? 0) + 1);
     pending.push(l);
     if (pending.length >= 2 * MAX_LINES) pending = pending.slice(-MAX_LINES);
     if (!flushTimer) flushTimer = window.setTimeout(flush, 50);
@@ -151,6 +172,9 @@ function renderLogs({ signal }, ref, v, body) {
     replace(lines);
     count = 0;
     pending = [];
+    lastAt = -1;
+    atLast = new Map();
+    repeats = new Map();
     const q = new URLSearchParams();
     // An emptied box is the default, not 0 (which Number("") is).
     const n = tail.value.trim() === '' ? 200 : Number(tail.value);
@@ -161,9 +185,29 @@ function renderLogs({ signal }, ref, v, body) {
     try {
       if (follow.checked) {
         q.set('follow', 'true');
-        state.textContent = 'following…';
-        await followNdjson(`${p}?${q}`, mine.signal, add);
-        if (!mine.signal.aborted) state.textContent = 'stream ended';
+        // A stream that ends or is cut (the controller restarting, the network) is followed
+        // again from the newest line shown, every 2 s until that works or the operator leaves.
+        for (;;) {
+          state.textContent = 'following…';
+          try {
+            await followNdjson(`${p}?${q}`, mine.signal, add);
+            if (mine.signal.aborted) return;
+            state.textContent = 'stream ended: reconnecting…';
+          } catch (err) {
+            if (mine.signal.aborted || (err instanceof ApiError && err.status > 0 && err.status < 500)) throw err;
+            state.textContent = `${errorText(err)}: reconnecting…`;
+          }
+          await new Promise((resolve) => {
+            const timer = window.setTimeout(resolve, RECONNECT_MS);
+            mine.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(undefined); }, { once: true });
+          });
+          if (mine.signal.aborted) return;
+          if (lastAt >= 0) {
+            q.set('since', String(lastAt));
+            q.set('tail', String(MAX_LINES));
+            repeats = new Map(atLast);
+          }
+        }
       } else {
         state.textContent = 'loading…';
         const { items } = await api('GET', `${p}?${q}`, undefined, { signal: mine.signal });
