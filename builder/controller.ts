@@ -448,6 +448,7 @@ export class Controller implements CP.ControlPlane {
         environment,
         ...(secret.size > 0 ? { secretEnvironment: [...secret].sort() } : {}),
         inheritEnvironment: inherit,
+        ...(input.endpoints !== undefined ? { buildEndpoints: input.endpoints } : {}),
         endpoints: [],
       });
     } catch (err) {
@@ -520,6 +521,7 @@ export class Controller implements CP.ControlPlane {
         if (images) draft.images = images;
         if (draft.status === 'building') draft.status = draft.enabled ? 'starting' : 'stopped';
         delete draft.reason;
+        delete draft.buildEndpoints;
       });
       log(`build finished; starting ${v.endpoints.filter((e) => e.enabled).map((e) => `${e.name} x${e.replicas}`).join(', ')}`);
       await this.reconciler.trigger();
@@ -532,6 +534,7 @@ export class Controller implements CP.ControlPlane {
           own(draft);
           draft.status = 'failed';
           draft.reason = reason;
+          delete draft.buildEndpoints;
         })
         .then(() => false, (e: unknown) => e instanceof StoreNotFoundError);
       if (deleted) {
@@ -560,7 +563,8 @@ export class Controller implements CP.ControlPlane {
       for (const v of await this.store.listVersions(ref)) {
         if (v.status !== 'building') continue;
         this.logs.append(this.buildLogKey({ ...ref, version: v.name }), { at: Date.now(), stream: 'build', line: 'controller restarted: building again' });
-        void this.build({ ...ref, version: v.name }, { source: v.source as CP.SourceInput }, d, v.createdAt);
+        const endpoints = v.buildEndpoints as CP.CreateVersionInput['endpoints'];
+        void this.build({ ...ref, version: v.name }, { source: v.source as CP.SourceInput, ...(endpoints !== undefined ? { endpoints } : {}) }, d, v.createdAt);
       }
     }
   }

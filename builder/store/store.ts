@@ -91,6 +91,11 @@ export interface Version {
    */
   secretEnvironment?: string[];
   inheritEnvironment: boolean;
+  /**
+   * The create request's `endpoints` (replicas, the files' sources...), opaque JSON kept while
+   * the version builds: a controller restarted meanwhile builds it again with them.
+   */
+  buildEndpoints?: unknown;
   endpoints: VersionEndpoint[];
   /** Directory holding the built code and files. */
   codeDir?: string;

@@ -127,10 +127,12 @@ async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, r
   const reconciler = new Reconciler({ store, runtimes, publisher, onError: (err) => errors.push(err), storeId: await store.initStoreId(), onStoreLost: (r) => errors.push(r) });
   const logs = new LogStore({ root: join(dataDir, 'logs'), maxBytes: 1 << 20 });
   await logs.init();
-  const controller = new Controller({
-    config, store, routing, publisher, reconciler, blobs: new BlobStore(join(dataDir, 'blobs')), logs, log: () => undefined,
+  /** A controller over the harness's store and data (a second one: the same after a restart). */
+  const newController = (blobs = new BlobStore(join(dataDir, 'blobs'))) => new Controller({
+    config, store, routing, publisher, reconciler, blobs, logs, log: () => undefined,
     targets: [{ name: 'local', kind: 'local', gatewayUrl: 'http://127.0.0.1:8080', runtime }, ...(docker ? [docker] : [])],
   });
+  const controller = newController();
   t.teardown(async () => {
     await reconciler.close();
     await logs.close();
@@ -143,7 +145,7 @@ async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, r
   const builtVersion = (name: string) => store.createVersion({
     ...DEPLOYMENT, name, status: 'starting', enabled: true, source: { path: '/src' }, environment: {}, inheritEnvironment: true, endpoints: [endpoint], codeDir: join(dataDir, 'code'),
   });
-  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion, logs, dataDir };
+  return { store, routing, publisher, runtime, reconciler, controller, errors, builtVersion, logs, dataDir, newController };
 }
 
 t.test('a version deleted while a reconciler pass is under way: no replicas, no route left behind', async (t) => {
@@ -275,6 +277,28 @@ t.test('a version stopped and started while it builds: still building, and built
   await controller.resumeBuilds();
   t.ok((await controller.buildLog(ref)).some((l) => l.line === 'controller restarted: building again'), 'the build is resumed');
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the resumed build to fail (its source does not exist)' });
+});
+
+t.test('a build resumed after a restart builds what was asked: the files given and the replicas', async (t) => {
+  const { store, dataDir, newController } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  const code = join(dataDir, 'src');
+  await mkdir(code);
+  await writeFile(join(code, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: python:3.12\n    server-command: serve\n    files:\n      - name: model\n        path: model.bin\n');
+  await writeFile(join(dataDir, 'model.bin'), 'weights');
+  // The first controller's build is held where it stores the file given: the process dies there.
+  const blobs = new BlobStore(join(dataDir, 'blobs'));
+  const held = holdNextCall(blobs, 'put');
+  const input = { name: 'v1', source: { path: code }, endpoints: { predict: { replicas: 3, timeoutSeconds: 7, files: { model: { path: join(dataDir, 'model.bin') } } } } };
+  await newController(blobs).createVersion(DEPLOYMENT, input, 'admin');
+  await held.reached;
+
+  const restarted = newController();
+  await restarted.resumeBuilds();
+  await waitFor(async () => (await store.getVersion(ref))?.status !== 'building', { what: 'the resumed build to end' });
+  const v = await store.getVersion(ref);
+  t.not(v?.status, 'failed', `not failed: ${v?.reason ?? ''}`);
+  t.match(v?.endpoints, [{ name: 'predict', replicas: 3, timeoutSeconds: 7, files: [{ name: 'model', size: 7 }] }], 'the replicas, timeout and file asked for');
 });
 
 t.test('a version deleted while it builds: a new version of its name starts with an empty build log', async (t) => {
