@@ -483,7 +483,7 @@ export class Controller implements CP.ControlPlane {
       const built = await this.builds.run(async () => {
         log('build started');
         return withTimeout(
-          buildVersion({
+          (signal) => buildVersion({
             input,
             versionDir: this.versionDir(ref),
             blobs: this.blobs,
@@ -493,6 +493,7 @@ export class Controller implements CP.ControlPlane {
             maxFileBytes: Number.MAX_SAFE_INTEGER,
             installDeps: target?.kind === 'local',
             pipArgs: this.pipArgs,
+            signal,
           }),
           this.config.buildTimeoutSeconds * 1000,
         );
@@ -921,14 +922,22 @@ function logFilter(query: CP.LogQuery, defaultTail?: number): { tail?: number; r
   };
 }
 
-/** Rejects with a BuildError when `p` takes longer than `ms`. */
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BuildError(`build timed out after ${Math.round(ms / 1000)} s`)), ms);
-      timer.unref();
-    }),
-  ]).finally(() => clearTimeout(timer));
+/**
+ * Runs `task`, aborting its signal when it takes longer than `ms`; then rejects with a
+ * BuildError once the task has stopped (its processes killed), so nothing of it runs on.
+ */
+async function withTimeout<T>(task: (signal: AbortSignal) => Promise<T>, ms: number): Promise<T> {
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new BuildError(`build timed out after ${Math.round(ms / 1000)} s`)), ms);
+  timer.unref();
+  try {
+    const result = await task(timeout.signal);
+    timeout.signal.throwIfAborted();
+    return result;
+  } catch (err) {
+    timeout.signal.throwIfAborted();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }

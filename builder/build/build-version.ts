@@ -34,12 +34,15 @@ export async function buildVersion(opts: {
   /** Install requirements into the code directory (local target). */
   installDeps: boolean;
   pipArgs?: readonly string[];
+  /** Aborting stops the build: its git, download and pip processes are ended, it rejects. */
+  signal?: AbortSignal;
 }): Promise<BuiltVersion> {
-  const { input, log } = opts;
+  const { input, log, signal } = opts;
   const codeDir = join(opts.versionDir, 'code');
   await rm(codeDir, { recursive: true, force: true });
   await mkdir(opts.versionDir, { recursive: true });
-  await materializeSource(input.source, codeDir, { log, uploads: opts.uploads, timeoutMs: opts.timeoutMs });
+  await materializeSource(input.source, codeDir, { log, uploads: opts.uploads, timeoutMs: opts.timeoutMs, ...(signal && { signal }) });
+  signal?.throwIfAborted();
 
   const yamlPath = join(codeDir, 'valohai.yaml');
   try {
@@ -66,6 +69,7 @@ export async function buildVersion(opts: {
     const req: EndpointInput = input.endpoints?.[def.name] ?? {};
     const enabled = req.enabled ?? true;
     const files = enabled ? await placeFiles(def, req, codeDir, opts) : [];
+    signal?.throwIfAborted();
     endpoints.push({
       name: def.name,
       definition: def,
@@ -78,7 +82,7 @@ export async function buildVersion(opts: {
   }
 
   if (opts.installDeps) {
-    const r = await installPythonDeps(codeDir, log, { pipArgs: opts.pipArgs ?? [] });
+    const r = await installPythonDeps(codeDir, log, { pipArgs: opts.pipArgs ?? [], ...(signal && { signal }) });
     if (r.installed) log(`installed Python requirements from ${r.file}`);
   }
   return { codeDir, endpoints };
@@ -88,7 +92,7 @@ async function placeFiles(
   def: EndpointDefinition,
   req: EndpointInput,
   codeDir: string,
-  opts: { blobs: BlobStore; uploads: UploadResolver; log: BuildLog; timeoutMs: number; maxFileBytes: number },
+  opts: { blobs: BlobStore; uploads: UploadResolver; log: BuildLog; timeoutMs: number; maxFileBytes: number; signal?: AbortSignal },
 ): Promise<VersionEndpoint['files']> {
   const declaredNames = new Set(def.files.map((f) => f.name));
   for (const name of Object.keys(req.files ?? {})) {

@@ -31,10 +31,12 @@ export interface UploadResolver {
 export function run(
   cmd: string,
   args: readonly string[],
-  opts: { cwd?: string; log: BuildLog; timeoutMs: number; env?: NodeJS.ProcessEnv; label?: string },
+  opts: { cwd?: string; log: BuildLog; timeoutMs: number; env?: NodeJS.ProcessEnv; label?: string; signal?: AbortSignal },
 ): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.signal && { signal: opts.signal, killSignal: 'SIGKILL' as const }),
+    });
     let out = '';
     const tail: string[] = [];
     const onData = (d: Buffer) => {
@@ -52,6 +54,7 @@ export function run(
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
     child.on('error', (err) => {
       clearTimeout(timer);
+      if (opts.signal?.aborted) return;
       reject(new BuildError(`${cmd} could not be run: ${err.message}`, { cause: err }));
     });
     child.on('close', (code, signal) => {
@@ -100,14 +103,15 @@ export function redactSource(source: SourceInput): SourceInput {
   return 'git' in source ? { git: { ...source.git, url: redactUrl(source.git.url) } } : source;
 }
 
-async function gitCheckout(url: string, ref: string | undefined, to: string, log: BuildLog, timeoutMs: number): Promise<void> {
+async function gitCheckout(url: string, ref: string | undefined, to: string, opts: { log: BuildLog; timeoutMs: number; signal?: AbortSignal }): Promise<void> {
   if (url.startsWith('-') || /\s/.test(url)) throw new BuildError(`source.git.url is not a repository URL: ${JSON.stringify(url)}`);
   if (ref !== undefined && (ref.startsWith('-') || /\s/.test(ref))) throw new BuildError(`source.git.ref is not valid: ${JSON.stringify(ref)}`);
   const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' };
+  const { log } = opts;
   log(`git clone ${redactUrl(url)}${ref ? ` (ref ${ref})` : ''}`);
-  await run('git', ['clone', '--quiet', '--no-checkout', '--', url, to], { log, timeoutMs, env, label: 'git clone' });
-  await run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', ref ?? 'HEAD', '--'], { cwd: to, log, timeoutMs, env, label: 'git checkout' });
-  const commit = (await run('git', ['rev-parse', 'HEAD'], { cwd: to, log: () => {}, timeoutMs, env })).trim();
+  await run('git', ['clone', '--quiet', '--no-checkout', '--', url, to], { ...opts, env, label: 'git clone' });
+  await run('git', ['-c', 'advice.detachedHead=false', 'checkout', '--quiet', ref ?? 'HEAD', '--'], { ...opts, cwd: to, env, label: 'git checkout' });
+  const commit = (await run('git', ['rev-parse', 'HEAD'], { ...opts, cwd: to, log: () => {}, env })).trim();
   log(`checked out commit ${commit}`);
 }
 
@@ -150,10 +154,10 @@ async function extractArchive(blob: Blob, to: string, log: BuildLog): Promise<vo
 export async function materializeSource(
   source: SourceInput,
   to: string,
-  opts: { log: BuildLog; uploads: UploadResolver; timeoutMs: number },
+  opts: { log: BuildLog; uploads: UploadResolver; timeoutMs: number; signal?: AbortSignal },
 ): Promise<void> {
   if ('path' in source) return copyDirectory(source.path, to, opts.log);
-  if ('git' in source) return gitCheckout(source.git.url, source.git.ref, to, opts.log, opts.timeoutMs);
+  if ('git' in source) return gitCheckout(source.git.url, source.git.ref, to, opts);
   const blob = await opts.uploads(source.upload);
   if (!blob) throw new BuildError(`source.upload ${JSON.stringify(source.upload)}: no such upload`);
   return extractArchive(blob, to, opts.log);
@@ -231,7 +235,7 @@ export async function inTheWayOf(codeDir: string, dest: string): Promise<string 
 /** Fetches one file source into the blob store. */
 export async function fetchFile(
   source: FileSourceInput,
-  opts: { blobs: BlobStore; uploads: UploadResolver; log: BuildLog; maxBytes: number; timeoutMs: number },
+  opts: { blobs: BlobStore; uploads: UploadResolver; log: BuildLog; maxBytes: number; timeoutMs: number; signal?: AbortSignal },
 ): Promise<Blob> {
   if ('upload' in source) {
     const blob = await opts.uploads(source.upload);
@@ -259,7 +263,8 @@ export async function fetchFile(
   opts.log(`downloading ${url.origin}${url.pathname}`);
   let res: Response;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(opts.timeoutMs), redirect: 'follow' });
+    const timeout = AbortSignal.timeout(opts.timeoutMs);
+    res = await fetch(url, { signal: opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout, redirect: 'follow' });
   } catch (err) {
     throw new BuildError(`downloading ${url.origin}${url.pathname} failed: ${(err as Error).message}`, { cause: err });
   }

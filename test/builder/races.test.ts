@@ -2,7 +2,7 @@
 // controller, reconciler, publisher and embedded store; the runtime is a fake whose calls a test
 // can hold, so each interleaving is forced, not hoped for.
 import t, { type Test } from 'tap';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from '../../builder/build/blobs.ts';
@@ -19,7 +19,7 @@ import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { busyboxEntries, importRootfs } from '../helpers/base-image.ts';
 import { startDockerd } from '../helpers/dockerd.ts';
-import { waitFor } from '../helpers/poll.ts';
+import { processAlive, waitFor } from '../helpers/poll.ts';
 import { dropBeforeNextApply, startRedis } from '../helpers/redis.ts';
 
 const DEPLOYMENT = { owner: 'acme', project: 'mnist', deployment: 'web' } as const;
@@ -114,9 +114,13 @@ const endpoint: VersionEndpoint = {
   files: [],
 };
 
-async function harness<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, routing: R = new EmbeddedRoutingTable() as RoutingTable as R, opts: { dockerSocket?: string } = {}) {
+async function harness<R extends RoutingTable = EmbeddedRoutingTable>(
+  t: Test,
+  routing: R = new EmbeddedRoutingTable() as RoutingTable as R,
+  opts: { dockerSocket?: string; env?: Record<string, string> } = {},
+) {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-races-test-'));
-  const config = loadConfig({ PORTICO_DATA_DIR: dataDir, PORTICO_ADMIN_TOKEN: 'e'.repeat(40) });
+  const config = loadConfig({ PORTICO_DATA_DIR: dataDir, PORTICO_ADMIN_TOKEN: 'e'.repeat(40), ...opts.env });
   const store = await EmbeddedStore.open({ dir: join(dataDir, 'store') });
   const publisher = new Publisher(routing, { ackTimeoutMs: 100 });
   const runtime = new FakeRuntime();
@@ -299,6 +303,41 @@ t.test('a build resumed after a restart builds what was asked: the files given a
   const v = await store.getVersion(ref);
   t.not(v?.status, 'failed', `not failed: ${v?.reason ?? ''}`);
   t.match(v?.endpoints, [{ name: 'predict', replicas: 3, timeoutSeconds: 7, files: [{ name: 'model', size: 7 }] }], 'the replicas, timeout and file asked for');
+});
+
+t.test('a build that times out is stopped: pip is killed, not left running after the version failed', async (t) => {
+  const { store, dataDir, controller } = await harness(t, undefined, { env: { PORTICO_BUILD_TIMEOUT_SECONDS: '1' } });
+  // A python3 whose venv is made at once and whose pip never ends (as one waiting on an index).
+  const bin = join(dataDir, 'bin');
+  const pidFile = join(dataDir, 'pip.pid');
+  await mkdir(bin);
+  await writeFile(join(bin, 'python3'), [
+    '#!/bin/sh',
+    'case "$*" in',
+    '  "-m pip --version") echo "pip 0 (fake)" ;;',
+    '  "-c import venv, ensurepip") ;;',
+    '  "-m venv --clear "*) mkdir -p "$4/bin" && cp "$0" "$4/bin/python" ;;',
+    `  *) echo $$ > '${pidFile}'; exec sleep 600 ;;`,
+    'esac',
+    '',
+  ].join('\n'), { mode: 0o755 });
+  const path = process.env['PATH'];
+  process.env['PATH'] = `${bin}:${path ?? ''}`;
+  let pid = 0;
+  t.teardown(() => {
+    process.env['PATH'] = path;
+    if (pid > 0 && processAlive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  const code = join(dataDir, 'src');
+  await mkdir(code);
+  await writeFile(join(code, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: python:3.12\n    server-command: serve\n');
+  await writeFile(join(code, 'requirements.txt'), 'porticodep==0.1.0\n');
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: code } }, 'admin');
+  pid = await waitFor(async () => Number(await readFile(pidFile, 'utf8')) || undefined, { what: 'pip to start' });
+  await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the build to time out' });
+  t.match(await store.getVersion(ref), { reason: /timed out after 1 s/ });
+  t.notOk(processAlive(pid), 'pip is gone once the version shows failed');
 });
 
 t.test('a version deleted while it builds: a new version of its name starts with an empty build log', async (t) => {

@@ -3,7 +3,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
-import { waitFor } from './poll.ts';
+import { processAlive, waitFor } from './poll.ts';
 
 /** A private Docker engine started for one test file. */
 export interface Dockerd {
@@ -19,13 +19,7 @@ export interface Dockerd {
 }
 
 function alive(pid: number | undefined): boolean {
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pid !== undefined && processAlive(pid);
 }
 
 /** Mount points at or below `dir`, deepest first. */

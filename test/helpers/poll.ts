@@ -30,6 +30,16 @@ export async function waitFor<T>(
   }
 }
 
+/** Whether a process of that id exists (signal 0 reaches it). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A TCP port that was free on 127.0.0.1 a moment ago. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

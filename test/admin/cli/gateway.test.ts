@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { DUPLICATE_SIGNAL_MS } from '../../../admin/cli/signals.ts';
 import { RedisRoutingTable } from '../../../gateway/routing/redis.ts';
 import { startRedis } from '../../helpers/redis.ts';
-import { freePort, waitFor } from '../../helpers/poll.ts';
+import { freePort, processAlive, waitFor } from '../../helpers/poll.ts';
 import { deployment, endpoint, metricValue, replica } from '../../gateway/fixtures.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/portico.ts', import.meta.url));
@@ -273,15 +273,7 @@ t.test('portico gateway with 2 workers: a second SIGTERM during the drain ends i
   t.equal(await gw.exit, null);
   t.equal(gw.proc.signalCode, 'SIGTERM', 'ended by the signal, not after the drain (30 s)');
   t.type(await slow, Error, 'the request in flight was cut');
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  await waitFor(() => !pids.some(alive), { what: 'the workers to end with the primary' });
+  await waitFor(() => !pids.some(processAlive), { what: 'the workers to end with the primary' });
 });
 
 t.test('portico gateway with 2 workers: stop signals in quick succession are one stop (Ctrl-C, npm and a supervisor all signal it): the drain finishes', async (t) => {
