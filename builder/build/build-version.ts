@@ -6,7 +6,9 @@ import type { VersionEndpoint } from '../store/store.ts';
 import { formatProblem, readValohaiYaml, type EndpointDefinition } from '../valohai-yaml/index.ts';
 import { installPythonDeps } from './python-deps.ts';
 import type { BlobStore } from './blobs.ts';
-import { BuildError, fetchFile, filePathInCode, inTheWayOf, materializeSource, readsOutOfCode, symlinkOutOfCode, type BuildLog, type UploadResolver } from './source.ts';
+import {
+  BuildError, LEADS_OUT, fetchFile, filePathInCode, inTheWayOf, materializeSource, readsOutOfCode, symlinkOutOfCode, type BuildLog, type UploadResolver,
+} from './source.ts';
 
 /** What a successful build produced. */
 export interface BuiltVersion {
@@ -50,6 +52,7 @@ export async function buildVersion(opts: {
   } catch {
     throw new BuildError('the source has no valohai.yaml at its top level');
   }
+  if (await readsOutOfCode(codeDir, yamlPath)) throw new BuildError(`valohai.yaml ${LEADS_OUT}`);
   const parsed = await readValohaiYaml(yamlPath);
   if (parsed.problems.length > 0) {
     for (const p of parsed.problems) log(formatProblem({ ...p, file: 'valohai.yaml' }));

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { BuildError, type BuildLog } from './source.ts';
+import { BuildError, LEADS_OUT, readsOutOfCode, type BuildLog } from './source.ts';
 
 /**
  * Valohai's Python dependency step for targets that run the code in place (`local`): the
@@ -101,6 +101,7 @@ function run(
  * Installs the code's Python requirements into `<codeDir>/.venv` when there is something to
  * install and a way to install it:
  * - no `requirements-deployment.txt` / `requirements.txt`: `{installed: false, reason}`;
+ * - that file a symlink leading out of `codeDir`: throws `BuildError` (nothing read from it);
  * - `python3` missing, or without pip or venv: `{installed: false, reason}`;
  * - else `python3 -m venv` then `pip install -r <file> <pipArgs>` (cwd `codeDir`, the
  *   version's `PIP_*` variables in pip's environment), every output line passed to `log`:
@@ -115,6 +116,8 @@ export async function installPythonDeps(codeDir: string, log: BuildLog, opts: Py
     log(`Python dependencies: ${reason}`);
     return { installed: false, reason };
   }
+  // pip would show what it read there (each line it cannot take as a requirement, in full).
+  if (await readsOutOfCode(codeDir, join(codeDir, file))) throw new BuildError(`${file} ${LEADS_OUT}`);
   const python = opts.python ?? 'python3';
   const env = pipEnv(opts.env);
   const base = { cwd: codeDir, env, ...(opts.signal ? { signal: opts.signal } : {}) };

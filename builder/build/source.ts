@@ -202,6 +202,9 @@ export async function symlinkOutOfCode(codeDir: string, dest: string): Promise<s
   }
 }
 
+/** Why a file of the code that Portico itself reads (valohai.yaml, requirements) is refused: after its name. */
+export const LEADS_OUT = 'in the code is a symlink that leads out of it; it is not read from there';
+
 /**
  * Whether reading `path` (from `filePathInCode`) would leave the code directory through a
  * symlink (the file itself, or a folder on the way): a file declared without a source is read

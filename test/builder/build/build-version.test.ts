@@ -98,3 +98,38 @@ t.test('a declared file read from the code is never read outside it through a sy
   await symlink('models/w.json', join(code, 'current.json'));
   t.equal(await buildWithFile(t, code, 'current.json', false), undefined, 'builds');
 });
+
+t.test('valohai.yaml and the requirements file are never read through a symlink leading out of the code', async (t) => {
+  const outside = await tempDir(t);
+  await writeFile(join(outside, 'secret'), 'ptk_the-controller-hosts-own-secret-token\n');
+  const build = async (code: string) => {
+    const dir = await tempDir(t);
+    const lines: string[] = [];
+    const err = await buildVersion({
+      input: { source: { path: code } },
+      versionDir: join(dir, 'version'),
+      blobs: new BlobStore(join(dir, 'blobs')),
+      uploads: async () => null,
+      log: (l) => lines.push(l),
+      timeoutMs: 10_000,
+      maxFileBytes: 1024 * 1024,
+      installDeps: true,
+    }).then(() => undefined, (e: unknown) => e);
+    return { err, lines };
+  };
+
+  const yamlLink = await tempDir(t);
+  await symlink(join(outside, 'secret'), join(yamlLink, 'valohai.yaml'));
+  const a = await build(yamlLink);
+  t.type(a.err, BuildError);
+  t.match((a.err as Error).message, /^valohai\.yaml in the code is a symlink that leads out of it/);
+  t.notOk([(a.err as Error).message, ...a.lines].some((l) => l.includes('ptk_')), 'nothing of the file outside is shown');
+
+  const reqLink = await tempDir(t);
+  await writeFile(join(reqLink, 'valohai.yaml'), '- endpoint:\n    name: sentiment\n    image: node:24\n    server-command: node server.js\n');
+  await symlink(join(outside, 'secret'), join(reqLink, 'requirements.txt'));
+  const b = await build(reqLink);
+  t.type(b.err, BuildError);
+  t.match((b.err as Error).message, /^requirements\.txt in the code is a symlink that leads out of it/);
+  t.notOk([(b.err as Error).message, ...b.lines].some((l) => l.includes('ptk_')), 'nothing of the file outside is shown');
+});
