@@ -68,10 +68,11 @@ export async function buildVersion(opts: {
   log(`valohai.yaml: ${parsed.endpoints.length} endpoint(s): ${parsed.endpoints.map((e) => e.name).join(', ')}`);
 
   const endpoints: VersionEndpoint[] = [];
+  const placed: Placed = new Map();
   for (const def of parsed.endpoints) {
     const req: EndpointInput = input.endpoints?.[def.name] ?? {};
     const enabled = req.enabled ?? true;
-    const files = enabled ? await placeFiles(def, req, codeDir, opts) : [];
+    const files = enabled ? await placeFiles(def, req, codeDir, placed, opts) : [];
     signal?.throwIfAborted();
     endpoints.push({
       name: def.name,
@@ -91,10 +92,14 @@ export async function buildVersion(opts: {
   return { codeDir, endpoints };
 }
 
+/** The files given a source so far, by where they were placed: endpoints share the code. */
+type Placed = Map<string, { endpoint: string; file: string; sha256: string }>;
+
 async function placeFiles(
   def: EndpointDefinition,
   req: EndpointInput,
   codeDir: string,
+  placed: Placed,
   opts: { blobs: BlobStore; uploads: UploadResolver; log: BuildLog; timeoutMs: number; maxFileBytes: number; signal?: AbortSignal },
 ): Promise<VersionEndpoint['files']> {
   const declaredNames = new Set(def.files.map((f) => f.name));
@@ -111,6 +116,13 @@ async function placeFiles(
       const problem = link !== null ? `${link} in the code is a symlink that leads out of it; the file cannot be placed there` : await inTheWayOf(codeDir, dest);
       if (problem !== null) throw new BuildError(`endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}): ${problem}`);
       blob = await fetchFile(source, { ...opts, maxBytes: opts.maxFileBytes });
+      const other = placed.get(dest);
+      if (other !== undefined && other.sha256 !== blob.sha256) {
+        throw new BuildError(
+          `endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}): endpoint ${other.endpoint}'s file ${JSON.stringify(other.file)} is placed at that path with other content; give both the same file, or declare different paths`,
+        );
+      }
+      placed.set(dest, { endpoint: def.name, file: file.name, sha256: blob.sha256 });
       await opts.blobs.placeAt(blob, dest);
     } else {
       const inCode = await stat(dest).then((s) => s.isFile(), () => false);

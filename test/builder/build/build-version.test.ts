@@ -7,12 +7,27 @@ import { join } from 'node:path';
 import { BlobStore } from '../../../builder/build/blobs.ts';
 import { buildVersion } from '../../../builder/build/build-version.ts';
 import { BuildError } from '../../../builder/build/source.ts';
+import type { CreateVersionInput } from '../../../builder/control-plane.ts';
 
 /** A temporary folder, removed on teardown. */
 async function tempDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'portico-build-test-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** Builds `input` into `dir`/version with a blob store in `dir`/blobs. */
+function build(input: CreateVersionInput, dir: string, opts: { log?: (line: string) => void; installDeps?: boolean } = {}) {
+  return buildVersion({
+    input,
+    versionDir: join(dir, 'version'),
+    blobs: new BlobStore(join(dir, 'blobs')),
+    uploads: async () => null,
+    log: opts.log ?? (() => undefined),
+    timeoutMs: 10_000,
+    maxFileBytes: 1024 * 1024,
+    installDeps: opts.installDeps ?? false,
+  });
 }
 
 /**
@@ -25,16 +40,8 @@ async function buildWithFile(t: Test, code: string, path: string, withSource = t
   await writeFile(join(code, 'valohai.yaml'), `- endpoint:\n    name: sentiment\n    image: node:24\n    server-command: node server.js\n    files:\n      - name: model\n        path: ${path}\n`);
   const model = join(dir, 'weights.json');
   await writeFile(model, '{"good": 1}');
-  return buildVersion({
-    input: { source: { path: code }, endpoints: { sentiment: withSource ? { files: { model: { path: model } } } : {} } },
-    versionDir: join(dir, 'version'),
-    blobs: new BlobStore(join(dir, 'blobs')),
-    uploads: async () => null,
-    log: () => undefined,
-    timeoutMs: 10_000,
-    maxFileBytes: 1024 * 1024,
-    installDeps: false,
-  }).then(() => undefined, (err: unknown) => err);
+  return build({ source: { path: code }, endpoints: { sentiment: withSource ? { files: { model: { path: model } } } : {} } }, dir)
+    .then(() => undefined, (err: unknown) => err);
 }
 
 t.test('a declared file is never written outside the code through a symlink in it', async (t) => {
@@ -102,25 +109,16 @@ t.test('a declared file read from the code is never read outside it through a sy
 t.test('valohai.yaml and the requirements file are never read through a symlink leading out of the code', async (t) => {
   const outside = await tempDir(t);
   await writeFile(join(outside, 'secret'), 'ptk_the-controller-hosts-own-secret-token\n');
-  const build = async (code: string) => {
+  const buildCode = async (code: string) => {
     const dir = await tempDir(t);
     const lines: string[] = [];
-    const err = await buildVersion({
-      input: { source: { path: code } },
-      versionDir: join(dir, 'version'),
-      blobs: new BlobStore(join(dir, 'blobs')),
-      uploads: async () => null,
-      log: (l) => lines.push(l),
-      timeoutMs: 10_000,
-      maxFileBytes: 1024 * 1024,
-      installDeps: true,
-    }).then(() => undefined, (e: unknown) => e);
+    const err = await build({ source: { path: code } }, dir, { log: (l) => lines.push(l), installDeps: true }).then(() => undefined, (e: unknown) => e);
     return { err, lines };
   };
 
   const yamlLink = await tempDir(t);
   await symlink(join(outside, 'secret'), join(yamlLink, 'valohai.yaml'));
-  const a = await build(yamlLink);
+  const a = await buildCode(yamlLink);
   t.type(a.err, BuildError);
   t.match((a.err as Error).message, /^valohai\.yaml in the code is a symlink that leads out of it/);
   t.notOk([(a.err as Error).message, ...a.lines].some((l) => l.includes('ptk_')), 'nothing of the file outside is shown');
@@ -128,8 +126,25 @@ t.test('valohai.yaml and the requirements file are never read through a symlink 
   const reqLink = await tempDir(t);
   await writeFile(join(reqLink, 'valohai.yaml'), '- endpoint:\n    name: sentiment\n    image: node:24\n    server-command: node server.js\n');
   await symlink(join(outside, 'secret'), join(reqLink, 'requirements.txt'));
-  const b = await build(reqLink);
+  const b = await buildCode(reqLink);
   t.type(b.err, BuildError);
   t.match((b.err as Error).message, /^requirements\.txt in the code is a symlink that leads out of it/);
   t.notOk([(b.err as Error).message, ...b.lines].some((l) => l.includes('ptk_')), 'nothing of the file outside is shown');
+});
+
+t.test('two endpoints given different files for one path: a build error, not one file silently replacing the other', async (t) => {
+  const code = await tempDir(t);
+  const dir = await tempDir(t);
+  const endpoint = (name: string) => `- endpoint:\n    name: ${name}\n    image: node:24\n    server-command: node server.js\n    files:\n      - name: model\n        path: models/model.bin\n`;
+  await writeFile(join(code, 'valohai.yaml'), endpoint('first') + endpoint('second'));
+  await writeFile(join(dir, 'a.bin'), 'weights A');
+  await writeFile(join(dir, 'b.bin'), 'weights B');
+  const both = (second: string) => build({ source: { path: code }, endpoints: { first: { files: { model: { path: join(dir, 'a.bin') } } }, second: { files: { model: { path: join(dir, second) } } } } }, dir);
+  const err = await both('b.bin').then(() => undefined, (e: unknown) => e);
+  t.type(err, BuildError);
+  t.equal((err as Error).message, 'endpoint second: file "model" (path models/model.bin): endpoint first\'s file "model" is placed at that path with other content; give both the same file, or declare different paths');
+  // The same file for both is fine: they share it.
+  const built = await both('a.bin');
+  t.same(built.endpoints.map((e) => e.files[0]?.sha256), [built.endpoints[0]?.files[0]?.sha256, built.endpoints[0]?.files[0]?.sha256]);
+  t.equal(await readFile(join(built.codeDir, 'models', 'model.bin'), 'utf8'), 'weights A');
 });
