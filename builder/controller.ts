@@ -95,6 +95,8 @@ export class Controller implements CP.ControlPlane {
   private readonly pipArgs: readonly string[];
   /** Deployment records read and handed to the publisher, one after another (`putDeploymentRecord`). */
   private readonly recordOrder = new Limiter(1);
+  /** Builds under way, by version (`owner/project/deployment/name@createdAt`): deleting the version stops its build. */
+  private readonly buildsUnderWay = new Map<string, AbortController>();
 
   constructor(opts: {
     config: Config;
@@ -341,6 +343,7 @@ export class Controller implements CP.ControlPlane {
       const keys = [deploymentKey(ref)];
       for (const v of versions) for (const e of v.endpoints) keys.push(endpointKey({ ...ref, version: v.name, endpoint: e.name }));
       await this.store.deleteDeployment(ref);
+      for (const v of versions) this.buildsUnderWay.get(buildId({ ...ref, version: v.name }, v.createdAt))?.abort(new BuildError('the deployment was deleted'));
       // After every record read before the delete is handed on (an alias PUT under way would
       // otherwise route the deployment again); those read since find it gone.
       await (await this.recordOrder.run(async () => ({ acks: this.publisher.remove(keys) }))).acks;
@@ -478,11 +481,16 @@ export class Controller implements CP.ControlPlane {
     };
     const log = (line: string) => this.logs.append(key, { at: Date.now(), stream: 'build', line });
     const target = this.targetsByName.get(d.target);
+    const underWay = buildId(ref, createdAt);
+    const stop = new AbortController();
+    this.buildsUnderWay.set(underWay, stop);
     try {
       log(`queued (target ${d.target})`);
       const built = await this.builds.run(async () => {
+        stop.signal.throwIfAborted();
         log('build started');
         return withTimeout(
+          stop.signal,
           (signal) => buildVersion({
             input,
             versionDir: this.versionDir(ref),
@@ -512,6 +520,7 @@ export class Controller implements CP.ControlPlane {
             ...(docker.buildNetwork ? { networkMode: docker.buildNetwork } : {}),
             log,
             timeoutMs: this.config.buildTimeoutSeconds * 1000,
+            signal: stop.signal,
           }),
         );
       }
@@ -553,6 +562,7 @@ export class Controller implements CP.ControlPlane {
       log(`build failed: ${reason}`);
       await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
     } finally {
+      if (this.buildsUnderWay.get(underWay) === stop) this.buildsUnderWay.delete(underWay);
       this.logs.end(key); // followers of the build log stop here
     }
   }
@@ -623,6 +633,7 @@ export class Controller implements CP.ControlPlane {
         if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALIAS_IN_USE, `version ${v.name} is the target of alias ${err.usedBy ?? ''}`);
         throw err;
       }
+      this.buildsUnderWay.get(buildId(ref, v.createdAt))?.abort(new BuildError('the version was deleted'));
       await this.publisher.remove(v.endpoints.map((e) => endpointKey({ ...ref, endpoint: e.name })));
       await this.removeReplicas(d.target, v.endpoints.map((e) => endpointRuntimeKey(v, e.name)));
       return v;
@@ -922,20 +933,27 @@ function logFilter(query: CP.LogQuery, defaultTail?: number): { tail?: number; r
   };
 }
 
+/** Names a build under way: a version of the same name created again is another. */
+function buildId(ref: VersionRef, createdAt: string): string {
+  return `${depLabel(ref)}/${ref.version}@${createdAt}`;
+}
+
 /**
- * Runs `task`, aborting its signal when it takes longer than `ms`; then rejects with a
- * BuildError once the task has stopped (its processes killed), so nothing of it runs on.
+ * Runs `task`, aborting its signal when `stop` aborts or it takes longer than `ms`; then
+ * rejects with the reason (a BuildError) once the task has stopped (its processes killed), so
+ * nothing of it runs on.
  */
-async function withTimeout<T>(task: (signal: AbortSignal) => Promise<T>, ms: number): Promise<T> {
+async function withTimeout<T>(stop: AbortSignal, task: (signal: AbortSignal) => Promise<T>, ms: number): Promise<T> {
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(new BuildError(`build timed out after ${Math.round(ms / 1000)} s`)), ms);
   timer.unref();
+  const signal = AbortSignal.any([stop, timeout.signal]);
   try {
-    const result = await task(timeout.signal);
-    timeout.signal.throwIfAborted();
+    const result = await task(signal);
+    signal.throwIfAborted();
     return result;
   } catch (err) {
-    timeout.signal.throwIfAborted();
+    signal.throwIfAborted();
     throw err;
   } finally {
     clearTimeout(timer);

@@ -305,9 +305,12 @@ t.test('a build resumed after a restart builds what was asked: the files given a
   t.match(v?.endpoints, [{ name: 'predict', replicas: 3, timeoutSeconds: 7, files: [{ name: 'model', size: 7 }] }], 'the replicas, timeout and file asked for');
 });
 
-t.test('a build that times out is stopped: pip is killed, not left running after the version failed', async (t) => {
-  const { store, dataDir, controller } = await harness(t, undefined, { env: { PORTICO_BUILD_TIMEOUT_SECONDS: '1' } });
-  // A python3 whose venv is made at once and whose pip never ends (as one waiting on an index).
+/**
+ * Starts building version v1 of a code folder with a requirements.txt, on a `python3` (first on
+ * PATH) whose venv is made at once and whose pip never ends (as one waiting on an index);
+ * resolves with pip's pid once it runs.
+ */
+async function buildWithHangingPip(t: Test, dataDir: string, controller: Controller): Promise<number> {
   const bin = join(dataDir, 'bin');
   const pidFile = join(dataDir, 'pip.pid');
   await mkdir(bin);
@@ -332,12 +335,29 @@ t.test('a build that times out is stopped: pip is killed, not left running after
   await mkdir(code);
   await writeFile(join(code, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: python:3.12\n    server-command: serve\n');
   await writeFile(join(code, 'requirements.txt'), 'porticodep==0.1.0\n');
-  const ref = { ...DEPLOYMENT, version: 'v1' };
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: code } }, 'admin');
   pid = await waitFor(async () => Number(await readFile(pidFile, 'utf8')) || undefined, { what: 'pip to start' });
+  return pid;
+}
+
+t.test('a build that times out is stopped: pip is killed, not left running after the version failed', async (t) => {
+  const { store, dataDir, controller } = await harness(t, undefined, { env: { PORTICO_BUILD_TIMEOUT_SECONDS: '1' } });
+  const pid = await buildWithHangingPip(t, dataDir, controller);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the build to time out' });
   t.match(await store.getVersion(ref), { reason: /timed out after 1 s/ });
   t.notOk(processAlive(pid), 'pip is gone once the version shows failed');
+});
+
+t.test('a version deleted while it builds: its build is stopped, pip killed', async (t) => {
+  const { store, dataDir, controller, logs } = await harness(t);
+  const pid = await buildWithHangingPip(t, dataDir, controller);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  const ended = afterNextCall(logs, 'end');
+  await controller.deleteVersion(ref, 'admin');
+  await waitFor(() => !processAlive(pid), { what: 'pip to be killed', timeoutMs: 5000 });
+  await ended;
+  t.equal(await store.getVersion(ref), null, 'the version is gone');
 });
 
 t.test('a version deleted while it builds: a new version of its name starts with an empty build log', async (t) => {
