@@ -938,18 +938,24 @@ function buildId(ref: VersionRef, createdAt: string): string {
   return `${depLabel(ref)}/${ref.version}@${createdAt}`;
 }
 
+/** How long an aborted build may take to stop before it is given up on (a step that cannot be aborted). */
+const BUILD_STOP_GRACE_MS = 10_000;
+
 /**
  * Runs `task`, aborting its signal when `stop` aborts or it takes longer than `ms`; then
  * rejects with the reason (a BuildError) once the task has stopped (its processes killed), so
- * nothing of it runs on.
+ * nothing of it runs on, or after `BUILD_STOP_GRACE_MS` if it does not stop.
  */
 async function withTimeout<T>(stop: AbortSignal, task: (signal: AbortSignal) => Promise<T>, ms: number): Promise<T> {
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(new BuildError(`build timed out after ${Math.round(ms / 1000)} s`)), ms);
   timer.unref();
   const signal = AbortSignal.any([stop, timeout.signal]);
+  const givenUp = new Promise<never>((_, reject) => {
+    signal.addEventListener('abort', () => setTimeout(() => reject(signal.reason), BUILD_STOP_GRACE_MS).unref(), { once: true });
+  });
   try {
-    const result = await task(signal);
+    const result = await Promise.race([task(signal), givenUp]);
     signal.throwIfAborted();
     return result;
   } catch (err) {

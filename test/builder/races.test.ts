@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from '../../builder/build/blobs.ts';
+import type { EndpointInput } from '../../builder/control-plane.ts';
 import { Controller } from '../../builder/controller.ts';
 import { Publisher } from '../../builder/publisher.ts';
 import { Reconciler } from '../../builder/reconciler.ts';
@@ -283,19 +284,27 @@ t.test('a version stopped and started while it builds: still building, and built
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the resumed build to fail (its source does not exist)' });
 });
 
-t.test('a build resumed after a restart builds what was asked: the files given and the replicas', async (t) => {
-  const { store, dataDir, newController } = await harness(t);
-  const ref = { ...DEPLOYMENT, version: 'v1' };
+/**
+ * Creates version v1 of endpoint `predict` (`endpoint` as its request) with file `model` given,
+ * on a controller of its own whose storing of that file never ends; resolves once it is there.
+ */
+async function buildHeldAtFile(dataDir: string, newController: (blobs: BlobStore) => Controller, endpoint: EndpointInput = {}): Promise<void> {
   const code = join(dataDir, 'src');
   await mkdir(code);
   await writeFile(join(code, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: python:3.12\n    server-command: serve\n    files:\n      - name: model\n        path: model.bin\n');
   await writeFile(join(dataDir, 'model.bin'), 'weights');
-  // The first controller's build is held where it stores the file given: the process dies there.
   const blobs = new BlobStore(join(dataDir, 'blobs'));
   const held = holdNextCall(blobs, 'put');
-  const input = { name: 'v1', source: { path: code }, endpoints: { predict: { replicas: 3, timeoutSeconds: 7, files: { model: { path: join(dataDir, 'model.bin') } } } } };
-  await newController(blobs).createVersion(DEPLOYMENT, input, 'admin');
+  const predict = { ...endpoint, files: { model: { path: join(dataDir, 'model.bin') } } };
+  await newController(blobs).createVersion(DEPLOYMENT, { name: 'v1', source: { path: code }, endpoints: { predict } }, 'admin');
   await held.reached;
+}
+
+t.test('a build resumed after a restart builds what was asked: the files given and the replicas', async (t) => {
+  const { store, dataDir, newController } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  // The first controller's build is held where it stores the file given: the process dies there.
+  await buildHeldAtFile(dataDir, newController, { replicas: 3, timeoutSeconds: 7 });
 
   const restarted = newController();
   await restarted.resumeBuilds();
@@ -347,6 +356,15 @@ t.test('a build that times out is stopped: pip is killed, not left running after
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the build to time out' });
   t.match(await store.getVersion(ref), { reason: /timed out after 1 s/ });
   t.notOk(processAlive(pid), 'pip is gone once the version shows failed');
+});
+
+t.test('a build that times out in a step that cannot be stopped fails all the same, soon after', async (t) => {
+  const { store, dataDir, newController } = await harness(t, undefined, { env: { PORTICO_BUILD_TIMEOUT_SECONDS: '1' } });
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  // Storing the file never ends, whatever the abort.
+  await buildHeldAtFile(dataDir, newController);
+  await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the build to be given up on', timeoutMs: 20_000 });
+  t.match(await store.getVersion(ref), { reason: /timed out after 1 s/ });
 });
 
 t.test('a version deleted while it builds: its build is stopped, pip killed', async (t) => {
