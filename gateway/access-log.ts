@@ -214,7 +214,7 @@ function reportWriteError(err: Error): void {
   process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'access log write failed', error: err.message })}\n`);
 }
 
-function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer, done: () => void): boolean {
+function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer, done: (err?: Error | null) => void): boolean {
   let ok = true;
   let start = 0;
   while (chunk.length - start > PIPE_BUF) {
@@ -278,7 +278,7 @@ function countLines(chunk: Buffer): number {
  * next batch is tried again.
  */
 export class AccessLog {
-  /** Lines dropped because the destination was too slow or failed. */
+  /** Lines dropped because the destination was too slow or failed (disk full, a reader gone). */
   dropped = 0;
   readonly #write: ((chunk: Buffer, done: () => void) => boolean) | null;
   readonly #stream: WriteStream | null;
@@ -322,7 +322,8 @@ export class AccessLog {
     if (destination === 'off') {
       this.#write = null;
     } else if (destination === 'stdout') {
-      this.#write = (chunk, done) => writeAtomically(stdout, chunk, done);
+      this.#watch(stdout);
+      this.#write = (chunk, done) => this.#writeStream(stdout, chunk, done, true);
     } else {
       let fd: number | null;
       try {
@@ -342,14 +343,46 @@ export class AccessLog {
         return;
       }
       const stream = createWriteStream(destination, { flags: 'a' });
-      stream.on('error', (err) => reportWriteError(err));
+      this.#watch(stream);
       stream.on('drain', () => {
         this.#blocked = false;
         if (this.#used + this.#queued > 0) this.#flush();
       });
       this.#stream = stream;
-      this.#write = (chunk, done) => stream.write(chunk, done);
+      this.#write = (chunk, done) => this.#writeStream(stream, chunk, done, false);
     }
+  }
+
+  // A stream destination (stdout, a FIFO) whose reader went away (EPIPE: a log shipper that
+  // restarted, `| head`) is destroyed: its 'error' is reported once, not left unhandled, which
+  // ended the whole gateway with a stack trace at its next line. The listener stays after
+  // `close`: a write still under way may fail after it.
+  #watch(out: NodeJS.WritableStream): void {
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      this.#blocked = false;
+      this.#failed(err);
+    });
+  }
+
+  // The lines of a write that fails, and of every write once the stream is destroyed, are dropped
+  // and counted as a failed file write's are.
+  #writeStream(out: NodeJS.WritableStream & { readonly destroyed?: boolean }, chunk: Buffer, done: () => void, atomic: boolean): boolean {
+    if (out.destroyed === true) {
+      this.dropped += countLines(chunk);
+      done();
+      return true;
+    }
+    const after = (err?: Error | null): void => {
+      if (err) this.dropped += countLines(chunk);
+      done();
+    };
+    return atomic ? writeAtomically(out, chunk, after) : out.write(chunk, after);
+  }
+
+  #failed(err: NodeJS.ErrnoException): void {
+    const code = err.code ?? 'ERROR';
+    if (code !== this.#failing) reportWriteError(err);
+    this.#failing = code;
   }
 
   #writeDirect(fd: number, chunk: Buffer): void {
@@ -358,9 +391,7 @@ export class AccessLog {
       this.#failing = '';
     } catch (err) {
       this.dropped += countLines(chunk);
-      const code = (err as NodeJS.ErrnoException).code ?? 'ERROR';
-      if (code !== this.#failing) reportWriteError(err as Error);
-      this.#failing = code;
+      this.#failed(err as NodeJS.ErrnoException);
     }
   }
 

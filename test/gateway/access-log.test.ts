@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
-import { mkdtempSync, readFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { createReadStream, mkdtempSync, readFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -95,13 +95,17 @@ t.test('a destination that fails (disk full) drops and counts its lines, reports
   t.match(JSON.parse(errors[0] as string), { level: 'error', msg: 'access log write failed', error: /ENOSPC/ });
 });
 
-t.test('a FIFO destination is written through a stream (a reader may be slow)', async (t) => {
+/** A FIFO in a folder of the test's own, and a stream reading it. */
+function fifoWithReader(t: Test): { fifo: string; reader: ReadStream } {
   const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const fifo = join(dir, 'log.fifo');
   execFileSync('mkfifo', [fifo]);
-  const { createReadStream } = await import('node:fs');
-  const reader = createReadStream(fifo);
+  return { fifo, reader: createReadStream(fifo) };
+}
+
+t.test('a FIFO destination is written through a stream (a reader may be slow)', async (t) => {
+  const { fifo, reader } = fifoWithReader(t);
   const chunks: Buffer[] = [];
   reader.on('data', (c) => chunks.push(c as Buffer));
   const ended = new Promise<void>((resolve) => reader.on('end', () => resolve()));
@@ -112,6 +116,43 @@ t.test('a FIFO destination is written through a stream (a reader may be slow)', 
   t.same(Buffer.concat(chunks).toString().trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId), ['r0', 'r1', 'r2']);
 });
 
+
+t.test('stdout whose reader went away (EPIPE: a log shipper restarted, `| head`): lines are dropped and counted, the process lives on', async (t) => {
+  const errors = captureStderr(t);
+  // A real pipe whose reading end is closed by a process that lives on.
+  const reader = spawn('sh', ['-c', 'exec 0<&-; echo closed; exec sleep 60'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  t.teardown(() => reader.kill());
+  await new Promise((resolve) => reader.stdout.once('data', resolve));
+  const out = reader.stdin;
+  const log = new AccessLog('stdout', out);
+  for (let i = 0; i < 10; i++) put(log, record(i));
+  await waitFor(() => log.dropped === 10, { what: `the first lines counted as dropped (${log.dropped})` });
+  for (let i = 0; i < 5; i++) put(log, record(i));
+  await log.close();
+  await waitFor(() => log.dropped === 15, { what: `later lines counted too (${log.dropped})` });
+  const reports = errors.filter((e) => e !== '');
+  t.equal(reports.length, 1, 'one report');
+  t.match(JSON.parse(reports[0] as string), { level: 'error', msg: 'access log write failed', error: /EPIPE/ });
+});
+
+t.test('a FIFO whose reader went away: lines are dropped and counted, reported once', async (t) => {
+  const errors = captureStderr(t);
+  const { fifo, reader } = fifoWithReader(t);
+  const log = new AccessLog(fifo);
+  await new Promise((resolve) => reader.once('open', () => resolve(undefined)));
+  reader.destroy();
+  await new Promise((resolve) => reader.once('close', () => resolve(undefined)));
+  for (let i = 0; i < 10; i++) put(log, record(i));
+  await waitFor(() => log.dropped === 10, { what: `the lines counted as dropped (${log.dropped})` });
+  for (let i = 0; i < 5; i++) put(log, record(i));
+  await log.close();
+  t.equal(log.dropped, 15, 'later lines counted too');
+  // A destroyed file stream emits its 'error' once its descriptor is closed, maybe later still.
+  await waitFor(() => errors.some((e) => e !== ''), { what: 'the report' });
+  const reports = errors.filter((e) => e !== '');
+  t.equal(reports.length, 1, 'one report');
+  t.match(JSON.parse(reports[0] as string), { level: 'error', msg: 'access log write failed', error: /EPIPE/ });
+});
 t.test('reopen: after the file is moved away (log rotation), the next lines go to a new file at the path', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -176,7 +217,7 @@ t.test('encoding buffers are reused only once written: a slow destination gets e
     }
   };
   // Only `write(chunk, cb)` is used: the bytes are copied the moment they are handed over.
-  const out = { write: (chunk: Buffer, cb?: () => void) => pending.push({ chunk, copy: Buffer.from(chunk), cb: cb ?? (() => {}) }) < 1e9 };
+  const out = { on: () => out, write: (chunk: Buffer, cb?: () => void) => pending.push({ chunk, copy: Buffer.from(chunk), cb: cb ?? (() => {}) }) < 1e9 };
   const log = new AccessLog('stdout', out as unknown as NodeJS.WritableStream);
   const n = 20_000; // about 3 MB of lines: dozens of encoding buffers, each reused many times
   for (let i = 0; i < n; i++) {
