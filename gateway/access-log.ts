@@ -1,5 +1,6 @@
 import { closeSync, createWriteStream, mkdirSync, openSync, statSync, writeSync, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
+import { writeStderr } from '../common/log.ts';
 
 /** One access-log record: what happened to one request. Never credentials, never the query. */
 export interface AccessRecord {
@@ -211,7 +212,7 @@ const NEWLINE = 0x0a;
 const noop = (): void => {};
 
 function reportWriteError(err: Error): void {
-  process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'access log write failed', error: err.message })}\n`);
+  writeStderr(`${JSON.stringify({ level: 'error', msg: 'access log write failed', error: err.message })}\n`);
 }
 
 function writeAtomically(out: NodeJS.WritableStream, chunk: Buffer, done: (err?: Error | null) => void): boolean {
