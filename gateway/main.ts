@@ -110,6 +110,34 @@ function urlOf(host: string, port: number): string {
 }
 
 /**
+ * The metrics port's server: `GET /metrics` (or HEAD) answers `text()`, anything else a JSON 404,
+ * and its refusals are in the JSON shape too, as on the public port (a scraper's logs show why).
+ * A gateway's own, or the sum over the workers of `portico gateway`'s primary.
+ */
+export function createMetricsServer(text: () => Promise<string>, contentType: string): Server {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
+      res.end(JSON.stringify({ statusCode: 404, code: 'NOT_FOUND', error: 'Not Found', message: 'metrics are at GET /metrics' }));
+      return;
+    }
+    text().then(
+      (body) => {
+        res.writeHead(200, { 'content-type': contentType });
+        res.end(body);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`# metrics failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      },
+    );
+  });
+  server.on('clientError', jsonClientErrors(GatewayErrors));
+  return server;
+}
+
+/**
  * Starts a gateway on `config.host:config.gatewayPort` (0 picks a free port) reading routes
  * through a `RouteCache` over `routing`, with metrics on `config.metricsPort`. Used by
  * `portico gateway`, by `portico start` (embedded, in-process) and by tests.
@@ -231,26 +259,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
   };
   try {
     if (opts.serveMetrics ?? true) {
-      metricsServer = createServer((req, res) => {
-        const path = (req.url ?? '').split('?')[0];
-        if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-          res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
-          res.end(JSON.stringify({ statusCode: 404, code: 'NOT_FOUND', error: 'Not Found', message: 'metrics are at GET /metrics' }));
-          return;
-        }
-        metrics.text().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': metrics.registry.contentType });
-            res.end(text);
-          },
-          (err: unknown) => {
-            res.writeHead(500, { 'content-type': 'text/plain' });
-            res.end(`# metrics failed: ${err instanceof Error ? err.message : String(err)}\n`);
-          },
-        );
-      });
-      // Its refusals in the JSON shape too, as on the public port (a scraper's logs show why).
-      metricsServer.on('clientError', jsonClientErrors(GatewayErrors));
+      metricsServer = createMetricsServer(() => metrics.text(), metrics.registry.contentType);
       const m = await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT');
       metricsUrl = `${urlOf(config.host, m.port)}/metrics`;
     }

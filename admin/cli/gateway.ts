@@ -1,10 +1,9 @@
 import cluster, { type Worker } from 'node:cluster';
-import { createServer } from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
 import { listen } from '../../common/http.ts';
-import { startGateway } from '../../gateway/main.ts';
+import { createMetricsServer, startGateway } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { ClusterMetrics } from './cluster-metrics.ts';
 import { UsageError, positionalsOnly, type Command } from './command.ts';
@@ -107,23 +106,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   const ids = new WeakMap<Worker, string>();
   // A worker answers metrics requests once it has told its live-set id (see `runGateway`).
   const aggregator = new ClusterMetrics({ answers: (w) => ids.has(w) });
-  const metricsServer = createServer((req, res) => {
-    if ((req.url ?? '').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' });
-      res.end(JSON.stringify({ statusCode: 404, code: 'NOT_FOUND', error: 'Not Found', message: 'metrics are at GET /metrics' }));
-      return;
-    }
-    aggregator.text().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': aggregator.contentType });
-        res.end(text);
-      },
-      (err: unknown) => {
-        res.writeHead(500, { 'content-type': 'text/plain' });
-        res.end(`# metrics failed: ${err instanceof Error ? err.message : String(err)}\n`);
-      },
-    );
-  });
+  const metricsServer = createMetricsServer(() => aggregator.text(), aggregator.contentType);
   try {
     await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT');
   } catch (err) {

@@ -12,7 +12,7 @@ import { DUPLICATE_SIGNAL_MS } from '../../../admin/cli/signals.ts';
 import { RedisRoutingTable } from '../../../gateway/routing/redis.ts';
 import { startRedis } from '../../helpers/redis.ts';
 import { freePort, processAlive, waitFor } from '../../helpers/poll.ts';
-import { deployment, endpoint, metricValue, replica } from '../../gateway/fixtures.ts';
+import { deployment, endpoint, metricValue, rawRequest, replica } from '../../gateway/fixtures.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/portico.ts', import.meta.url));
 
@@ -175,6 +175,21 @@ t.test('portico gateway: a replacement worker killed before it listens is restar
   t.equal((await get(`${gw.base}/readyz`)).status, 200);
   gw.proc.kill('SIGTERM');
   t.equal(await gw.exitAfterStop(), 0, `exit 0 (${gw.stderr().slice(-500)})`);
+});
+
+t.test('portico gateway with 2 workers: the metrics port answers as a single process\'s does (404 JSON off GET /metrics, JSON 400 for a malformed request)', async (t) => {
+  const { gw } = await twoWorkers(t);
+  const metrics = `http://127.0.0.1:${gw.metricsPort}/metrics`;
+  t.equal((await get(metrics)).status, 200);
+  for (const method of ['POST', 'DELETE']) {
+    const res = await request(metrics, { method, reset: true });
+    t.equal(res.statusCode, 404, `${method} /metrics`);
+    t.match(await res.body.json(), { statusCode: 404, code: 'NOT_FOUND' });
+  }
+  const bad = await rawRequest(`http://127.0.0.1:${gw.metricsPort}`, 'GET /metrics HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n');
+  t.match(bad, /^HTTP\/1\.1 400 [\s\S]*\r\n\r\n\{"statusCode":400,"code":"BAD_REQUEST"/, 'a malformed request: the JSON error');
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exitAfterStop(), 0);
 });
 
 t.test('portico gateway with 2 workers: no connection hangs when a worker is killed under new-connection load (regression: round-robin handoff)', async (t) => {
