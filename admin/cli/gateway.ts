@@ -171,7 +171,10 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
     cluster.on('exit', (worker, code, signal) => {
       running.delete(worker);
       if (stopping) {
-        if (code !== 0) failed = true;
+        // A worker still loading its modules when the stop came had no handler yet: the signal
+        // ended it, with nothing to drain. That is no failure (it made the whole exit 1).
+        const stoppedWhileLoading = !listened.has(worker) && (signal === 'SIGTERM' || signal === 'SIGINT');
+        if (code !== 0 && !stoppedWhileLoading) failed = true;
         finish();
         return;
       }

@@ -192,6 +192,18 @@ t.test('portico gateway with 2 workers: the metrics port answers as a single pro
   t.equal(await gw.exitAfterStop(), 0);
 });
 
+t.test('portico gateway with 2 workers stopped while its workers start (a supervisor stops it at once): exit 0', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: 'off' });
+    // The workers are forked now; loading their modules alone takes longer than this poll.
+    await waitFor(() => gw.stderr().includes('gateway primary started'), { what: 'the primary', intervalMs: 5 });
+    gw.proc.kill(signal);
+    t.equal(await gw.exitAfterStop(), 0, `${signal}: exit 0 (${gw.stderr().slice(-800)})`);
+  }
+});
+
 t.test('portico gateway with 2 workers: no connection hangs when a worker is killed under new-connection load (regression: round-robin handoff)', async (t) => {
   const { writer, gw } = await twoWorkers(t);
   const rep = await replica(t, (_req, res) => res.end('ok'));
