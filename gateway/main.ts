@@ -55,6 +55,8 @@ export interface Gateway {
    * idle keep-alive connections close, then everything closes as in `close()`.
    */
   drain(): Promise<void>;
+  /** Stops accepting connections (another process may take the port); open ones go on. */
+  stopListening(): void;
   /** Stops at once: closes listeners, connections, pools; leaves the live set. */
   close(): Promise<void>;
   /** Reopens a file access log at its path (after log rotation); see `AccessLog.reopen`. */
@@ -290,5 +292,6 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
       await close();
     })());
 
-  return { id: gatewayId, url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, close, reopenLogs: () => accessLog.reopen() };
+  const stopListening = () => void server.close();
+  return { id: gatewayId, url, metricsUrl, cache, metrics, listener: l, upstreams, authenticator, drain, stopListening, close, reopenLogs: () => accessLog.reopen() };
 }

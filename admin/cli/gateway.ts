@@ -70,8 +70,17 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
         );
     };
     onStopSignals(stop);
-    // The primary went away: nobody will forward connections or signals any more.
-    if (inCluster) process.once('disconnect', () => stop('primary disconnected'));
+    if (inCluster && cluster.worker) {
+      // The primary went away (killed, out of memory): nobody will forward signals any more, and
+      // a restarted gateway needs the port. Node's cluster ended such a worker at once, cutting
+      // its requests in flight and their access-log lines; now it stops accepting at once and
+      // drains as on SIGTERM.
+      cluster.worker.exitedAfterDisconnect = true;
+      process.once('disconnect', () => {
+        gateway.stopListening();
+        stop('primary disconnected');
+      });
+    }
   });
 }
 
@@ -192,7 +201,10 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       setTimeout(fork, restartDelayMs).unref();
       restartDelayMs = Math.min(restartDelayMs * 2, 5000);
     });
-    onStopSignals(stopAll);
+    // A second stop signal ends the workers with the primary: they would drain on when it is gone.
+    onStopSignals(stopAll, () => {
+      for (const w of running) w.process.kill('SIGKILL');
+    });
     for (let i = 0; i < config.gatewayWorkers; i++) fork();
     log.info('gateway primary started', { workers: config.gatewayWorkers, metrics: `http://${config.host}:${config.metricsPort}/metrics` });
   });
@@ -222,6 +234,8 @@ connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS. A secon
 SIGINT during the drain, a second or more after the first, ends the process (workers included) at
 once: requests still in flight are cut and get no access log line. One within a second of the
 first is a copy of it (Ctrl-C signals the whole process group) and changes nothing.
+Workers whose primary was killed (SIGKILL, out of memory) free the port at once, so that a
+restarted gateway can take it, and drain what they have in flight as on SIGTERM.
 On SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path, in every
 worker, so that log rotation can move the old file away (logrotate's default "create" mode).
 

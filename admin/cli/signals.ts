@@ -8,11 +8,12 @@ export const DUPLICATE_SIGNAL_MS = 1000;
 
 /**
  * Calls `stop` on the first SIGTERM or SIGINT (a drain). A stop signal more than
- * `DUPLICATE_SIGNAL_MS` after it ends the process at once, as that signal does by default;
- * one within that time is taken for a copy of the first and ignored (a second `process.once`
- * made a copy kill the process in the middle of its drain).
+ * `DUPLICATE_SIGNAL_MS` after it ends the process at once, as that signal does by default
+ * (after `force`, which ends what must end with it); one within that time is taken for a copy
+ * of the first and ignored (a second `process.once` made a copy kill the process in the middle
+ * of its drain).
  */
-export function onStopSignals(stop: (signal: NodeJS.Signals) => void): void {
+export function onStopSignals(stop: (signal: NodeJS.Signals) => void, force: () => void = () => {}): void {
   let first: number | undefined;
   const on = (signal: NodeJS.Signals): void => {
     if (first === undefined) {
@@ -23,6 +24,7 @@ export function onStopSignals(stop: (signal: NodeJS.Signals) => void): void {
     if (performance.now() - first < DUPLICATE_SIGNAL_MS) return;
     process.off('SIGTERM', on);
     process.off('SIGINT', on);
+    force();
     process.kill(process.pid, signal);
   };
   process.on('SIGTERM', on);

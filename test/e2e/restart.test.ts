@@ -4,19 +4,10 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { freePort, waitFor } from '../helpers/poll.ts';
+import { freePort, processAlive, waitFor } from '../helpers/poll.ts';
 import { ROOT, removeDataDir, startPortico } from '../helpers/portico.ts';
 
 const EXAMPLE = join(ROOT, 'examples', 'node-sentiment');
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 t.test('controller killed and restarted: replicas adopted, serving again within seconds', async (t) => {
   const ports = { gateway: await freePort(), admin: await freePort(), metrics: await freePort() };
@@ -45,7 +36,7 @@ t.test('controller killed and restarted: replicas adopted, serving again within 
   }, { what: 'both replicas answering' });
 
   await first.kill();
-  for (const pid of pids) t.ok(alive(pid), `replica ${pid} survives the controller's SIGKILL`);
+  for (const pid of pids) t.ok(processAlive(pid), `replica ${pid} survives the controller's SIGKILL`);
 
   const restartedAt = performance.now();
   second = await startPortico({ ports, dataDir });
@@ -69,6 +60,6 @@ t.test('controller killed and restarted: replicas adopted, serving again within 
 
   // A clean stop of `portico start` stops the replicas it runs.
   t.equal(await second.stop(), 0);
-  await waitFor(() => [...pids].every((p) => !alive(p)), { what: 'replicas stopped with portico' });
+  await waitFor(() => [...pids].every((p) => !processAlive(p)), { what: 'replicas stopped with portico' });
   second = undefined;
 });

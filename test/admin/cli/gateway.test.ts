@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renam
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { request } from 'undici';
 import { setTimeout as delay } from 'node:timers/promises';
 import { DUPLICATE_SIGNAL_MS } from '../../../admin/cli/signals.ts';
@@ -58,6 +59,18 @@ async function gatewayOn(t: Tap, redisUrl: string, vars: Record<string, string>)
   return { ...gw, port, metricsPort, base: `http://127.0.0.1:${port}` };
 }
 
+/** A Redis of the test's own holding the route of `deployment()` and `endpoint('v1')` to a replica answering with `handler`. */
+async function routedRedis(t: Tap, handler: (req: IncomingMessage, res: ServerResponse) => void) {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
+  t.teardown(() => writer.close());
+  const rep = await replica(t, handler);
+  await waitFor(() => writer.isAvailable(), { what: 'redis' });
+  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
+  return { redis, writer, rep };
+}
+
 /** A Redis of the test's own and `portico gateway` with 2 workers on it, both in its live set. */
 async function twoWorkers(t: Tap) {
   const redis = await startRedis();
@@ -88,19 +101,13 @@ t.test('portico gateway --help', async (t) => {
 });
 
 t.test('portico gateway with 2 workers on Redis: serves, sums metrics, drains on SIGTERM and exits 0', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  // The gateway process reads the default prefix; this Redis is the test's own.
-  const writer = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 500 });
-  t.teardown(() => writer.close());
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
-  const rep = await replica(t, (req, res) => {
+  // The gateway process reads the default prefix; this Redis is the test's own.
+  const { redis, writer, rep } = await routedRedis(t, (req, res) => {
     if (req.url?.endsWith('/slow')) void released.then(() => res.end('slow done'));
     else res.end('ok');
   });
-  await waitFor(() => writer.isAvailable(), { what: 'redis' });
-  await writer.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [rep.address])] });
 
   const gw = await gatewayOn(t, redis.url, {
     PORTICO_GATEWAY_WORKERS: '2',
@@ -204,6 +211,43 @@ t.test('portico gateway with 2 workers stopped while its workers start (a superv
   }
 });
 
+t.test('portico gateway with 2 workers whose primary is killed: the workers free the port at once, finish what is in flight, log it and leave the live set', async (t) => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const { redis, writer, rep } = await routedRedis(t, (_req, res) => void released.then(() => res.end('slow done')));
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-orphan-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const logFile = join(dir, 'access.log');
+  const gw = await gatewayOn(t, redis.url, { PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: logFile, PORTICO_HEARTBEAT_MS: '10000' });
+  await waitFor(async () => (await writer.liveGateways()).length === 2, { what: `both workers in the live set (${gw.stderr()})`, timeoutMs: 20_000 });
+  const workers = (await writer.liveGateways()).map((g) => g.pid);
+  t.teardown(() => {
+    for (const pid of workers) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+  });
+  const slow = request(`${gw.base}/acme/mnist/web/v1/predict`, { reset: true, headers: { 'x-request-id': 'in-flight' } });
+  await waitFor(() => rep.open === 1, { what: 'the request at the replica' });
+  // An OOM kill, say: the workers lose their primary.
+  gw.proc.kill('SIGKILL');
+  // A restarted gateway can take the port at once.
+  const taken = createNetServer();
+  t.teardown(() => taken.close());
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    taken.once('error', () => resolve(false));
+    taken.listen(gw.port, '127.0.0.1', () => resolve(true));
+  }), { what: 'the gateway port to be free', timeoutMs: 5000 });
+  release();
+  const res = await slow;
+  t.equal(res.statusCode, 200, 'the request in flight completed');
+  t.equal(await res.body.text(), 'slow done');
+  await waitFor(() => !workers.some(processAlive), { what: 'the workers to exit' });
+  t.match(readFileSync(logFile, 'utf8'), /"requestId":"in-flight"[^\n]*"status":200/, 'its access log line was written');
+  t.same(await writer.liveGateways(), [], 'the workers left the live set (not at their heartbeat\'s expiry, 30 s on)');
+});
+
 t.test('portico gateway with 2 workers: no connection hangs when a worker is killed under new-connection load (regression: round-robin handoff)', async (t) => {
   const { writer, gw } = await twoWorkers(t);
   const rep = await replica(t, (_req, res) => res.end('ok'));
@@ -297,9 +341,11 @@ t.test('portico gateway with 2 workers: a second SIGTERM during the drain ends i
   // A second signal within DUPLICATE_SIGNAL_MS is taken for a copy of the first (next test).
   await delay(Math.max(0, first + DUPLICATE_SIGNAL_MS + 100 - performance.now()));
   gw.proc.kill('SIGTERM');
+  const second = performance.now();
   t.equal(await gw.exit, null);
   t.equal(gw.proc.signalCode, 'SIGTERM', 'ended by the signal, not after the drain (30 s)');
   t.type(await slow, Error, 'the request in flight was cut');
+  t.ok(performance.now() - second < 5000, `at once, not at the workers' drain deadline (${Math.round(performance.now() - second)} ms)`);
   await waitFor(() => !pids.some(processAlive), { what: 'the workers to end with the primary' });
 });
 
