@@ -105,7 +105,8 @@ function watchRouting(routing: RoutingReader, cache: RouteCache, maxStaleSeconds
   check.unref();
 }
 
-function urlOf(host: string, port: number): string {
+/** `http://host:port` of a listener, as reached from this machine. */
+export function urlOf(host: string, port: number): string {
   // A wildcard bind is reached on loopback from this machine.
   const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
   return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;

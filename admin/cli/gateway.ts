@@ -3,7 +3,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
 import { listen } from '../../common/http.ts';
-import { createMetricsServer, startGateway } from '../../gateway/main.ts';
+import { createMetricsServer, startGateway, urlOf } from '../../gateway/main.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { ClusterMetrics } from './cluster-metrics.ts';
 import { UsageError, positionalsOnly, type Command } from './command.ts';
@@ -116,8 +116,10 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
   // A worker answers metrics requests once it has told its live-set id (see `runGateway`).
   const aggregator = new ClusterMetrics({ answers: (w) => ids.has(w) });
   const metricsServer = createMetricsServer(() => aggregator.text(), aggregator.contentType);
+  let metricsUrl: string;
   try {
-    await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT');
+    // PORTICO_METRICS_PORT=0 picks a free port: the one it got is what to log.
+    metricsUrl = `${urlOf(config.host, (await listen(metricsServer, config.metricsPort, config.host, 'PORTICO_METRICS_PORT')).port)}/metrics`;
   } catch (err) {
     log.error('cannot serve metrics', { error: err instanceof Error ? err.message : String(err) });
     return 1;
@@ -206,7 +208,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
       for (const w of running) w.process.kill('SIGKILL');
     });
     for (let i = 0; i < config.gatewayWorkers; i++) fork();
-    log.info('gateway primary started', { workers: config.gatewayWorkers, metrics: `http://${config.host}:${config.metricsPort}/metrics` });
+    log.info('gateway primary started', { workers: config.gatewayWorkers, metrics: metricsUrl });
   });
 }
 

@@ -199,6 +199,21 @@ t.test('portico gateway with 2 workers: the metrics port answers as a single pro
   t.equal(await gw.exitAfterStop(), 0);
 });
 
+t.test('portico gateway with 2 workers and PORTICO_METRICS_PORT=0 logs the metrics URL it serves on', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const gw = run(['gateway'], { PORTICO_REDIS_URL: redis.url, PORTICO_GATEWAY_PORT: String(await freePort()), PORTICO_METRICS_PORT: '0', PORTICO_GATEWAY_WORKERS: '2', PORTICO_ACCESS_LOG: 'off' });
+  t.teardown(() => {
+    if (gw.proc.exitCode === null) gw.proc.kill('SIGKILL');
+  });
+  const line = await waitFor(() => gw.stderr().split('\n').find((l) => l.includes('"msg":"gateway primary started"')), { what: 'the start line' });
+  const url = (JSON.parse(line) as { metrics: string }).metrics;
+  t.notMatch(url, /:0\//, `a real port (${url})`);
+  t.equal((await get(url)).status, 200);
+  gw.proc.kill('SIGTERM');
+  t.equal(await gw.exitAfterStop(), 0);
+});
+
 t.test('portico gateway with 2 workers stopped while its workers start (a supervisor stops it at once): exit 0', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
