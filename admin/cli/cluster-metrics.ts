@@ -42,6 +42,8 @@ export class ClusterMetrics {
   readonly contentType = AggregatorRegistry.PROMETHEUS_CONTENT_TYPE;
   /** Each live worker's metrics as it last reported them. */
   readonly #last = new Map<Worker, MetricJSON[]>();
+  /** Workers that have exited: they answer no more. */
+  readonly #exited = new WeakSet<Worker>();
   /** Counters and histograms of dead workers, summed (one worker after the other). */
   #retired: Promise<MetricJSON[]> = Promise.resolve([]);
   readonly #scrapes = new Map<number, Scrape>();
@@ -93,7 +95,9 @@ export class ClusterMetrics {
 
   #onAnswer(worker: Worker, msg: Answer | null): void {
     if (msg?.type !== RESPONSE || typeof msg.requestId !== 'number') return;
-    if (Array.isArray(msg.metrics)) this.#last.set(worker, msg.metrics.flat());
+    // The IPC channel is read apart from the exit: an answer a worker sent just before it died may
+    // come after its 'exit', when its counts are in `#retired` already (they were counted twice).
+    if (Array.isArray(msg.metrics) && !this.#exited.has(worker)) this.#last.set(worker, msg.metrics.flat());
     this.#settle(msg.requestId, worker);
   }
 
@@ -105,6 +109,7 @@ export class ClusterMetrics {
   }
 
   #retire(worker: Worker): void {
+    this.#exited.add(worker);
     const last = this.#last.get(worker);
     this.#last.delete(worker);
     for (const id of this.#scrapes.keys()) this.#settle(id, worker);
