@@ -366,9 +366,11 @@ export class AccessLog {
   }
 
   // The lines of a write that fails, and of every write once the stream is destroyed, are dropped
-  // and counted as a failed file write's are.
-  #writeStream(out: NodeJS.WritableStream & { readonly destroyed?: boolean }, chunk: Buffer, done: () => void, atomic: boolean): boolean {
-    if (out.destroyed === true) {
+  // and counted as a failed file write's are; so are those that find MAX_BUFFERED_BYTES waiting in
+  // the stream already (stdout to a reader that stopped reading: Node buffered it all, without
+  // bound, until the gateway ran out of memory).
+  #writeStream(out: NodeJS.WritableStream & { readonly destroyed?: boolean; readonly writableLength?: number }, chunk: Buffer, done: () => void, atomic: boolean): boolean {
+    if (out.destroyed === true || (out.writableLength ?? 0) > MAX_BUFFERED_BYTES) {
       this.dropped += countLines(chunk);
       done();
       return true;
@@ -547,7 +549,7 @@ export class AccessLog {
       const owner = owners[i] ?? null;
       ok = this.#write(chunks[i] as Buffer, owner === null ? noop : () => this.#reuse(owner)) && ok;
     }
-    // A file stream that returns false is waited for ('drain'); stdout is left to Node.
+    // A file stream that returns false is waited for ('drain'); stdout is bounded in `#writeStream`.
     if (!ok && this.#stream !== null) this.#blocked = true;
   }
 

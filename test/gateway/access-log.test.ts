@@ -135,6 +135,20 @@ t.test('stdout whose reader went away (EPIPE: a log shipper restarted, `| head`)
   t.match(JSON.parse(reports[0] as string), { level: 'error', msg: 'access log write failed', error: /EPIPE/ });
 });
 
+t.test('stdout that does not drain (a stalled log reader): what waits stays bounded, the rest is dropped and counted', async (t) => {
+  // A pipe whose reader stopped reading: Node buffers every write in the stream.
+  const out = new Writable({ write(_chunk, _enc, _cb) {} });
+  const log = new AccessLog('stdout', out);
+  const n = 100_000; // about 19 MB of lines
+  for (let i = 0; i < n; i++) {
+    put(log, record(i));
+    if (i % 5000 === 4999) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await log.close();
+  t.ok(out.writableLength <= 9 * 1024 * 1024, `${out.writableLength} bytes held for stdout`);
+  t.ok(log.dropped > n / 2, `${log.dropped} lines counted as dropped`);
+});
+
 t.test('a FIFO whose reader went away: lines are dropped and counted, reported once', async (t) => {
   const errors = captureStderr(t);
   const { fifo, reader } = fifoWithReader(t);
