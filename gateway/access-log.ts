@@ -209,6 +209,7 @@ const CHUNK_BYTES = 32 * 1024;
 // writes (POSIX PIPE_BUF): the workers of `portico gateway` share one stdout.
 const PIPE_BUF = 4096;
 const NEWLINE = 0x0a;
+const LINE_END = Buffer.from('\n');
 const noop = (): void => {};
 
 function reportWriteError(err: Error): void {
@@ -288,6 +289,8 @@ export class AccessLog {
   readonly #path: string;
   /** The error code of the last failed direct write, reported once until a write succeeds. */
   #failing = '';
+  /** Whether a failed direct write left a line without its end in the file. */
+  #cut = false;
   /** The buffer lines are encoded into, and how much of it is used. */
   #cur: Buffer | null = null;
   #used = 0;
@@ -389,11 +392,20 @@ export class AccessLog {
   }
 
   #writeDirect(fd: number, chunk: Buffer): void {
+    let at = 0;
     try {
-      for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at);
+      // A line a failed write cut off is ended first: the next line was glued to it, and both
+      // were lost to a reader of JSON lines.
+      if (this.#cut) {
+        writeSync(fd, LINE_END);
+        this.#cut = false;
+      }
+      while (at < chunk.length) at += writeSync(fd, chunk, at);
       this.#failing = '';
     } catch (err) {
-      this.dropped += countLines(chunk);
+      // The lines written whole before the failure are kept (they were counted as dropped too).
+      this.dropped += countLines(at === 0 ? chunk : chunk.subarray(at));
+      if (at > 0 && chunk[at - 1] !== NEWLINE) this.#cut = true;
       this.#failed(err as NodeJS.ErrnoException);
     }
   }
@@ -577,6 +589,7 @@ export class AccessLog {
     }
     closeSync(this.#fd);
     this.#fd = fd;
+    this.#cut = false;
   }
 
   /** Writes what is queued and, for a file, closes it. */

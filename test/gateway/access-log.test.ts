@@ -1,6 +1,8 @@
 import t, { type Test } from 'tap';
 import { createReadStream, mkdtempSync, readFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -103,6 +105,46 @@ function fifoWithReader(t: Test): { fifo: string; reader: ReadStream } {
   execFileSync('mkfifo', [fifo]);
   return { fifo, reader: createReadStream(fifo) };
 }
+
+t.test('a disk that fills in the middle of a write: the lines written whole are kept, the cut one ends there, later lines are whole', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  const errors = captureStderr(t);
+  // write(2) takes half of the first write, then fails with ENOSPC once (the disk filled up),
+  // then works again (space was freed).
+  const real = fs.writeSync;
+  let calls = 0;
+  const partial = (fd: number, buf: Buffer, offset: number) => {
+    calls++;
+    if (calls === 1) return real(fd, buf, offset, Math.floor((buf.length - offset) / 2) - 7);
+    if (calls === 2) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    return real(fd, buf, offset);
+  };
+  (fs as { writeSync: unknown }).writeSync = partial;
+  syncBuiltinESMExports();
+  t.teardown(() => {
+    fs.writeSync = real;
+    syncBuiltinESMExports();
+  });
+  const log = new AccessLog(path);
+  for (let i = 0; i < 10; i++) put(log, record(i));
+  await waitFor(() => calls >= 2, { what: 'the failed write' });
+  for (let i = 10; i < 15; i++) put(log, record(i));
+  await log.close();
+  const lines = readFileSync(path, 'utf8').split('\n').filter(Boolean);
+  const parsed = lines.flatMap((l) => {
+    try {
+      return [(JSON.parse(l) as AccessRecord).requestId];
+    } catch {
+      return [];
+    }
+  });
+  t.equal(lines.length - parsed.length, 1, 'one cut line');
+  t.same(parsed.slice(-5), ['r10', 'r11', 'r12', 'r13', 'r14'], 'the lines after it are whole');
+  t.equal(log.dropped, 10 - (parsed.length - 5), 'only the lines not written whole are counted as dropped');
+  t.equal(errors.filter((e) => e !== '').length, 1, 'reported');
+});
 
 t.test('a FIFO destination is written through a stream (a reader may be slow)', async (t) => {
   const { fifo, reader } = fifoWithReader(t);
