@@ -157,6 +157,11 @@ function parseValue(name: string, spec: VariableSpec, raw: string, problems: str
         problems.push(`${name}=${JSON.stringify(raw)}: write an IPv6 address without brackets (${raw.slice(1, -1)})`);
         return undefined;
       }
+      // `0.0.0.0:8080` failed only when the gateway listened, as a host name not found.
+      if (raw.includes(':') && isIP(raw) !== 6) {
+        problems.push(`${name}=${JSON.stringify(raw)}: expected a host name or IP address without a port (PORTICO_GATEWAY_PORT, PORTICO_ADMIN_PORT, PORTICO_METRICS_PORT set the ports)`);
+        return undefined;
+      }
       return raw;
     case 'path':
       if (raw === '') {

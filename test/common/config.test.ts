@@ -52,6 +52,16 @@ t.test('every bad variable is reported at once', async (t) => {
   t.equal(loadConfig({ PORTICO_HOST: '::1' }).host, '::1');
 });
 
+t.test('PORTICO_HOST with a port (host:port, a URL) is refused at once, naming where the port goes', async (t) => {
+  for (const host of ['0.0.0.0:8080', 'localhost:8080', 'http://127.0.0.1']) {
+    const err = t.throws(() => loadConfig({ PORTICO_HOST: host })) as unknown as ConfigError;
+    t.type(err, ConfigError, host);
+    t.match(err.message, `PORTICO_HOST=${JSON.stringify(host)}: expected a host name or IP address`);
+  }
+  t.match(t.throws(() => loadConfig({ PORTICO_HOST: '0.0.0.0:8080' })) as unknown as ConfigError, { message: /without a port \(PORTICO_GATEWAY_PORT, PORTICO_ADMIN_PORT, PORTICO_METRICS_PORT set the ports\)/ });
+  for (const host of ['::', '::1', 'fe80::1%eth0', '0.0.0.0', 'gateway.internal']) t.equal(loadConfig({ PORTICO_HOST: host }).host, host);
+});
+
 t.test('PORTICO_ADMIN_TOKEN must be a token a Bearer header can carry; the message never shows it', async (t) => {
   for (const token of ['s3cret!token@2026', 'two words', 'p#ss', 'x'.repeat(4097), 'naïve-token']) {
     const err = t.throws(() => loadConfig({ PORTICO_ADMIN_TOKEN: token })) as unknown as ConfigError;
