@@ -6,6 +6,7 @@ import { create as tarCreate } from 'tar';
 import type {
   AliasSetResult, CreateVersionInput, DeploymentView, EndpointInput, FileSourceInput, LogLine, SourceInput, VersionView,
 } from '../../builder/control-plane.ts';
+import { formatProblem, readValohaiYaml } from '../../builder/valohai-yaml/index.ts';
 import { reportAliasSet } from './alias.ts';
 import { ApiError, type ApiClient } from './client.ts';
 import { UsageError } from './command.ts';
@@ -106,7 +107,8 @@ the endpoint URLs once the version is ready. With --alias, the alias then points
 When PORTICO_URL is a loopback address the controller reads DIR directly; otherwise (or with
 --upload) DIR is packed as .tar.gz (without .git and caches) and uploaded. A --name or --alias
 the API would refuse (1 to 100 letters, digits, ".", "_" or "-", starting with a letter or
-digit) is refused (exit 2) before anything is created, uploaded or built.
+digit) is refused (exit 2) before anything is created, uploaded or built. So is a valohai.yaml
+portico validate refuses: its problems are printed as file:line:column: message (exit 1).
 
 Options:
 ${DEPLOYMENT_HELP}
@@ -138,6 +140,13 @@ Exit code 1 when the build fails, with the reason.`,
     const say = asJson ? ctx.err : ctx.out;
     const dir = resolve(flags.get('path') ?? '.');
     if (!existsSync(resolve(dir, 'valohai.yaml'))) throw new UsageError(`no valohai.yaml in ${dir} (see --path)`);
+    // The build would refuse it too, after creating (and failing) a version of its own.
+    const yaml = await readValohaiYaml(resolve(dir, 'valohai.yaml'));
+    if (yaml.problems.length > 0) {
+      for (const problem of yaml.problems) ctx.err(formatProblem(problem));
+      ctx.err('portico deploy: nothing was created, uploaded or built (portico validate checks the file)');
+      return 1;
+    }
     const p = plan(flags, dir, flags.has('upload') || !isLoopbackUrl(config.url));
     const timeoutMs = intArg(flags.get('timeout') ?? '1800', '--timeout', 1, 7 * 86400) * 1000;
     const pollMs = intArg(flags.get('poll-ms') ?? '500', '--poll-ms', 10, 60_000);

@@ -101,6 +101,19 @@ t.test('deploy refuses a bad --alias or --name before creating or building anyth
   t.equal(api.fake.uploads.size, 0);
 });
 
+t.test('deploy refuses a valohai.yaml portico validate refuses, naming file, line and field, before creating anything', async (t) => {
+  const api = await startApi(t);
+  const dir = await appFolder(t);
+  await writeFile(join(dir, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: python:3.12\n    server-command: 42\n');
+  const r = await runCli(['deploy', ...DSCOPE, '--path', dir, '--poll-ms', '20'], { env: cliEnv(api) });
+  t.equal(r.code, 1);
+  t.equal(r.stdout, '');
+  t.match(r.stderr, new RegExp(`^${join(dir, 'valohai.yaml').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4:\\d+: .*server-command`, 'm'), 'file, line and field');
+  t.match(r.stderr, /nothing was created, uploaded or built/);
+  t.same(api.fake.calls.map((c) => c.op), [], 'no deployment created, no version built');
+  t.equal(api.fake.uploads.size, 0);
+});
+
 t.test('deploy refuses an --auth or --target the existing deployment does not have, before building anything', async (t) => {
   const api = await startApi(t);
   const env = cliEnv(api);
