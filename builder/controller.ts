@@ -486,9 +486,13 @@ export class Controller implements CP.ControlPlane {
     this.buildsUnderWay.set(underWay, stop);
     try {
       log(`queued (target ${d.target})`);
+      // PORTICO_BUILD_TIMEOUT_SECONDS bounds the whole build: the image build gets what the code
+      // build left of it (the wait for a build slot in between is not counted).
+      let codeBuildMs = 0;
       const built = await this.builds.run(async () => {
         stop.signal.throwIfAborted();
         log('build started');
+        const began = Date.now();
         return withTimeout(
           stop.signal,
           (signal) => buildVersion({
@@ -504,7 +508,9 @@ export class Controller implements CP.ControlPlane {
             signal,
           }),
           this.config.buildTimeoutSeconds * 1000,
-        );
+        ).finally(() => {
+          codeBuildMs = Date.now() - began;
+        });
       });
       let images: Record<string, string> | undefined;
       if (target?.docker) {
@@ -519,7 +525,7 @@ export class Controller implements CP.ControlPlane {
             ...(docker.registryAuth ? { registryAuth: { username: docker.registryAuth.username, password: docker.registryAuth.password } } : {}),
             ...(docker.buildNetwork ? { networkMode: docker.buildNetwork } : {}),
             log,
-            timeoutMs: this.config.buildTimeoutSeconds * 1000,
+            timeoutMs: Math.max(1, this.config.buildTimeoutSeconds * 1000 - codeBuildMs),
             signal: stop.signal,
           }),
         );

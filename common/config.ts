@@ -70,7 +70,7 @@ export const VARIABLES = {
   PORTICO_KUBE_NAMESPACE: { kind: { type: 'string' }, default: 'portico-{owner}-{project}', doc: 'Namespace of replicas, or a template with `{owner}` and `{project}`.' },
   PORTICO_TARGETS_FILE: { kind: { type: 'path' }, default: undefined, doc: 'JSON file defining several named targets (kinds local, docker, kubernetes) with their gateway URLs.' },
   PORTICO_BUILD_CONCURRENCY: { kind: int(1, 64), default: '2', doc: 'Version builds run at once.' },
-  PORTICO_BUILD_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '1800', doc: 'A build running longer fails, and is stopped (its git, download and pip processes ended).' },
+  PORTICO_BUILD_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '1800', doc: 'A build running longer, its code and image build together (waits for a build slot not counted), fails, and is stopped (its git, download and pip processes ended).' },
   PORTICO_STOP_GRACE_SECONDS: { kind: int(0, 3600), default: '10', doc: 'Replica stop: SIGTERM, then SIGKILL after this long.' },
   PORTICO_LOG_RETENTION_BYTES: { kind: int(1024, Number.MAX_SAFE_INTEGER), default: String(16 * MiB), doc: 'Log bytes kept per endpoint of a version (its replicas together) and per build log; the oldest lines are dropped first.' },
   PORTICO_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: 'http://127.0.0.1:8081', doc: 'Admin API the CLI talks to.' },

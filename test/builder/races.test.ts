@@ -3,6 +3,8 @@
 // can hold, so each interleaving is forced, not hoped for.
 import t, { type Test } from 'tap';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from '../../builder/build/blobs.ts';
@@ -439,6 +441,36 @@ t.test('a version deleted while its image builds: the image it was building does
   const label = { filters: { label: ['portico.managed=true', 'portico.deployment=edge', 'portico.version=v1'] } };
   t.same(await engine.docker.listImages(label), [], 'no image of the deleted version is left');
   t.equal(await store.getVersion(ref), null);
+});
+
+t.test('PORTICO_BUILD_TIMEOUT_SECONDS bounds the whole build: the image build gets only what the code build left', async (t) => {
+  const engine = await startDockerd();
+  t.teardown(() => engine.stop());
+  // An image build of about 2 s (its pip), after a code build of about 4 s (a model file served
+  // slowly): alone, each fits the 6 s limit; together they do not.
+  await importRootfs(engine.docker, 'portico-test/slowpip:2', [
+    ...busyboxEntries(),
+    { type: 'data', path: 'usr/bin/python3', mode: 0o755, data: '#!/bin/sh\necho "installing"\nsleep 2\n' },
+  ]);
+  const files = createServer((_req, res) => {
+    setTimeout(() => res.end('weights'), 4000);
+  });
+  await new Promise<void>((r) => files.listen(0, '127.0.0.1', r));
+  t.teardown(() => files.close());
+  const { store, controller, dataDir } = await harness(t, undefined, { dockerSocket: engine.socket, env: { PORTICO_BUILD_TIMEOUT_SECONDS: '6' } });
+  await store.createDeployment({ owner: DEPLOYMENT.owner, project: DEPLOYMENT.project, name: 'edge', target: 'docker', auth: 'none' });
+  const src = join(dataDir, 'src');
+  await mkdir(src);
+  await writeFile(join(src, 'valohai.yaml'), '- endpoint:\n    name: predict\n    image: portico-test/slowpip:2\n    port: 8000\n    server-command: httpd -f -p $PORT\n    files:\n      - name: model\n        path: model.bin\n');
+  await writeFile(join(src, 'requirements.txt'), 'numpy\n');
+  const model = { url: `http://127.0.0.1:${(files.address() as AddressInfo).port}/model.bin` };
+  const ref = { ...DEPLOYMENT, deployment: 'edge', version: 'v1' };
+  await controller.createVersion(ref, { name: 'v1', source: { path: src }, endpoints: { predict: { files: { model } } } }, 'admin');
+  await waitFor(async () => (await store.getVersion(ref))?.status !== 'building', { what: 'the build to end', timeoutMs: 60_000 });
+  const v = await store.getVersion(ref);
+  t.equal(v?.status, 'failed', 'over the limit in all: failed');
+  t.match(v?.reason, /image build timed out/);
+  t.same(await engine.docker.listImages({ filters: { label: ['portico.managed=true', 'portico.deployment=edge'] } }), [], 'no image left');
 });
 
 t.test('a version and a deployment deleted while Redis went away before their routes were: the routes go once it is back', async (t) => {
