@@ -620,7 +620,7 @@ export class FakeControlPlane implements ControlPlane {
       const v = d.versions.find((x) => x.name === name);
       if (!v) throw notFound(`Version ${key(ref)}/${name}`);
       if (v.status !== 'ready' && !opts.force) {
-        throw new PorticoError(ControlErrors.VERSION_NOT_READY, `Version ${name} is ${v.status}, not ready (send "force": true to point ${alias} at it anyway).`);
+        throw new PorticoError(ControlErrors.VERSION_NOT_READY, `version ${name} is ${v.status}; only a ready version can take an alias unless "force": true`);
       }
     }
     const from = d.aliases.get(alias) ?? null;

@@ -244,3 +244,32 @@ t.test('logs: a followed stream that ends (controller restarting) is followed ag
   await page.locator('#log-lines .line', { hasText: 'live' }).waitFor();
   t.same(b.problems, []);
 });
+
+t.test('an alias pointed at a version that is not ready: the operator is asked, and it is sent with force only on yes', async (t) => {
+  const { api, b, names, go } = await signedIn(t, 2);
+  const { page } = b;
+  const [ready, starting] = names as [string, string];
+  await api.fake.setAlias(REF, 'production', { version: ready }, {}, 'admin');
+  api.fake.setStatus({ ...REF, version: starting }, 'starting');
+  await go('#/p/acme/mnist/d/web/aliases');
+  const flipTo = async () => {
+    await page.selectOption('[data-flip-select=production]', starting);
+    await page.click('[data-flip=production]');
+    await page.click('dialog[open] button[value=ok]'); // the flip's own confirmation
+    await page.locator('dialog[open]', { hasText: 'not ready' }).waitFor();
+  };
+  await flipTo();
+  t.match(await page.locator('dialog[open]').innerText(), new RegExp(`version ${starting} is starting\\.[\\s\\S]*503 NO_READY_REPLICA`), 'says why and what clients will get');
+  t.notMatch(await page.locator('dialog[open]').innerText(), /"force"/, 'not the API\'s hint to send force');
+  await page.click('dialog[open] button[value=cancel]');
+  await page.locator('dialog').waitFor({ state: 'detached' });
+  t.same((await api.fake.listAliases(REF)).map((a) => ('version' in a ? a.version : null)), [ready], 'no: nothing changed');
+  t.same(api.fake.calls.filter((c) => c.op === 'setAlias').map((c) => (c.args[3] as { force?: boolean }).force === true), [false, false], 'no forced PUT was sent');
+
+  await flipTo();
+  await page.click('dialog[open] button[value=ok]');
+  await page.locator('#flash.flash-ok', { hasText: `production: ${ready} → ${starting}.` }).waitFor();
+  t.same((await api.fake.listAliases(REF)).map((a) => ('version' in a ? a.version : null)), [starting], 'yes: it points at the version');
+  t.same(api.fake.calls.filter((c) => c.op === 'setAlias').at(-1)?.args[3], { force: true }, 'sent with force');
+  t.same(b.problems, []);
+});

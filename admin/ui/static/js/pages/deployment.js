@@ -1,6 +1,6 @@
 // A deployment: its versions (stop/start/scale/delete), aliases (flip with confirmation,
 // history, one-click rollback), basic-auth users and the test console, one tab each.
-import { api, deploymentPath, path } from '../api.js';
+import { api, ApiError, deploymentPath, path } from '../api.js';
 import { field, h, replace, select } from '../dom.js';
 import { crumbsFor, href } from '../nav.js';
 import { confirmDialog, copyable, flash, retryLater, run, table, tabs, targetText, time } from '../ui.js';
@@ -215,9 +215,28 @@ async function aliasesTab({ signal }, ref, dep, body) {
   const setAlias = async (button, alias, target, done) => {
     /** @type {any} */
     let result;
-    const ok = await run(button, async () => {
-      result = await api('PUT', `${base}/aliases/${path(alias)}`, target);
+    /** @type {ApiError | null} */
+    let notReady = null;
+    let ok = await run(button, async () => {
+      try {
+        result = await api('PUT', `${base}/aliases/${path(alias)}`, target);
+      } catch (err) {
+        // A version that is not ready (still starting, stopped, failed): the API takes it only
+        // with "force", which the operator is asked for here rather than told to send.
+        if (!(err instanceof ApiError && err.code === 'VERSION_NOT_READY')) throw err;
+        notReady = err;
+      }
     });
+    if (ok && notReady !== null) {
+      ok = await confirmDialog({
+        title: `Point ${alias} at a version that is not ready?`,
+        message: `${/** @type {ApiError} */ (notReady).message.replace(/;.*$/, '.')} Until it is ready, requests through ${alias} get 503 NO_READY_REPLICA (a weighted alias sends them to its other versions).`,
+        confirm: 'Point it anyway',
+        danger: true,
+      }) && await run(button, async () => {
+        result = await api('PUT', `${base}/aliases/${path(alias)}`, { ...target, force: true });
+      });
+    }
     if (!ok) return;
     const missing = /** @type {string[]} */ (result?.missing ?? []);
     flash(missing.length ? `${done} Gateways that did not acknowledge in time: ${missing.join(', ')}.` : done, missing.length ? 'error' : 'ok');
