@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { ROOT } from './portico.ts';
 
 /** Debian's Chromium (never a browser downloaded by Playwright). */
@@ -66,4 +66,10 @@ export async function launchBrowser(opts: { width?: number; height?: number } = 
       await rm(userDataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The computed value of CSS property `name` on the element `locator` finds (in the page). */
+export function computedStyle(locator: Locator, name: string): Promise<string> {
+  type Styles = { getComputedStyle(el: unknown): { getPropertyValue(name: string): string } };
+  return locator.evaluate((el, n) => (globalThis as unknown as Styles).getComputedStyle(el).getPropertyValue(n), name);
 }

@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { createUi } from '../../../admin/ui/serve.ts';
-import { launchBrowser, type Browser } from '../../helpers/browser.ts';
+import { computedStyle, launchBrowser, type Browser } from '../../helpers/browser.ts';
 import { waitFor } from '../../helpers/poll.ts';
 import { REF, ROOT, TOKEN, startApi, type Api } from '../harness.ts';
 
@@ -271,5 +271,34 @@ t.test('an alias pointed at a version that is not ready: the operator is asked, 
   await page.locator('#flash.flash-ok', { hasText: `production: ${ready} → ${starting}.` }).waitFor();
   t.same((await api.fake.listAliases(REF)).map((a) => ('version' in a ? a.version : null)), [starting], 'yes: it points at the version');
   t.same(api.fake.calls.filter((c) => c.op === 'setAlias').at(-1)?.args[3], { force: true }, 'sent with force');
+  t.same(b.problems, []);
+});
+
+t.test('environment: line breaks of values survive the editor (a multi-line variable, a PEM key pasted as a secret)', async (t) => {
+  const { api, b, go } = await signedIn(t);
+  const { page } = b;
+  const project = { owner: REF.owner, project: REF.project };
+  await api.fake.putEnvironment(project, { CONFIG: { value: 'a: 1\nb: 2\n' }, MODEL: { value: 'small' } }, 'admin');
+  await go('#/p/acme/mnist/environment');
+  const config = page.locator('[data-env-value="CONFIG"]');
+  await config.waitFor();
+  t.equal(await config.inputValue(), 'a: 1\nb: 2\n', 'a multi-line value is shown whole');
+
+  await page.locator('[data-env-value="MODEL"]').fill('large');
+  await page.click('#env-add');
+  await page.locator('[data-env-name=""]').fill('TLS_KEY');
+  const key = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n';
+  await page.locator('[data-env-value=""]').fill(key);
+  await page.locator('[data-env-secret=""]').check();
+  t.equal(await computedStyle(page.locator('[data-env-value=""]'), '-webkit-text-security'), 'disc', 'the secret is masked while typed');
+  const put = page.waitForRequest((r) => r.method() === 'PUT' && r.url().endsWith('/environment'));
+  await page.click('#env-save');
+  t.same((await put).postDataJSON().variables, {
+    CONFIG: { value: 'a: 1\nb: 2\n', secret: false },
+    MODEL: { value: 'large', secret: false },
+    TLS_KEY: { value: key, secret: true },
+  }, 'saved with every line break, the untouched variable unchanged');
+  await page.locator('#flash.flash-ok', { hasText: 'Environment saved' }).waitFor();
+  t.equal(api.fake.storedEnvironment(project).TLS_KEY?.value, key, 'the key is stored whole');
   t.same(b.problems, []);
 });

@@ -37,6 +37,11 @@ export function environmentBody(rows) {
   return problems.length ? { problems } : { variables };
 }
 
+/** How many lines a value's box shows: its own, up to 8 (it scrolls beyond). @param {string} text */
+function visibleLines(text) {
+  return Math.min(8, text.split('\n').length);
+}
+
 /** The project environment editor (`#/p/owner/project/environment`). @param {import('../main.js').PageContext} ctx */
 export async function renderEnvironment({ params, main, signal }) {
   const { owner, project } = params;
@@ -55,15 +60,21 @@ export async function renderEnvironment({ params, main, signal }) {
   const problems = h('div', { class: 'form-error', role: 'alert', hidden: true });
   const draw = () => replace(tbody, rows.map((r, i) => {
     const name = h('input', { value: r.name, readOnly: r.stored, 'aria-label': 'Name', 'data-env-name': r.name, oninput: () => (r.name = name.value) });
-    const value = h('input', {
-      type: r.secret ? 'password' : 'text',
+    // A textarea, not an input: an input drops the line breaks of a value (a PEM key pasted as
+    // a secret, a multi-line variable set through the API, saved again with another change).
+    // A secret's characters are drawn as discs (style.css, -webkit-text-security).
+    const value = h('textarea', {
+      class: r.secret ? 'secret' : null,
+      rows: String(visibleLines(r.value)),
       value: r.value,
       autocomplete: 'off',
+      spellcheck: 'false',
       'aria-label': `Value of ${r.name || 'new variable'}`,
       'data-env-value': r.name,
       placeholder: r.stored ? 'secret, unchanged (type to replace)' : '',
       oninput: () => {
         r.value = value.value;
+        value.rows = visibleLines(r.value);
         secret.disabled = r.stored && r.value === '';
       },
     });
@@ -75,7 +86,7 @@ export async function renderEnvironment({ params, main, signal }) {
       'data-env-secret': r.name,
       onchange: () => {
         r.secret = secret.checked;
-        value.type = r.secret ? 'password' : 'text';
+        value.classList.toggle('secret', r.secret);
       },
     });
     const remove = h('button', { type: 'button', class: 'small', onclick: () => { rows.splice(i, 1); draw(); } }, 'Remove');
