@@ -259,6 +259,7 @@ export interface ControlPlane {
    */
   setAlias(ref: DeploymentRef, alias: string, target: AliasTargetInput, opts: { readonly force?: boolean }, actor: Actor): Promise<AliasSetResult>;
   deleteAlias(ref: DeploymentRef, alias: string, actor: Actor): Promise<void>;
+  /** Newest first, kept after the alias is deleted; NOT_FOUND for a name that never was an alias. */
   aliasHistory(ref: DeploymentRef, alias: string): Promise<AliasHistoryItem[]>;
 
   /** Sends a request through a live gateway (the test console). */

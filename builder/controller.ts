@@ -790,7 +790,10 @@ export class Controller implements CP.ControlPlane {
 
   async aliasHistory(ref: DeploymentRef, alias: string): Promise<CP.AliasHistoryItem[]> {
     await this.deploymentOr404(ref);
-    return this.store.aliasHistory(ref, alias);
+    const items = await this.store.aliasHistory(ref, alias);
+    // Kept after the alias is deleted; none at all: a name that never was an alias (a typo).
+    if (items.length === 0 && !(await this.store.getAlias(ref, alias))) throw notFound(`alias ${alias} of ${depLabel(ref)}`);
+    return items;
   }
 
   // ---- test console --------------------------------------------------------------------------

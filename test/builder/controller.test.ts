@@ -415,3 +415,14 @@ t.test('a docker target of a targets file with host networking builds its images
   t.ok((await controller.buildLog({ ...DEPLOYMENT, version: 'v1' })).some((l) => l.line === 'reached the host'), 'the pip step reached the host');
   await controller.deleteVersion({ ...DEPLOYMENT, version: 'v1' }, 'admin');
 });
+
+t.test('alias history: of an alias that never existed is a 404 (a typo is not an empty history); a deleted one keeps its history', async (t) => {
+  const { controller } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
+  await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v1' })).status === 'failed', { what: 'the build to fail' });
+  t.match(await refusal(t, controller.aliasHistory(DEPLOYMENT, 'prodution')), { code: 'NOT_FOUND', statusCode: 404, message: /alias prodution of acme\/mnist\/web/ });
+  await controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
+  await controller.deleteAlias(DEPLOYMENT, 'production', 'admin');
+  t.match(await controller.aliasHistory(DEPLOYMENT, 'production'), [{ by: 'admin', from: { version: 'v1' }, to: null }, { by: 'admin', from: null, to: { version: 'v1' } }], 'newest first');
+});

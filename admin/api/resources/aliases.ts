@@ -80,6 +80,7 @@ export const aliasRoutes = [
     path: `${DEPLOYMENT}/aliases/{alias}/history`,
     tag: 'aliases',
     summary: 'Every change of an alias: who, when, from, to',
+    description: 'Kept after the alias is deleted (its last item has `to: null`); 404 for a name that never was an alias.',
     params: aliasParams,
     response: { status: 200, description: 'The changes, newest first.', schema: listOf('AliasHistoryItem') },
     handler: async ({ control, params }) => {
