@@ -646,7 +646,7 @@ export class FakeControlPlane implements ControlPlane {
     this.#enter('aliasHistory', ref, alias);
     const history = this.#deployment(ref).history.get(alias);
     if (!history) throw notFound(`Alias ${alias} of ${key(ref)}`);
-    return [...history];
+    return [...history].reverse(); // newest first, as the store gives it
   }
 
   // ---- test console --------------------------------------------------------------------

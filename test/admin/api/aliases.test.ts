@@ -22,10 +22,10 @@ t.test('aliases: set, weighted, list, history, delete', async (t) => {
   const history = await api.call('GET', `${D}/aliases/production/history`);
   t.equal(history.status, 200);
   t.match(history.json.items, [
-    { by: 'admin', from: null, to: { version: 'v1' } },
-    { by: 'admin', from: { version: 'v1' }, to: { versions: [{ version: 'v1', weight: 90 }, { version: 'v2', weight: 10 }] } },
     { by: 'admin', to: null },
-  ]);
+    { by: 'admin', from: { version: 'v1' }, to: { versions: [{ version: 'v1', weight: 90 }, { version: 'v2', weight: 10 }] } },
+    { by: 'admin', from: null, to: { version: 'v1' } },
+  ], 'newest first');
   t.equal((await api.call('DELETE', `${D}/aliases/production`)).status, 404);
   t.equal((await api.call('GET', `${D}/aliases/staging/history`)).status, 404);
 });

@@ -124,7 +124,7 @@ t.test('alias: set (acknowledgements, missing gateways), weighted, list, history
   const list = await runCli(['alias', 'list', ...DSCOPE], { env });
   t.equal(list.stdout, 'ALIAS       TARGET\nproduction  v1=90, v2=10\n');
   const history = await runCli(['alias', 'history', 'production', ...DSCOPE], { env });
-  t.match(history.stdout, /^AT +BY +FROM +TO\n\S+ +admin +- +v1\n\S+ +admin +v1 +v1=90, v2=10\n$/);
+  t.match(history.stdout, /^AT +BY +FROM +TO\n\S+ +admin +v1 +v1=90, v2=10\n\S+ +admin +- +v1\n$/, 'newest first');
   const json = await runCli(['alias', 'history', 'production', '--json', ...DSCOPE], { env });
   t.equal(JSON.parse(json.stdout).items.length, 2);
   const del = await runCli(['alias', 'delete', 'production', ...DSCOPE], { env });
@@ -140,7 +140,7 @@ t.test('alias set: not ready needs --force', async (t) => {
   await api.fake.createVersion(REF, { name: 'v1', source: { git: { url: 'https://x/y.git' } } }, 'admin');
   const refused = await runCli(['alias', 'set', 'staging', 'v1', ...DSCOPE], { env });
   t.equal(refused.code, 1);
-  t.match(refused.stderr, /^portico alias: VERSION_NOT_READY \(409\): Version v1 is building, not ready/);
+  t.match(refused.stderr, /^portico alias: VERSION_NOT_READY \(409\): version v1 is building; only a ready version can take an alias unless "force": true/);
   const forced = await runCli(['alias', 'set', 'staging', 'v1', '--force', ...DSCOPE], { env });
   t.equal(forced.code, 0, forced.stderr);
   release();
