@@ -34,6 +34,15 @@ export const MAX_BINS = 1_000;
 /** Most bins the automatic rules choose. */
 export const MAX_AUTO_BINS = 100;
 
+/** 2^-64: a factor that keeps sums of huge values finite (exact, as a power of two). */
+const SCALE_DOWN = 2 ** -64;
+
+/** `a + (b - a) * f`, also when `b - a` overflows (`a` and `b` near opposite ends of the doubles). */
+function lerp(a: number, b: number, f: number): number {
+  const d = b - a;
+  return Number.isFinite(d) ? a + d * f : a * (1 - f) + b * f;
+}
+
 /**
  * Downsamples `points` (sorted by time or not) into buckets of `step` milliseconds starting at
  * `from`, up to `to` (exclusive). Points outside the range are ignored; buckets without points
@@ -44,6 +53,8 @@ export function downsample(points: readonly (readonly [number, number])[], from:
   const n = Math.max(0, Math.ceil((to - from) / step));
   const count = new Float64Array(n);
   const sum = new Float64Array(n);
+  // The sum scaled down, for a mean whose sum overflows (values near ±Number.MAX_VALUE).
+  const scaled = new Float64Array(n);
   const min = new Float64Array(n).fill(Infinity);
   const max = new Float64Array(n).fill(-Infinity);
   for (const [at, v] of points) {
@@ -51,6 +62,7 @@ export function downsample(points: readonly (readonly [number, number])[], from:
     const i = Math.floor((at - from) / step);
     count[i]! += 1;
     sum[i]! += v;
+    scaled[i]! += v * SCALE_DOWN;
     if (v < min[i]!) min[i] = v;
     if (v > max[i]!) max[i] = v;
   }
@@ -58,7 +70,8 @@ export function downsample(points: readonly (readonly [number, number])[], from:
   for (let i = 0; i < n; i++) {
     const c = count[i]!;
     if (c === 0) continue;
-    out.push({ t: from + i * step, count: c, mean: sum[i]! / c, min: min[i]!, max: max[i]! });
+    const mean = Number.isFinite(sum[i]!) ? sum[i]! / c : Math.min(max[i]!, Math.max(min[i]!, (scaled[i]! / c) / SCALE_DOWN));
+    out.push({ t: from + i * step, count: c, mean, min: min[i]!, max: max[i]! });
   }
   return out;
 }
@@ -69,8 +82,7 @@ export function quantile(sorted: readonly number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  const a = sorted[lo]!;
-  return a + (sorted[hi]! - a) * (pos - lo);
+  return lerp(sorted[lo]!, sorted[hi]!, pos - lo);
 }
 
 /**
@@ -82,8 +94,9 @@ export function autoBinCount(values: readonly number[], lo: number, hi: number):
   const n = values.length;
   if (n <= 1 || !(hi > lo)) return 1;
   const sorted = [...values].sort((a, b) => a - b);
-  const iqr = quantile(sorted, 0.75) - quantile(sorted, 0.25);
-  const k = iqr > 0 ? Math.ceil(((hi - lo) * Math.cbrt(n)) / (2 * iqr)) : Math.ceil(Math.log2(n)) + 1;
+  // Halves, so that neither width overflows (their ratio is the same).
+  const halfIqr = quantile(sorted, 0.75) / 2 - quantile(sorted, 0.25) / 2;
+  const k = halfIqr > 0 ? Math.ceil(((hi / 2 - lo / 2) * Math.cbrt(n)) / (2 * halfIqr)) : Math.ceil(Math.log2(n)) + 1;
   return Math.min(MAX_AUTO_BINS, Math.max(1, k));
 }
 
@@ -115,11 +128,15 @@ export function histogram(values: readonly number[], opts: { bins?: number; lo?:
   const inside = values.filter((v) => v >= (lo as number) && v <= (hi as number));
   if (hi === lo) return [{ lo, hi, count: inside.length }];
   const k = Math.min(MAX_BINS, opts.bins ?? autoBinCount(inside, lo, hi));
+  const span = hi - lo;
+  // A span that overflows (values near both ends of the doubles) is computed in halves.
+  const wide = !Number.isFinite(span);
   const edges: number[] = [];
-  for (let i = 0; i <= k; i++) edges.push(i === k ? hi : lo + ((hi - lo) * i) / k);
+  for (let i = 0; i <= k; i++) edges.push(i === k ? hi : wide ? lerp(lo, hi, i / k) : lo + (span * i) / k);
   const counts = new Array<number>(k).fill(0);
   for (const v of inside) {
-    let i = Math.min(k - 1, Math.floor(((v - lo) / (hi - lo)) * k));
+    const at = wide ? (v / 2 - lo / 2) / (hi / 2 - lo / 2) : (v - lo) / span;
+    let i = Math.max(0, Math.min(k - 1, Math.floor(at * k)));
     // Floating point may put a value on an edge into the neighbour: settle it by the edges.
     while (i > 0 && v < edges[i]!) i--;
     while (i < k - 1 && v >= edges[i + 1]!) i++;

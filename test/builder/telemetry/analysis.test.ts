@@ -121,3 +121,19 @@ t.test('bucketQuantile: interpolated inside the bucket, as histogram_quantile', 
     else t.ok(Math.abs((got as number) - c.want) < 1e-12, `${c.name}: ${got} ~ ${c.want}`);
   }
 });
+
+t.test('values near ±Number.MAX_VALUE: finite edges, means and quantiles, every value counted', async (t) => {
+  const huge = [-1e308, 0.5, 2, 1e308, 1.7976931348623157e308];
+  for (const opts of [{}, { bins: 2 }, { bins: 7 }]) {
+    const bins = histogram(huge, opts);
+    t.ok(bins.every((b) => Number.isFinite(b.lo) && Number.isFinite(b.hi) && b.lo <= b.hi), `edges are finite numbers (${JSON.stringify(opts)})`);
+    t.equal(bins.reduce((s, b) => s + b.count, 0), huge.length, `every value is counted once (${JSON.stringify(opts)})`);
+    t.equal(bins[0]!.lo, -1e308);
+    t.equal(bins.at(-1)!.hi, 1.7976931348623157e308);
+  }
+  t.same(histogram(huge, { bins: 2 }).map((b) => b.count), [3, 2], 'the middle of [-1e308, MAX] splits the values');
+  t.same(downsample([[0, 1e308], [1, 1e308], [2, -1e308]], 0, 10, 10), [{ t: 0, count: 3, mean: 1e308 / 3, min: -1e308, max: 1e308 }], 'a mean whose sum overflows');
+  t.same(downsample([[0, 1.7976931348623157e308], [1, 1.7976931348623157e308]], 0, 10, 10)[0]!.mean, 1.7976931348623157e308);
+  t.equal(quantile([-1e308, 1e308], 0.25), -0.5e308, 'quantile between values whose difference overflows');
+  t.ok(autoBinCount([-1e308, 0, 1, 1e308], -1e308, 1e308) >= 1);
+});
