@@ -680,6 +680,10 @@ export class Controller implements CP.ControlPlane {
     const v = await this.versionOr404(ref);
     if (!v.endpoints.some((e) => e.name === endpoint)) throw notFound(`endpoint ${endpoint} of version ${v.name}`);
     yield* this.logs.read(endpointRuntimeKey(v, endpoint), logFilter(query, 200), { follow: query.follow === true, ...(signal ? { signal } : {}) });
+    if (query.follow !== true || signal?.aborted) return;
+    // A follow ends without its client leaving when the version is deleted (or the controller stops).
+    const now = await this.store.getVersion(ref).catch(() => v);
+    if (now?.createdAt !== v.createdAt) throw new PorticoError(ControlErrors.NOT_FOUND, `version ${v.name} of ${depLabel(ref)} was deleted while its logs were followed`);
   }
 
   // ---- telemetry: build log following, metrics, stats ------------------------------------

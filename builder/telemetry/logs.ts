@@ -128,10 +128,7 @@ export class LogStore {
    */
   end(key: string): void {
     this.ended.add(key);
-    for (const f of this.followers.get(key) ?? []) {
-      f.ended = true;
-      f.wake?.();
-    }
+    endAll(this.followers.get(key));
   }
 
   private state(key: string): KeyState {
@@ -308,11 +305,18 @@ export class LogStore {
 
   /**
    * Forgets the logs of `key` and of every key under it (`key/...`): the endpoints of a deleted
-   * version (`owner/project/deployment/version`), or a version's build log.
+   * version (`owner/project/deployment/version`), or a version's build log. Their follows end
+   * after their queued lines.
    */
   async remove(key: string): Promise<void> {
     const under = (k: string) => k === key || k.startsWith(`${key}/`);
     for (const k of this.ended) if (under(k)) this.ended.delete(k);
+    // Their follows end: a version created again under the same name is another one.
+    for (const [k, set] of this.followers) {
+      if (!under(k)) continue;
+      endAll(set);
+      this.followers.delete(k);
+    }
     for (const [k, s] of this.keys) {
       if (!under(k)) continue;
       this.closeFd(s);
@@ -361,6 +365,14 @@ export class LogStore {
     }
     this.keys.clear();
     for (const key of this.followers.keys()) this.end(key);
+  }
+}
+
+/** Ends follows once their queued lines are read. */
+function endAll(followers: Iterable<Follower> | undefined): void {
+  for (const f of followers ?? []) {
+    f.ended = true;
+    f.wake?.();
   }
 }
 

@@ -299,6 +299,34 @@ t.test('an endpoint disabled when its version was built (its files never placed)
   t.equal((await controller.patchVersion(ref, { endpoints: { sentiment: { replicas: 2 } } }, 'admin')).endpoints[0]!.replicaCount, 2);
 });
 
+t.test('a followed endpoint log of a version deleted meanwhile ends with a 404, not an open stream forever', async (t) => {
+  const { controller } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0 } } }, 'admin');
+  await waitFor(async () => (await controller.getVersion(ref)).status !== 'building', { what: 'the build' });
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const lines: string[] = [];
+  const followed = (async () => {
+    for await (const l of controller.endpointLogs(ref, 'sentiment', { follow: true }, ac.signal)) lines.push(l.line);
+  })();
+  const refused = refusal(t, followed);
+  // The follow has subscribed once it waits; the delete then ends it.
+  await new Promise((resolve) => setImmediate(resolve));
+  await controller.deleteVersion(ref, 'admin');
+  t.match(await refused, { code: 'NOT_FOUND', statusCode: 404, message: /version v1 .*deleted/ });
+  t.same(lines, []);
+  // A follow that the client ends is not an error.
+  await controller.createVersion(DEPLOYMENT, { name: 'v2', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0 } } }, 'admin');
+  await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v2' })).status !== 'building', { what: 'the build of v2' });
+  const left = new AbortController();
+  const iter = controller.endpointLogs({ ...DEPLOYMENT, version: 'v2' }, 'sentiment', { follow: true }, left.signal)[Symbol.asyncIterator]();
+  const next = iter.next();
+  left.abort();
+  t.same(await next, { done: true, value: undefined });
+});
+
 t.test('a git source URL\'s credentials never appear: not in the version, the audit log or the build log', async (t) => {
   const { controller, store } = await startControl(t);
   await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');

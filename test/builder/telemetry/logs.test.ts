@@ -223,6 +223,33 @@ t.test('remove: a key and the keys under it, files included', async (t) => {
   t.same((await readdir(logs.root)).map(decodeURIComponent).sort(), ['o/p/d/v10/a.ndjson']);
 });
 
+t.test('remove ends the follows of the removed keys (a deleted version), not of others', async (t) => {
+  const logs = await logStore(t);
+  const follow = (key: string, signal?: AbortSignal) => {
+    const got: string[] = [];
+    const done = (async () => {
+      for await (const l of logs.read(key, {}, { follow: true, ...(signal ? { signal } : {}) })) got.push(l.line);
+    })();
+    return { got, done };
+  };
+  logs.append('o/p/d/v1/a', line(1, 'v1'));
+  logs.append('o/p/d/v10/a', line(1, 'v10'));
+  const ac = new AbortController();
+  const removed = follow('o/p/d/v1/a');
+  const kept = follow('o/p/d/v10/a', ac.signal);
+  await waitFor(() => removed.got.length === 1 && kept.got.length === 1, { what: 'the stored lines' });
+  await logs.remove('o/p/d/v1');
+  await removed.done;
+  t.same(removed.got, ['v1'], 'the follow of the deleted version ends');
+  logs.append('o/p/d/v1/a', line(2, 'a version of the same name, created again'));
+  logs.append('o/p/d/v10/a', line(2, 'still followed'));
+  await waitFor(() => kept.got.length === 2, { what: 'the line of v10' });
+  t.same(removed.got, ['v1'], 'the ended follow did not get lines of the new version');
+  ac.abort();
+  await kept.done;
+  t.same(kept.got, ['v10', 'still followed']);
+});
+
 t.test('files written before: sizes are picked up, a torn last line is skipped and ended', async (t) => {
   const logs = await logStore(t, { maxBytes: 400 });
   await appendFile(fileOf(logs.root), `${JSON.stringify(line(1, 'from before'))}\n{"at":2,"stre`);
