@@ -267,6 +267,7 @@ export class RedisMetricStore implements MetricStore {
   }
 }
 
+/** `s` URI-encoded, a lone surrogate as U+FFFD (Redis stores UTF-8: it could not keep one anyway). */
 function enc(s: string): string {
-  return encodeURIComponent(s);
+  return encodeURIComponent(s.toWellFormed());
 }

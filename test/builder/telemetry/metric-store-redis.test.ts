@@ -58,3 +58,13 @@ t.test('Redis unreachable: adds are dropped and counted, nothing throws', async 
   t.equal(s.counters.dropped, 2);
   t.equal(s.counters.added, 0);
 });
+
+t.test('a key name that is not well-formed UTF-16 loses neither its values nor the others flushed with it', async (t) => {
+  const s = new RedisMetricStore({ url: redis.url, prefix: 'lone:' });
+  t.teardown(() => s.close());
+  s.add('o/p/d/v/e', { at: 1, replica: 'r', values: [['ok', 1]] });
+  s.add('o/p/d/v/e', { at: 2, replica: 'r', values: [['\ud800', 2]] });
+  t.same((await s.keys('o/p/d/v/e')).map((k) => [k.name, k.count]), [['ok', 1], ['\ufffd', 1]]);
+  t.same((await s.points('o/p/d/v/e', '\ud800'))?.points, [{ at: 2, value: 2, replica: 'r' }], 'read by the name it was added with');
+  t.same(s.counters, { added: 2, dropped: 0 });
+});

@@ -29,3 +29,10 @@ t.test('parseMetadata: long keys are ignored, long strings cut', async (t) => {
   const got = parseMetadata(JSON.stringify({ vh_metadata: { [long]: 1, ['k'.repeat(MAX_KEY_LENGTH)]: 2, s: text } }));
   t.same(got, [['k'.repeat(MAX_KEY_LENGTH), 2], ['s', 'x'.repeat(MAX_STRING_LENGTH)]]);
 });
+
+t.test('parseMetadata: keys and strings come out well-formed (lone surrogates replaced, a pair never cut in half)', async (t) => {
+  t.same(parseMetadata('{"vh_metadata":{"\\ud800":1,"label":"a\\udc00b","ok":"\\ud83d\\ude00"}}'), [['\ufffd', 1], ['label', 'a\ufffdb'], ['ok', '\u{1f600}']]);
+  const cut = parseMetadata(JSON.stringify({ vh_metadata: { s: `${'x'.repeat(MAX_STRING_LENGTH - 1)}\u{1f600}` } }));
+  t.same(cut, [['s', 'x'.repeat(MAX_STRING_LENGTH - 1)]], 'an emoji across the cut is left out whole');
+  for (const [k, v] of cut ?? []) t.ok(k.isWellFormed() && (typeof v !== 'string' || v.isWellFormed()));
+});
