@@ -52,15 +52,22 @@ export function metadataRecorder(store: MetricStore, mask: (text: string) => str
 }
 
 /**
- * `store` with string values masked when read, so a secret added to the environment after a
- * value was recorded is hidden too (values are masked when recorded as well).
+ * `store` with key names and string values masked when read, so a secret added to the
+ * environment after a value was recorded is hidden too (they are masked when recorded as well).
+ * A series is read by its name as listed (masked); a name holding a secret matches nothing.
  */
 export function maskedReads(store: MetricStore, mask: (text: string) => string): MetricStore {
   return {
     add: (endpoint, row) => store.add(endpoint, row),
-    keys: (endpoint) => store.keys(endpoint),
+    keys: async (endpoint) => (await store.keys(endpoint)).map((k) => ({ ...k, name: mask(k.name) })),
     async points(endpoint, key, range) {
-      const found = await store.points(endpoint, key, range);
+      if (mask(key) !== key) return null;
+      let found = await store.points(endpoint, key, range);
+      if (!found) {
+        // Recorded before its secret was known: listed masked, read by that name.
+        const stored = (await store.keys(endpoint)).find((k) => k.name !== key && mask(k.name) === key);
+        if (stored) found = await store.points(endpoint, stored.name, range);
+      }
       if (!found || found.kind !== 'string') return found;
       return { kind: found.kind, points: found.points.map((p) => ({ ...p, value: mask(p.value as string) })) };
     },
