@@ -464,8 +464,10 @@ export class Controller implements CP.ControlPlane {
       if (err instanceof StoreConflictError) throw new PorticoError(ControlErrors.ALREADY_EXISTS, `version ${name} of ${depLabel(ref)} exists already`);
       throw err;
     }
-    await this.record(actor, 'version.create', `${depLabel(ref)}/${name}`, { source: redactSource(input.source) });
+    // Stored: it builds even if its audit entry cannot be written (the request then fails with
+    // 503), rather than stay `building` until the controller restarts.
     void this.build({ ...ref, version: name }, input, d, v.createdAt);
+    await this.record(actor, 'version.create', `${depLabel(ref)}/${name}`, { source: redactSource(input.source) });
     return this.versionView(d, v, []);
   }
 

@@ -14,7 +14,7 @@ import { Publisher } from '../../builder/publisher.ts';
 import { Reconciler } from '../../builder/reconciler.ts';
 import type { EndpointSpec, EndpointStatus, Runtime } from '../../builder/runtime/runtime.ts';
 import { EmbeddedStore } from '../../builder/store/embedded.ts';
-import type { VersionEndpoint } from '../../builder/store/store.ts';
+import { StoreUnavailableError, type VersionEndpoint } from '../../builder/store/store.ts';
 import { LogStore } from '../../builder/telemetry/logs.ts';
 import { loadConfig } from '../../common/config.ts';
 import { deploymentKey, endpointKey, type RoutingTable } from '../../gateway/routing/contract.ts';
@@ -516,4 +516,17 @@ t.test('a version and a deployment deleted while the runtime does not answer: th
   runtime.remove = remove;
   await reconciler.trigger();
   t.same([...runtime.running.keys()], [], 'no replica of the deleted version or deployment runs');
+});
+
+t.test('a version whose audit entry cannot be written (the store failing right then) still builds: it does not stay building', async (t) => {
+  const { store, controller } = await harness(t);
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  // Redis goes away between the version's write and its audit entry's.
+  const appendAudit = store.appendAudit.bind(store);
+  store.appendAudit = () => Promise.reject(new StoreUnavailableError('Redis connection lost'));
+  await t.rejects(controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent-portico-source' } }, 'admin'), StoreUnavailableError, 'the request is refused (503)');
+  store.appendAudit = appendAudit;
+  t.equal((await store.getVersion(ref))?.status, 'building', 'the version was stored');
+  await waitFor(async () => (await store.getVersion(ref))?.status !== 'building', { what: 'its build to run and end' });
+  t.match(await store.getVersion(ref), { status: 'failed', reason: /nonexistent-portico-source/ }, 'built (and failed: its source does not exist), not left building until a restart');
 });
