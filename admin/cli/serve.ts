@@ -8,7 +8,7 @@ import type { RoutingTable } from '../../gateway/routing/contract.ts';
 import { startAdminServer, type AdminServer } from '../api/server.ts';
 import { createUi } from '../ui/serve.ts';
 import { UsageError, positionalsOnly, type Command } from './command.ts';
-import { describeRedisUrl } from '../../common/redis.ts';
+import { describeRedisUrl, isRedisOutage } from '../../common/redis.ts';
 import { onStopSignals } from './signals.ts';
 
 /** The controller writes with more patience than the gateway reads (it must not give up on a busy Redis). */
@@ -134,7 +134,11 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
   try {
     running = await startAll(config, log, withGateway);
   } catch (err) {
-    process.stderr.write(`portico: cannot start: ${(err as Error).message}\n`);
+    // ioredis says only "Command timed out" (or "Connection is closed."): say what did not answer.
+    const why = config.redisUrl !== undefined && isRedisOutage(err)
+      ? `Redis at ${describeRedisUrl(config.redisUrl)} does not answer (${(err as Error).message})`
+      : (err as Error).message;
+    process.stderr.write(`portico: cannot start: ${why}\n`);
     return 1;
   }
   announce(running, config);
