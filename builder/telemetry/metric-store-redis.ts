@@ -15,6 +15,7 @@
 import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import { closeRedisClient, redisClient } from '../../common/redis.ts';
+import { STORE_COMMAND_TIMEOUT_MS } from '../store/redis.ts';
 import {
   kindOf,
   METRIC_LIMITS,
@@ -140,7 +141,9 @@ export class RedisMetricStore implements MetricStore {
   constructor(opts: RedisMetricStoreOptions) {
     this.limits = { ...METRIC_LIMITS, ...opts.limits };
     this.prefix = opts.prefix ?? 'portico:metrics:';
-    this.redis = redisClient(opts.url, { maxRetriesPerRequest: 2, ...opts.redisOptions });
+    // Bounded as the control-plane store's commands: a stalled Redis fails a metrics query (503)
+    // and lets close() (a controller's SIGTERM) return, rather than waiting until it answers.
+    this.redis = redisClient(opts.url, { maxRetriesPerRequest: 2, commandTimeout: STORE_COMMAND_TIMEOUT_MS, ...opts.redisOptions });
     this.redis.on('error', () => {}); // seen through failed writes (counted as dropped)
   }
 

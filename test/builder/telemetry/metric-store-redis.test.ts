@@ -68,3 +68,24 @@ t.test('a key name that is not well-formed UTF-16 loses neither its values nor t
   t.same((await s.points('o/p/d/v/e', '\ud800'))?.points, [{ at: 2, value: 2, replica: 'r' }], 'read by the name it was added with');
   t.same(s.counters, { added: 2, dropped: 0 });
 });
+
+t.test('Redis stalled (not answering): queries fail and close returns within a command timeout, instead of hanging until it answers', async (t) => {
+  const stalled = await startRedis();
+  t.teardown(() => stalled.stop());
+  const s = new RedisMetricStore({ url: stalled.url, prefix: 'stall:' });
+  s.add('o/p/d/v/e', { at: 1, replica: 'r', values: [['a', 1]] });
+  await s.flush();
+  stalled.pause();
+  t.teardown(() => stalled.resume());
+  /** How `p` settled within `ms` (the stalled server itself never answers). */
+  const outcome = (p: Promise<unknown>, ms: number): Promise<string> => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      p.then(() => 'resolved', (err: unknown) => `rejected: ${(err as Error).message}`),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`still pending after ${ms} ms`), ms))),
+    ]).finally(() => clearTimeout(timer));
+  };
+  t.equal(await outcome(s.keys('o/p/d/v/e'), 15_000), 'rejected: Command timed out', 'a query fails (the admin API answers 503)');
+  s.add('o/p/d/v/e', { at: 2, replica: 'r', values: [['a', 2]] });
+  t.equal(await outcome(s.close(), 20_000), 'resolved', 'close returns (a controller\'s SIGTERM does not hang on it)');
+});
