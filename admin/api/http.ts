@@ -57,7 +57,8 @@ export class ValidationError extends PorticoError {
 /**
  * Sends `err` in the contract's error shape. A `PorticoError` keeps its status, code, message
  * and headers; the store being unreachable (closed, Redis down or not answering in time) is a
- * 503 `STORE_UNAVAILABLE` with `Retry-After`; anything else is a 500 `INTERNAL` whose details go
+ * 503 `STORE_UNAVAILABLE` with `Retry-After` (without it, and saying a restart is needed, when
+ * the embedded store failed to write); anything else is a 500 `INTERNAL` whose details go
  * to `logger`, never to the client.
  */
 export function sendError(res: ServerResponse, err: unknown, logger: Logger, context: Record<string, unknown> = {}): void {
@@ -69,6 +70,12 @@ export function sendError(res: ServerResponse, err: unknown, logger: Logger, con
   if (err instanceof StoreUnavailableError || isRedisOutage(err)) {
     logger.error('the store is unavailable', { ...context, err: errorDetails(err) });
     const def = ControlErrors.STORE_UNAVAILABLE;
+    if (err instanceof StoreUnavailableError && err.needsRestart) {
+      // The embedded store after a failed disk write: retrying cannot help, so no Retry-After.
+      const message = 'The store failed to write to disk and refuses every operation until the controller is restarted (free disk space first; its log has the error).';
+      sendJson(res, def.statusCode, errorBody(def.statusCode, def.code, message));
+      return;
+    }
     // A command that timed out was sent: Redis may still carry it out once it answers again.
     const message = isRedisTimeout(err) ? 'The store did not answer in time; a change may still be applied once it does: check before retrying one.' : def.message;
     sendJson(res, def.statusCode, errorBody(def.statusCode, def.code, message), { 'retry-after': '1' });

@@ -154,6 +154,7 @@ class Disk {
   private unavailable(): StoreUnavailableError {
     return new StoreUnavailableError(`the store in ${this.dir} failed to write and must be reopened: ${this.failure?.message}`, {
       cause: this.failure,
+      needsRestart: true,
     });
   }
 

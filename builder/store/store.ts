@@ -237,9 +237,12 @@ export class StoreNotFoundError extends Error {
  */
 export class StoreUnavailableError extends Error {
   readonly code = 'STORE_UNAVAILABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** True when only reopening the store (restarting the controller) ends it: a failed disk write. */
+  readonly needsRestart: boolean;
+  constructor(message: string, options?: { cause?: unknown; needsRestart?: boolean }) {
     super(message, options);
     this.name = 'StoreUnavailableError';
+    this.needsRestart = options?.needsRestart ?? false;
   }
 }
 

@@ -49,6 +49,28 @@ t.test('the store unreachable is a 503 STORE_UNAVAILABLE with Retry-After, never
   assertError(t, await api.call('GET', `${P}/deployments`), 500, 'INTERNAL');
 });
 
+t.test('an embedded store that failed to write (disk full): the 503 says a restart is needed, not "try again"', async (t) => {
+  const api = await startApi(t);
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { EmbeddedStore } = await import('../../../builder/store/embedded.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'portico-failed-store-'));
+  const store = await EmbeddedStore.open({ dir: join(dir, 'store') });
+  t.teardown(() => store.close().finally(() => rmSync(dir, { recursive: true, force: true })));
+  rmSync(dir, { recursive: true }); // its journal cannot be written any more
+  await t.rejects(store.putState('ns', 'k', 1));
+  api.fake.listDeployments = async () => {
+    await store.getState('ns', 'k');
+    return [];
+  };
+  const res = await api.call('GET', `${P}/deployments`);
+  assertError(t, res, 503, 'STORE_UNAVAILABLE');
+  t.match(res.json.message, /failed to write.*restart/i, res.json.message);
+  t.notMatch(res.json.message, /try again/, 'retrying does not help');
+  t.equal(res.headers.get('retry-after'), null, 'no Retry-After: retrying does not help');
+});
+
 t.test('GET /healthz needs no token', async (t) => {
   const api = await startApi(t);
   const res = await api.call('GET', '/healthz', { token: null });
