@@ -59,6 +59,28 @@ def read_chunked(rfile):
         rfile.readline(65537)  # CRLF after the chunk
 
 
+class LimitedInput(io.RawIOBase):
+    """The request body of `length` bytes on the connection, then end of file (as gunicorn does).
+
+    wsgiref gives the app the socket itself: an app reading wsgi.input whole (or past
+    CONTENT_LENGTH) would wait for the client to close the connection, which a keep-alive client
+    such as the gateway does not do before the response.
+    """
+
+    def __init__(self, rfile, length):
+        self.rfile = rfile
+        self.remaining = length
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.rfile.read(min(len(buffer), self.remaining))
+        self.remaining -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
 class Handler(WSGIRequestHandler):
     script_name = ""
 
@@ -80,7 +102,12 @@ class Handler(WSGIRequestHandler):
         if not self.parse_request():
             return
         environ = self.get_environ()
-        stdin = self.rfile
+        try:
+            length = max(int(environ.get("CONTENT_LENGTH") or 0), 0)
+        except ValueError:
+            self.send_error(400, "bad Content-Length")
+            return
+        stdin = io.BufferedReader(LimitedInput(self.rfile, length))
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             try:
                 body = read_chunked(self.rfile)

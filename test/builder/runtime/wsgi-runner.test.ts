@@ -1,4 +1,4 @@
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
 import { waitFor } from '../../helpers/poll.ts';
@@ -72,6 +72,29 @@ t.test(`${server}: a WSGI app is served with SCRIPT_NAME split off, query and bo
   await waitFor(async () => (await h.status(spec.key)) === undefined || (await h.status(spec.key))?.replicas.length === 0, { what: 'replica stopped' });
   const refused = await http('GET', `${base}${PREFIX}`).then(() => false, () => true);
   t.ok(refused, 'nothing listens on the replica port after stop');
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: wsgi.input ends at the request body's end, for an app reading it whole`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:read_all' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+  // Each request on a kept-alive connection, as the gateway's pool sends them: the socket stays open after the body.
+  const agent = new Agent({ keepAlive: true });
+  t.teardown(() => agent.destroy());
+  const send = (method: string, body?: string): Promise<string> => new Promise((resolve, reject) => {
+    const req = request(`${base}/read`, { method, agent, signal: AbortSignal.timeout(5000) }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => { text += c.toString(); });
+      res.on('end', () => resolve(text));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  t.equal(await send('POST', 'hello'), '5 0', 'a body with Content-Length, then nothing more');
+  t.equal(await send('GET'), '0 0', 'no body at all');
 });
 }
 
