@@ -8,8 +8,9 @@ another) gunicorn serves the app when the version's Python has it (one process, 
 with 8 threads), else the standard library's wsgiref with one thread per request.
 `SCRIPT_NAME` from the environment (Portico sets it to VH_DEFAULT_PREFIX) is split off the
 request path, so the app sees PATH_INFO relative to its prefix, under either server (under
-gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Standard library
-only, besides gunicorn when used.
+gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Request headers
+whose names hold an underscore are dropped under either server. Standard library only, besides
+gunicorn when used.
 """
 
 import argparse
@@ -85,6 +86,8 @@ class Handler(WSGIRequestHandler):
     script_name = ""
 
     def get_environ(self):
+        for name in {name for name in self.headers.keys() if "_" in name}:
+            del self.headers[name]  # see drop_underscore_headers
         env = super().get_environ()
         split_prefix(env, self.script_name)
         return env
@@ -146,6 +149,26 @@ def serve_wsgiref(app, spec, host, port):
         server.server_close()
 
 
+def drop_underscore_headers(cfg):
+    """gunicorn drops request headers whose names hold an underscore (as nginx does).
+
+    Header names become environ keys with dashes turned into underscores: `X_VH_Prefix` from a
+    client would be merged into HTTP_X_VH_PREFIX, which the gateway sets. gunicorn 22 and later
+    drop such headers by default (`header_map`); older ones (Debian's 20.1) are patched here.
+    """
+    if "header_map" in cfg.settings:
+        cfg.set("header_map", "drop")
+        return
+    from gunicorn.http.message import Message
+
+    parse_headers = Message.parse_headers
+
+    def without_underscores(self, *args, **kwargs):
+        return [(name, value) for name, value in parse_headers(self, *args, **kwargs) if "_" not in name]
+
+    Message.parse_headers = without_underscores
+
+
 def serve_gunicorn(app, spec, host, port):
     from gunicorn.app.base import BaseApplication
 
@@ -176,6 +199,7 @@ def serve_gunicorn(app, spec, host, port):
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)
+            drop_underscore_headers(self.cfg)
 
         def load(self):
             return prefixed

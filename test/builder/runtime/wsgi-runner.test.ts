@@ -98,6 +98,21 @@ t.test(`${server}: wsgi.input ends at the request body's end, for an app reading
 });
 }
 
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a header name with an underscore is dropped, never merged into the variable of its dashed twin`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:headers' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+  // The gateway sets X-VH-Prefix (and X-Forwarded-*) itself; a client's X_VH_Prefix must not reach the app as HTTP_X_VH_PREFIX.
+  const res = await http('GET', `${base}/h`, undefined, { 'x_vh_prefix': '/evil', 'x-vh-prefix': '/acme/p/d/prod/e', 'x_custom': '1', 'x-other': 'kept' });
+  const env = JSON.parse(res.body) as Record<string, string>;
+  t.equal(env['HTTP_X_VH_PREFIX'], '/acme/p/d/prod/e');
+  t.equal(env['HTTP_X_CUSTOM'], undefined);
+  t.equal(env['HTTP_X_OTHER'], 'kept');
+});
+}
+
 t.test('module:callable picks another callable', async (t) => {
   const h = await startRuntime(t);
   const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:other' }, env: { PYTHONDONTWRITEBYTECODE: '1' } });
