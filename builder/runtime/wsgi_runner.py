@@ -194,6 +194,10 @@ def serve_gunicorn(app, spec, host, port):
                 "worker_class": "gthread",
                 "threads": 8,
                 "accesslog": "-",
+                # The gateway bounds the request line and headers (Node's 16 KiB); gunicorn's
+                # lower defaults (4094 and 8190 bytes) would answer 400 to what wsgiref serves.
+                "limit_request_line": 0,
+                "limit_request_field_size": 0,
                 # Portico stops a replica with SIGTERM and SIGKILLs it after its grace period.
                 "graceful_timeout": 5,
             }
