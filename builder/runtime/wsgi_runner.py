@@ -126,7 +126,10 @@ class Handler(WSGIRequestHandler):
 
 
 class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+    # On SIGTERM, server_close() closes the listening socket, then waits for the requests in
+    # progress to be answered (Portico kills the replica after its grace period).
+    daemon_threads = False
+    block_on_close = True
     allow_reuse_address = True
 
     def server_bind(self):

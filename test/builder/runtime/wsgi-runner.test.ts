@@ -118,6 +118,22 @@ t.test(`${server}: request headers as the gateway forwards them, but for names w
 });
 }
 
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a request in progress when the replica is stopped is answered before it exits`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin', stopGraceSeconds: 5 } : { stopGraceSeconds: 5 });
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:slow' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+  const answer = http('GET', `${base}/slow`);
+  await waitFor(() => h.logs.find((l) => l.line === 'slow request started'), { what: 'the request reaching the app' });
+  await h.runtime.remove(spec.key);
+  const res = await answer;
+  t.equal(res.status, 200);
+  t.equal(res.body, 'finished');
+  t.equal(await http('GET', `${base}/slow`).then(() => 'answered', () => 'refused'), 'refused', 'the replica is gone');
+});
+}
+
 t.test('module:callable picks another callable', async (t) => {
   const h = await startRuntime(t);
   const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:other' }, env: { PYTHONDONTWRITEBYTECODE: '1' } });
