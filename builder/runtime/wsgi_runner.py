@@ -82,6 +82,46 @@ class LimitedInput(io.RawIOBase):
         return len(data)
 
 
+class Responder(ServerHandler):
+    """wsgiref's handler answering HTTP/1.1: a body of unknown length goes out chunked.
+
+    Close-delimited (HTTP/1.0), a body cut short by an app failing midway would look whole to the
+    gateway; chunked, it lacks the last chunk. The connection still closes after each response.
+    """
+
+    http_version = "1.1"
+    chunked = False
+
+    def cleanup_headers(self):
+        super().cleanup_headers()  # a Content-Length when the body is a one-item list
+        self.chunked = (
+            "Content-Length" not in self.headers
+            and self.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+            and self.environ["REQUEST_METHOD"] != "HEAD"
+            and self.status[:1] != "1"
+            and self.status[:3] not in ("204", "304")
+        )
+        if self.chunked:
+            self.headers["Transfer-Encoding"] = "chunked"
+        self.headers["Connection"] = "close"
+
+    def write(self, data):
+        if self.status and not self.headers_sent:
+            self.bytes_sent = len(data)
+            self.send_headers()  # decides `chunked`
+            self.bytes_sent = 0
+        if not self.chunked:
+            super().write(data)
+        elif data:
+            super().write(b"%x\r\n%s\r\n" % (len(data), bytes(data)))
+
+    def finish_content(self):
+        super().finish_content()
+        if self.chunked:
+            self._write(b"0\r\n\r\n")
+            self._flush()
+
+
 class Handler(WSGIRequestHandler):
     script_name = ""
 
@@ -120,7 +160,7 @@ class Handler(WSGIRequestHandler):
             stdin = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
-        handler = ServerHandler(stdin, self.wfile, self.get_stderr(), environ, multithread=True)
+        handler = Responder(stdin, self.wfile, self.get_stderr(), environ, multithread=True)
         handler.request_handler = self
         handler.run(self.server.get_app())
 

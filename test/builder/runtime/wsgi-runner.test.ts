@@ -134,6 +134,30 @@ t.test(`${server}: a request in progress when the replica is stopped is answered
 });
 }
 
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a response the app fails midway through reaches the client as cut short, not as whole`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:fails_midway' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+  const get = (path: string): Promise<{ body: string; complete: boolean }> => new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, { agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('error', () => {});
+      res.on('close', () => resolve({ body, complete: res.complete }));
+    });
+    // A reset may also come before the response's head is read: cut short all the same.
+    req.on('error', () => resolve({ body: '', complete: false }));
+    req.end();
+  });
+  const cut = await get('/fail');
+  t.equal(cut.complete, false, 'the client can tell the body is incomplete');
+  t.match(cut.body, /^(first part\n)?$/);
+  t.same(await get('/ok'), { body: 'whole', complete: true }, 'the replica goes on serving');
+});
+}
+
 t.test('module:callable picks another callable', async (t) => {
   const h = await startRuntime(t);
   const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:other' }, env: { PYTHONDONTWRITEBYTECODE: '1' } });
