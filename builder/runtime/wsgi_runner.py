@@ -81,6 +81,15 @@ class LimitedInput(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
+    def drain(self):
+        """Reads what the app left of the body: a socket closed with unread bytes sends a reset,
+        which may reach the client (still sending the body) before it has read the response."""
+        try:
+            while self.remaining > 0 and self.read(min(self.remaining, 65536)):
+                pass
+        except OSError:
+            pass
+
 
 class Responder(ServerHandler):
     """wsgiref's handler answering HTTP/1.1: a body of unknown length goes out chunked.
@@ -150,7 +159,8 @@ class Handler(WSGIRequestHandler):
         except ValueError:
             self.send_error(400, "bad Content-Length")
             return
-        stdin = io.BufferedReader(LimitedInput(self.rfile, length))
+        body = LimitedInput(self.rfile, length)
+        stdin = io.BufferedReader(body)
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             try:
                 body = read_chunked(self.rfile)
@@ -163,6 +173,7 @@ class Handler(WSGIRequestHandler):
         handler = Responder(stdin, self.wfile, self.get_stderr(), environ, multithread=True)
         handler.request_handler = self
         handler.run(self.server.get_app())
+        body.drain()
 
 
 class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):

@@ -1,6 +1,7 @@
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
+import { request as undiciRequest } from 'undici';
 import { waitFor } from '../../helpers/poll.ts';
 import { APPS, http, startRuntime } from './harness.ts';
 
@@ -155,6 +156,25 @@ t.test(`${server}: a response the app fails midway through reaches the client as
   t.equal(cut.complete, false, 'the client can tell the body is incomplete');
   t.match(cut.body, /^(first part\n)?$/);
   t.same(await get('/ok'), { body: 'whole', complete: true }, 'the replica goes on serving');
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: an answer that leaves the request body unread reaches a client still sending it`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
+  // `other` never reads wsgi.input (an app refusing a request early does the same).
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:other' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+  const body = Buffer.alloc(5_000_000);
+  const outcomes: (number | string)[] = [];
+  for (let i = 0; i < 5; i++) {
+    // undici, as the gateway sends bodies.
+    const res = await undiciRequest(`${base}/x`, { method: 'POST', body }).catch((err: NodeJS.ErrnoException) => err);
+    outcomes.push(res instanceof Error ? (res.code ?? res.message) : res.statusCode);
+    if (!(res instanceof Error)) await res.body.text();
+  }
+  t.same(outcomes, [200, 200, 200, 200, 200]);
 });
 }
 
