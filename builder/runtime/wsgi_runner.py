@@ -163,12 +163,12 @@ class Handler(WSGIRequestHandler):
         stdin = io.BufferedReader(body)
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             try:
-                body = read_chunked(self.rfile)
+                whole = read_chunked(self.rfile)
             except ValueError:
                 self.send_error(400, "bad chunked body")
                 return
-            stdin = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
+            stdin = io.BytesIO(whole)
+            environ["CONTENT_LENGTH"] = str(len(whole))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
         handler = Responder(stdin, self.wfile, self.get_stderr(), environ, multithread=True)
         handler.request_handler = self

@@ -65,6 +65,10 @@ t.test(`${server}: a WSGI app is served with SCRIPT_NAME split off, query and bo
     req.end('world');
   });
   t.match(chunked, { method: 'POST', body: 'hello chunked world' });
+  // The runner's access log line of the next request comes after any error it logged for this one.
+  await http('GET', `${base}${PREFIX}/after-chunked`);
+  await waitFor(() => h.logs.find((l) => l.line.includes('/after-chunked')), { what: 'the next request in the access log' });
+  t.notOk(h.logs.find((l) => l.line.includes('Traceback')), 'the runner logged no error');
 
   t.ok(await waitFor(() => h.logs.find((l) => l.line.startsWith('portico wsgi runner: serving app on') && l.line.includes(`(${server}`))), 'the runner says what it serves, and with which server');
 
