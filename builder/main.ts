@@ -9,6 +9,7 @@ import { createTargets } from './targets.ts';
 import { Publisher } from './publisher.ts';
 import { endpointRecord, Reconciler, versionRuns } from './reconciler.ts';
 import type { Runtime, RuntimeHooks } from './runtime/runtime.ts';
+import { ControllerLease, type LeaseOwner } from './store/lease.ts';
 import { openStore } from './store/open.ts';
 import { checkStoreIdentity, STORE_LOST_HELP, storeIdFile, type StoreIdentity } from './store-identity.ts';
 import type { Store } from './store/store.ts';
@@ -46,9 +47,31 @@ export async function startController(opts: {
   log: Logger;
   /** Extra `pip install` arguments (tests: `--no-index --find-links DIR`). */
   pipArgs?: readonly string[];
+  /**
+   * Called when another controller took the lease from this one (on Redis; see
+   * `store/lease.ts`). Default: the error is logged and the process exits 1, leaving its replicas
+   * to the controller that took over (a supervisor restarts this one as the standby).
+   */
+  onLeaseLost?: (owner: LeaseOwner | null) => void;
 }): Promise<RunningController> {
   const { config, routing, log } = opts;
-  const store = await openStore(config);
+  // On Redis, one active controller: a second one waits here until the first stops.
+  const lease = config.redisUrl === undefined ? null : await ControllerLease.acquire({
+    url: config.redisUrl,
+    ttlMs: config.controllerLeaseSeconds * 1000,
+    onWaiting: (o) => log.warn(`another controller is active on this store (process ${o.pid} on ${o.host}, since ${o.since}); waiting to take over once it stops or has not renewed its lease for PORTICO_CONTROLLER_LEASE_SECONDS`),
+    onLost: opts.onLeaseLost ?? ((o) => {
+      log.error(`another controller${o ? ` (process ${o.pid} on ${o.host})` : ''} took over this store: this one stopped renewing its lease for over PORTICO_CONTROLLER_LEASE_SECONDS (stalled?), and exits, leaving its replicas to the one that took over`);
+      process.exit(1);
+    }),
+  });
+  let store: Store;
+  try {
+    store = await openStore(config);
+  } catch (err) {
+    await lease?.release();
+    throw err;
+  }
   const blobs = new BlobStore(join(config.dataDir, 'blobs'));
   let mask = (line: string) => line;
   const logs = new LogStore({ root: join(config.dataDir, 'logs'), maxBytes: config.logRetentionBytes, mask: (l) => mask(l) });
@@ -80,6 +103,7 @@ export async function startController(opts: {
   } catch (err) {
     await logs.close();
     await store.close();
+    await lease?.release();
     throw err;
   }
   const runtimes = new Map<string, Runtime>(targets.map((t) => [t.name, t.runtime]));
@@ -95,6 +119,7 @@ export async function startController(opts: {
     await logs.close();
     await metrics.close();
     await store.close();
+    await lease?.release();
     throw err;
   }
   if (identity.problem !== null) {
@@ -188,6 +213,7 @@ export async function startController(opts: {
         await logs.close();
         await metrics.close();
         await store.close();
+        await lease?.release();
       },
     };
   } catch (err) {
@@ -196,6 +222,7 @@ export async function startController(opts: {
     await logs.close();
     await metrics.close();
     await store.close();
+    await lease?.release();
     throw err;
   }
 }

@@ -71,6 +71,7 @@ export const VARIABLES = {
   PORTICO_TARGETS_FILE: { kind: { type: 'path' }, default: undefined, doc: 'JSON file defining several named targets (kinds local, docker, kubernetes) with their gateway URLs.' },
   PORTICO_BUILD_CONCURRENCY: { kind: int(1, 64), default: '2', doc: 'Version builds run at once.' },
   PORTICO_BUILD_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '1800', doc: 'A build running longer, its code and image build together (waits for a build slot not counted), fails, and is stopped (its git, download and pip processes ended).' },
+  PORTICO_CONTROLLER_LEASE_SECONDS: { kind: int(2, 600), default: '10', doc: 'On Redis, one controller is active: it renews a lease of this length, a second controller waits for it, and takes over once the first stops or has not renewed it for this long (SIGKILL, a lost machine).' },
   PORTICO_STOP_GRACE_SECONDS: { kind: int(0, 3600), default: '10', doc: 'Replica stop: SIGTERM, then SIGKILL after this long.' },
   PORTICO_LOG_RETENTION_BYTES: { kind: int(1024, Number.MAX_SAFE_INTEGER), default: String(16 * MiB), doc: 'Log bytes kept per endpoint of a version (its replicas together) and per build log; the oldest lines are dropped first.' },
   PORTICO_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: 'http://127.0.0.1:8081', doc: 'Admin API the CLI talks to.' },
@@ -119,6 +120,7 @@ export interface Config {
   readonly targetsFile: string | undefined;
   readonly buildConcurrency: number;
   readonly buildTimeoutSeconds: number;
+  readonly controllerLeaseSeconds: number;
   readonly stopGraceSeconds: number;
   readonly logRetentionBytes: number;
   readonly url: string;
@@ -393,6 +395,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, us
     targetsFile: optStr('PORTICO_TARGETS_FILE'),
     buildConcurrency: num('PORTICO_BUILD_CONCURRENCY'),
     buildTimeoutSeconds: num('PORTICO_BUILD_TIMEOUT_SECONDS'),
+    controllerLeaseSeconds: num('PORTICO_CONTROLLER_LEASE_SECONDS'),
     stopGraceSeconds: num('PORTICO_STOP_GRACE_SECONDS'),
     logRetentionBytes: num('PORTICO_LOG_RETENTION_BYTES'),
     url: str('PORTICO_URL'),

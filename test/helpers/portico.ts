@@ -61,7 +61,14 @@ export async function callApi<T = any>(baseUrl: string, token: string, method: s
  * directory (or `opts.dataDir`), and waits until the gateway's `/readyz` and the admin `/healthz`
  * answer 200. The admin token is read from `$PORTICO_DATA_DIR/admin-token` unless given.
  */
-export async function startPortico(opts: { env?: Record<string, string>; dataDir?: string; command?: string; ports?: { gateway: number; admin: number; metrics: number } } = {}): Promise<PorticoProcess> {
+export async function startPortico(opts: {
+  env?: Record<string, string>;
+  dataDir?: string;
+  command?: string;
+  ports?: { gateway: number; admin: number; metrics: number };
+  /** Gets what the process prints as it prints it (before it is ready, too). */
+  onOutput?: (text: string) => void;
+} = {}): Promise<PorticoProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'portico-e2e-')));
   const ports = opts.ports ?? { gateway: await freePort(), admin: await freePort(), metrics: await freePort() };
   const env: Record<string, string> = {
@@ -78,8 +85,12 @@ export async function startPortico(opts: { env?: Record<string, string>; dataDir
   };
   const child = spawn(NODE, [PORTICO, opts.command ?? 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const take = (d: Buffer) => {
+    out += d.toString();
+    opts.onOutput?.(d.toString());
+  };
+  child.stdout.on('data', take);
+  child.stderr.on('data', take);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const gatewayUrl = `http://127.0.0.1:${ports.gateway}`;
   const adminUrl = `http://127.0.0.1:${ports.admin}`;
