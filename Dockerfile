@@ -50,7 +50,8 @@ COPY admin ./admin
 RUN chmod 0755 bin/portico.ts \
  && ln -s /app/bin/portico.ts /usr/local/bin/portico \
  && mkdir -p /data \
- && chown node:node /data
+ && chown node:node /data \
+ && chmod 0700 /data
 
 # The image's `node` user (uid 1000), never root.
 USER node

@@ -1,4 +1,4 @@
-import { access, chmod, readFile, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.ts';
 import type { Logger } from '../common/log.ts';
@@ -55,6 +55,9 @@ export async function startController(opts: {
   onLeaseLost?: (owner: LeaseOwner | null) => void;
 }): Promise<RunningController> {
   const { config, routing, log } = opts;
+  // Private when Portico creates it: it holds the replicas' raw output (secrets they print, in
+  // clear), uploads, model files and the admin token. A folder that exists keeps its mode.
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   // On Redis, one active controller: a second one waits here until the first stops.
   const lease = config.redisUrl === undefined ? null : await ControllerLease.acquire({
     url: config.redisUrl,

@@ -1,7 +1,7 @@
 // The controller's operations over a real store, routing table and local target (startController
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -52,6 +52,16 @@ async function refusal(t: Test, p: Promise<unknown>): Promise<PorticoError> {
   t.type(err, PorticoError);
   return err as PorticoError;
 }
+
+t.test('a data directory the controller creates is private (mode 0700): replica output, uploads and the admin token are in it', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
+  t.teardown(() => rm(parent, { recursive: true, force: true }));
+  const dataDir = join(parent, 'new', 'data');
+  const running = await startOn(dataDir);
+  t.teardown(() => running.stop());
+  t.equal((await stat(dataDir)).mode & 0o777, 0o700);
+  t.equal((await stat(join(dataDir, 'admin-token'))).mode & 0o777, 0o600, 'the token file too');
+});
 
 t.test('environment: __proto__ is refused, not dropped; names Object.prototype has are variables like any other', async (t) => {
   const { controller, store } = await startControl(t);
