@@ -112,8 +112,32 @@ export interface AckResult {
   readonly seq: number;
   /** Live gateways that applied the change in time. */
   readonly acknowledged: readonly string[];
-  /** Live gateways that did not acknowledge within the timeout. */
+  /**
+   * Gateways that did not acknowledge: those live that did not within the timeout, and those live
+   * when the wait began whose heartbeat ended before they did (crashed, cut off from Redis with
+   * their cached routes, or stopping): not waited for, but named.
+   */
   readonly missing: readonly string[];
+}
+
+/**
+ * Tracks one `waitForAcks`: `result` adds to a reading of the live gateways the ones live at the
+ * first reading that have left since without acknowledging.
+ */
+export class AckWait {
+  #initial: Set<string> | null = null;
+  readonly #acked = new Set<string>();
+
+  result(now: AckResult): AckResult {
+    for (const id of now.acknowledged) this.#acked.add(id);
+    if (this.#initial === null) {
+      this.#initial = new Set([...now.acknowledged, ...now.missing]);
+      return now;
+    }
+    const present = new Set([...now.acknowledged, ...now.missing]);
+    const left = [...this.#initial].filter((id) => !present.has(id) && !this.#acked.has(id));
+    return left.length === 0 ? now : { seq: now.seq, acknowledged: now.acknowledged, missing: [...now.missing, ...left] };
+  }
 }
 
 /**
@@ -196,7 +220,8 @@ export interface RoutingWriter {
   liveGateways(): Promise<GatewayInfo[]>;
   /**
    * Resolves once every live gateway has acknowledged `seq`, or when `timeoutMs` has passed
-   * (naming the live gateways that did not). Gateways whose heartbeat expires meanwhile drop out.
+   * (naming the live gateways that did not). Gateways whose heartbeat ends meanwhile are no longer
+   * waited for, and are named in `missing` unless they acknowledged first (`AckWait`).
    */
   waitForAcks(seq: number, timeoutMs: number): Promise<AckResult>;
   /** Every key in the table (for the publisher's full resync after a controller restart). */

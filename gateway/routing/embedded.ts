@@ -1,6 +1,7 @@
 import {
   deploymentKey,
   endpointKey,
+  AckWait,
   STATS_BUCKET_MS,
   STATS_RETENTION_MS,
   type AckResult,
@@ -121,6 +122,7 @@ export class EmbeddedRoutingTable implements RoutingTable {
   waitForAcks(seq: number, timeoutMs: number): Promise<AckResult> {
     return new Promise((resolve) => {
       let expiryTimer: NodeJS.Timeout | undefined;
+      const tracked = new AckWait();
       const check = (final: boolean): void => {
         const acknowledged: string[] = [];
         const missing: string[] = [];
@@ -132,11 +134,12 @@ export class EmbeddedRoutingTable implements RoutingTable {
             nextExpiry = Math.min(nextExpiry, g.expiresAt);
           }
         }
+        const result = tracked.result({ seq, acknowledged, missing });
         if (missing.length === 0 || final) {
           clearTimeout(timeout);
           clearTimeout(expiryTimer);
           this.ackWaiters.delete(waiter);
-          resolve({ seq, acknowledged, missing });
+          resolve(result);
           return;
         }
         // A silent gateway stops being waited for once its heartbeat expires.

@@ -4,6 +4,7 @@ import { describeRedisUrl, redisClient } from '../../common/redis.ts';
 import {
   deploymentKey,
   endpointKey,
+  AckWait,
   STATS_BUCKET_MS,
   STATS_RETENTION_MS,
   type AckResult,
@@ -356,11 +357,13 @@ export class RedisRoutingTable implements RoutingTable {
       await this.listen(this.ackChannel);
       let last: AckResult | undefined;
       let lastError: unknown;
+      const tracked = new AckWait();
       for (;;) {
         woken = false;
         try {
-          last = await this.ackState(seq);
-          if (last.missing.length === 0) return last;
+          const now = await this.ackState(seq);
+          last = tracked.result(now);
+          if (now.missing.length === 0) return last;
         } catch (err) {
           lastError = err;
         }

@@ -146,7 +146,7 @@ export function routingTableContract(name: string, factory: TableFactory): void 
     t.ok(since(start) < 1000, `resolved in ${since(start).toFixed(0)} ms`);
   });
 
-  t.test(`${name}: a gateway whose heartbeat expires during the wait drops out`, async (t) => {
+  t.test(`${name}: a gateway whose heartbeat expires during the wait is no longer waited for, and is named`, async (t) => {
     const open = await factory(t);
     const [writer, reader] = [await open(), await open()];
     await reader.heartbeat(gateway('g1'), 60_000);
@@ -154,8 +154,22 @@ export function routingTableContract(name: string, factory: TableFactory): void 
     const seq = await writer.apply({ putDeployments: [deployment('web')] });
     await reader.ack('g1', seq);
     const start = performance.now();
-    t.same(await writer.waitForAcks(seq, 10_000), { seq, acknowledged: ['g1'], missing: [] });
+    // Cut off from Redis, it may still serve its cached routes: the caller is told.
+    t.same(await writer.waitForAcks(seq, 10_000), { seq, acknowledged: ['g1'], missing: ['dying'] });
     t.ok(since(start) < 3000, `resolved in ${since(start).toFixed(0)} ms, after the expiry and before the timeout`);
+  });
+
+  t.test(`${name}: a gateway that acknowledged and then left is not named; one that left without is`, async (t) => {
+    const open = await factory(t);
+    const [writer, reader] = [await open(), await open()];
+    await reader.heartbeat(gateway('g1'), 60_000);
+    // Both leave 400 ms into the wait (their heartbeats expire), as in the test above.
+    await reader.heartbeat(gateway('acked-then-left'), 400);
+    await reader.heartbeat(gateway('left'), 400);
+    const seq = await writer.apply({ putDeployments: [deployment('web')] });
+    await reader.ack('g1', seq);
+    await reader.ack('acked-then-left', seq);
+    t.same(await writer.waitForAcks(seq, 10_000), { seq, acknowledged: ['g1'], missing: ['left'] });
   });
 
   t.test(`${name}: acknowledgements only raise`, async (t) => {
