@@ -17,17 +17,20 @@ export const KEEPALIVE_MS = 15_000;
 
 const filters = {
   since: optional(int({ min: 0, description: 'Only lines at or after this time (epoch milliseconds); less than `until` when both are given.' })),
-  until: optional(int({ min: 0, description: 'Only lines before this time (epoch milliseconds).' })),
+  until: optional(int({ min: 0, description: 'Only lines before this time (epoch milliseconds); not with `follow`.' })),
   contains: optional(string({ min: 1, max: 1000, description: 'Only lines containing this text (secret values are masked first, so they never match).', example: 'ERROR' })),
 };
 
 /**
  * Refuses `since` >= `until` (a window that holds no line, which would read as "no logs"), as the
- * metrics routes refuse `from` >= `to`.
+ * metrics routes refuse `from` >= `to`; and `until` with `follow`, a stream that would stay open
+ * for good, sending nothing once `until` has passed.
  */
-function windowed<T extends { since?: number; until?: number }>(schema: ObjectSchema<T>): ObjectSchema<T> {
-  const checked = refine(schema, 'since < until', (q) =>
-    q.since !== undefined && q.until !== undefined && q.since >= q.until ? [{ at: '.since', message: 'must be less than query.until' }] : []);
+function windowed<T extends { since?: number; until?: number; follow?: boolean }>(schema: ObjectSchema<T>): ObjectSchema<T> {
+  const checked = refine(schema, 'since < until, and no until with follow', (q) => [
+    ...(q.since !== undefined && q.until !== undefined && q.since >= q.until ? [{ at: '.since', message: 'must be less than query.until' }] : []),
+    ...(q.follow === true && q.until !== undefined ? [{ at: '.until', message: 'cannot be combined with query.follow (a followed log has no end)' }] : []),
+  ]);
   return { ...checked, properties: schema.properties };
 }
 
