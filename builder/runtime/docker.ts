@@ -26,6 +26,11 @@ export interface DockerTiming {
   readonly livenessMs: number;
   /** Longest wait between readiness probes of a starting replica. Default 1000. */
   readonly probeMaxMs: number;
+  /**
+   * A started replica that has not answered for this long gets a reason saying where it was
+   * looked for (shown as its endpoint's error; it is still waited for). Default 60000.
+   */
+  readonly quietStartMs: number;
 }
 
 /** Construction options of `DockerRuntime`. */
@@ -62,7 +67,7 @@ export interface DockerRuntimeOptions {
   readonly now?: () => number;
 }
 
-const DEFAULT_TIMING: DockerTiming = { livenessMs: 2000, probeMaxMs: 1000 };
+const DEFAULT_TIMING: DockerTiming = { livenessMs: 2000, probeMaxMs: 1000, quietStartMs: 60_000 };
 const MiB = 1024 * 1024;
 
 interface Replica extends SupervisedReplica {
@@ -453,6 +458,17 @@ export class DockerRuntime implements Runtime {
     if (ok && target !== null) {
       this.#sup.ready(ep, r, gen, target);
       return;
+    }
+    // An app that listens elsewhere (another port, or 127.0.0.1 inside its container) would
+    // otherwise stay `starting` for good with no word of why.
+    if (r.startedAt !== undefined && this.#sup.now() - r.startedAt >= this.#timing.quietStartMs) {
+      const listen = this.#hostNetwork ? `$PORT (${r.port})` : `port ${r.port} on 0.0.0.0, not 127.0.0.1`;
+      const why = `replica ${r.id} has not answered on ${target ?? 'its address'} for ${Math.round(this.#timing.quietStartMs / 1000)} s since it started: the app must listen on ${listen} (a slow start, such as a large model loading, is still waited for)`;
+      if (r.issue !== why) {
+        r.reason = why;
+        r.issue = why;
+        this.#sup.emit(ep);
+      }
     }
     this.#sup.scheduleProbe(ep, r, gen, Math.min(this.#timing.probeMaxMs, Math.round(lastDelay * 1.5)));
   }

@@ -504,6 +504,28 @@ t.test('with host networking an app ignoring $PORT is a clear endpoint error', a
   t.notOk(st.replicas.some((r) => r.state === 'ready'), 'an address nobody was assigned is never published');
 });
 
+t.test('a replica that has not answered for a while says where it is looked for, and is still waited for', async (t) => {
+  const h = startRuntime(t, { timing: { quietStartMs: 1000 } });
+  const s = spec({
+    replicas: 1,
+    image: 'portico-test/busybox:1',
+    // Listens only once a file appears (a model still loading), on $PORT.
+    command: { kind: 'exec', argv: ['sh', '-c', 'while [ ! -e /tmp/loaded ]; do sleep 0.1; done; exec httpd -f -p "$PORT" -h /etc'] },
+  });
+  await h.runtime.ensure(s);
+  const quiet = await waitFor(async () => {
+    const x = await h.status(s.key);
+    return x?.error?.includes('has not answered') ? x : undefined;
+  }, { timeoutMs: 20_000, what: 'the quiet start to be reported' });
+  t.match(quiet.error, /^replica r\d has not answered on 127\.0\.0\.1:(\d+) for 1 s since it started: the app must listen on \$PORT \(\1\) \(a slow start, such as a large model loading, is still waited for\)$/);
+  t.equal(quiet.replicas[0]?.state, 'starting', 'still starting');
+  const [c] = await managedContainers(s.key);
+  const exec = await docker.getContainer(c!.Id).exec({ Cmd: ['touch', '/tmp/loaded'] });
+  await exec.start({});
+  const ready = await h.waitReady(s.key, 1);
+  t.equal(ready.error, undefined, 'once it answers, the error is gone');
+});
+
 t.test('a replica ignoring SIGTERM is killed after the grace period and removed', async (t) => {
   const h = startRuntime(t, { stopGraceSeconds: 1 });
   const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'shell', command: "trap '' TERM; httpd -p 127.0.0.1:$PORT -h /etc; while true; do sleep 1; done" } });
