@@ -27,7 +27,7 @@ import {
   type VersionEndpoint,
   type VersionRef,
 } from './store/store.ts';
-import type { LogStore } from './telemetry/logs.ts';
+import { keyFileNameBytes, MAX_FILE_NAME_BYTES, type LogStore } from './telemetry/logs.ts';
 import { maskedReads } from './telemetry/collect.ts';
 import type { MetricStore } from './telemetry/metric-store.ts';
 import { compareMetrics, endpointMetrics } from './telemetry/query.ts';
@@ -309,6 +309,9 @@ export class Controller implements CP.ControlPlane {
 
   async createDeployment(ref: CP.ProjectRef, input: CP.CreateDeploymentInput, actor: CP.Actor): Promise<CP.DeploymentView> {
     if (!NAME_PATTERN.test(input.name)) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${JSON.stringify(input.name)} must match ${NAME_PATTERN.source}`);
+    // Room for its versions' build logs, with the automatic version names (`20261207.0`).
+    const tooLong = checkKeyFits(this.buildLogKey({ ...ref, deployment: input.name, version: '20000101.0' }), 'deployment');
+    if (tooLong) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${tooLong}`);
     const target = this.target(input.target ?? 'local');
     let d: Deployment;
     try {
@@ -434,6 +437,10 @@ export class Controller implements CP.ControlPlane {
     // Known already unless the controller started since the project's environment was set: it
     // loads the secrets of projects that have deployments.
     this.noteVersionSecrets({ environment, secretEnvironment: [...secret] });
+    if (input.name !== undefined) {
+      const tooLong = checkKeyFits(this.buildLogKey({ ...ref, version: input.name }), 'version');
+      if (tooLong) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${tooLong}`);
+    }
     let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
     // An automatic name an alias has taken (an alias named like a date) is passed over.
     while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());
@@ -514,6 +521,10 @@ export class Controller implements CP.ControlPlane {
           codeBuildMs = Date.now() - began;
         });
       });
+      for (const e of built.endpoints) {
+        const tooLong = checkKeyFits(endpointRuntimeKey({ ...ref, name: ref.version }, e.name), 'endpoint');
+        if (tooLong) throw new BuildError(tooLong);
+      }
       let images: Record<string, string> | undefined;
       if (target?.docker) {
         const docker = target.docker;
@@ -946,6 +957,17 @@ function logFilter(query: CP.LogQuery, defaultTail?: number): { tail?: number; r
     ...(query.until !== undefined ? { until: query.until } : {}),
     ...(query.contains !== undefined ? { contains: query.contains } : {}),
   };
+}
+
+/**
+ * Refuses names that together make `key` too long for the file names its logs and metrics take
+ * (each name may have 100 characters; five of them joined may not fit): otherwise its files cannot
+ * be created and its lines are lost without a word.
+ */
+function checkKeyFits(key: string, what: string): string | null {
+  const bytes = keyFileNameBytes(key);
+  if (bytes <= MAX_FILE_NAME_BYTES) return null;
+  return `${what} ${key} makes file names of ${bytes} bytes, over the ${MAX_FILE_NAME_BYTES} the file system takes: use shorter names (dots count 3)`;
 }
 
 /** Names a build under way: a version of the same name created again is another. */

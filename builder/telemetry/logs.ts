@@ -39,6 +39,18 @@ function fileName(key: string): string {
   return encodeURIComponent(key).replace(/\./g, '%2E') + '.ndjson';
 }
 
+/** What a file name may hold on the file systems Portico runs on (ext4, xfs, overlayfs: 255 bytes). */
+export const MAX_FILE_NAME_BYTES = 255;
+
+/**
+ * The longest file name the logs and metrics of `key` take: its encoded form, `.ndjson` and the
+ * longest suffix added to it (`.tmp` of the embedded metric store's rewrite; `.1` of a rotated
+ * log). Over `MAX_FILE_NAME_BYTES`, the files cannot be created and their lines are lost.
+ */
+export function keyFileNameBytes(key: string): number {
+  return fileName(key).length + '.tmp'.length;
+}
+
 function matches(l: StoredLine, f: LogFilter): boolean {
   if (f.replica !== undefined && l.replica !== f.replica) return false;
   if (f.since !== undefined && l.at < f.since) return false;

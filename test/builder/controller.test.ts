@@ -403,6 +403,31 @@ t.test('secrets are masked in replica logs after a restart: of a project without
   t.notMatch(await logsOf(second, v2), 'sk-other-1234567890');
 });
 
+t.test('names too long together for file names are refused where they are given, not lost in silence', async (t) => {
+  const { controller } = await startControl(t);
+  const [o, p] = ['o'.repeat(60), 'p'.repeat(60)];
+  // Deployment: with a dated version name its build log would not fit.
+  const long = await refusal(t, controller.createDeployment({ owner: 'o'.repeat(100), project: 'p'.repeat(100) }, { name: 'd'.repeat(60) }, 'admin'));
+  t.equal(long.code, 'VALIDATION_FAILED');
+  t.match(long.message, /^name: deployment build\/o{100}\/p{100}\/d{60}\/20000101\.0 makes file names of \d+ bytes, over the 255 the file system takes/);
+  await controller.createDeployment({ owner: o, project: p }, { name: 'd'.repeat(40) }, 'admin');
+  const dep = { owner: o, project: p, deployment: 'd'.repeat(40) };
+  // Version: a name that leaves no room.
+  t.equal((await refusal(t, controller.createVersion(dep, { name: 'v'.repeat(100), source: { path: '/nonexistent' } }, 'admin'))).code, 'VALIDATION_FAILED');
+  // Endpoint: known only once its valohai.yaml is read, so the build fails naming it.
+  const code = await mkdtemp(join(tmpdir(), 'portico-controller-long-'));
+  t.teardown(() => rm(code, { recursive: true, force: true }));
+  await writeFile(join(code, 'valohai.yaml'), `- endpoint:\n    name: ${'e'.repeat(90)}\n    image: python:3.12\n    port: 8000\n    server-command: sleep 60\n`);
+  const ref = { ...dep, version: 'v1' };
+  await controller.createVersion(dep, { name: 'v1', source: { path: code } }, 'admin');
+  const v = await waitFor(async () => {
+    const v = await controller.getVersion(ref);
+    return v.status === 'failed' ? v : undefined;
+  }, { what: 'the build to fail', timeoutMs: 30_000 });
+  t.match(v.reason, /^endpoint o{60}\/p{60}\/d{40}\/v1\/e{90} makes file names of \d+ bytes, over the 255/);
+  t.ok((await controller.buildLog(ref)).some((l) => l.line.startsWith('build failed: endpoint')), 'the build log says so too');
+});
+
 t.test('a replica crashing with a secret on its stderr: the error, the reason and the version view show it masked', async (t) => {
   const { controller } = await startControl(t);
   const code = await mkdtemp(join(tmpdir(), 'portico-controller-crash-'));
