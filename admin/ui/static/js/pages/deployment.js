@@ -230,7 +230,7 @@ async function aliasesTab({ signal }, ref, dep, body) {
     if (ok && notReady !== null) {
       ok = await confirmDialog({
         title: `Point ${alias} at a version that is not ready?`,
-        message: `${/** @type {ApiError} */ (notReady).message.replace(/;.*$/, '.')} Until it is ready, requests through ${alias} get 503 NO_READY_REPLICA (a weighted alias sends them to its other versions).`,
+        message: `${/** @type {ApiError} */ (notReady).message.replace(/;.*$/, '.')} Until it is ready, requests through ${alias} fail: 503 NO_READY_REPLICA, or 404 while it has not been built (a weighted alias sends them to its other versions).`,
         confirm: 'Point it anyway',
         danger: true,
       }) && await run(button, async () => {
