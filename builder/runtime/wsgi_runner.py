@@ -9,8 +9,9 @@ with 8 threads), else the standard library's wsgiref with one thread per request
 `SCRIPT_NAME` from the environment (Portico sets it to VH_DEFAULT_PREFIX) is split off the
 request path, so the app sees PATH_INFO relative to its prefix, under either server (under
 gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Request headers
-whose names hold an underscore are dropped under either server. Standard library only, besides
-gunicorn when used.
+whose names hold an underscore are dropped under either server. Requests are not logged unless
+PORTICO_WSGI_ACCESS_LOG=1 (the gateway logs them). Standard library only, besides gunicorn when
+used.
 """
 
 import argparse
@@ -131,8 +132,21 @@ class Responder(ServerHandler):
             self._flush()
 
 
+def access_log_wanted():
+    """Whether the runner logs every request: off unless PORTICO_WSGI_ACCESS_LOG=1 in the version's
+    environment. The gateway's access log has every request already; a line per request here
+    would fill the replica's logs (and their retention) and push out what the app itself prints."""
+    return os.environ.get("PORTICO_WSGI_ACCESS_LOG", "") in ("1", "true", "yes")
+
+
 class Handler(WSGIRequestHandler):
     script_name = ""
+    access_log = False
+
+    def log_request(self, code="-", size="-"):
+        # Requests only; errors (log_error) are still logged.
+        if self.access_log:
+            super().log_request(code, size)
 
     def get_environ(self):
         for name in {name for name in self.headers.keys() if "_" in name}:
@@ -195,6 +209,7 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
 
 def serve_wsgiref(app, spec, host, port):
     Handler.script_name = os.environ.get("SCRIPT_NAME", "")
+    Handler.access_log = access_log_wanted()
     server = ThreadingServer((host, port), Handler)
     server.set_app(app)
     print("portico wsgi runner: serving %s on http://%s:%d (wsgiref, threaded)" % (spec, host, port), flush=True)
@@ -248,7 +263,7 @@ def serve_gunicorn(app, spec, host, port):
                 "bind": "%s:%d" % (host, port),
                 "worker_class": "gthread",
                 "threads": 8,
-                "accesslog": "-",
+                "accesslog": "-" if access_log_wanted() else None,
                 # The gateway bounds the request line and headers (Node's 16 KiB); gunicorn's
                 # lower defaults (4094 and 8190 bytes) would answer 400 to what wsgiref serves.
                 "limit_request_line": 0,

@@ -29,7 +29,8 @@ t.test(`${server}: a WSGI app is served with SCRIPT_NAME split off, query and bo
     key: PREFIX.slice(1),
     codeDir: wsgiDir,
     command: { kind: 'wsgi', module: 'app' },
-    env: { VH_DEFAULT_PREFIX: PREFIX, PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server },
+    // Its access log on: the test below orders on it.
+    env: { VH_DEFAULT_PREFIX: PREFIX, PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server, PORTICO_WSGI_ACCESS_LOG: '1' },
   });
   await h.runtime.ensure(spec);
   const s = await h.waitReady(spec.key, 1);
@@ -77,6 +78,22 @@ t.test(`${server}: a WSGI app is served with SCRIPT_NAME split off, query and bo
   await waitFor(async () => (await h.status(spec.key)) === undefined || (await h.status(spec.key))?.replicas.length === 0, { what: 'replica stopped' });
   const refused = await http('GET', `${base}${PREFIX}`).then(() => false, () => true);
   t.ok(refused, 'nothing listens on the replica port after stop');
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: requests are not logged by the runner unless PORTICO_WSGI_ACCESS_LOG=1 (the gateway logs them)`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
+  for (const [path, env] of [['/quiet', {}], ['/logged', { PORTICO_WSGI_ACCESS_LOG: '1' }]] as const) {
+    const spec = h.spec({ key: `acme/proj/dep/v1/${path.slice(1)}`, codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server, ...env } });
+    await h.runtime.ensure(spec);
+    const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+    for (let i = 0; i < 3; i++) t.equal((await http('GET', `${base}${path}`)).status, 200);
+    // A stopped replica's output is read to its end before it is forgotten.
+    await h.runtime.remove(spec.key);
+  }
+  t.equal(h.logs.filter((l) => l.line.includes('/quiet')).length, 0, 'by default, no line per request');
+  t.equal(h.logs.filter((l) => l.line.includes('/logged')).length, 3, 'with PORTICO_WSGI_ACCESS_LOG=1, one each');
 });
 }
 
