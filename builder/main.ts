@@ -110,6 +110,14 @@ export async function startController(opts: {
     throw err;
   }
   const runtimes = new Map<string, Runtime>(targets.map((t) => [t.name, t.runtime]));
+  /** Closes what was opened above, in order; the lease goes last (a standby may then take over). */
+  const closeOpened = async (): Promise<void> => {
+    for (const rt of runtimes.values()) await rt.close();
+    await logs.close();
+    await metrics.close();
+    await store.close();
+    await lease?.release();
+  };
 
   let identity: StoreIdentity;
   try {
@@ -118,11 +126,7 @@ export async function startController(opts: {
       return false;
     });
   } catch (err) {
-    for (const rt of runtimes.values()) await rt.close();
-    await logs.close();
-    await metrics.close();
-    await store.close();
-    await lease?.release();
+    await closeOpened();
     throw err;
   }
   if (identity.problem !== null) {
@@ -212,20 +216,12 @@ export async function startController(opts: {
             for (const s of await t.runtime.list()) await t.runtime.remove(s.key);
           }
         }
-        for (const rt of runtimes.values()) await rt.close();
-        await logs.close();
-        await metrics.close();
-        await store.close();
-        await lease?.release();
+        await closeOpened();
       },
     };
   } catch (err) {
     await reconciler.close();
-    for (const rt of runtimes.values()) await rt.close();
-    await logs.close();
-    await metrics.close();
-    await store.close();
-    await lease?.release();
+    await closeOpened();
     throw err;
   }
 }
