@@ -27,7 +27,8 @@ import {
   type VersionEndpoint,
   type VersionRef,
 } from './store/store.ts';
-import { keyFileNameBytes, MAX_FILE_NAME_BYTES, type LogStore } from './telemetry/logs.ts';
+import { keyFileNameBytes, MAX_FILE_NAME_BYTES } from './telemetry/key-files.ts';
+import type { LogStore } from './telemetry/logs.ts';
 import { maskedReads } from './telemetry/collect.ts';
 import type { MetricStore } from './telemetry/metric-store.ts';
 import { compareMetrics, endpointMetrics } from './telemetry/query.ts';

@@ -2,6 +2,7 @@ import { closeSync, fstatSync, openSync, read, readdirSync, readSync, renameSync
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { keyFileName, keyOfFileName } from './key-files.ts';
 
 const readAt = promisify(read);
 
@@ -33,23 +34,6 @@ export const FOLLOW_QUEUE_MAX = 10_000;
 const FLUSH_MS = 50;
 const READ_CHUNK = 64 * 1024;
 const MAX_OPEN_FILES = 128;
-
-/** Makes a log key safe as a file name (keys look like `owner/project/deployment/version/endpoint`). */
-function fileName(key: string): string {
-  return encodeURIComponent(key).replace(/\./g, '%2E') + '.ndjson';
-}
-
-/** What a file name may hold on the file systems Portico runs on (ext4, xfs, overlayfs: 255 bytes). */
-export const MAX_FILE_NAME_BYTES = 255;
-
-/**
- * The longest file name the logs and metrics of `key` take: its encoded form, `.ndjson` and the
- * longest suffix added to it (`.tmp` of the embedded metric store's rewrite; `.1` of a rotated
- * log). Over `MAX_FILE_NAME_BYTES`, the files cannot be created and their lines are lost.
- */
-export function keyFileNameBytes(key: string): number {
-  return fileName(key).length + '.tmp'.length;
-}
 
 function matches(l: StoredLine, f: LogFilter): boolean {
   if (f.replica !== undefined && l.replica !== f.replica) return false;
@@ -175,7 +159,7 @@ export class LogStore {
   }
 
   private path(key: string): string {
-    return join(this.root, fileName(key));
+    return join(this.root, keyFileName(key));
   }
 
   /** Writes a key's pending lines to its current file. */
@@ -341,15 +325,8 @@ export class LogStore {
       return;
     }
     for (const n of names) {
-      const base = n.replace(/\.1$/, '');
-      if (!base.endsWith('.ndjson')) continue;
-      let k: string;
-      try {
-        k = decodeURIComponent(base.slice(0, -'.ndjson'.length));
-      } catch {
-        continue;
-      }
-      if (under(k)) rmSync(join(this.root, n), { force: true });
+      const k = keyOfFileName(n.replace(/\.1$/, ''));
+      if (k !== undefined && under(k)) rmSync(join(this.root, n), { force: true });
     }
   }
 

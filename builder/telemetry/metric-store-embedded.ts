@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { appendFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { keyFileName, keyOfFileName } from './key-files.ts';
 import {
   byTime,
   kindOf,
@@ -23,7 +24,6 @@ import {
 
 const FLUSH_MS = 100;
 const INITIAL_CAPACITY = 64;
-const SUFFIX = '.ndjson';
 
 /** One series: a ring of (time, value, replica), growing up to its cap. */
 class Series {
@@ -131,11 +131,6 @@ interface Endpoint {
   pending: string[];
 }
 
-/** A file name for an endpoint key (`owner/project/...` with `/` and `.` escaped). */
-function fileName(key: string): string {
-  return encodeURIComponent(key).replace(/\./g, '%2E') + SUFFIX;
-}
-
 /** Options of `EmbeddedMetricStore.open`. */
 export interface EmbeddedMetricStoreOptions {
   /** Where the files are (created when missing). */
@@ -174,13 +169,8 @@ export class EmbeddedMetricStore implements MetricStore {
     this.replaying = true;
     try {
       for (const name of readdirSync(this.dir)) {
-        if (!name.endsWith(SUFFIX)) continue;
-        let key: string;
-        try {
-          key = decodeURIComponent(name.slice(0, -SUFFIX.length));
-        } catch {
-          continue;
-        }
+        const key = keyOfFileName(name);
+        if (key === undefined) continue;
         const text = readFileSync(join(this.dir, name), 'utf8');
         let lines = 0;
         for (const raw of text.split('\n')) {
@@ -286,15 +276,9 @@ export class EmbeddedMetricStore implements MetricStore {
     }
     // Files of endpoints not in memory (nothing kept) are removed too.
     const files = await this.enqueue(async () => {
-      const names = readdirSync(this.dir).filter((n) => n.endsWith(SUFFIX));
-      for (const n of names) {
-        let key: string;
-        try {
-          key = decodeURIComponent(n.slice(0, -SUFFIX.length));
-        } catch {
-          continue;
-        }
-        if (key.startsWith(prefix)) await rm(join(this.dir, n), { force: true });
+      for (const n of readdirSync(this.dir)) {
+        const key = keyOfFileName(n);
+        if (key !== undefined && key.startsWith(prefix)) await rm(join(this.dir, n), { force: true });
       }
     });
     return files;
@@ -310,7 +294,7 @@ export class EmbeddedMetricStore implements MetricStore {
         const n = ep.pending.length;
         ep.pending = [];
         try {
-          await appendFile(join(this.dir, fileName(ep.key)), text);
+          await appendFile(join(this.dir, keyFileName(ep.key)), text);
           ep.lines += n;
         } catch {
           this.counters.dropped += n; // a full disk must not stop the controller
@@ -341,7 +325,7 @@ export class EmbeddedMetricStore implements MetricStore {
       }
     }
     const lines = [...groups.values()].sort((a, b) => a.t - b.t).map((g) => JSON.stringify(g) + '\n');
-    const path = join(this.dir, fileName(ep.key));
+    const path = join(this.dir, keyFileName(ep.key));
     try {
       await writeFile(`${path}.tmp`, lines.join(''));
       await rename(`${path}.tmp`, path);
