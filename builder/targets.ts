@@ -45,6 +45,10 @@ export type TargetSpec =
       /** Docker engine that builds (and pushes) this target's images. */
       readonly dockerSocket?: string;
       readonly gatewayUrl?: string;
+      /** `restricted`: replica pods meet that Pod Security Standard. */
+      readonly podSecurity?: 'restricted';
+      /** With `podSecurity`: the UID replicas run as. */
+      readonly runAsUser?: number;
     };
 
 /** Thrown for a targets file that cannot be used; the message names the file and the entry. */
@@ -93,6 +97,11 @@ export function parseTargetsFile(text: string, file: string): TargetSpec[] {
         str('namespace', false);
         str('registry', false);
         str('dockerSocket', false);
+        if (t.podSecurity !== undefined && t.podSecurity !== 'restricted') problems.push(`${at}.podSecurity: expected "restricted" (or no podSecurity: pods as their image says)`);
+        if (t.runAsUser !== undefined) {
+          if (!Number.isInteger(t.runAsUser) || (t.runAsUser as number) < 1 || (t.runAsUser as number) > 2147483647) problems.push(`${at}.runAsUser: expected a user id from 1 to 2147483647 (not root)`);
+          else if (t.podSecurity === undefined) problems.push(`${at}.runAsUser: only with "podSecurity": "restricted"`);
+        }
         break;
       default:
         problems.push(`${at}.kind: expected local, docker or kubernetes`);
@@ -176,6 +185,8 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
           target: spec.name,
           hooks,
           stopGraceSeconds: config.stopGraceSeconds,
+          ...(spec.podSecurity ? { podSecurity: spec.podSecurity } : {}),
+          ...(spec.runAsUser !== undefined ? { runAsUser: spec.runAsUser } : {}),
           onError: (message, err) => log.warn(message, { target: spec.name, error: String(err) }),
         });
         // Its engine builds only; with the variables, PORTICO_DOCKER_NETWORK says how it is networked.

@@ -82,6 +82,14 @@ export interface KubernetesRuntimeOptions {
    * pull Secret for `serveraddress` and every Deployment names it. Default: none.
    */
   readonly imagePullAuth?: RegistryAuth;
+  /**
+   * `restricted`: replica pods meet the "restricted" Pod Security Standard (non-root, no privilege
+   * escalation, all capabilities dropped, seccomp `RuntimeDefault`), as namespaces enforcing it
+   * require. Default: none (pods run as their image says, root included).
+   */
+  readonly podSecurity?: 'restricted';
+  /** With `podSecurity`: the UID replicas run as, for images whose user is root. Default: the image's. */
+  readonly runAsUser?: number;
 }
 
 /** Loads a kubeconfig file (`PORTICO_KUBECONFIG`) and selects `context` (`PORTICO_KUBE_CONTEXT`) if given. */
@@ -175,9 +183,10 @@ const isTerminating = (pod: PodView) => pod.metadata?.deletionTimestamp !== unde
 export class KubernetesRuntime implements Runtime {
   readonly kind = 'kubernetes' as const;
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth' | 'target'>> & { gatewaySelector: GatewaySelector };
+  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth' | 'target' | 'podSecurity' | 'runAsUser'>> & { gatewaySelector: GatewaySelector };
   readonly #target: string | undefined;
   readonly #pullAuth: KubernetesRuntimeOptions['imagePullAuth'];
+  readonly #security: Pick<ManifestOptions, 'podSecurity' | 'runAsUser'>;
   readonly #onError: (message: string, err: unknown) => void;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #byId = new Map<string, Endpoint>();
@@ -210,6 +219,7 @@ export class KubernetesRuntime implements Runtime {
   constructor(opts: KubernetesRuntimeOptions) {
     this.#pullAuth = opts.imagePullAuth;
     this.#target = opts.target;
+    this.#security = opts.podSecurity === 'restricted' ? { podSecurity: 'restricted', ...(opts.runAsUser !== undefined ? { runAsUser: opts.runAsUser } : {}) } : {};
     this.#opts = {
       kubeConfig: opts.kubeConfig,
       namespaceTemplate: opts.namespaceTemplate,
@@ -485,6 +495,7 @@ export class KubernetesRuntime implements Runtime {
       wsgiRunner: this.#opts.wsgiRunner,
       ...(this.#pullAuth ? { imagePullSecret: PULL_SECRET_NAME } : {}),
       ...(this.#target !== undefined ? { target: this.#target } : {}),
+      ...this.#security,
     };
   }
 

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../common/config.ts';
 import { createLogger } from '../../common/log.ts';
-import { createTargets, parseTargetsFile, registryAuthFor, targetSpecs, TargetsError } from '../../builder/targets.ts';
-import type { RuntimeHooks } from '../../builder/runtime/runtime.ts';
+import { createTargets, parseTargetsFile, registryAuthFor, targetSpecs, TargetsError, type Target } from '../../builder/targets.ts';
+import type { EndpointSpec, RuntimeHooks } from '../../builder/runtime/runtime.ts';
+import { FakeKubeApi } from '../helpers/fake-kube-api.ts';
 
 t.test('targets from variables: local always, docker and kubernetes when configured', async (t) => {
   t.same(await targetSpecs(loadConfig({})), [{ name: 'local', kind: 'local' }]);
@@ -47,12 +48,55 @@ t.test('every problem of a targets file is named with its entry', async (t) => {
       JSON.stringify({ targets: [{ name: 'A', kind: 'local' }, { name: 'x', kind: 'docker' }, { name: 'x', kind: 'ecs' }, { name: 'k', kind: 'kubernetes', gatewayUrl: 'ftp://x' }] }),
       [/targets\[0\]\.name/, /targets\[1\]\.socket/, /targets\[2\]\.name: x is defined twice/, /targets\[2\]\.kind/, /targets\[3\]\.gatewayUrl/, /targets\[3\]\.kubeconfig/],
     ],
+    [
+      JSON.stringify({ targets: [
+        { name: 'a', kind: 'kubernetes', kubeconfig: '/k', podSecurity: 'strict' },
+        { name: 'b', kind: 'kubernetes', kubeconfig: '/k', podSecurity: 'restricted', runAsUser: 0 },
+        { name: 'c', kind: 'kubernetes', kubeconfig: '/k', runAsUser: 1000 },
+        { name: 'd', kind: 'kubernetes', kubeconfig: '/k', podSecurity: 'restricted', runAsUser: '1000' },
+      ] }),
+      [
+        /f\.json: targets\[0\]\.podSecurity: expected "restricted"/,
+        /f\.json: targets\[1\]\.runAsUser: expected a user id from 1 to 2147483647 \(not root\)/,
+        /f\.json: targets\[2\]\.runAsUser: only with "podSecurity": "restricted"/,
+        /f\.json: targets\[3\]\.runAsUser: expected a user id/,
+      ],
+    ],
   ];
   for (const [text, patterns] of cases) {
     const err = t.throws(() => parseTargetsFile(text, 'f.json')) as unknown as TargetsError;
     t.type(err, TargetsError);
     for (const p of patterns) t.match(err.message, p);
   }
+});
+
+t.test('a kubernetes target of a targets file with podSecurity restricted writes pods with the restricted security contexts', async (t) => {
+  const fake = await FakeKubeApi.start();
+  t.teardown(() => fake.close());
+  const dir = mkdtempSync(join(tmpdir(), 'targets-'));
+  const kubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(kubeconfig, fake.kubeConfig().exportConfig());
+  const file = join(dir, 'targets.json');
+  writeFileSync(file, JSON.stringify({ targets: [
+    { name: 'open', kind: 'kubernetes', kubeconfig, namespace: 'open-{project}' },
+    { name: 'strict', kind: 'kubernetes', kubeconfig, namespace: 'strict-{project}', podSecurity: 'restricted', runAsUser: 1000 },
+  ] }));
+  const hooks = { beforeStop: async () => {}, logs: { write: () => {} } } as unknown as RuntimeHooks;
+  const targets = await createTargets(loadConfig({ PORTICO_TARGETS_FILE: file, PORTICO_DATA_DIR: dir }), hooks, createLogger('test', 'error'));
+  t.teardown(() => Promise.all(targets.map((x) => x.runtime.close())));
+  const spec: EndpointSpec = {
+    key: 'acme/mnist/web/v1/predict', owner: 'acme', project: 'mnist', deployment: 'web', version: 'v1', endpoint: 'predict', replicas: 1, codeDir: '/unused',
+    image: 'registry.example/acme/mnist:1', command: { kind: 'exec', argv: ['serve'] }, port: 8000, env: {}, specHash: 'h1',
+  };
+  const podSpec = async (target: Target, namespace: string) => {
+    await target.runtime.ensure(spec);
+    const [deployment] = fake.list('deployments', namespace);
+    return (deployment?.['spec'] as { template: { spec: { securityContext?: unknown; containers: { securityContext?: unknown }[] } } }).template.spec;
+  };
+  t.equal((await podSpec(targets[0]!, 'open-mnist')).securityContext, undefined, 'none by default');
+  const strict = await podSpec(targets[1]!, 'strict-mnist');
+  t.same(strict.securityContext, { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+  t.same(strict.containers[0]!.securityContext, { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
 });
 
 t.test('a kubeconfig of a targets file that cannot be read is named with its file and target', async (t) => {

@@ -100,6 +100,41 @@ export function validateManifest(obj: unknown): string[] {
   return problems;
 }
 
+/** A pod spec as far as the Pod Security Standards look at it. */
+interface PodSecurityView {
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; seccompProfile?: { type?: string } };
+  containers?: {
+    name: string;
+    securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[]; add?: string[] }; seccompProfile?: { type?: string } };
+  }[];
+}
+
+/**
+ * What Pod Security admission says of a pod spec in a namespace enforcing `restricted` (label
+ * `pod-security.kubernetes.io/enforce`): the checks of that level that apply to the pods Portico
+ * makes (no volumes, host namespaces or privileged containers), in the API server's words; `null`
+ * when the pod is allowed.
+ */
+export function restrictedPodSecurityViolations(podSpec: unknown): string | null {
+  const spec = podSpec as PodSecurityView;
+  const pod = spec.securityContext ?? {};
+  const containers = spec.containers ?? [];
+  const names = (cs: typeof containers) => cs.map((c) => `"${c.name}"`).join(', ');
+  const which = (cs: typeof containers) => `${cs.length === 1 ? 'container' : 'containers'} ${names(cs)}`;
+  const problems: string[] = [];
+  const escalating = containers.filter((c) => c.securityContext?.allowPrivilegeEscalation !== false);
+  if (escalating.length > 0) problems.push(`allowPrivilegeEscalation != false (${which(escalating)} must set securityContext.allowPrivilegeEscalation=false)`);
+  const capable = containers.filter((c) => !(c.securityContext?.capabilities?.drop ?? []).includes('ALL') || (c.securityContext?.capabilities?.add ?? []).some((a) => a !== 'NET_BIND_SERVICE'));
+  if (capable.length > 0) problems.push(`unrestricted capabilities (${which(capable)} must set securityContext.capabilities.drop=["ALL"])`);
+  const rooted = containers.filter((c) => (c.securityContext?.runAsNonRoot ?? pod.runAsNonRoot) !== true);
+  if (rooted.length > 0) problems.push(`runAsNonRoot != true (pod or ${which(rooted)} must set securityContext.runAsNonRoot=true)`);
+  if (pod.runAsUser === 0 || containers.some((c) => c.securityContext?.runAsUser === 0)) problems.push('runAsUser=0 (pod and containers must not set runAsUser=0)');
+  const allowed = (t: string | undefined) => t === 'RuntimeDefault' || t === 'Localhost';
+  const unconfined = containers.filter((c) => !allowed(c.securityContext?.seccompProfile?.type ?? pod.seccompProfile?.type));
+  if (unconfined.length > 0) problems.push(`seccompProfile (pod or ${which(unconfined)} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")`);
+  return problems.length > 0 ? `violates PodSecurity "restricted:latest": ${problems.join(', ')}` : null;
+}
+
 // ---------------------------------------------------------------------------------------------
 // What the kubelet makes of a container: `$(VAR)` references expanded, `$$` reduced to `$`
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +353,8 @@ const shortHash = (text: string, n = 10) => createHash('sha256').update(text).di
  * annotations and top-level fields are replaced by the new apply; a no-op apply changes nothing
  * and emits no event); JSON merge patch; LIST with a resourceVersion and label selectors; WATCH
  * (chunked, headers flushed at once) replaying history from a resourceVersion, BOOKMARKs on
- * request, `410 Gone` below the compaction point; pod logs (follow, timestamps, sinceTime).
+ * request, `410 Gone` below the compaction point; pod logs (follow, timestamps, sinceTime); Pod
+ * Security admission in namespaces labelled `pod-security.kubernetes.io/enforce: restricted`.
  * Every request is recorded with its RBAC verb. Tests edit pods and slices directly.
  */
 export class FakeKubeApi {
@@ -933,9 +969,10 @@ export class FakeKubeApi {
     const pods = this.#podsOf(d).filter((p) => p.metadata.deletionTimestamp === undefined && !finished(p));
     const current = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] === hash);
     const old = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] !== hash);
-    const refused = this.#podRefusal !== null && current.length < want;
+    const refusal = this.#podRefusal ?? this.#podSecurityRefusal(d.metadata.namespace, spec.template.spec);
+    const refused = refusal !== null && current.length < want;
     if (!refused) for (let i = current.length; i < want; i++) this.#createPod(d, spec.template, hash);
-    this.#setReplicaFailure(d, refused ? `pods "${d.metadata.name}-${hash}-${shortHash(randomUUID(), 5)}" is forbidden: ${this.#podRefusal}` : null);
+    this.#setReplicaFailure(d, refused ? `pods "${d.metadata.name}-${hash}-${shortHash(randomUUID(), 5)}" is forbidden: ${refusal}` : null);
     const isReady = (p: KubeObj) => (p['status'] as { conditions?: { type: string; status: string }[] } | undefined)?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
     const cost = (p: KubeObj) => Number(p.metadata.annotations?.['controller.kubernetes.io/pod-deletion-cost'] ?? 0);
     const created = (p: KubeObj) => Date.parse(p.metadata.creationTimestamp ?? '') || 0;
@@ -944,6 +981,12 @@ export class FakeKubeApi {
     const readyCurrent = current.filter(isReady).length;
     const keepOld = Math.max(0, want - readyCurrent);
     for (const p of [...old].sort(rank).slice(0, Math.max(0, old.length - keepOld))) this.#terminate(p);
+  }
+
+  /** Pod Security admission: the refusal of a pod in `namespace`, if it enforces `restricted`. */
+  #podSecurityRefusal(namespace: string | undefined, podSpec: unknown): string | null {
+    const ns = this.#objects.get('namespaces')!.get(`/${namespace ?? ''}`);
+    return ns?.metadata.labels?.['pod-security.kubernetes.io/enforce'] === 'restricted' ? restrictedPodSecurityViolations(podSpec) : null;
   }
 
   /** Sets (a message) or clears (`null`) the Deployment's `ReplicaFailure` condition. */

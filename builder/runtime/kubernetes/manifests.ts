@@ -7,8 +7,10 @@ import type {
   V1NetworkPolicy,
   V1NetworkPolicyIngressRule,
   V1PodDisruptionBudget,
+  V1PodSecurityContext,
   V1ResourceRequirements,
   V1Secret,
+  V1SecurityContext,
   V1Service,
   V1Toleration,
 } from '@kubernetes/client-node';
@@ -91,6 +93,23 @@ export interface ManifestOptions {
   readonly imagePullSecret?: string;
   /** The target whose objects these are (`portico.io/target`), when the runtime was given one. */
   readonly target?: string;
+  /** `restricted`: pods meet the "restricted" Pod Security Standard (see `restrictedSecurity`). Default: no security context. */
+  readonly podSecurity?: 'restricted';
+  /** With `podSecurity`, the UID the app runs as (for images whose user is root). */
+  readonly runAsUser?: number;
+}
+
+/**
+ * The security contexts of the "restricted" Pod Security Standard: not root (the image's user,
+ * or `runAsUser`), no privilege escalation, no capabilities, the runtime's default seccomp
+ * profile. An image whose user is root and no `runAsUser` cannot start under them (the kubelet
+ * says so, and that is the endpoint error).
+ */
+function restrictedSecurity(opts: Pick<ManifestOptions, 'runAsUser'>): { pod: V1PodSecurityContext; container: V1SecurityContext } {
+  return {
+    pod: { runAsNonRoot: true, ...(opts.runAsUser !== undefined ? { runAsUser: opts.runAsUser } : {}), seccompProfile: { type: 'RuntimeDefault' } },
+    container: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+  };
 }
 
 /** Annotations of an endpoint's objects: its key, and the target they belong to. */
@@ -356,6 +375,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
   const resources = resourceRequirements(spec.resources);
   const nodeSelector = parseNodeSelector(spec.nodeSelector);
   const tol = tolerations(spec);
+  const security = opts.podSecurity === 'restricted' ? restrictedSecurity(opts) : undefined;
   const preStop = opts.preStopSleep === 'action'
     ? { sleep: { seconds: opts.preStopSeconds } }
     : { exec: { command: ['sleep', String(opts.preStopSeconds)] } };
@@ -368,6 +388,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
     readinessProbe: { tcpSocket: { port: spec.port }, periodSeconds: 2, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 2 },
     ...(opts.preStopSeconds > 0 ? { lifecycle: { preStop } } : {}),
     ...(resources ? { resources } : {}),
+    ...(security ? { securityContext: security.container } : {}),
     // The last lines of output become the termination message of a crashed container: the
     // crash-loop error shows them.
     terminationMessagePolicy: 'FallbackToLogsOnError',
@@ -394,6 +415,7 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
           // Replicas are not API clients, and a namespace full of Services must not flood their env.
           automountServiceAccountToken: false,
           enableServiceLinks: false,
+          ...(security ? { securityContext: security.pod } : {}),
           ...(nodeSelector ? { nodeSelector } : {}),
           ...(tol ? { tolerations: tol } : {}),
           ...(opts.imagePullSecret ? { imagePullSecrets: [{ name: opts.imagePullSecret }] } : {}),

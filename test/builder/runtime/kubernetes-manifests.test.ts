@@ -24,7 +24,7 @@ import { endpointStatus, type PodView, type SliceView } from '../../../builder/r
 import type { EndpointSpec } from '../../../builder/runtime/runtime.ts';
 import { endpointSpec } from '../../../builder/reconciler.ts';
 import type { Version } from '../../../builder/store/store.ts';
-import { processView, validateManifest } from '../../helpers/fake-kube-api.ts';
+import { processView, restrictedPodSecurityViolations, validateManifest } from '../../helpers/fake-kube-api.ts';
 
 const OPTS: ManifestOptions = { namespace: 'portico-acme-mnist', preStopSeconds: 10, stopGraceSeconds: 5, preStopSleep: 'exec', wsgiRunner: '/opt/portico/wsgi_runner.py' };
 
@@ -110,6 +110,20 @@ t.test('stopping: preStop sleep as exec or kubelet action, grace = preStop + sto
   t.equal(deploymentManifest(spec(), { ...OPTS, preStopSeconds: 7, stopGraceSeconds: 3 }).spec!.template.spec!.terminationGracePeriodSeconds, 10);
 });
 
+t.test('pod security: none by default; "restricted" meets that Pod Security Standard, with runAsUser when given', async (t) => {
+  const podSpec = (o: ManifestOptions) => deploymentManifest(spec(), o).spec!.template.spec!;
+  t.equal(podSpec(OPTS).securityContext, undefined, 'the default is unchanged: images that run as root keep running');
+  t.equal(podSpec(OPTS).containers[0]!.securityContext, undefined);
+  t.match(restrictedPodSecurityViolations(podSpec(OPTS)), /^violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false .*unrestricted capabilities .*runAsNonRoot != true .*seccompProfile /);
+  for (const runAsUser of [undefined, 1000]) {
+    const restricted = podSpec({ ...OPTS, podSecurity: 'restricted', ...(runAsUser !== undefined ? { runAsUser } : {}) });
+    t.equal(restrictedPodSecurityViolations(restricted), null, `admitted, runAsUser ${runAsUser}`);
+    t.same(restricted.securityContext, { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' }, ...(runAsUser !== undefined ? { runAsUser } : {}) });
+    t.same(restricted.containers[0]!.securityContext, { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+  }
+  t.not(manifestHash(deploymentManifest(spec(), { ...OPTS, podSecurity: 'restricted' })), manifestHash(deploymentManifest(spec(), OPTS)), 'turning it on applies the Deployments again');
+});
+
 t.test('PDB: one replica may go (drains never block), above that all but one stay', async (t) => {
   const budget = (replicas: number) => {
     const s = pdbManifest(spec({ replicas }), OPTS).spec!;
@@ -133,7 +147,8 @@ t.test('every generated manifest is valid and has no unknown fields', async (t) 
     }),
   ];
   for (const s of variants) {
-    for (const o of [deploymentManifest(s, OPTS), deploymentManifest(s, { ...OPTS, preStopSleep: 'action' }), serviceManifest(s, OPTS), pdbManifest(s, OPTS)]) {
+    const restricted = [deploymentManifest(s, { ...OPTS, podSecurity: 'restricted' }), deploymentManifest(s, { ...OPTS, podSecurity: 'restricted', runAsUser: 1000 })];
+    for (const o of [deploymentManifest(s, OPTS), deploymentManifest(s, { ...OPTS, preStopSleep: 'action' }), ...restricted, serviceManifest(s, OPTS), pdbManifest(s, OPTS)]) {
       t.same(validateManifest(o), [], `${o.kind} of ${JSON.stringify(s.command)} replicas ${s.replicas}`);
     }
   }

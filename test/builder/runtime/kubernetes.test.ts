@@ -547,6 +547,31 @@ t.test('pods that cannot be created (quota, admission): the Deployment\'s Replic
   t.equal(ok.error, undefined);
 });
 
+t.test('a namespace enforcing the "restricted" Pod Security Standard: refused by default, admitted with podSecurity restricted', async (t) => {
+  const restrictedNamespace = (h: Harness) => h.fake.put('namespaces', { metadata: { name: NS, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } });
+  const plain = await setup(t);
+  restrictedNamespace(plain);
+  const refusedSpec = plain.spec();
+  await plain.runtime.ensure(refusedSpec);
+  const refused = await plain.waitStatus(refusedSpec.key, 'the refusal as the error', (x) => x.error !== undefined);
+  t.match(refused.error, /^pods cannot be created \(FailedCreate\): pods "[^"]+" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false/, 'the default is unchanged');
+  t.same(plain.pods(refusedSpec), [], 'no pod');
+
+  for (const runAsUser of [undefined, 1000]) {
+    const h = await setup(t, { podSecurity: 'restricted', ...(runAsUser !== undefined ? { runAsUser } : {}) });
+    restrictedNamespace(h);
+    const spec = h.spec();
+    await h.runtime.ensure(spec);
+    const pod = await waitFor(() => h.pods(spec)[0], { what: 'the admitted pod' });
+    const podSpec = pod['spec'] as { securityContext?: Record<string, unknown>; containers: { securityContext?: Record<string, unknown> }[] };
+    t.same(podSpec.securityContext, { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' }, ...(runAsUser !== undefined ? { runAsUser } : {}) }, `pod security context, runAsUser ${runAsUser}`);
+    t.same(podSpec.containers[0]!.securityContext, { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    h.fake.setReady(NS, pod.metadata.name, true);
+    const ok = await h.waitStatus(spec.key, 'ready', (x) => readyCount(x) === 1);
+    t.equal(ok.error, undefined);
+  }
+});
+
 t.test('an evicted pod, replaced by its ReplicaSet, is no replica and no endpoint error once the replacement is ready', async (t) => {
   const h = await setup(t);
   const { spec, pod } = await h.oneReady();
