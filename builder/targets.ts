@@ -4,7 +4,7 @@ import type { Logger } from '../common/log.ts';
 import Dockerode from 'dockerode';
 import { DockerRuntime } from './runtime/docker.ts';
 import { LocalRuntime } from './runtime/local.ts';
-import { KubernetesRuntime, loadKubeConfig } from './runtime/kubernetes.ts';
+import { KubernetesRuntime, loadKubeConfig, type ListenHost } from './runtime/kubernetes.ts';
 import { registryHost } from './runtime/docker/registry.ts';
 import type { RegistryAuth, Runtime, RuntimeHooks } from './runtime/runtime.ts';
 
@@ -49,6 +49,8 @@ export type TargetSpec =
       readonly podSecurity?: 'restricted';
       /** With `podSecurity`: the UID replicas run as. */
       readonly runAsUser?: number;
+      /** What replicas are told to listen on: `::` for IPv6-only clusters. */
+      readonly listenHost?: ListenHost;
     };
 
 /** Thrown for a targets file that cannot be used; the message names the file and the entry. */
@@ -102,6 +104,7 @@ export function parseTargetsFile(text: string, file: string): TargetSpec[] {
           if (!Number.isInteger(t.runAsUser) || (t.runAsUser as number) < 1 || (t.runAsUser as number) > 2147483647) problems.push(`${at}.runAsUser: expected a user id from 1 to 2147483647 (not root)`);
           else if (t.podSecurity === undefined) problems.push(`${at}.runAsUser: only with "podSecurity": "restricted"`);
         }
+        if (t.listenHost !== undefined && t.listenHost !== '0.0.0.0' && t.listenHost !== '::') problems.push(`${at}.listenHost: expected "0.0.0.0" or "::"`);
         break;
       default:
         problems.push(`${at}.kind: expected local, docker or kubernetes`);
@@ -187,6 +190,7 @@ export async function createTargets(config: Config, hooks: RuntimeHooks, log: Lo
           stopGraceSeconds: config.stopGraceSeconds,
           ...(spec.podSecurity ? { podSecurity: spec.podSecurity } : {}),
           ...(spec.runAsUser !== undefined ? { runAsUser: spec.runAsUser } : {}),
+          ...(spec.listenHost !== undefined ? { listenHost: spec.listenHost } : {}),
           onError: (message, err) => log.warn(message, { target: spec.name, error: String(err) }),
         });
         // Its engine builds only; with the variables, PORTICO_DOCKER_NETWORK says how it is networked.

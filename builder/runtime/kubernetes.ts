@@ -21,13 +21,14 @@ import {
   publishedSpecHash,
   serviceManifest,
   type GatewaySelector,
+  type ListenHost,
   type ManifestOptions,
 } from './kubernetes/manifests.ts';
 import { endpointId, namespaceFor, resourceName } from './kubernetes/names.ts';
 import { endpointStatus, replicaFailure, type DeploymentStatusView, type PodView, type SliceView } from './kubernetes/status.ts';
 import { Informer, type KubeObject, type ListResult } from './kubernetes/watch.ts';
 
-export { DEFAULT_GATEWAY_SELECTOR, type GatewaySelector } from './kubernetes/manifests.ts';
+export { DEFAULT_GATEWAY_SELECTOR, type GatewaySelector, type ListenHost } from './kubernetes/manifests.ts';
 
 /** Construction options of `KubernetesRuntime`. */
 export interface KubernetesRuntimeOptions {
@@ -90,6 +91,11 @@ export interface KubernetesRuntimeOptions {
   readonly podSecurity?: 'restricted';
   /** With `podSecurity`: the UID replicas run as, for images whose user is root. Default: the image's. */
   readonly runAsUser?: number;
+  /**
+   * What replicas are told to listen on (`HOST`, and the WSGI runner's address): `::` where pods
+   * have IPv6 addresses only. Default `0.0.0.0`.
+   */
+  readonly listenHost?: ListenHost;
 }
 
 /** Loads a kubeconfig file (`PORTICO_KUBECONFIG`) and selects `context` (`PORTICO_KUBE_CONTEXT`) if given. */
@@ -183,10 +189,10 @@ const isTerminating = (pod: PodView) => pod.metadata?.deletionTimestamp !== unde
 export class KubernetesRuntime implements Runtime {
   readonly kind = 'kubernetes' as const;
   readonly #api: KubeApi;
-  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth' | 'target' | 'podSecurity' | 'runAsUser'>> & { gatewaySelector: GatewaySelector };
+  readonly #opts: Required<Omit<KubernetesRuntimeOptions, 'onError' | 'gatewaySelector' | 'imagePullAuth' | 'target' | 'podSecurity' | 'runAsUser' | 'listenHost'>> & { gatewaySelector: GatewaySelector };
   readonly #target: string | undefined;
   readonly #pullAuth: KubernetesRuntimeOptions['imagePullAuth'];
-  readonly #security: Pick<ManifestOptions, 'podSecurity' | 'runAsUser'>;
+  readonly #podOptions: Pick<ManifestOptions, 'podSecurity' | 'runAsUser' | 'listenHost'>;
   readonly #onError: (message: string, err: unknown) => void;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #byId = new Map<string, Endpoint>();
@@ -219,7 +225,10 @@ export class KubernetesRuntime implements Runtime {
   constructor(opts: KubernetesRuntimeOptions) {
     this.#pullAuth = opts.imagePullAuth;
     this.#target = opts.target;
-    this.#security = opts.podSecurity === 'restricted' ? { podSecurity: 'restricted', ...(opts.runAsUser !== undefined ? { runAsUser: opts.runAsUser } : {}) } : {};
+    this.#podOptions = {
+      ...(opts.podSecurity === 'restricted' ? { podSecurity: 'restricted', ...(opts.runAsUser !== undefined ? { runAsUser: opts.runAsUser } : {}) } : {}),
+      ...(opts.listenHost !== undefined ? { listenHost: opts.listenHost } : {}),
+    };
     this.#opts = {
       kubeConfig: opts.kubeConfig,
       namespaceTemplate: opts.namespaceTemplate,
@@ -495,7 +504,7 @@ export class KubernetesRuntime implements Runtime {
       wsgiRunner: this.#opts.wsgiRunner,
       ...(this.#pullAuth ? { imagePullSecret: PULL_SECRET_NAME } : {}),
       ...(this.#target !== undefined ? { target: this.#target } : {}),
-      ...this.#security,
+      ...this.#podOptions,
     };
   }
 

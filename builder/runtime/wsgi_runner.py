@@ -10,8 +10,9 @@ with 8 threads), else the standard library's wsgiref with one thread per request
 request path, so the app sees PATH_INFO relative to its prefix, under either server (under
 gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Request headers
 whose names hold an underscore are dropped under either server. Requests are not logged unless
-PORTICO_WSGI_ACCESS_LOG=1 (the gateway logs them). Standard library only, besides gunicorn when
-used.
+PORTICO_WSGI_ACCESS_LOG=1 (the gateway logs them). An IPv6 `--host` (`::`, for pods with IPv6
+addresses only) listens on IPv6, and on IPv4 too where the kernel maps it. Standard library only,
+besides gunicorn when used.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import importlib.util
 import io
 import os
 import signal
+import socket
 import socketserver
 import sys
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
@@ -207,12 +209,28 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
         self.setup_environ()
 
 
+def netloc(host, port):
+    """`host:port`, an IPv6 host in brackets."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+class ThreadingServer6(ThreadingServer):
+    """An IPv6 address (`::`); IPv4 too where the kernel maps it (Linux's default), as gunicorn does."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        if hasattr(socket, "IPV6_V6ONLY"):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        ThreadingServer.server_bind(self)
+
+
 def serve_wsgiref(app, spec, host, port):
     Handler.script_name = os.environ.get("SCRIPT_NAME", "")
     Handler.access_log = access_log_wanted()
-    server = ThreadingServer((host, port), Handler)
+    server = (ThreadingServer6 if ":" in host else ThreadingServer)((host, port), Handler)
     server.set_app(app)
-    print("portico wsgi runner: serving %s on http://%s:%d (wsgiref, threaded)" % (spec, host, port), flush=True)
+    print("portico wsgi runner: serving %s on http://%s (wsgiref, threaded)" % (spec, netloc(host, port)), flush=True)
     try:
         server.serve_forever()
     finally:
@@ -260,7 +278,7 @@ def serve_gunicorn(app, spec, host, port):
     class Runner(BaseApplication):
         def load_config(self):
             settings = {
-                "bind": "%s:%d" % (host, port),
+                "bind": netloc(host, port),
                 "worker_class": "gthread",
                 "threads": 8,
                 "accesslog": "-" if access_log_wanted() else None,
@@ -278,7 +296,7 @@ def serve_gunicorn(app, spec, host, port):
         def load(self):
             return prefixed
 
-    print("portico wsgi runner: serving %s on http://%s:%d (gunicorn)" % (spec, host, port), flush=True)
+    print("portico wsgi runner: serving %s on http://%s (gunicorn)" % (spec, netloc(host, port)), flush=True)
     Runner().run()
 
 

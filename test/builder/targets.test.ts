@@ -54,12 +54,14 @@ t.test('every problem of a targets file is named with its entry', async (t) => {
         { name: 'b', kind: 'kubernetes', kubeconfig: '/k', podSecurity: 'restricted', runAsUser: 0 },
         { name: 'c', kind: 'kubernetes', kubeconfig: '/k', runAsUser: 1000 },
         { name: 'd', kind: 'kubernetes', kubeconfig: '/k', podSecurity: 'restricted', runAsUser: '1000' },
+        { name: 'e', kind: 'kubernetes', kubeconfig: '/k', listenHost: '[::]' },
       ] }),
       [
         /f\.json: targets\[0\]\.podSecurity: expected "restricted"/,
         /f\.json: targets\[1\]\.runAsUser: expected a user id from 1 to 2147483647 \(not root\)/,
         /f\.json: targets\[2\]\.runAsUser: only with "podSecurity": "restricted"/,
         /f\.json: targets\[3\]\.runAsUser: expected a user id/,
+        /f\.json: targets\[4\]\.listenHost: expected "0\.0\.0\.0" or "::"/,
       ],
     ],
   ];
@@ -70,7 +72,7 @@ t.test('every problem of a targets file is named with its entry', async (t) => {
   }
 });
 
-t.test('a kubernetes target of a targets file with podSecurity restricted writes pods with the restricted security contexts', async (t) => {
+t.test('a kubernetes target of a targets file with podSecurity restricted and listenHost writes pods with them', async (t) => {
   const fake = await FakeKubeApi.start();
   t.teardown(() => fake.close());
   const dir = mkdtempSync(join(tmpdir(), 'targets-'));
@@ -79,7 +81,7 @@ t.test('a kubernetes target of a targets file with podSecurity restricted writes
   const file = join(dir, 'targets.json');
   writeFileSync(file, JSON.stringify({ targets: [
     { name: 'open', kind: 'kubernetes', kubeconfig, namespace: 'open-{project}' },
-    { name: 'strict', kind: 'kubernetes', kubeconfig, namespace: 'strict-{project}', podSecurity: 'restricted', runAsUser: 1000 },
+    { name: 'strict', kind: 'kubernetes', kubeconfig, namespace: 'strict-{project}', podSecurity: 'restricted', runAsUser: 1000, listenHost: '::' },
   ] }));
   const hooks = { beforeStop: async () => {}, logs: { write: () => {} } } as unknown as RuntimeHooks;
   const targets = await createTargets(loadConfig({ PORTICO_TARGETS_FILE: file, PORTICO_DATA_DIR: dir }), hooks, createLogger('test', 'error'));
@@ -91,12 +93,15 @@ t.test('a kubernetes target of a targets file with podSecurity restricted writes
   const podSpec = async (target: Target, namespace: string) => {
     await target.runtime.ensure(spec);
     const [deployment] = fake.list('deployments', namespace);
-    return (deployment?.['spec'] as { template: { spec: { securityContext?: unknown; containers: { securityContext?: unknown }[] } } }).template.spec;
+    return (deployment?.['spec'] as { template: { spec: { securityContext?: unknown; containers: { securityContext?: unknown; env: { name: string; value?: string }[] }[] } } }).template.spec;
   };
-  t.equal((await podSpec(targets[0]!, 'open-mnist')).securityContext, undefined, 'none by default');
+  const open = await podSpec(targets[0]!, 'open-mnist');
+  t.equal(open.securityContext, undefined, 'none by default');
+  t.equal(open.containers[0]!.env.find((e) => e.name === 'HOST')?.value, '0.0.0.0');
   const strict = await podSpec(targets[1]!, 'strict-mnist');
   t.same(strict.securityContext, { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } });
   t.same(strict.containers[0]!.securityContext, { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+  t.equal(strict.containers[0]!.env.find((e) => e.name === 'HOST')?.value, '::', 'listenHost');
 });
 
 t.test('a kubeconfig of a targets file that cannot be read is named with its file and target', async (t) => {

@@ -97,7 +97,12 @@ export interface ManifestOptions {
   readonly podSecurity?: 'restricted';
   /** With `podSecurity`, the UID the app runs as (for images whose user is root). */
   readonly runAsUser?: number;
+  /** The address replicas are told to listen on (`HOST`, the WSGI runner's): `::` for IPv6 pods. Default `0.0.0.0`. */
+  readonly listenHost?: ListenHost;
 }
+
+/** What replicas may be told to listen on: every IPv4 address, or every IPv6 one (and IPv4 where the app's socket maps it). */
+export type ListenHost = '0.0.0.0' | '::';
 
 /**
  * The security contexts of the "restricted" Pod Security Standard: not root (the image's user,
@@ -291,7 +296,7 @@ function literal(text: string): string {
 }
 
 /** Command and arguments of the replica container; `$PORT`/`${PORT}` replaced by the port. */
-function commandOf(spec: EndpointSpec, wsgiRunner: string): Pick<V1Container, 'command' | 'args'> {
+function commandOf(spec: EndpointSpec, wsgiRunner: string, host: ListenHost): Pick<V1Container, 'command' | 'args'> {
   const cmd = spec.command;
   switch (cmd.kind) {
     case 'shell':
@@ -302,13 +307,13 @@ function commandOf(spec: EndpointSpec, wsgiRunner: string): Pick<V1Container, 'c
       return { command: [file], ...(args.length > 0 ? { args } : {}) };
     }
     case 'wsgi':
-      return { command: ['python3', wsgiRunner, '--host', '0.0.0.0', '--port', String(spec.port), literal(cmd.module)] };
+      return { command: ['python3', wsgiRunner, '--host', host, '--port', String(spec.port), literal(cmd.module)] };
   }
 }
 
 // Set by the runtime itself: a secret of the same name is overridden, so it is not a secret here.
-function runtimeEnv(spec: EndpointSpec): Record<string, string> {
-  return { PORT: String(spec.port), HOST: '0.0.0.0', ...(spec.command.kind === 'wsgi' ? { SCRIPT_NAME: spec.env['VH_DEFAULT_PREFIX'] ?? '' } : {}) };
+function runtimeEnv(spec: EndpointSpec, host: ListenHost = '0.0.0.0'): Record<string, string> {
+  return { PORT: String(spec.port), HOST: host, ...(spec.command.kind === 'wsgi' ? { SCRIPT_NAME: spec.env['VH_DEFAULT_PREFIX'] ?? '' } : {}) };
 }
 
 /** The names of `spec.env` whose values go through the endpoint's env Secret, sorted. */
@@ -320,12 +325,12 @@ export function secretEnvNames(spec: EndpointSpec): string[] {
 }
 
 /**
- * The spec's environment plus `PORT`, `HOST=0.0.0.0` (and `SCRIPT_NAME` for wsgi), sorted; the
- * secret ones as references to the endpoint's env Secret (`envSecretManifest`), not values; the
- * others escaped so the kubelet's `$(VAR)` expansion leaves them as they are.
+ * The spec's environment plus `PORT`, `HOST` (`0.0.0.0`, or `::`) and `SCRIPT_NAME` for wsgi,
+ * sorted; the secret ones as references to the endpoint's env Secret (`envSecretManifest`), not
+ * values; the others escaped so the kubelet's `$(VAR)` expansion leaves them as they are.
  */
-function envOf(spec: EndpointSpec): V1EnvVar[] {
-  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...spec.env, ...runtimeEnv(spec) };
+function envOf(spec: EndpointSpec, host: ListenHost): V1EnvVar[] {
+  const env: Record<string, string> = { PYTHONUNBUFFERED: '1', ...spec.env, ...runtimeEnv(spec, host) };
   const secret = new Set(secretEnvNames(spec));
   const secretName = resourceName(spec.key);
   return Object.keys(env).sort().map((name) => (secret.has(name) ? { name, valueFrom: { secretKeyRef: { name: secretName, key: name } } } : { name, value: literal(env[name] ?? '') }));
@@ -382,8 +387,8 @@ export function deploymentManifest(spec: EndpointSpec, opts: ManifestOptions): V
   const container: V1Container = {
     name: CONTAINER,
     image: spec.image,
-    ...commandOf(spec, opts.wsgiRunner),
-    env: envOf(spec),
+    ...commandOf(spec, opts.wsgiRunner, opts.listenHost ?? '0.0.0.0'),
+    env: envOf(spec, opts.listenHost ?? '0.0.0.0'),
     ports: [{ name: PORT_NAME, containerPort: spec.port, protocol: 'TCP' }],
     readinessProbe: { tcpSocket: { port: spec.port }, periodSeconds: 2, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 2 },
     ...(opts.preStopSeconds > 0 ? { lifecycle: { preStop } } : {}),

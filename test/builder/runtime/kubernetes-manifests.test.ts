@@ -93,6 +93,17 @@ t.test('commands: shell, exec and wsgi, $PORT substituted', async (t) => {
   t.equal(container(spec({ env: { PORT: '1' } })).env?.find((e) => e.name === 'PORT')?.value, '8000', 'but not PORT');
 });
 
+t.test('listen host: 0.0.0.0 by default; "::" (IPv6-only clusters) for HOST and the WSGI runner', async (t) => {
+  const host = (c: ReturnType<typeof container>) => c.env?.find((e) => e.name === 'HOST')?.value;
+  const wsgi = spec({ command: { kind: 'wsgi', module: 'app' } });
+  t.equal(host(container(spec())), '0.0.0.0');
+  t.same(container(wsgi).command?.slice(2, 4), ['--host', '0.0.0.0']);
+  const v6 = { ...OPTS, listenHost: '::' } as const;
+  t.equal(host(container(spec(), v6)), '::');
+  t.same(container(wsgi, v6).command, ['python3', '/opt/portico/wsgi_runner.py', '--host', '::', '--port', '8000', 'app']);
+  t.same(validateManifest(deploymentManifest(wsgi, v6)), []);
+});
+
 t.test('env values and commands reach the process as given, though the kubelet expands $(VAR) and $$', async (t) => {
   const env = { VH_DEFAULT_PREFIX: '/p', DB_URL: 'postgres://app:pa$$w0rd@db/app', TEMPLATE: 'Total: $(PORT) $(NOPE) $x $', LAST: 'ends with $' };
   const shell = processView(container(spec({ env, command: { kind: 'shell', command: 'echo $$ > /tmp/pid; exec serve --host $(HOST) --port $PORT' } })));

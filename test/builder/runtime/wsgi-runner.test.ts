@@ -1,13 +1,15 @@
+import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
 import { request as undiciRequest } from 'undici';
-import { waitFor } from '../../helpers/poll.ts';
+import { freePort, waitFor } from '../../helpers/poll.ts';
 import { APPS, http, startRuntime } from './harness.ts';
 
 // `wsgi: module[:callable]` served by builder/runtime/wsgi_runner.py through the local runtime.
 
 const wsgiDir = join(APPS, 'wsgi');
+const RUNNER = join(import.meta.dirname, '../../../builder/runtime/wsgi_runner.py');
 const PREFIX = '/acme/proj/dep/v1/predict';
 
 interface Echo {
@@ -218,3 +220,24 @@ t.test('a module that does not import is a crash whose reason shows the Python e
   }, { what: 'crash' });
   t.match(r.reason, /^exited with code 1; last stderr: .*ModuleNotFoundError: No module named 'no_such_module'/);
 });
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: --host :: listens on IPv6 and IPv4 (an IPv6-only cluster's pod address, or a dual-stack one)`, async (t) => {
+  const port = await freePort();
+  const child = spawn('/usr/bin/python3', [RUNNER, '--host', '::', '--port', String(port), '--server', server, 'app'], {
+    cwd: wsgiDir,
+    env: { PATH: '/usr/bin:/bin', PYTHONDONTWRITEBYTECODE: '1' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  const v6 = await waitFor(() => (child.exitCode !== null ? Promise.reject(new Error(`the runner exited: ${stderr}`)) : http('GET', `http://[::1]:${port}/v6`).catch(() => undefined)), { what: 'an answer on [::1]' });
+  t.equal(v6.status, 200);
+  t.equal((await http('GET', `http://127.0.0.1:${port}/v4`)).status, 200, 'and on IPv4');
+});
+}
