@@ -60,6 +60,13 @@ export class TargetsError extends Error {
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
+/** The fields each kind of target takes: any other is refused, so a misspelt one is not dropped unseen. */
+const FIELDS: Record<TargetSpec['kind'], readonly string[]> = {
+  local: ['name', 'kind', 'gatewayUrl'],
+  docker: ['name', 'kind', 'gatewayUrl', 'socket', 'network', 'registry'],
+  kubernetes: ['name', 'kind', 'gatewayUrl', 'kubeconfig', 'context', 'namespace', 'registry', 'dockerSocket', 'podSecurity', 'runAsUser', 'listenHost'],
+};
+
 /**
  * Reads and checks `PORTICO_TARGETS_FILE`: `{"targets": [{"name", "kind", ...}]}`. Every problem is
  * reported at once with the entry's index.
@@ -74,6 +81,7 @@ export function parseTargetsFile(text: string, file: string): TargetSpec[] {
   const list = (doc as { targets?: unknown })?.targets;
   if (!Array.isArray(list) || list.length === 0) throw new TargetsError(`${file}: expected {"targets": [ ... ]} with at least one target`);
   const problems: string[] = [];
+  for (const k of Object.keys(doc as object)) if (k !== 'targets') problems.push(`${file}: ${k}: unknown field (expected targets)`);
   const names = new Set<string>();
   list.forEach((t: Record<string, unknown>, i) => {
     const at = `${file}: targets[${i}]`;
@@ -108,7 +116,10 @@ export function parseTargetsFile(text: string, file: string): TargetSpec[] {
         break;
       default:
         problems.push(`${at}.kind: expected local, docker or kubernetes`);
+        return undefined;
     }
+    const known = FIELDS[t.kind];
+    for (const k of Object.keys(t)) if (!known.includes(k)) problems.push(`${at}.${k}: unknown field of a ${t.kind} target (known: ${known.join(', ')})`);
     return undefined;
   });
   if (problems.length > 0) throw new TargetsError(problems.join('\n'));

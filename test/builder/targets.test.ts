@@ -64,6 +64,20 @@ t.test('every problem of a targets file is named with its entry', async (t) => {
         /f\.json: targets\[4\]\.listenHost: expected "0\.0\.0\.0" or "::"/,
       ],
     ],
+    [
+      // A misspelt or misplaced field would otherwise be dropped without a word.
+      JSON.stringify({ target: [], targets: [
+        { name: 'a', kind: 'kubernetes', kubeconfig: '/k', podsecurity: 'restricted' },
+        { name: 'b', kind: 'docker', socket: '/s', namespace: 'x' },
+        { name: 'c', kind: 'local', gatewayURL: 'http://x' },
+      ] }),
+      [
+        /f\.json: target: unknown field \(expected targets\)/,
+        /f\.json: targets\[0\]\.podsecurity: unknown field of a kubernetes target \(known: .*podSecurity/,
+        /f\.json: targets\[1\]\.namespace: unknown field of a docker target \(known: name, kind, gatewayUrl, socket, network, registry\)/,
+        /f\.json: targets\[2\]\.gatewayURL: unknown field of a local target \(known: name, kind, gatewayUrl\)/,
+      ],
+    ],
   ];
   for (const [text, patterns] of cases) {
     const err = t.throws(() => parseTargetsFile(text, 'f.json')) as unknown as TargetsError;
