@@ -6,12 +6,12 @@ import {
   noMorePositionals, operatorCommand, positional,
 } from './operator.ts';
 
-/** `--since 10m` / `2h` / `30s` / `1d` ago, or an ISO time, as epoch milliseconds. */
-export function parseSince(text: string, now = Date.now()): number {
+/** `--since 10m` / `2h` / `30s` / `1d` ago, or an ISO time, as epoch milliseconds; `what` names the flag (`--until`). */
+export function parseSince(text: string, now = Date.now(), what = '--since'): number {
   const m = /^(\d+)(s|m|h|d)$/.exec(text);
   if (m) return now - Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
   const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new UsageError(`--since must be a duration like 10m or an ISO time (got ${JSON.stringify(text)})`);
+  if (Number.isNaN(t)) throw new UsageError(`${what} must be a duration like 10m or an ISO time (got ${JSON.stringify(text)})`);
   return t;
 }
 
@@ -36,9 +36,11 @@ ${DEPLOYMENT_HELP}
   --replica ID           only this replica
   --contains TEXT        only lines containing TEXT
   --since WHEN           only lines since a duration ago (30s, 10m, 2h, 1d) or an ISO time
+  --until WHEN           only lines before a duration ago or an ISO time (as --since); not
+                         with --follow
 ${COMMON_HELP}
 With --json, one JSON object per line (at, replica, stream, line).`,
-  flags: { ...DEPLOYMENT_FLAGS, follow: 'bool', tail: 'value', replica: 'value', contains: 'value', since: 'value' },
+  flags: { ...DEPLOYMENT_FLAGS, follow: 'bool', tail: 'value', replica: 'value', contains: 'value', since: 'value', until: 'value' },
   aliases: { f: 'follow' },
   async run({ flags, client, json: asJson, out, err }) {
     const scope = deploymentScope(flags);
@@ -47,11 +49,20 @@ With --json, one JSON object per line (at, replica, stream, line).`,
     noMorePositionals(flags, 2);
     const tail = flags.get('tail');
     const since = flags.get('since');
+    const until = flags.get('until');
+    // The API refuses both (400); said here in the flags' own words.
+    if (until !== undefined && flags.has('follow')) throw new UsageError('--until cannot be combined with --follow (a followed log has no end)');
+    const now = Date.now();
+    const window = {
+      since: since === undefined ? undefined : parseSince(since, now),
+      until: until === undefined ? undefined : parseSince(until, now, '--until'),
+    };
+    if (window.since !== undefined && window.until !== undefined && window.since >= window.until) throw new UsageError('--since must be before --until');
     const query = {
       tail: tail === undefined ? undefined : intArg(tail, '--tail', 0, 100_000),
       replica: flags.get('replica'),
       contains: flags.get('contains'),
-      since: since === undefined ? undefined : parseSince(since),
+      ...window,
     };
     const path = deploymentPath(scope, 'versions', version, 'endpoints', endpoint, 'logs');
     const print = (l: LogLine) => out(asJson ? JSON.stringify(l) : format(l));

@@ -83,3 +83,30 @@ t.test('logs -f says so and exits 1 when the connection drops (the admin server 
   t.match(r.stderr, /^portico logs: the log stream ended unexpectedly: /);
   t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
 });
+
+t.test('logs --until: only lines before a time (parsed as --since), refused with --follow', async (t) => {
+  const api = await startApi(t);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const ref = { ...REF, version: 'v1' };
+  api.fake.appendLog(ref, 'predict', 'old', { at: Date.UTC(2024, 0, 1) });
+  api.fake.appendLog(ref, 'predict', 'new', { at: Date.now() });
+  const iso = await runCli(['logs', 'v1', 'predict', '--until', '2024-01-02T00:00:00Z', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(iso.code, 0, iso.stderr);
+  t.equal(iso.stdout, '2024-01-01T00:00:00.000Z predict-0 old\n');
+  const ago = await runCli(['logs', 'v1', 'predict', '--until', '1h', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(ago.code, 0, ago.stderr);
+  t.equal(ago.stdout, '2024-01-01T00:00:00.000Z predict-0 old\n');
+  const window = await runCli(['logs', 'v1', 'predict', '--since', '2023-12-31T00:00:00Z', '--until', '2024-01-02T00:00:00Z', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(window.stdout, '2024-01-01T00:00:00.000Z predict-0 old\n');
+  const empty = await runCli(['logs', 'v1', 'predict', '--since', '1h', '--until', '2h', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(empty.code, 2);
+  t.match(empty.stderr, /^portico logs: --since must be before --until\n/);
+  const bad = await runCli(['logs', 'v1', 'predict', '--until', 'later', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /^portico logs: --until must be a duration like 10m or an ISO time \(got "later"\)\n/);
+  const follow = await runCli(['logs', '-f', 'v1', 'predict', '--until', '1h', ...DSCOPE], { env: cliEnv(api) });
+  t.equal(follow.code, 2);
+  t.match(follow.stderr, /^portico logs: --until cannot be combined with --follow \(a followed log has no end\)\n/);
+  t.equal(api.fake.followers, 0, 'nothing was followed');
+});

@@ -40,6 +40,7 @@ t.test('small parsers', async (t) => {
   t.equal(parseSince('2h', 10_000_000), 2_800_000);
   t.equal(parseSince('2024-01-01T00:00:00Z'), Date.UTC(2024, 0, 1));
   t.throws(() => parseSince('soon'), /--since/);
+  t.throws(() => parseSince('soon', 0, '--until'), /^--until must be/);
   t.same(aliasTarget(['v1']), { version: 'v1' });
   t.same(aliasTarget(['v1=90', 'v2=10']), { versions: [{ version: 'v1', weight: 90 }, { version: 'v2', weight: 10 }] });
   t.throws(() => aliasTarget([]), UsageError);
