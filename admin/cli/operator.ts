@@ -166,10 +166,20 @@ export const COMMON_HELP = `  --json                 print the API's JSON instea
 Reads PORTICO_URL (admin API, default http://127.0.0.1:8081) and PORTICO_ADMIN_TOKEN (else the
 token file in PORTICO_DATA_DIR). Exit codes: 0 done, 1 the API refused or failed, 2 bad usage.`;
 
+/**
+ * `value`, refused when it is `.` or `..`: every required flag and positional names something in
+ * the API path, where URL normalisation would resolve such a segment away and send the request
+ * to another route (`--deployment .` read "Deployment acme/mnist/versions not found").
+ */
+function pathSegment(value: string, what: string): string {
+  if (value === '.' || value === '..') throw new UsageError(`${what} cannot be "." or ".." (got ${JSON.stringify(value)})`);
+  return value;
+}
+
 function required(flags: Parsed, name: string): string {
   const v = flags.get(name);
   if (v === undefined || v === '') throw new UsageError(`--${name} is required`);
-  return v;
+  return pathSegment(v, `--${name}`);
 }
 
 /** `--owner` and `--project`, both required. */
@@ -192,11 +202,11 @@ export function deploymentPath(d: { owner: string; project: string; deployment: 
   return apiPath('projects', d.owner, d.project, 'deployments', d.deployment, ...rest);
 }
 
-/** The positional at `index`, required; `what` names it in the usage error. */
+/** The positional at `index`, required and not `.` or `..`; `what` names it in the usage error. */
 export function positional(flags: Parsed, index: number, what: string): string {
   const v = flags.positionals[index];
   if (v === undefined) throw new UsageError(`${what} is required`);
-  return v;
+  return pathSegment(v, what);
 }
 
 /** Refuses positionals beyond `count`. */

@@ -209,3 +209,30 @@ t.test('users: set from stdin, list, delete', async (t) => {
   const del = await runCli(['users', 'delete', 'alice', ...DSCOPE], { env });
   t.equal(del.stdout, 'deleted user alice\n');
 });
+
+t.test('a name argument "." or ".." is refused, naming the argument, before any request', async (t) => {
+  const api = await startApi(t);
+  const env = cliEnv(api);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const cases: [string[], string][] = [
+    [['alias', 'delete', '..', ...DSCOPE], 'the ALIAS'],
+    [['alias', 'set', '.', 'v1', ...DSCOPE], 'the ALIAS'],
+    [['alias', 'history', '..', ...DSCOPE], 'the ALIAS'],
+    [['versions', 'show', '..', ...DSCOPE], 'the VERSION'],
+    [['logs', '.', 'predict', ...DSCOPE], 'the VERSION'],
+    [['logs', 'v1', '..', ...DSCOPE], 'the ENDPOINT'],
+    [['deployments', 'delete', '..', ...SCOPE], 'the deployment NAME'],
+    [['users', 'delete', '.', ...DSCOPE], 'the user NAME'],
+    [['tokens', 'revoke', '..'], 'the token NAME'],
+    [['alias', 'list', '--owner', '..', '--project', 'mnist', '--deployment', 'web'], '--owner'],
+    [['versions', '--owner', 'acme', '--project', 'mnist', '--deployment', '.'], '--deployment'],
+  ];
+  for (const [args, what] of cases) {
+    const seen = api.fake.calls.length;
+    const r = await runCli(args, { env });
+    t.equal(r.code, 2, args.join(' '));
+    t.equal(r.stderr.split('\n')[0], `portico ${args[0]}: ${what} cannot be "." or ".." (got ${JSON.stringify(args.find((a) => a === '.' || a === '..'))})`, args.join(' '));
+    t.equal(api.fake.calls.length, seen, 'nothing sent');
+  }
+});
