@@ -52,7 +52,7 @@ ${COMMON_HELP}`,
   flags: { ...DEPLOYMENT_FLAGS, force: 'bool' },
   async run(ctx) {
     const { flags, client, json: asJson, out } = ctx;
-    const sub = subcommand(flags, ['list', 'set', 'history', 'delete'], 'list');
+    const sub = subcommand(flags, ['list', 'set', 'history', 'delete'], 'list', { force: ['set'] });
     const scope = deploymentScope(flags);
     if (sub === 'list') {
       noMorePositionals(flags, 1);

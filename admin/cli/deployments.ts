@@ -38,7 +38,7 @@ ${PROJECT_HELP}
 ${COMMON_HELP}`,
   flags: { ...PROJECT_FLAGS, target: 'value', auth: 'value' },
   async run({ flags, client, json: asJson, out }) {
-    const sub = subcommand(flags, ['list', 'create', 'show', 'update', 'delete'], 'list');
+    const sub = subcommand(flags, ['list', 'create', 'show', 'update', 'delete'], 'list', { target: ['create'], auth: ['create', 'update'] });
     const scope = projectScope(flags);
     if (sub === 'list') {
       noMorePositionals(flags, 1);

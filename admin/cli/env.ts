@@ -45,7 +45,7 @@ ${PROJECT_HELP}
 ${COMMON_HELP}`,
   flags: { ...PROJECT_FLAGS, secret: 'multi', unset: 'multi', replace: 'bool' },
   async run({ flags, client, json: asJson, out }) {
-    const sub = subcommand(flags, ['get', 'set'], 'get');
+    const sub = subcommand(flags, ['get', 'set'], 'get', { secret: ['set'], unset: ['set'], replace: ['set'] });
     const scope = projectScope(flags);
     const path = projectPath(scope, 'environment');
     const print = (e: EnvironmentView) =>

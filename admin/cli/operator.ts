@@ -1,6 +1,6 @@
 /**
  * What the operator commands share: flag parsing (with repeatable flags and a refusal of
- * unknown ones), the `--owner/--project/--deployment` scope, tables or `--json`, and turning
+ * unknown ones, and of those of another sub-command), the `--owner/--project/--deployment` scope, tables or `--json`, and turning
  * API errors into one line on stderr with exit code 1.
  */
 import { loadConfig, type Config } from '../../common/config.ts';
@@ -252,9 +252,16 @@ export function json(value: unknown): string {
   return JSON.stringify(value, null, 2);
 }
 
-/** Dispatches on the first positional (the sub-command); `fallback` when there is none. */
-export function subcommand(flags: Parsed, known: readonly string[], fallback: string): string {
+/**
+ * Dispatches on the first positional (the sub-command); `fallback` when there is none. `only`
+ * names the flags that only some sub-commands take: given to another, one is refused rather
+ * than ignored (`versions show V --replicas 3` scaled nothing, silently).
+ */
+export function subcommand(flags: Parsed, known: readonly string[], fallback: string, only: Readonly<Record<string, readonly string[]>> = {}): string {
   const sub = flags.positionals[0] ?? fallback;
   if (!known.includes(sub)) throw new UsageError(`unknown sub-command ${JSON.stringify(sub)} (one of: ${known.join(', ')})`);
+  for (const [flag, subs] of Object.entries(only)) {
+    if (flags.has(flag) && !subs.includes(sub)) throw new UsageError(`--${flag} does not apply to ${sub} (only to ${subs.join(', ')})`);
+  }
   return sub;
 }

@@ -24,7 +24,7 @@ ${DEPLOYMENT_HELP}
 ${COMMON_HELP}`,
   flags: { ...DEPLOYMENT_FLAGS, password: 'value', 'password-stdin': 'bool' },
   async run({ flags, client, json: asJson, out }) {
-    const sub = subcommand(flags, ['list', 'set', 'delete'], 'list');
+    const sub = subcommand(flags, ['list', 'set', 'delete'], 'list', { password: ['set'], 'password-stdin': ['set'] });
     const scope = deploymentScope(flags);
     if (sub === 'list') {
       noMorePositionals(flags, 1);

@@ -59,7 +59,7 @@ ${DEPLOYMENT_HELP}
 ${COMMON_HELP}`,
   flags: { ...DEPLOYMENT_FLAGS, endpoint: 'value', replicas: 'value' },
   async run({ flags, client, json: asJson, out }) {
-    const sub = subcommand(flags, ['list', 'show', 'stop', 'start', 'scale', 'delete', 'build-log'], 'list');
+    const sub = subcommand(flags, ['list', 'show', 'stop', 'start', 'scale', 'delete', 'build-log'], 'list', { endpoint: ['scale'], replicas: ['scale'] });
     const scope = deploymentScope(flags);
     if (sub === 'list') {
       noMorePositionals(flags, 1);

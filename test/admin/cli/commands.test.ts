@@ -1,7 +1,7 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cliEnv, createDeployment, readyVersion, REF, runCli, startApi, tempDir } from '../harness.ts';
+import { cliEnv, createDeployment, readyVersion, REF, runCli, startApi, tempDir, type Api } from '../harness.ts';
 
 const SCOPE = ['--owner', 'acme', '--project', 'mnist'];
 const DSCOPE = [...SCOPE, '--deployment', 'web'];
@@ -210,6 +210,15 @@ t.test('users: set from stdin, list, delete', async (t) => {
   t.equal(del.stdout, 'deleted user alice\n');
 });
 
+/** Runs `portico ...args` and checks that it is a usage error (exit 2) saying `message`, with no call to the API. */
+async function refusedUnsent(t: Test, api: Api, args: string[], message: string): Promise<void> {
+  const seen = api.fake.calls.length;
+  const r = await runCli(args, { env: cliEnv(api) });
+  t.equal(r.code, 2, args.join(' '));
+  t.equal(r.stderr, `portico ${args[0]}: ${message}\n(see portico ${args[0]} --help)\n`, args.join(' '));
+  t.equal(api.fake.calls.length, seen, 'nothing sent');
+}
+
 t.test('a name argument "." or ".." is refused, naming the argument, before any request', async (t) => {
   const api = await startApi(t);
   const env = cliEnv(api);
@@ -229,10 +238,36 @@ t.test('a name argument "." or ".." is refused, naming the argument, before any 
     [['versions', '--owner', 'acme', '--project', 'mnist', '--deployment', '.'], '--deployment'],
   ];
   for (const [args, what] of cases) {
-    const seen = api.fake.calls.length;
-    const r = await runCli(args, { env });
-    t.equal(r.code, 2, args.join(' '));
-    t.equal(r.stderr.split('\n')[0], `portico ${args[0]}: ${what} cannot be "." or ".." (got ${JSON.stringify(args.find((a) => a === '.' || a === '..'))})`, args.join(' '));
-    t.equal(api.fake.calls.length, seen, 'nothing sent');
+    await refusedUnsent(t, api, args, `${what} cannot be "." or ".." (got ${JSON.stringify(args.find((a) => a === '.' || a === '..'))})`);
   }
+});
+
+t.test('a flag of another sub-command is refused, naming it (exit 2), before any request', async (t) => {
+  const api = await startApi(t);
+  const env = cliEnv(api);
+  await createDeployment(api);
+  await readyVersion(api, { name: 'v1' });
+  const cases: [string[], string][] = [
+    [['versions', 'show', 'v1', '--replicas', '3', ...DSCOPE], '--replicas does not apply to show (only to scale)'],
+    [['versions', 'stop', 'v1', '--endpoint', 'predict', ...DSCOPE], '--endpoint does not apply to stop (only to scale)'],
+    [['alias', 'list', '--force', ...DSCOPE], '--force does not apply to list (only to set)'],
+    [['alias', 'delete', 'production', '--force', ...DSCOPE], '--force does not apply to delete (only to set)'],
+    [['deployments', 'show', 'web', '--auth', 'basic', ...SCOPE], '--auth does not apply to show (only to create, update)'],
+    [['deployments', 'update', 'web', '--auth', 'basic', '--target', 'k8s', ...SCOPE], '--target does not apply to update (only to create)'],
+    [['deployments', '--target', 'local', ...SCOPE], '--target does not apply to list (only to create)'],
+    [['users', 'list', '--password', 'secret123', ...DSCOPE], '--password does not apply to list (only to set)'],
+    [['users', 'delete', 'alice', '--password-stdin', ...DSCOPE], '--password-stdin does not apply to delete (only to set)'],
+    [['env', '--unset', 'A', ...SCOPE], '--unset does not apply to get (only to set)'],
+    [['env', 'get', '--secret', 'A=b', ...SCOPE], '--secret does not apply to get (only to set)'],
+    [['env', 'get', '--replace', ...SCOPE], '--replace does not apply to get (only to set)'],
+    [['alias', 'list', '--replicas', '3', ...DSCOPE], 'unknown option --replicas'],
+  ];
+  for (const [args, message] of cases) await refusedUnsent(t, api, args, message);
+  // Where they apply, they still work.
+  const scaled = await runCli(['versions', 'scale', 'v1', '--endpoint', 'predict', '--replicas', '2', '--json', ...DSCOPE], { env });
+  t.equal(scaled.code, 0, scaled.stderr);
+  const forced = await runCli(['alias', 'set', 'production', 'v1', '--force', ...DSCOPE], { env });
+  t.equal(forced.code, 0, forced.stderr);
+  const listed = await runCli(['alias', 'list', '--json', ...DSCOPE], { env });
+  t.equal(listed.code, 0, listed.stderr);
 });
