@@ -2,6 +2,7 @@
 // quick, deterministic checks of what an operator's actions do (the whole product, with real
 // replicas, is test/e2e/ui.test.ts).
 import t, { type Test } from 'tap';
+import type { Route } from 'playwright-core';
 import { join } from 'node:path';
 import { createUi } from '../../../admin/ui/serve.ts';
 import { computedStyle, launchBrowser, type Browser } from '../../helpers/browser.ts';
@@ -300,5 +301,33 @@ t.test('environment: line breaks of values survive the editor (a multi-line vari
   }, 'saved with every line break, the untouched variable unchanged');
   await page.locator('#flash.flash-ok', { hasText: 'Environment saved' }).waitFor();
   t.equal(api.fake.storedEnvironment(project).TLS_KEY?.value, key, 'the key is stored whole');
+  t.same(b.problems, []);
+});
+
+t.test('metrics: the keys load a few at a time, not one after another, and show in their order', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  const ref = { ...REF, version: names[0]! };
+  const keys = Array.from({ length: 8 }, (_, i) => `key${i}`);
+  api.fake.appendMetric(ref, 'sentiment', Object.fromEntries(keys.map((k, i) => [k, i])));
+  // Every request of a key (series, histogram) is held until the test lets it through.
+  const held = new Map<string, Route[]>();
+  let most = 0;
+  await page.route((url) => url.pathname.endsWith('/metrics') && url.searchParams.has('key'), (route) => {
+    const key = new URL(route.request().url()).searchParams.get('key')!;
+    held.set(key, [...(held.get(key) ?? []), route]);
+    most = Math.max(most, held.size);
+  });
+  await go(`#/p/acme/mnist/d/web/v/${names[0]}/metrics`);
+  for (let left = keys.length; left > 0; left--) {
+    const first = await waitFor(() => held.size === Math.min(3, left) && [...held.values()].every((r) => r.length === 2) && [...held.keys()][0], { what: `the requests of ${Math.min(3, left)} keys at once` });
+    const routes = held.get(first)!;
+    held.delete(first);
+    await Promise.all(routes.map((r) => r.continue()));
+  }
+  await page.locator('[data-metric]').nth(keys.length - 1).waitFor();
+  t.equal(most, 3, 'at most 3 keys at a time');
+  t.same(await page.locator('[data-metric]').evaluateAll((els) => els.map((el) => el.getAttribute('data-metric'))), keys);
+  await page.locator('#metrics-state', { hasText: '8 key(s)' }).waitFor();
   t.same(b.problems, []);
 });

@@ -5,6 +5,38 @@ import { field, h, replace, select } from '../dom.js';
 import { categoriesChart, histogramChart, seriesChart } from '../charts.js';
 import { errorText } from '../ui.js';
 
+/** Keys whose series and histograms are read at once: one after another, 50 keys took 50 round trips. */
+const KEYS_AT_ONCE = 3;
+
+/**
+ * `fn` of each item, at most `limit` at a time; the results in the items' order. After a
+ * failure no other item is started, and the first failure is thrown.
+ * @template T, R
+ * @param {readonly T[]} items
+ * @param {number} limit
+ * @param {(item: T) => Promise<R>} fn
+ * @returns {Promise<R[]>}
+ */
+async function mapBounded(items, limit, fn) {
+  /** @type {R[]} */
+  const results = new Array(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < items.length && !failed) {
+      const i = next++;
+      try {
+        results[i] = await fn(/** @type {T} */ (items[i]));
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 /**
  * The metrics tab of a version, rendered into `body`: per key a series chart and a histogram.
  * @param {import('../main.js').PageContext} ctx
@@ -64,20 +96,20 @@ export async function renderMetrics({ signal }, ref, v, body) {
           note = ` (${other}: ${errorText(err)})`;
         }
       }
-      /** @type {{key: {name: string, kind: string, count: number}, sets: any[], hist: any[]}[]} */
-      const loaded = [];
-      for (const key of keys) {
+      const loaded = await mapBounded(keys, KEYS_AT_ONCE, async (key) => {
         const versions = [v.name, ...(otherKeys?.has(key.name) ? [other] : [])];
-        const series = await Promise.all(versions.map((n) => metrics(n, new URLSearchParams({ key: key.name, mode: 'series' }))));
         const hq = new URLSearchParams({ key: key.name, mode: 'histogram' });
         if (bins.value) hq.set('bins', bins.value);
-        const hist = await Promise.all(versions.map((n) => metrics(n, hq)));
-        loaded.push({
+        const [series, hist] = await Promise.all([
+          Promise.all(versions.map((n) => metrics(n, new URLSearchParams({ key: key.name, mode: 'series' })))),
+          Promise.all(versions.map((n) => metrics(n, hq))),
+        ]);
+        return {
           key,
           sets: versions.map((n, i) => ({ version: n, points: series[i].points ?? [] })),
           hist: versions.map((n, i) => ({ version: n, bins: hist[i].bins, categories: hist[i].categories })),
-        });
-      }
+        };
+      });
       if (mine !== generation || signal.aborted) return;
       clear();
       replace(charts, loaded.length === 0 ? h('p', { class: 'muted', id: 'no-metrics' }, `No metrics yet: replicas of ${endpoint.value} print none, or no request reached them.`) : null);
