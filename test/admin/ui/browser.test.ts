@@ -331,3 +331,28 @@ t.test('metrics: the keys load a few at a time, not one after another, and show 
   await page.locator('#metrics-state', { hasText: '8 key(s)' }).waitFor();
   t.same(b.problems, []);
 });
+
+t.test('logs: the replica list follows a scale of the endpoint while the tab is open, keeping the choice', async (t) => {
+  const { api, b, names, go } = await signedIn(t);
+  const { page } = b;
+  const ref = { ...REF, version: names[0]! };
+  await go(`#/p/acme/mnist/d/web/v/${names[0]}/logs`);
+  const options = () => page.locator('#log-replica option').evaluateAll((els) => els.map((el) => (el as unknown as { value: string }).value));
+  await waitFor(async () => (await options()).length === 2, { what: 'the one replica' });
+  t.same(await options(), ['', 'sentiment-0']);
+  await page.selectOption('#log-replica', 'sentiment-0');
+  await api.fake.patchVersion(ref, { endpoints: { sentiment: { replicas: 3 } } }, 'admin');
+  await waitFor(async () => (await options()).length === 4, { what: 'the replicas after the scale up', timeoutMs: 15_000 });
+  t.same(await options(), ['', 'sentiment-0', 'sentiment-1', 'sentiment-2']);
+  t.equal(await page.locator('#log-replica').inputValue(), 'sentiment-0', 'the chosen replica stays chosen');
+  const streams = api.fake.calls.filter((c) => c.op === 'endpointLogs').length;
+
+  // Scaled down, a chosen replica that is gone stays in the list (its lines can still be read).
+  await page.selectOption('#log-replica', 'sentiment-2');
+  await api.fake.patchVersion(ref, { endpoints: { sentiment: { replicas: 1 } } }, 'admin');
+  await waitFor(async () => (await options()).length === 3, { what: 'the replicas after the scale down', timeoutMs: 15_000 });
+  t.same(await options(), ['', 'sentiment-0', 'sentiment-2']);
+  t.equal(await page.locator('#log-replica option:checked').textContent(), 'sentiment-2 (gone)');
+  t.equal(api.fake.calls.filter((c) => c.op === 'endpointLogs').length, streams + 1, 'the list refreshing does not restart the stream');
+  t.same(b.problems, []);
+});

@@ -12,6 +12,8 @@ const REFRESH_MS = 1500;
 const RECONNECT_MS = 2000;
 /** Lines kept on the page; older ones are dropped. */
 const MAX_LINES = 2000;
+/** How often the logs tab reads the version again for its list of replicas (scaled, restarted). */
+const REPLICAS_MS = 5000;
 
 /**
  * A version's page (`…/v/name[/logs|/metrics]`): overview with build log, live logs, or metrics.
@@ -87,18 +89,45 @@ async function renderOverview({ signal, rerender }, ref, dep, first, body) {
  */
 function renderLogs({ signal }, ref, v, body) {
   /** @type {any[]} */
-  const endpoints = v.endpoints;
+  let endpoints = v.endpoints;
   if (endpoints.length === 0) {
     replace(body, h('p', { class: 'muted' }, 'This version has no endpoints (yet).'));
     return;
   }
   const endpoint = select({ id: 'log-endpoint' }, endpoints.map((e) => e.name));
   const replica = h('select', { id: 'log-replica' });
-  const fillReplicas = () => {
-    const e = endpoints.find((x) => x.name === endpoint.value);
-    replace(replica, h('option', { value: '' }, 'all replicas'), (e?.replicas ?? []).map((/** @type {any} */ r) => h('option', { value: r.id }, `${r.id} (${r.state})`)));
+  let shownReplicas = '';
+  /**
+   * The endpoint's replicas as options. A chosen replica that is gone stays (marked), so its
+   * lines stay shown; the list is drawn again only when it changed (not under an open select).
+   * @param {boolean} keep keep the chosen replica (false: another endpoint was chosen)
+   */
+  const fillReplicas = (keep) => {
+    const chosen = keep ? replica.value : '';
+    /** @type {any[]} */
+    const replicas = endpoints.find((x) => x.name === endpoint.value)?.replicas ?? [];
+    const options = replicas.map((r) => [r.id, `${r.id} (${r.state})`]);
+    if (chosen && !replicas.some((r) => r.id === chosen)) options.push([chosen, `${chosen} (gone)`]);
+    const drawn = JSON.stringify([endpoint.value, options]);
+    if (drawn === shownReplicas) return;
+    shownReplicas = drawn;
+    replace(replica, h('option', { value: '' }, 'all replicas'), options.map(([id, text]) => h('option', { value: id }, text)));
+    replica.value = chosen;
   };
-  fillReplicas();
+  fillReplicas(false);
+  let replicasTimer = 0;
+  signal.addEventListener('abort', () => clearTimeout(replicasTimer));
+  // Replicas come and go (scaled, replaced after a crash) while the tab is open.
+  const refreshReplicas = async () => {
+    try {
+      endpoints = (await api('GET', versionPath(ref, v.name), undefined, { signal })).endpoints;
+      fillReplicas(true);
+    } catch {
+      // Tried again below; the log stream says what is wrong (a deleted version: 404).
+    }
+    if (!signal.aborted) replicasTimer = window.setTimeout(() => void refreshReplicas(), REPLICAS_MS);
+  };
+  replicasTimer = window.setTimeout(() => void refreshReplicas(), REPLICAS_MS);
   const contains = h('input', { id: 'log-contains', type: 'search', placeholder: 'text in the line', maxLength: 1000 });
   const tail = h('input', { id: 'log-tail', type: 'number', min: '0', max: '100000', value: '200', class: 'narrow-input' });
   const follow = h('input', { id: 'log-follow', type: 'checkbox', checked: true });
@@ -221,7 +250,7 @@ function renderLogs({ signal }, ref, v, body) {
   };
   let debounce = 0;
   signal.addEventListener('abort', () => clearTimeout(debounce));
-  endpoint.addEventListener('change', () => { fillReplicas(); void start(); });
+  endpoint.addEventListener('change', () => { fillReplicas(false); void start(); });
   for (const c of [replica, tail, follow]) c.addEventListener('change', () => void start());
   contains.addEventListener('input', () => {
     clearTimeout(debounce);
