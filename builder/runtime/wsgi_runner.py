@@ -9,10 +9,10 @@ with 8 threads), else the standard library's wsgiref with one thread per request
 `SCRIPT_NAME` from the environment (Portico sets it to VH_DEFAULT_PREFIX) is split off the
 request path, so the app sees PATH_INFO relative to its prefix, under either server (under
 gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Request headers
-whose names hold an underscore are dropped under either server. Requests are not logged unless
-PORTICO_WSGI_ACCESS_LOG=1 (the gateway logs them). An IPv6 `--host` (`::`, for pods with IPv6
-addresses only) listens on IPv6, and on IPv4 too where the kernel maps it. Standard library only,
-besides gunicorn when used.
+whose names hold an underscore are dropped, and a HEAD response carries no body (even if the app
+returns one), under either server. Requests are not logged unless PORTICO_WSGI_ACCESS_LOG=1 (the
+gateway logs them). An IPv6 `--host` (`::`, for pods with IPv6 addresses only) listens on IPv6,
+and on IPv4 too where the kernel maps it. Standard library only, besides gunicorn when used.
 """
 
 import argparse
@@ -122,6 +122,8 @@ class Responder(ServerHandler):
             self.bytes_sent = len(data)
             self.send_headers()  # decides `chunked`
             self.bytes_sent = 0
+        if self.environ["REQUEST_METHOD"] == "HEAD":
+            return  # the headers a GET would get, no body (wsgiref would send it)
         if not self.chunked:
             super().write(data)
         elif data:
@@ -257,6 +259,20 @@ def drop_underscore_headers(cfg):
     Message.parse_headers = without_underscores
 
 
+def without_body(result):
+    """A HEAD response's body: none. The app's iterable is still run (a lazy app calls
+    start_response in it) and closed; gunicorn would send what it yields, on a connection it keeps
+    open, where a client would read it as the next response."""
+    try:
+        for _ in result:
+            pass
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return
+    yield
+
+
 def serve_gunicorn(app, spec, host, port):
     from gunicorn.app.base import BaseApplication
 
@@ -273,7 +289,8 @@ def serve_gunicorn(app, spec, host, port):
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return app(environ, start_response)
+        result = app(environ, start_response)
+        return without_body(result) if environ["REQUEST_METHOD"] == "HEAD" else result
 
     class Runner(BaseApplication):
         def load_config(self):

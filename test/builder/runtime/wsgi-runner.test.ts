@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
+import { connect } from 'node:net';
 import { request as undiciRequest } from 'undici';
 import { freePort, waitFor } from '../../helpers/poll.ts';
 import { APPS, http, startRuntime } from './harness.ts';
@@ -20,6 +21,20 @@ interface Echo {
   body: string;
   multithread: boolean;
   env: Record<string, string | null>;
+}
+
+/** Sends `raw` on a new connection and resolves with every byte received until the replica closes it. */
+function exchange(address: string, raw: string): Promise<string> {
+  const [host, port] = address.split(':') as [string, string];
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), host);
+    const chunks: Buffer[] = [];
+    socket.setTimeout(5000, () => socket.destroy(new Error(`no close within 5 s; received ${JSON.stringify(Buffer.concat(chunks).toString())}`)));
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString()));
+    socket.end(raw);
+  });
 }
 
 for (const server of ['wsgiref', 'gunicorn'] as const) {
@@ -198,6 +213,22 @@ t.test(`${server}: an answer that leaves the request body unread reaches a clien
     if (!(res instanceof Error)) await res.body.text();
   }
   t.same(outcomes, [200, 200, 200, 200, 200]);
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: HEAD is answered with the headers only, whether the body's length is known or not`, async (t) => {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:sized_or_streamed' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const address = (await h.waitReady(spec.key, 1)).replicas[0]!.address!;
+  for (const path of ['/known', '/streamed']) {
+    // Raw bytes: an HTTP client ignores a HEAD response's body, a keep-alive one reads it as the next response.
+    const received = await exchange(address, `HEAD ${path} HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n`);
+    const end = received.indexOf('\r\n\r\n');
+    t.match(received, /^HTTP\/1\.1 200 /, `${path}: answered`);
+    t.equal(received.slice(end + 4), '', `${path}: nothing after the headers`);
+  }
 });
 }
 
