@@ -5,7 +5,8 @@ Usage: python3 wsgi_runner.py [--host H] [--port P] [--server auto|wsgiref|gunic
 The callable defaults to `application`. The working directory (the version's code) is first on
 sys.path. With `--server auto` (the default; `PORTICO_WSGI_SERVER` in the environment sets
 another) gunicorn serves the app when the version's Python has it (one process, gthread workers
-with 8 threads), else the standard library's wsgiref with one thread per request.
+with 8 threads), else the standard library's wsgiref with one thread per connection, kept alive
+between requests (see Responder and ThreadingServer).
 `SCRIPT_NAME` from the environment (Portico sets it to VH_DEFAULT_PREFIX) is split off the
 request path, so the app sees PATH_INFO relative to its prefix, under either server (under
 gunicorn it is taken out of os.environ, where gunicorn would apply it itself). Request headers
@@ -24,7 +25,12 @@ import signal
 import socket
 import socketserver
 import sys
+import threading
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+# How long wsgiref keeps a connection waiting for its next request; said in each response's
+# Keep-Alive header, so the gateway's pool stops using the connection a second before.
+KEEP_ALIVE_SECONDS = 30
 
 
 def load_app(spec):
@@ -55,6 +61,8 @@ def read_chunked(rfile):
         if not size_line:
             raise ValueError("truncated chunked body")
         size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size < 0:
+            raise ValueError("negative chunk size")
         if size == 0:
             while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                 pass  # trailers
@@ -95,45 +103,72 @@ class LimitedInput(io.RawIOBase):
 
 
 class Responder(ServerHandler):
-    """wsgiref's handler answering HTTP/1.1: a body of unknown length goes out chunked.
+    """wsgiref's handler answering HTTP/1.1 on a kept-alive connection.
 
-    Close-delimited (HTTP/1.0), a body cut short by an app failing midway would look whole to the
-    gateway; chunked, it lacks the last chunk. The connection still closes after each response.
+    A body of unknown length goes out chunked: close-delimited (HTTP/1.0), a body cut short by an
+    app failing midway would look whole to the gateway; chunked, it lacks the last chunk. The
+    connection is kept for the next request only when the response is framed (a Content-Length,
+    chunked, or no body at all) and ends whole: one the app fails midway through, or of which it
+    sends fewer bytes than its Content-Length, ends with the connection closed, so the client
+    sees it cut short; bytes past its Content-Length are not sent (they would be read as the
+    next response).
     """
 
     http_version = "1.1"
     chunked = False
+    bodyless = False  # HEAD, or a status without a body: what the app returns is not sent
+    length_left = None  # of the Content-Length, while it is sent
+    complete = False  # the whole response went out
 
     def cleanup_headers(self):
         super().cleanup_headers()  # a Content-Length when the body is a one-item list
+        self.bodyless = (
+            self.environ["REQUEST_METHOD"] == "HEAD" or self.status[:1] == "1" or self.status[:3] in ("204", "304")
+        )
         self.chunked = (
-            "Content-Length" not in self.headers
+            not self.bodyless
+            and "Content-Length" not in self.headers
             and self.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
-            and self.environ["REQUEST_METHOD"] != "HEAD"
-            and self.status[:1] != "1"
-            and self.status[:3] not in ("204", "304")
         )
         if self.chunked:
             self.headers["Transfer-Encoding"] = "chunked"
-        self.headers["Connection"] = "close"
+        elif not self.bodyless and "Content-Length" in self.headers:
+            try:
+                self.length_left = int(self.headers["Content-Length"])
+            except ValueError:
+                pass
+        request = self.request_handler
+        framed = self.bodyless or self.chunked or self.length_left is not None
+        if request.close_connection or request.server.closing or not framed:
+            request.close_connection = True
+            self.headers["Connection"] = "close"
+        else:
+            self.headers["Keep-Alive"] = "timeout=%d" % KEEP_ALIVE_SECONDS
 
     def write(self, data):
         if self.status and not self.headers_sent:
             self.bytes_sent = len(data)
             self.send_headers()  # decides `chunked`
             self.bytes_sent = 0
-        if self.environ["REQUEST_METHOD"] == "HEAD":
+        if self.bodyless:
             return  # the headers a GET would get, no body (wsgiref would send it)
-        if not self.chunked:
-            super().write(data)
-        elif data:
-            super().write(b"%x\r\n%s\r\n" % (len(data), bytes(data)))
+        if self.chunked:
+            if data:
+                super().write(b"%x\r\n%s\r\n" % (len(data), bytes(data)))
+            return
+        if self.length_left is not None:
+            if len(data) > self.length_left:
+                data = data[: self.length_left]
+                self.request_handler.close_connection = True
+            self.length_left -= len(data)
+        super().write(data)
 
     def finish_content(self):
         super().finish_content()
         if self.chunked:
             self._write(b"0\r\n\r\n")
             self._flush()
+        self.complete = not self.length_left
 
 
 def access_log_wanted():
@@ -144,6 +179,7 @@ def access_log_wanted():
 
 
 class Handler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"  # persistent connections
     script_name = ""
     access_log = False
 
@@ -160,9 +196,19 @@ class Handler(WSGIRequestHandler):
         return env
 
     def handle(self):
-        # wsgiref's handle(), plus chunked request bodies (the gateway streams bodies of
-        # unknown length chunked) and multithread=True.
-        self.raw_requestline = self.rfile.readline(65537)
+        # wsgiref's handle() serves one request and closes the connection; this one serves the
+        # requests of a kept-alive connection one after another.
+        self.close_connection = False
+        while not self.close_connection:
+            self.handle_one_request()
+
+    def handle_one_request(self):
+        # wsgiref's, plus chunked request bodies (the gateway streams bodies of unknown length
+        # chunked) and multithread=True. The connection is kept only if the exchange ends cleanly.
+        self.close_connection = True
+        self.raw_requestline = self.server.next_request_line(self.connection, self.rfile)
+        if not self.raw_requestline:
+            return
         if len(self.raw_requestline) > 65536:
             self.requestline = ""
             self.request_version = ""
@@ -171,20 +217,32 @@ class Handler(WSGIRequestHandler):
             return
         if not self.parse_request():
             return
+        if self.request_version != "HTTP/1.1":
+            self.close_connection = True  # an HTTP/1.0 client would need Connection: keep-alive
         environ = self.get_environ()
-        try:
-            length = max(int(environ.get("CONTENT_LENGTH") or 0), 0)
-        except ValueError:
-            self.send_error(400, "bad Content-Length")
-            return
-        body = LimitedInput(self.rfile, length)
-        stdin = io.BufferedReader(body)
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        coding = self.headers.get("Transfer-Encoding")
+        if coding is None:
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.send_error(400, "bad Content-Length")
+                return
+            body = LimitedInput(self.rfile, length)
+            stdin = io.BufferedReader(body)
+        else:
+            if coding.lower().replace(" ", "").split(",")[-1] != "chunked":
+                self.send_error(501, "unsupported Transfer-Encoding")
+                return
+            if environ.get("CONTENT_LENGTH"):
+                self.close_connection = True  # both: where the body ends is in doubt
             try:
                 whole = read_chunked(self.rfile)
             except ValueError:
                 self.send_error(400, "bad chunked body")
                 return
+            body = LimitedInput(self.rfile, 0)
             stdin = io.BytesIO(whole)
             environ["CONTENT_LENGTH"] = str(len(whole))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
@@ -192,15 +250,19 @@ class Handler(WSGIRequestHandler):
         handler.request_handler = self
         handler.run(self.server.get_app())
         body.drain()
+        if not handler.complete or body.remaining:
+            self.close_connection = True
 
 
 class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    # On SIGTERM, server_close() closes the listening socket; the interpreter then waits for the
-    # request threads (not daemons) to answer (Portico kills the replica after its grace period).
+    # On SIGTERM, server_close() closes the listening socket and the kept-alive connections
+    # waiting for a request; the interpreter then waits for the request threads (not daemons) to
+    # answer (Portico kills the replica after its grace period), and their connections close.
     # Not block_on_close: Python 3.7 keeps every request's thread in a list for it, a leak.
     daemon_threads = False
     block_on_close = False
     allow_reuse_address = True
+    closing = False
 
     def server_bind(self):
         # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that can hang offline.
@@ -209,6 +271,37 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
         self.server_name = host
         self.server_port = port
         self.setup_environ()
+        self.idle = set()
+        self.idle_lock = threading.Lock()
+
+    def next_request_line(self, connection, rfile):
+        """The next request line on `connection`, or b"" once it has been idle for
+        KEEP_ALIVE_SECONDS or the runner is stopping (which wakes it)."""
+        with self.idle_lock:
+            if self.closing:
+                return b""
+            self.idle.add(connection)
+        try:
+            connection.settimeout(KEEP_ALIVE_SECONDS)
+            line = rfile.readline(65537)
+            connection.settimeout(None)
+        except OSError:
+            line = b""
+        with self.idle_lock:
+            self.idle.discard(connection)
+            if self.closing:
+                return b""  # shut down while it waited: what came is not answered
+        return line
+
+    def server_close(self):
+        super().server_close()
+        with self.idle_lock:
+            self.closing = True
+            for connection in self.idle:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def netloc(host, port):

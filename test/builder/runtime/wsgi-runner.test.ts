@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { join } from 'node:path';
-import t from 'tap';
 import { connect } from 'node:net';
-import { request as undiciRequest } from 'undici';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import t, { type Test } from 'tap';
+import { Pool, request as undiciRequest } from 'undici';
+import type { LocalRuntimeOptions } from '../../../builder/runtime/local.ts';
 import { freePort, waitFor } from '../../helpers/poll.ts';
 import { APPS, http, startRuntime } from './harness.ts';
 
@@ -21,6 +23,24 @@ interface Echo {
   body: string;
   multithread: boolean;
   env: Record<string, string | null>;
+}
+
+type Server = 'wsgiref' | 'gunicorn';
+
+/** One replica of `module` (in the wsgi fixture app) served by `server` through the local runtime. */
+async function serve(t: Test, server: Server, module: string, over: Partial<LocalRuntimeOptions> = {}) {
+  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin', ...over } : over);
+  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
+  await h.runtime.ensure(spec);
+  const address = (await h.waitReady(spec.key, 1)).replicas[0]!.address!;
+  return { h, spec, address };
+}
+
+/** A keep-alive pool to `address` as the gateway's (gateway/proxy/upstreams.ts); undici closes a connection after a HEAD itself. */
+function gatewayPool(t: Test, address: string, connections = 1): Pool {
+  const pool = new Pool(`http://${address}`, { connections, pipelining: 1 });
+  t.teardown(() => pool.destroy());
+  return pool;
 }
 
 /** Sends `raw` on a new connection and resolves with every byte received until the replica closes it. */
@@ -179,8 +199,11 @@ t.test(`${server}: a response the app fails midway through reaches the client as
   const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:fails_midway' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
   await h.runtime.ensure(spec);
   const base = `http://${(await h.waitReady(spec.key, 1)).replicas[0]!.address}`;
+  // On a kept-alive connection: the client must not be left waiting for the rest.
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
   const get = (path: string): Promise<{ body: string; complete: boolean }> => new Promise((resolve, reject) => {
-    const req = request(`${base}${path}`, { agent: false }, (res) => {
+    const req = request(`${base}${path}`, { agent, signal: AbortSignal.timeout(5000) }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => { body += c.toString(); });
       res.on('error', () => {});
@@ -218,10 +241,7 @@ t.test(`${server}: an answer that leaves the request body unread reaches a clien
 
 for (const server of ['wsgiref', 'gunicorn'] as const) {
 t.test(`${server}: HEAD is answered with the headers only, whether the body's length is known or not`, async (t) => {
-  const h = await startRuntime(t, server === 'gunicorn' ? { path: '/usr/bin:/bin' } : {});
-  const spec = h.spec({ codeDir: wsgiDir, command: { kind: 'wsgi', module: 'app:sized_or_streamed' }, env: { PYTHONDONTWRITEBYTECODE: '1', PORTICO_WSGI_SERVER: server } });
-  await h.runtime.ensure(spec);
-  const address = (await h.waitReady(spec.key, 1)).replicas[0]!.address!;
+  const { address } = await serve(t, server, 'app:sized_or_streamed');
   for (const path of ['/known', '/streamed']) {
     // Raw bytes: an HTTP client ignores a HEAD response's body, a keep-alive one reads it as the next response.
     const received = await exchange(address, `HEAD ${path} HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n`);
@@ -229,6 +249,64 @@ t.test(`${server}: HEAD is answered with the headers only, whether the body's le
     t.match(received, /^HTTP\/1\.1 200 /, `${path}: answered`);
     t.equal(received.slice(end + 4), '', `${path}: nothing after the headers`);
   }
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: requests follow one another on a kept-alive connection, as the gateway's pool sends them`, async (t) => {
+  const { address } = await serve(t, server, 'app:sized_or_streamed');
+  const pool = gatewayPool(t, address);
+  let connections = 0;
+  pool.on('connect', () => { connections++; });
+  const send = async (method: 'GET' | 'POST', path: string, body?: string | Readable) => {
+    const res = await pool.request({ method, path, body, signal: AbortSignal.timeout(5000) });
+    return { body: await res.body.text(), close: res.headers['connection'] === 'close' };
+  };
+  t.same(await send('GET', '/known'), { body: 'known length', close: false }, 'a body of known length');
+  t.same(await send('GET', '/streamed'), { body: 'part one\npart two\n', close: false }, 'a body of unknown length (chunked)');
+  // The app reads neither body: the runner reads past it to the next request.
+  t.same(await send('POST', '/known', 'x'.repeat(100_000)), { body: 'known length', close: false }, 'after a body with Content-Length left unread');
+  t.same(await send('POST', '/streamed', Readable.from(['a chunked ', 'body'])), { body: 'part one\npart two\n', close: false }, 'after a chunked body left unread');
+  t.same(await send('GET', '/known'), { body: 'known length', close: false });
+  t.equal(connections, 1, 'all on one connection');
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a replica being stopped answers the request in progress on a kept-alive connection, and waits for no idle one`, async (t) => {
+  const { h, spec, address } = await serve(t, server, 'app:slow', { stopGraceSeconds: 30 });
+  const pool = gatewayPool(t, address, 2);
+  const get = async () => {
+    const res = await pool.request({ method: 'GET', path: '/slow', signal: AbortSignal.timeout(20_000) });
+    return { status: res.statusCode, body: await res.body.text(), close: res.headers['connection'] === 'close' };
+  };
+  // Two connections, then one request on one of them: the other is idle when the replica is stopped.
+  t.same(await Promise.all([get(), get()]), [{ status: 200, body: 'finished', close: false }, { status: 200, body: 'finished', close: false }]);
+  const answer = get();
+  await waitFor(() => h.logs.filter((l) => l.line === 'slow request started').length === 3, { what: 'the third request reaching the app' });
+  const stopping = Date.now();
+  await h.runtime.remove(spec.key);
+  t.ok(Date.now() - stopping < 10_000, `stopped in ${Date.now() - stopping} ms, not after the 30 s grace period`);
+  t.match(await answer, { status: 200, body: 'finished' }, 'answered');
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a response whose length is not its Content-Length does not spill into the next one on a kept-alive connection`, async (t) => {
+  const { address } = await serve(t, server, 'app:wrong_length');
+  const pool = gatewayPool(t, address);
+  const get = async (path: string) => {
+    try {
+      const res = await pool.request({ method: 'GET', path, signal: AbortSignal.timeout(5000) });
+      return await res.body.text();
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code ?? String(err);
+    }
+  };
+  t.equal(await get('/long'), 'x'.repeat(10), 'bytes past the Content-Length are not sent');
+  t.equal(await get('/ok'), 'x'.repeat(10), 'the next response is whole');
+  t.equal(await get('/short'), 'UND_ERR_SOCKET', 'fewer bytes than the Content-Length: the connection closes, the client sees the body cut short');
+  t.equal(await get('/ok'), 'x'.repeat(10));
 });
 }
 
