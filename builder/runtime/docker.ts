@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Dockerode from 'dockerode';
-import { substitutePort } from './local/command.ts';
+import { substituteArgs } from './local/command.ts';
 import { pickPort, tcpProbeAddress } from './local/net.ts';
 import {
   IMAGE_WSGI_RUNNER,
@@ -328,7 +328,7 @@ export class DockerRuntime implements Runtime {
     const cmd = spec.command;
     let Cmd: string[];
     if (cmd.kind === 'shell') Cmd = ['/bin/sh', '-c', cmd.command];
-    else if (cmd.kind === 'exec') Cmd = cmd.argv.map((a) => substitutePort(a, r.port));
+    else if (cmd.kind === 'exec') Cmd = substituteArgs(cmd.argv, env);
     else Cmd = ['python3', IMAGE_WSGI_RUNNER, cmd.module];
     const res = spec.resources;
     const hostConfig: Dockerode.HostConfig = {

@@ -14,7 +14,7 @@ import type {
   V1Service,
   V1Toleration,
 } from '@kubernetes/client-node';
-import { substitutePort } from '../local/command.ts';
+import { substituteArgs, substitutePort } from '../local/command.ts';
 import type { EndpointSpec, RegistryAuth, Resources } from '../runtime.ts';
 import { endpointId, labelValue, resourceName } from './names.ts';
 
@@ -295,14 +295,17 @@ function literal(text: string): string {
   return text.replaceAll('$', () => '$$');
 }
 
-/** Command and arguments of the replica container; `$PORT`/`${PORT}` replaced by the port. */
+/**
+ * Command and arguments of the replica container; `$PORT`/`${PORT}` replaced by the port (and in
+ * a list `$HOST` and `$VH_DEFAULT_PREFIX` by theirs, see `substituteArgs`).
+ */
 function commandOf(spec: EndpointSpec, wsgiRunner: string, host: ListenHost): Pick<V1Container, 'command' | 'args'> {
   const cmd = spec.command;
   switch (cmd.kind) {
     case 'shell':
       return { command: ['/bin/sh', '-c', literal(substitutePort(cmd.command, spec.port))] };
     case 'exec': {
-      const [file, ...args] = cmd.argv.map((a) => literal(substitutePort(a, spec.port)));
+      const [file, ...args] = substituteArgs(cmd.argv, { ...spec.env, ...runtimeEnv(spec, host) }).map(literal);
       if (file === undefined || file === '') throw new Error('server-command is an empty list');
       return { command: [file], ...(args.length > 0 ? { args } : {}) };
     }

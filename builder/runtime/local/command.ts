@@ -23,10 +23,28 @@ export function substitutePort(text: string, port: number): string {
   return text.replace(/\$\{PORT\}|\$PORT(?![A-Za-z0-9_])/g, String(port));
 }
 
+// The variables every runtime sets for a replica, which a list command may name.
+const RUNTIME_VARIABLES = new Set(['PORT', 'HOST', 'VH_DEFAULT_PREFIX']);
+
+/**
+ * A list `server-command` (exec'd, no shell to expand it) with `$PORT`, `$HOST` and
+ * `$VH_DEFAULT_PREFIX` (or `${NAME}`) replaced by their values in the replica's `env`, as a shell
+ * would. The version's own variables are left as written: the kubernetes runtime would write
+ * secret ones into the Deployment.
+ */
+export function substituteArgs(argv: readonly string[], env: Readonly<Record<string, string>>): string[] {
+  return argv.map((arg) =>
+    arg.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (whole, braced: string | undefined, bare: string | undefined) => {
+      const name = braced ?? bare ?? '';
+      return RUNTIME_VARIABLES.has(name) ? (env[name] ?? whole) : whole;
+    }),
+  );
+}
+
 /**
  * How to start one replica of `spec` on `port`: a string `server-command` through `/bin/sh -c`,
  * a list exec'd directly, `wsgi` through the bundled runner; `$PORT` substituted in both command
- * forms. The environment is the spec's, then `PORT`, `HOST`, `PATH` (the version's venv first),
+ * forms, `$HOST` and `$VH_DEFAULT_PREFIX` in a list (`substituteArgs`). The environment is the spec's, then `PORT`, `HOST`, `PATH` (the version's venv first),
  * `SCRIPT_NAME` = `VH_DEFAULT_PREFIX` for wsgi, and `PYTHONUNBUFFERED=1` unless the spec sets it
  * (so Python output reaches the logs line by line). Nothing else of the controller's
  * environment leaks into replicas.
@@ -48,7 +66,7 @@ export function launchFor(spec: EndpointSpec, port: number, host: string, basePa
     case 'shell':
       return { file: '/bin/sh', args: ['-c', substitutePort(cmd.command, port)], env };
     case 'exec': {
-      const [file, ...args] = cmd.argv.map((a) => substitutePort(a, port));
+      const [file, ...args] = substituteArgs(cmd.argv, env);
       if (file === undefined || file === '') throw new Error('server-command is an empty list');
       return { file, args, env };
     }

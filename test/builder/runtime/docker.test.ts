@@ -474,9 +474,9 @@ t.test('bridge networking: each replica at its own IP on the declared port', asy
   t.ok(info.Config.Env.includes('PORT=8000') && info.Config.Env.includes('HOST=0.0.0.0'), 'the app listens on its declared port on all interfaces');
 });
 
-t.test('exec form: $PORT is substituted in the command', async (t) => {
+t.test('exec form: $PORT and $VH_DEFAULT_PREFIX are substituted in the command', async (t) => {
   const h = startRuntime(t);
-  const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['httpd', '-f', '-p', '127.0.0.1:$PORT', '-h', '/etc'] } });
+  const s = spec({ image: 'portico-test/busybox:1', command: { kind: 'exec', argv: ['httpd', '-f', '-p', '127.0.0.1:$PORT', '-h', '/etc', '-r', '$VH_DEFAULT_PREFIX'] } });
   await h.runtime.ensure(s);
   const st = await h.waitReady(s.key, 1);
   const res = await http('GET', `http://${st.replicas[0]!.address}/passwd`);
@@ -484,7 +484,7 @@ t.test('exec form: $PORT is substituted in the command', async (t) => {
   t.match(res.body, /^root:x:0:0:/);
   const [c] = await managedContainers(s.key);
   const info = await docker.getContainer(c!.Id).inspect();
-  t.same(info.Config.Cmd, ['httpd', '-f', '-p', `${st.replicas[0]!.address}`, '-h', '/etc']);
+  t.same(info.Config.Cmd, ['httpd', '-f', '-p', `${st.replicas[0]!.address}`, '-h', '/etc', '-r', `/${s.key}`]);
 });
 
 t.test('with host networking an app ignoring $PORT is a clear endpoint error', async (t) => {

@@ -80,8 +80,8 @@ t.test('resources: min -> requests, max -> limits, cores and MiB, devices as lim
 
 t.test('commands: shell, exec and wsgi, $PORT substituted', async (t) => {
   t.same(container(spec()).command, ['/bin/sh', '-c', 'gunicorn -b 0.0.0.0:8000 app:app']);
-  const exec = container(spec({ command: { kind: 'exec', argv: ['python', 'serve.py', '${PORT}'] } }));
-  t.same([exec.command, exec.args], [['python'], ['serve.py', '8000']]);
+  const exec = container(spec({ command: { kind: 'exec', argv: ['python', 'serve.py', '${PORT}', '--root=$VH_DEFAULT_PREFIX', '$HOST', '$FOO'] } }));
+  t.same([exec.command, exec.args], [['python'], ['serve.py', '8000', '--root=/acme/mnist/web/20240101.0/predict', '0.0.0.0', '$$FOO']]);
   const single = container(spec({ command: { kind: 'exec', argv: ['serve'] } }));
   t.same([single.command, single.args], [['serve'], undefined]);
   const wsgi = container(spec({ command: { kind: 'wsgi', module: 'app:application' } }));

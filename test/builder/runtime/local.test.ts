@@ -50,19 +50,21 @@ t.test('N replicas get distinct ports, the right env and $PORT in a string comma
   }
 });
 
-t.test('$PORT and ${PORT} are substituted in a list command, which is exec\'d directly', async (t) => {
+t.test('$PORT, $HOST and $VH_DEFAULT_PREFIX (or ${NAME}) are substituted in a list command, which is exec\'d directly', async (t) => {
   const h = await startRuntime(t);
   const spec = h.spec({
     replicas: 2,
     codeDir: echoDir,
-    command: { kind: 'exec', argv: [NODE, 'server.mjs', '--port', '$PORT', 'x${PORT}y', '$PORTAL'] },
+    command: { kind: 'exec', argv: [NODE, 'server.mjs', '--port', '$PORT', 'x${PORT}y', '$PORTAL', '--base-url=$VH_DEFAULT_PREFIX', '${HOST}:$PORT', '$FOO'] },
+    env: { FOO: 'bar' },
   });
   await h.runtime.ensure(spec);
   const status = await h.waitReady(spec.key, 2);
   for (const r of status.replicas) {
     const port = r.address!.split(':')[1]!;
     const echo = await getJson<Echo>(r.address!, '/env');
-    t.same(echo.argv, ['--port', port, `x${port}y`, '$PORTAL']);
+    // The version's own variables are not (the kubernetes runtime would write secret ones into the Deployment).
+    t.same(echo.argv, ['--port', port, `x${port}y`, '$PORTAL', `--base-url=/${spec.key}`, `127.0.0.1:${port}`, '$FOO']);
   }
 });
 

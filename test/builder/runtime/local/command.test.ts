@@ -34,6 +34,8 @@ t.test('shell, exec and wsgi commands with their environment', async (t) => {
   const exec = launchFor(spec({ command: { kind: 'exec', argv: ['gunicorn', '-b', ':${PORT}'] }, env: { PORT: '1', PYTHONUNBUFFERED: '0' } }), 4100, '127.0.0.1', '/bin');
   t.same(exec.file, 'gunicorn');
   t.same(exec.args, ['-b', ':4100']);
+  const prefixed = launchFor(spec({ command: { kind: 'exec', argv: ['streamlit', '--server.baseUrlPath=$VH_DEFAULT_PREFIX', '${VH_DEFAULT_PREFIX}/x', '$HOST', '$VH_DEFAULT_PREFIXES', '$FOO', '$constructor'] } }), 4100, '127.0.0.1', '/bin');
+  t.same(prefixed.args, ['--server.baseUrlPath=/a/p/d/v1/e', '/a/p/d/v1/e/x', '127.0.0.1', '$VH_DEFAULT_PREFIXES', '$FOO', '$constructor'], 'the variables the runtime sets, not the version\'s own');
   t.equal(exec.env['PORT'], '4100', 'the runtime\'s PORT wins over the spec\'s');
   t.equal(exec.env['PYTHONUNBUFFERED'], '0', 'the spec may set PYTHONUNBUFFERED');
   t.throws(() => launchFor(spec({ command: { kind: 'exec', argv: [] } }), 1, '127.0.0.1', '/bin'), /empty list/);
