@@ -28,8 +28,9 @@ import sys
 import threading
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
-# How long wsgiref keeps a connection waiting for its next request; said in each response's
-# Keep-Alive header, so the gateway's pool stops using the connection a second before.
+# How long a connection is kept waiting for its next request (either server); wsgiref says so in
+# each response's Keep-Alive header, so the gateway's pool stops using the connection a second
+# before.
 KEEP_ALIVE_SECONDS = 30
 
 
@@ -169,6 +170,13 @@ class Responder(ServerHandler):
             self._write(b"0\r\n\r\n")
             self._flush()
         self.complete = not self.length_left
+        if self.length_left:
+            length = int(self.headers["Content-Length"])
+            self.request_handler.log_error("%s", short_body(length - self.length_left, length))
+
+
+def short_body(sent, length):
+    return "the app's body ended after %d of the %d bytes of its Content-Length" % (sent, length)
 
 
 def access_log_wanted():
@@ -352,18 +360,25 @@ def drop_underscore_headers(cfg):
     Message.parse_headers = without_underscores
 
 
-def without_body(result):
-    """A HEAD response's body: none. The app's iterable is still run (a lazy app calls
-    start_response in it) and closed; gunicorn would send what it yields, on a connection it keeps
-    open, where a client would read it as the next response."""
+def delivered(result, head, declared):
+    """The app's body as gunicorn is to send it on a kept-alive connection. For a HEAD, none:
+    gunicorn would send what the app returns, and the client would read it as the next response.
+    A body ending short of the Content-Length in `declared` raises at its end: gunicorn then
+    closes the connection and the client sees the body cut short, instead of waiting for the
+    rest. The app's iterable is run (a lazy app calls start_response in it) and closed either way.
+    """
+    sent = 0
     try:
-        for _ in result:
-            pass
+        for part in result:
+            if not head:
+                sent += len(part)
+                yield part
     finally:
         if hasattr(result, "close"):
             result.close()
-    return
-    yield
+    length = declared.get("length")
+    if not head and length is not None and sent < length:
+        raise ValueError(short_body(sent, length))
 
 
 def serve_gunicorn(app, spec, host, port):
@@ -382,8 +397,19 @@ def serve_gunicorn(app, spec, host, port):
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
-        result = app(environ, start_response)
-        return without_body(result) if environ["REQUEST_METHOD"] == "HEAD" else result
+        declared = {}
+
+        def start(status, headers, exc_info=None):
+            lengths = [value.strip() for name, value in headers if name.lower() == "content-length"]
+            bodyless = status[:1] == "1" or status[:3] in ("204", "304")
+            declared["length"] = int(lengths[0]) if lengths and lengths[0].isdigit() and not bodyless else None
+            return start_response(status, headers, exc_info)
+
+        result = app(environ, start)
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        if isinstance(result, environ["wsgi.file_wrapper"]) and not head:
+            return result  # gunicorn sends it with sendfile
+        return delivered(result, head, declared)
 
     class Runner(BaseApplication):
         def load_config(self):
@@ -398,6 +424,9 @@ def serve_gunicorn(app, spec, host, port):
                 "limit_request_field_size": 0,
                 # Portico stops a replica with SIGTERM and SIGKILLs it after its grace period.
                 "graceful_timeout": 5,
+                # The gateway's pool keeps connections for a minute: gunicorn's 2 s would make a
+                # lightly used endpoint open one per request. (gunicorn sends no Keep-Alive header.)
+                "keepalive": KEEP_ALIVE_SECONDS,
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)

@@ -3,6 +3,7 @@ import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { Pool, request as undiciRequest } from 'undici';
 import type { LocalRuntimeOptions } from '../../../builder/runtime/local.ts';
@@ -273,6 +274,20 @@ t.test(`${server}: requests follow one another on a kept-alive connection, as th
 }
 
 for (const server of ['wsgiref', 'gunicorn'] as const) {
+t.test(`${server}: a connection left idle for a few seconds is still kept for the next request`, async (t) => {
+  const { address } = await serve(t, server, 'app:sized_or_streamed');
+  const pool = gatewayPool(t, address);
+  let connections = 0;
+  pool.on('connect', () => { connections++; });
+  t.equal(await (await pool.request({ method: 'GET', path: '/known' })).body.text(), 'known length');
+  // Longer than gunicorn's default keep-alive (2 s): a lightly used endpoint would pay a new connection per request.
+  await delay(3000);
+  t.equal(await (await pool.request({ method: 'GET', path: '/known' })).body.text(), 'known length');
+  t.equal(connections, 1, 'one connection');
+});
+}
+
+for (const server of ['wsgiref', 'gunicorn'] as const) {
 t.test(`${server}: a replica being stopped answers the request in progress on a kept-alive connection, and waits for no idle one`, async (t) => {
   const { h, spec, address } = await serve(t, server, 'app:slow', { stopGraceSeconds: 30 });
   const pool = gatewayPool(t, address, 2);
@@ -293,7 +308,7 @@ t.test(`${server}: a replica being stopped answers the request in progress on a 
 
 for (const server of ['wsgiref', 'gunicorn'] as const) {
 t.test(`${server}: a response whose length is not its Content-Length does not spill into the next one on a kept-alive connection`, async (t) => {
-  const { address } = await serve(t, server, 'app:wrong_length');
+  const { h, address } = await serve(t, server, 'app:wrong_length');
   const pool = gatewayPool(t, address);
   const get = async (path: string) => {
     try {
@@ -307,6 +322,7 @@ t.test(`${server}: a response whose length is not its Content-Length does not sp
   t.equal(await get('/ok'), 'x'.repeat(10), 'the next response is whole');
   t.equal(await get('/short'), 'UND_ERR_SOCKET', 'fewer bytes than the Content-Length: the connection closes, the client sees the body cut short');
   t.equal(await get('/ok'), 'x'.repeat(10));
+  t.ok(await waitFor(() => h.logs.find((l) => l.line.includes("the app's body ended after 5 of the 10 bytes of its Content-Length"))), 'the replica logs why');
 });
 }
 
