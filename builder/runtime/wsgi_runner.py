@@ -133,11 +133,8 @@ class Responder(ServerHandler):
         )
         if self.chunked:
             self.headers["Transfer-Encoding"] = "chunked"
-        elif not self.bodyless and "Content-Length" in self.headers:
-            try:
-                self.length_left = int(self.headers["Content-Length"])
-            except ValueError:
-                pass
+        elif not self.bodyless and self.headers.get("Content-Length", "").strip().isdigit():
+            self.length_left = int(self.headers["Content-Length"])
         request = self.request_handler
         framed = self.bodyless or self.chunked or self.length_left is not None
         if request.close_connection or request.server.closing or not framed:
