@@ -28,10 +28,13 @@ import sys
 import threading
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
-# How long a connection is kept waiting for its next request (either server); wsgiref says so in
-# each response's Keep-Alive header, so the gateway's pool stops using the connection a second
-# before.
+# How long wsgiref keeps a connection waiting for its next request; it says so in each response's
+# Keep-Alive header, so the gateway's pool stops using the connection a second before.
 KEEP_ALIVE_SECONDS = 30
+# gunicorn sends no Keep-Alive header, so the gateway's pool keeps its connections for its own
+# 60 s: gunicorn waits longer, so that the gateway is the side that closes an idle connection
+# (a request sent on a connection the replica is closing at that moment would fail).
+GUNICORN_KEEP_ALIVE_SECONDS = 75
 
 
 def load_app(spec):
@@ -421,9 +424,9 @@ def serve_gunicorn(app, spec, host, port):
                 "limit_request_field_size": 0,
                 # Portico stops a replica with SIGTERM and SIGKILLs it after its grace period.
                 "graceful_timeout": 5,
-                # The gateway's pool keeps connections for a minute: gunicorn's 2 s would make a
-                # lightly used endpoint open one per request. (gunicorn sends no Keep-Alive header.)
-                "keepalive": KEEP_ALIVE_SECONDS,
+                # gunicorn's default 2 s would make a lightly used endpoint open a connection per
+                # request (see GUNICORN_KEEP_ALIVE_SECONDS).
+                "keepalive": GUNICORN_KEEP_ALIVE_SECONDS,
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)
