@@ -7,6 +7,7 @@ import type { Config } from '../common/config.ts';
 import { PorticoError } from '../common/errors.ts';
 import { hashPassword } from '../gateway/auth/password.ts';
 import { deploymentKey, endpointKey, type AckResult, type DeploymentRecord, type EndpointStatsBucket, type RoutingWriter } from '../gateway/routing/contract.ts';
+import { BlobCleaner, uploadIdsOf } from './build/blob-cleanup.ts';
 import { TooLargeError, type BlobStore } from './build/blobs.ts';
 import { buildVersion } from './build/build-version.ts';
 import { BuildError, redactSource } from './build/source.ts';
@@ -87,6 +88,8 @@ export class Controller implements CP.ControlPlane {
   private readonly reconciler: Reconciler;
   private readonly targetsByName: ReadonlyMap<string, Target>;
   private readonly blobs: BlobStore;
+  /** Frees blobs and uploads no version uses; uploads, version creates and builds hold it. */
+  private readonly blobCleaner: BlobCleaner;
   private readonly logs: LogStore;
   private readonly metrics: MetricStore | null;
   private readonly builds: Limiter;
@@ -112,6 +115,8 @@ export class Controller implements CP.ControlPlane {
     metrics?: MetricStore;
     log: (msg: string, extra?: Record<string, unknown>) => void;
     pipArgs?: readonly string[];
+    /** The clock uploads expire by (tests move it on). Default `Date.now`. */
+    now?: () => number;
   }) {
     this.config = opts.config;
     this.store = opts.store;
@@ -120,6 +125,14 @@ export class Controller implements CP.ControlPlane {
     this.reconciler = opts.reconciler;
     this.targetsByName = new Map(opts.targets.map((t) => [t.name, t]));
     this.blobs = opts.blobs;
+    this.blobCleaner = new BlobCleaner({
+      store: opts.store,
+      blobs: opts.blobs,
+      graceMs: opts.config.uploadGraceSeconds * 1000,
+      now: opts.now ?? Date.now,
+      storeIsOurs: () => this.reconciler.sameStore(),
+      log: opts.log,
+    });
     this.logs = opts.logs;
     this.metrics = opts.metrics ? maskedReads(opts.metrics, (s) => this.maskSecrets(s)) : null;
     this.log = opts.log;
@@ -355,6 +368,8 @@ export class Controller implements CP.ControlPlane {
       return versions;
     });
     await rm(this.deploymentDir(ref), { recursive: true, force: true });
+    for (const v of versions) this.blobCleaner.release(v);
+    await this.blobCleaner.clean({ orLater: true });
     const docker = this.targetsByName.get(d.target)?.docker;
     if (docker) {
       const engine = new Dockerode({ socketPath: docker.socket });
@@ -445,6 +460,20 @@ export class Controller implements CP.ControlPlane {
     let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
     // An automatic name an alias has taken (an alias named like a date) is passed over.
     while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());
+    // Held until its build holds the store itself: a clean between would take its uploads for unused.
+    return this.blobCleaner.hold(() => this.storeVersion(ref, d, name, input, { environment, secret, inherit }, actor));
+  }
+
+  private async storeVersion(
+    ref: DeploymentRef,
+    d: Deployment,
+    name: string,
+    input: CP.CreateVersionInput,
+    env: { environment: Record<string, string>; secret: ReadonlySet<string>; inherit: boolean },
+    actor: CP.Actor,
+  ): Promise<CP.VersionView> {
+    const { environment, secret, inherit } = env;
+    const uploads = uploadIdsOf(input.source, input.endpoints);
     let v: Version;
     try {
       v = await this.store.createVersion({
@@ -460,6 +489,7 @@ export class Controller implements CP.ControlPlane {
         ...(secret.size > 0 ? { secretEnvironment: [...secret].sort() } : {}),
         inheritEnvironment: inherit,
         ...(input.endpoints !== undefined ? { buildEndpoints: input.endpoints } : {}),
+        ...(uploads.length > 0 ? { uploads } : {}),
         endpoints: [],
       });
     } catch (err) {
@@ -484,7 +514,12 @@ export class Controller implements CP.ControlPlane {
    * tells it from a version of the same name created after it was deleted: the build writes to
    * that one neither its outcome nor its failure.
    */
-  private async build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
+  private build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
+    // Held from now (its caller holds too): the blobs it writes are no version's until it ends.
+    return this.blobCleaner.hold(() => this.runBuild(ref, input, d, createdAt));
+  }
+
+  private async runBuild(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
     const key = this.buildLogKey(ref);
     const own = (draft: Version): void => {
       if (draft.createdAt !== createdAt) throw new StoreNotFoundError('version', `${depLabel(ref)}/${ref.version} of ${createdAt}`);
@@ -659,6 +694,8 @@ export class Controller implements CP.ControlPlane {
       return v;
     });
     await rm(this.versionDir(ref), { recursive: true, force: true });
+    this.blobCleaner.release(v);
+    await this.blobCleaner.clean({ orLater: true });
     const docker = this.targetsByName.get(d.target)?.docker;
     if (docker) {
       const kept = await removeVersionImages(new Dockerode({ socketPath: docker.socket }), ref).catch(() => []);
@@ -918,17 +955,41 @@ export class Controller implements CP.ControlPlane {
   }
 
   async createUpload(body: Readable, actor: CP.Actor): Promise<{ id: string; size: number; sha256: string }> {
-    let blob;
-    try {
-      blob = await this.blobs.put(body, this.config.maxUploadBytes);
-    } catch (err) {
-      if (err instanceof TooLargeError) throw new PorticoError(ControlErrors.PAYLOAD_TOO_LARGE, `upload larger than ${err.limit} bytes`);
-      throw err;
-    }
     const id = `up_${randomBytes(12).toString('base64url')}`;
-    await this.store.createUpload({ id, size: blob.size, sha256: blob.sha256, path: blob.path });
+    // Held from the file's write to its record's: a clean between would take the file for unused.
+    const blob = await this.blobCleaner.hold(async () => {
+      let stored;
+      try {
+        stored = await this.blobs.put(body, this.config.maxUploadBytes);
+      } catch (err) {
+        if (err instanceof TooLargeError) throw new PorticoError(ControlErrors.PAYLOAD_TOO_LARGE, `upload larger than ${err.limit} bytes`);
+        throw err;
+      }
+      return this.store.createUpload({ id, size: stored.size, sha256: stored.sha256, path: stored.path }).then(
+        () => stored,
+        (err: unknown) => ({ failed: err }),
+      );
+    });
+    if ('failed' in blob) {
+      // The file of an upload without a record goes (unless another upload or version has it).
+      await this.blobCleaner.clean({ orLater: true });
+      throw blob.failed;
+    }
     await this.record(actor, 'upload.create', `uploads/${id}`, { size: blob.size, sha256: blob.sha256 });
     return { id, size: blob.size, sha256: blob.sha256 };
+  }
+
+  /**
+   * Frees what no version uses (see `BlobCleaner.clean`), once no build or upload is under way.
+   * `startController` runs it every so often for the uploads that expire.
+   */
+  cleanBlobs(opts: { orLater?: boolean } = {}): Promise<void> {
+    return this.blobCleaner.clean(opts);
+  }
+
+  /** Waits for a clean of the blob store under way; none starts after. */
+  async close(): Promise<void> {
+    await this.blobCleaner.close();
   }
 
   private async uploadBlob(id: string) {

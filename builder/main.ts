@@ -36,6 +36,11 @@ export interface RunningController {
 /** How often the reconciler passes without being asked. */
 const RECONCILE_INTERVAL_MS = 5000;
 
+/** How often the blob store is cleaned without being asked (expired uploads): twice per grace period, at least hourly. */
+function cleanIntervalMs(config: Config): number {
+  return Math.max(500, Math.min(config.uploadGraceSeconds * 500, 3600_000));
+}
+
 /**
  * Starts the control path: store, runtimes, publisher, reconciler and the operations over them.
  * On start it adopts the replicas a previous controller left running, rewrites the routing
@@ -47,6 +52,8 @@ export async function startController(opts: {
   log: Logger;
   /** Extra `pip install` arguments (tests: `--no-index --find-links DIR`). */
   pipArgs?: readonly string[];
+  /** The clock uploads expire by (tests move it on). Default `Date.now`. */
+  now?: () => number;
   /**
    * Called when another controller took the lease from this one (on Redis; see
    * `store/lease.ts`). Default: the error is logged and the process exits 1, leaving its replicas
@@ -161,6 +168,7 @@ export async function startController(opts: {
     metrics,
     log: (msg, extra) => log.error(msg, extra),
     ...(opts.pipArgs ? { pipArgs: opts.pipArgs } : {}),
+    ...(opts.now ? { now: opts.now } : {}),
   });
   mask = (l) => controller.maskSecrets(l);
 
@@ -200,6 +208,10 @@ export async function startController(opts: {
     await publisher.resync(deployments, endpoints, { keepOthers: identity.problem !== null });
     await controller.resumeBuilds();
     await reconciler.start(RECONCILE_INTERVAL_MS);
+    // Also frees what a previous process left (a crash between a file's write and its record's).
+    void controller.cleanBlobs({ orLater: true });
+    const cleaning = setInterval(() => void controller.cleanBlobs({ orLater: true }), cleanIntervalMs(config));
+    cleaning.unref();
 
     return {
       controller,
@@ -208,6 +220,8 @@ export async function startController(opts: {
       tokenFile,
       tokenFileRevoked,
       async close(closeOpts = {}) {
+        clearInterval(cleaning);
+        await controller.close();
         await reconciler.close();
         if (closeOpts.stopReplicas) {
           // Local replicas are this process's children in spirit; containers and pods stay.
@@ -220,6 +234,7 @@ export async function startController(opts: {
       },
     };
   } catch (err) {
+    await controller.close();
     await reconciler.close();
     await closeOpened();
     throw err;

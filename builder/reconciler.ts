@@ -269,7 +269,7 @@ export class Reconciler {
    * never is again for this controller (a store that comes back is not trusted without a restart),
    * and `onStoreLost` hears of it.
    */
-  private async sameStore(): Promise<boolean> {
+  async sameStore(): Promise<boolean> {
     if (this.storeId !== null) {
       const found = await this.store.getStoreId();
       if (found === this.storeId) return true;

@@ -44,6 +44,7 @@ export const VARIABLES = {
   PORTICO_GATEWAY_URL: { kind: { type: 'url', protocols: ['http:', 'https:'] }, default: undefined, doc: 'Public base URL of the gateway, used in endpoint URLs shown to users. Default: `http://PORTICO_HOST:PORTICO_GATEWAY_PORT`.' },
   PORTICO_MAX_BODY_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(64 * MiB), doc: 'Largest request body the gateway streams to a replica (413 above). An endpoint may set its own `maxBodyBytes`.' },
   PORTICO_MAX_UPLOAD_BYTES: { kind: int(0, Number.MAX_SAFE_INTEGER), default: String(4096 * MiB), doc: 'Largest upload (`POST /api/v1/uploads`: source archives, model files) the admin API accepts.' },
+  PORTICO_UPLOAD_GRACE_SECONDS: { kind: int(1, 365 * 86400), default: '86400', doc: 'An upload no version uses is deleted (with its file, unless a version has the same content) once this old. Keep it above the time between an upload and the version create that names it. An upload a version used goes once every version using it is deleted.' },
   PORTICO_TIMEOUT_SECONDS: { kind: int(1, 86400), default: '60', doc: 'Default time to first response byte from a replica (504 after, within about half a second: undici keeps such timers on a coarse clock, which keeps them cheap per request). An endpoint may set its own `timeoutSeconds`.' },
   PORTICO_CONNECT_TIMEOUT_MS: { kind: int(1, 600000), default: '5000', doc: 'Longest the gateway waits to connect to a replica.' },
   PORTICO_BODY_IDLE_SECONDS: { kind: int(1, 86400), default: '300', doc: 'A body that moves nothing for this long is ended: a request body the client stops sending (408) or the replica stops reading (504), a response body the replica stops sending (aborted) or the client stops reading (the connection is cut, within twice this). There is no limit on a request\'s total time.' },
@@ -93,6 +94,7 @@ export interface Config {
   readonly gatewayUrl: string;
   readonly maxBodyBytes: number;
   readonly maxUploadBytes: number;
+  readonly uploadGraceSeconds: number;
   readonly timeoutSeconds: number;
   readonly connectTimeoutMs: number;
   readonly bodyIdleSeconds: number;
@@ -369,6 +371,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>, us
     gatewayUrl: optStr('PORTICO_GATEWAY_URL') ?? `http://${urlHost}:${gatewayPort}`,
     maxBodyBytes: num('PORTICO_MAX_BODY_BYTES'),
     maxUploadBytes: num('PORTICO_MAX_UPLOAD_BYTES'),
+    uploadGraceSeconds: num('PORTICO_UPLOAD_GRACE_SECONDS'),
     timeoutSeconds: num('PORTICO_TIMEOUT_SECONDS'),
     connectTimeoutMs: num('PORTICO_CONNECT_TIMEOUT_MS'),
     bodyIdleSeconds: num('PORTICO_BODY_IDLE_SECONDS'),

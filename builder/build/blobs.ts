@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat, copyFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, copyFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -85,6 +85,26 @@ export class BlobStore {
     } catch {
       return null;
     }
+  }
+
+  /** The digests of the blobs stored. */
+  async list(): Promise<string[]> {
+    const top = join(this.root, 'sha256');
+    const out: string[] = [];
+    for (const dir of await readdir(top).catch(() => [])) {
+      for (const name of await readdir(join(top, dir)).catch(() => [])) if (/^[0-9a-f]{64}$/.test(name)) out.push(name);
+    }
+    return out;
+  }
+
+  /** Removes the blob with this digest (none: nothing happens). */
+  async remove(sha256: string): Promise<void> {
+    if (/^[0-9a-f]{64}$/.test(sha256)) await rm(this.pathOf(sha256), { force: true });
+  }
+
+  /** Removes what writes left in the temp folder: only while no `put` runs (a crash's leftovers). */
+  async clearTemp(): Promise<void> {
+    await rm(join(this.root, 'tmp'), { recursive: true, force: true });
   }
 
   /**

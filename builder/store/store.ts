@@ -96,6 +96,11 @@ export interface Version {
    * the version builds: a controller restarted meanwhile builds it again with them.
    */
   buildEndpoints?: unknown;
+  /**
+   * Ids of the uploads the create request named (source, files): kept while the version is, so
+   * that they are not cleaned up (absent: a version stored before it, see `blob-cleanup.ts`).
+   */
+  uploads?: string[];
   endpoints: VersionEndpoint[];
   /** Directory holding the built code and files. */
   codeDir?: string;

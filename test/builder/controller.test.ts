@@ -1,11 +1,13 @@
 // The controller's operations over a real store, routing table and local target (startController
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
-import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { TestRequestInput } from '../../builder/control-plane.ts';
 import { TEST_REPLY_MAX_BYTES } from '../../builder/controller.ts';
 import { startController, type RunningController } from '../../builder/main.ts';
@@ -28,9 +30,14 @@ const DEPLOYMENT = { ...PROJECT, deployment: 'web' } as const;
  * A controller on a fresh data dir (extra `PORTICO_*` variables in `env`) writing `routing` (default
  * a new embedded table), stopped on teardown.
  */
-async function startControl<R extends RoutingTable = EmbeddedRoutingTable>(t: Test, env: Record<string, string> = {}, routing: R = new EmbeddedRoutingTable() as RoutingTable as R): Promise<RunningController & { routing: R }> {
+async function startControl<R extends RoutingTable = EmbeddedRoutingTable>(
+  t: Test,
+  env: Record<string, string> = {},
+  routing: R = new EmbeddedRoutingTable() as RoutingTable as R,
+  now?: () => number,
+): Promise<RunningController & { routing: R }> {
   const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
-  const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir, ...env }), routing, log: silent });
+  const running = await startController({ config: loadConfig({ PORTICO_DATA_DIR: dataDir, ...env }), routing, log: silent, ...(now ? { now } : {}) });
   t.teardown(async () => {
     await running.close();
     await routing.close();
@@ -488,4 +495,123 @@ t.test('alias history: of an alias that never existed is a 404 (a typo is not an
   await controller.setAlias(DEPLOYMENT, 'production', { version: 'v1' }, { force: true }, 'admin');
   await controller.deleteAlias(DEPLOYMENT, 'production', 'admin');
   t.match(await controller.aliasHistory(DEPLOYMENT, 'production'), [{ by: 'admin', from: { version: 'v1' }, to: null }, { by: 'admin', from: null, to: { version: 'v1' } }], 'newest first');
+});
+
+/** Where the blob store keeps the file with this content. */
+function blobPath(blobRoot: string, content: string): string {
+  const sha256 = createHash('sha256').update(content).digest('hex');
+  return join(blobRoot, 'sha256', sha256.slice(0, 2), sha256);
+}
+
+const exists = (path: string) => stat(path).then(() => true, () => false);
+
+t.test('blob store: a file versions share stays until the last of them is deleted; then it and its uploads are gone', async (t) => {
+  const { controller, store } = await startControl(t);
+  const model = JSON.stringify({ good: 1, bad: -1, note: randomUUID() });
+  // `portico deploy --file` uploads the file again for each version: one content, one file.
+  const [a, b, c] = [await controller.createUpload(Readable.from([model]), 'admin'), await controller.createUpload(Readable.from([model]), 'admin'), await controller.createUpload(Readable.from([model]), 'admin')];
+  const file = (await store.getUpload(a.id))!.path;
+  t.equal(file, blobPath(join(file, '../../..'), model));
+  const code = join(import.meta.dirname, '../../examples/node-sentiment');
+  const deploy = async (deployment: string, version: string, upload: string) => {
+    const ref = { ...PROJECT, deployment, version };
+    await controller.createVersion({ ...PROJECT, deployment }, { name: version, source: { path: code }, endpoints: { sentiment: { replicas: 0, files: { model: { upload } } } } }, 'admin');
+    await waitFor(async () => (await controller.getVersion(ref)).status !== 'building', { what: `the build of ${version}` });
+    t.same((await controller.getVersion(ref)).endpoints[0]!.files.map((f) => f.sha256), [a.sha256], `${deployment}/${version} has the file`);
+    return ref;
+  };
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  await controller.createDeployment(PROJECT, { name: 'other' }, 'admin');
+  const v1 = await deploy('web', 'v1', a.id);
+  const v2 = await deploy('web', 'v2', b.id);
+  await deploy('other', 'v1', c.id);
+  await controller.cleanBlobs(); // the builds' last steps are over
+
+  await controller.deleteVersion(v1, 'admin');
+  t.ok(await exists(file), 'the file stays: other versions have it');
+  t.equal(await store.getUpload(a.id), null, 'the upload only v1 used is gone');
+  t.not(await store.getUpload(b.id), null, 'the one v2 uses stays');
+  await controller.deleteVersion(v2, 'admin');
+  t.ok(await exists(file), 'the file stays: a version of another deployment has it');
+  t.equal(await store.getUpload(b.id), null);
+  await controller.deleteDeployment({ ...PROJECT, deployment: 'other' }, 'admin');
+  t.notOk(await exists(file), 'the last version gone, the file is gone');
+  t.same(await store.listUploads(), [], 'and every upload');
+});
+
+t.test('blob store: an upload no version uses goes after PORTICO_UPLOAD_GRACE_SECONDS, and so does one whose record could not be stored', async (t) => {
+  let now = Date.now();
+  const { controller, store } = await startControl(t, { PORTICO_UPLOAD_GRACE_SECONDS: '3600' }, undefined, () => now);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const [abandoned, used] = [JSON.stringify({ a: randomUUID() }), JSON.stringify({ u: randomUUID() })];
+  const left = await controller.createUpload(Readable.from([abandoned]), 'admin');
+  const kept = await controller.createUpload(Readable.from([used]), 'admin');
+  const root = join((await store.getUpload(left.id))!.path, '../../..');
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0, files: { model: { upload: kept.id } } } } }, 'admin');
+  await waitFor(async () => (await controller.getVersion(ref)).status !== 'building', { what: 'the build' });
+
+  now = Date.parse((await store.getUpload(left.id))!.createdAt) + 3599_000;
+  await controller.cleanBlobs();
+  t.ok(await exists(blobPath(root, abandoned)), 'within the grace period the upload stays');
+  t.not(await store.getUpload(left.id), null);
+  now += 1000;
+  await controller.cleanBlobs();
+  t.notOk(await exists(blobPath(root, abandoned)), 'after it, its file is gone');
+  t.equal(await store.getUpload(left.id), null, 'and its record');
+  t.ok(await exists(blobPath(root, used)), 'an upload a version uses stays, however old');
+  t.not(await store.getUpload(kept.id), null);
+  await controller.createVersion(DEPLOYMENT, { name: 'v2', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0, files: { model: { upload: left.id } } } } }, 'admin');
+  await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v2' })).status !== 'building', { what: 'the build of v2' });
+  t.match(await controller.getVersion({ ...DEPLOYMENT, version: 'v2' }), { status: 'failed', reason: /no such upload/ }, 'a version naming it later fails to build');
+
+  // A write the store refused (a full disk) leaves no file behind.
+  const refusedContent = JSON.stringify({ r: randomUUID() });
+  const original = store.createUpload.bind(store);
+  store.createUpload = () => Promise.reject(new Error('ENOSPC: no space left on device'));
+  t.teardown(() => void (store.createUpload = original));
+  await t.rejects(controller.createUpload(Readable.from([refusedContent]), 'admin'), /ENOSPC/);
+  t.notOk(await exists(blobPath(root, refusedContent)), 'the file of an upload without a record is gone');
+  t.ok(await exists(blobPath(root, used)), 'the others stay');
+});
+
+t.test('blob store: the controller cleans by itself, every half grace period', async (t) => {
+  const { controller, store } = await startControl(t, { PORTICO_UPLOAD_GRACE_SECONDS: '1' });
+  const up = await controller.createUpload(Readable.from([randomUUID()]), 'admin');
+  const file = (await store.getUpload(up.id))!.path;
+  await waitFor(async () => !(await exists(file)) && (await store.getUpload(up.id)) === null, { what: 'the abandoned upload to go' });
+});
+
+t.test('blob store: nothing is cleaned while a build is under way; the clean asked for meanwhile runs after it', async (t) => {
+  const { controller, store } = await startControl(t);
+  await controller.createDeployment(PROJECT, { name: 'web' }, 'admin');
+  const dir = await mkdtemp(join(tmpdir(), 'portico-controller-file-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const model = JSON.stringify({ m: randomUUID() });
+  await writeFile(join(dir, 'weights.json'), model);
+  const root = join((await store.getUpload((await controller.createUpload(Readable.from(['x']), 'admin')).id))!.path, '../../..');
+  const orphan = blobPath(root, 'orphan');
+  await mkdir(join(orphan, '..'), { recursive: true });
+  await writeFile(orphan, 'orphan');
+
+  // The build is held at its last write: its file is in the blob store, no version names it yet.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const update = store.updateVersion.bind(store);
+  store.updateVersion = async (...args) => {
+    store.updateVersion = update;
+    await gate;
+    return update(...args);
+  };
+  const ref = { ...DEPLOYMENT, version: 'v1' };
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0, files: { model: { path: join(dir, 'weights.json') } } } } }, 'admin');
+  await waitFor(() => exists(blobPath(root, model)), { what: 'the build to store its file' });
+  await controller.cleanBlobs({ orLater: true });
+  const cleaned = controller.cleanBlobs();
+  t.ok(await exists(orphan), 'not cleaned while the build is under way');
+  release();
+  await cleaned;
+  t.equal((await controller.getVersion(ref)).status, 'ready');
+  t.ok(await exists(blobPath(root, model)), 'the build\'s file stays: its version names it');
+  t.notOk(await exists(orphan), 'the clean ran once the build ended');
 });

@@ -3,7 +3,8 @@
 // store that wants no replica. The controller must notice, by the store's id, and remove
 // nothing: production replicas keep running (docs/operations.md, section 4).
 import t, { type Test } from 'tap';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -129,4 +130,31 @@ t.test('embedded store deleted while the controller was stopped: the restarted c
   t.equal(await second.store.getStoreId(), null, 'the new store is not taken over without the operator');
   t.equal(second.controller.storeStatus(), 'lost');
   t.equal((await readFile(join(dataDir, 'store-id'), 'utf8')).trim(), id, 'the data directory still names the lost store');
+});
+
+t.test('Redis emptied under a running controller: the blob store keeps every file (the store\'s backup still names them)', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const routing = new RedisRoutingTable({ url: redis.url, commandTimeoutMs: 1000 });
+  t.teardown(() => routing.close());
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-store-lost-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const running = await start(t, dataDir, { PORTICO_REDIS_URL: redis.url }, routing, recordingLogger());
+  await running.controller.createDeployment(DEPLOYMENT, { name: 'web' }, 'admin');
+  await running.controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: EXAMPLE }, endpoints: { sentiment: { replicas: 0 } } }, 'admin');
+  await waitFor(async () => (await running.controller.getVersion(V1)).status !== 'building', { what: 'the build' });
+  const up = await running.controller.createUpload(Readable.from(['model']), 'admin');
+  const file = (await running.store.getUpload(up.id))!.path;
+  const built = (await running.controller.getVersion(V1)).endpoints[0]!.files[0]!.sha256;
+  const builtFile = join(file, '../..', built.slice(0, 2), built);
+  await running.controller.cleanBlobs();
+  t.ok(await stat(builtFile).then(() => true), 'the version\'s file is stored');
+
+  const client = new Redis(redis.url);
+  t.teardown(() => client.quit());
+  await client.flushall();
+  await running.controller.cleanBlobs();
+  t.equal(running.controller.storeStatus(), 'lost', 'the clean noticed');
+  t.ok(await stat(file).then(() => true, () => false), 'the upload\'s file stays');
+  t.ok(await stat(builtFile).then(() => true, () => false), 'the version\'s file stays');
 });

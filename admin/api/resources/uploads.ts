@@ -9,7 +9,7 @@ export const uploadRoutes = [
     path: '/api/v1/uploads',
     tag: 'uploads',
     summary: 'Upload a file (a .tar.gz of code, or a model file)',
-    description: 'The raw body is streamed to storage, up to the server\'s upload limit (413 beyond). Use the answered id as `{"upload": "<id>"}` in a version\'s source or files.',
+    description: 'The raw body is streamed to storage, up to the server\'s upload limit (413 beyond). Use the answered id as `{"upload": "<id>"}` in a version\'s source or files. An upload no version names is deleted once `PORTICO_UPLOAD_GRACE_SECONDS` old (a day by default); one that versions named, once the last of them is deleted.',
     params: {},
     rawBody: { contentType: 'application/octet-stream', description: 'The file\'s bytes (any media type).' },
     response: { status: 201, description: 'The stored upload.', schema: ref('Upload') },
