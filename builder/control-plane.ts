@@ -222,8 +222,9 @@ export interface ControlPlane {
   /**
    * `lost`: the store is not the one the controller started on or last ran on (emptied, replaced),
    * so it removes no replica and no route on its own until restarted (docs/operations.md, section 4).
+   * `failed`: the embedded store failed a disk write and refuses every operation until restarted.
    */
-  storeStatus(): 'ok' | 'lost';
+  storeStatus(): 'ok' | 'lost' | 'failed';
 
   targets(): Promise<TargetView[]>;
 

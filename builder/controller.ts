@@ -282,7 +282,8 @@ export class Controller implements CP.ControlPlane {
     return (await this.store.listAliases(ref)).map((a) => ({ name: a.name, target: 'versions' in a ? { versions: a.versions } : { version: a.version } }));
   }
 
-  storeStatus(): 'ok' | 'lost' {
+  storeStatus(): 'ok' | 'lost' | 'failed' {
+    if (this.store.failure() !== null) return 'failed';
     return this.reconciler.storeLost() ? 'lost' : 'ok';
   }
 

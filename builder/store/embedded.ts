@@ -151,7 +151,7 @@ class Disk {
     return new Promise((resolve, reject) => this.waiters.push({ lsn, resolve, reject }));
   }
 
-  private unavailable(): StoreUnavailableError {
+  unavailable(): StoreUnavailableError {
     return new StoreUnavailableError(`the store in ${this.dir} failed to write and must be reopened: ${this.failure?.message}`, {
       cause: this.failure,
       needsRestart: true,
@@ -372,6 +372,10 @@ export class EmbeddedStore implements Store {
       await lock.release();
       throw err;
     }
+  }
+
+  failure(): StoreUnavailableError | null {
+    return this.disk?.failure ? this.disk.unavailable() : null;
   }
 
   /** A store that lives in memory only (nothing on disk, no lock): for tests and fakes. */

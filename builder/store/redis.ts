@@ -595,6 +595,10 @@ export class RedisStore implements Store {
     return id;
   }
 
+  failure(): null {
+    return null;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

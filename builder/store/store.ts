@@ -367,6 +367,12 @@ export interface Store {
   /** The store's id, written now if it has none (atomically: concurrent calls get one id). */
   initStoreId(): Promise<string>;
 
+  /**
+   * The error every operation fails with until the store is reopened (the embedded store after a
+   * failed disk write), else null. Redis being unreachable is not such a failure: it passes.
+   */
+  failure(): StoreUnavailableError | null;
+
   /** Waits for pending writes, then releases the store (the embedded store's lock too). */
   close(): Promise<void>;
 }

@@ -2,7 +2,7 @@
 // on a fresh data dir); the admin API tests cover the HTTP layer over a fake of the same interface.
 import t, { type Test } from 'tap';
 import { createHash, randomUUID } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, open, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -614,4 +614,15 @@ t.test('blob store: nothing is cleaned while a build is under way; the clean ask
   t.equal((await controller.getVersion(ref)).status, 'ready');
   t.ok(await exists(blobPath(root, model)), 'the build\'s file stays: its version names it');
   t.notOk(await exists(orphan), 'the clean ran once the build ended');
+});
+
+t.test('an embedded store that failed a disk write: the controller says so, not "ok" (the admin /healthz is a 503 as every call)', async (t) => {
+  const { controller, store } = await startControl(t);
+  t.equal(controller.storeStatus(), 'ok');
+  // Its journal now goes to /dev/full: the next write fails as on a full disk (ENOSPC).
+  const disk = (store as unknown as { disk: { fh: FileHandle | null } }).disk;
+  await disk.fh?.close();
+  disk.fh = await open('/dev/full', 'a');
+  await t.rejects(controller.createToken('other', 'admin'), { name: 'StoreUnavailableError', needsRestart: true });
+  t.equal(controller.storeStatus(), 'failed');
 });

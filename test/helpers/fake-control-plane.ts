@@ -196,11 +196,12 @@ export class FakeControlPlane implements ControlPlane {
     this.#audit.push({ id: String(this.#audit.length + 1), at: now(), actor, action, target, details });
   }
 
-  /** What `storeStatus` answers (a test sets it). */
+  /** What `storeStatus` answers (a test sets them). */
   storeLost = false;
+  storeFailed = false;
 
-  storeStatus(): 'ok' | 'lost' {
-    return this.storeLost ? 'lost' : 'ok';
+  storeStatus(): 'ok' | 'lost' | 'failed' {
+    return this.storeFailed ? 'failed' : this.storeLost ? 'lost' : 'ok';
   }
 
   // ---- targets and environment ---------------------------------------------------------

@@ -69,6 +69,11 @@ t.test('an embedded store that failed to write (disk full): the 503 says a resta
   t.match(res.json.message, /failed to write.*restart/i, res.json.message);
   t.notMatch(res.json.message, /try again/, 'retrying does not help');
   t.equal(res.headers.get('retry-after'), null, 'no Retry-After: retrying does not help');
+  api.fake.storeFailed = true;
+  const health = await api.call('GET', '/healthz', { token: null });
+  assertError(t, health, 503, 'STORE_UNAVAILABLE');
+  t.equal(health.json.message, res.json.message, '/healthz says what every call says');
+  t.equal(health.headers.get('retry-after'), null);
 });
 
 t.test('GET /healthz needs no token', async (t) => {

@@ -186,8 +186,10 @@ t.test('group commit: concurrent writes share fsyncs', async (t) => {
 t.test('a failed write stops the store until it is reopened', async (t) => {
   const dir = freshDir();
   const s = await EmbeddedStore.open({ dir });
+  t.equal(s.failure(), null);
   rmSync(dir, { recursive: true }); // the journal cannot be created any more
   await t.rejects(s.putState('ns', 'k', 1), StoreUnavailableError);
+  t.match(s.failure(), { name: 'StoreUnavailableError', needsRestart: true, message: /failed to write and must be reopened/ }, 'it says so (the controller\'s /healthz)');
   await t.rejects(s.getState('ns', 'k'), /failed to write and must be reopened/, 'reads are refused too: memory may hold what the disk does not');
   await s.close();
   const s2 = await EmbeddedStore.open({ dir });
