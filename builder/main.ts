@@ -107,17 +107,8 @@ export async function startController(opts: {
     },
   };
 
-  let targets;
-  try {
-    targets = await createTargets(config, hooks, log);
-  } catch (err) {
-    await logs.close();
-    await store.close();
-    await lease?.release();
-    throw err;
-  }
-  const runtimes = new Map<string, Runtime>(targets.map((t) => [t.name, t.runtime]));
-  /** Closes what was opened above, in order; the lease goes last (a standby may then take over). */
+  const runtimes = new Map<string, Runtime>();
+  /** Closes what was opened above (and the runtimes below), in order; the lease goes last (a standby may then take over). */
   const closeOpened = async (): Promise<void> => {
     for (const rt of runtimes.values()) await rt.close();
     await logs.close();
@@ -125,6 +116,14 @@ export async function startController(opts: {
     await store.close();
     await lease?.release();
   };
+  let targets;
+  try {
+    targets = await createTargets(config, hooks, log);
+  } catch (err) {
+    await closeOpened();
+    throw err;
+  }
+  for (const t of targets) runtimes.set(t.name, t.runtime);
 
   let identity: StoreIdentity;
   try {

@@ -17,6 +17,7 @@ import type { Logger } from '../../common/log.ts';
 import { deploymentKey, type RoutingTable } from '../../gateway/routing/contract.ts';
 import { EmbeddedRoutingTable } from '../../gateway/routing/embedded.ts';
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
+import { Redis } from 'ioredis';
 import { busyboxEntries, importRootfs } from '../helpers/base-image.ts';
 import { startDockerd } from '../helpers/dockerd.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -625,4 +626,20 @@ t.test('an embedded store that failed a disk write: the controller says so, not 
   disk.fh = await open('/dev/full', 'a');
   await t.rejects(controller.createToken('other', 'admin'), { name: 'StoreUnavailableError', needsRestart: true });
   t.equal(controller.storeStatus(), 'failed');
+});
+
+t.test('a start whose targets cannot be created closes what it opened: no Redis connection is left behind', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-controller-test-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  await writeFile(join(dataDir, 'targets.json'), 'not json');
+  const client = new Redis(redis.url);
+  t.teardown(() => client.quit());
+  const clients = async () => String(await client.client('LIST')).trim().split('\n').length;
+  const before = await clients();
+  const config = loadConfig({ PORTICO_DATA_DIR: dataDir, PORTICO_REDIS_URL: redis.url, PORTICO_TARGETS_FILE: join(dataDir, 'targets.json') });
+  await t.rejects(startController({ config, routing: new EmbeddedRoutingTable(), log: silent }), /not JSON/);
+  await waitFor(async () => (await clients()) === before, { timeoutMs: 3000, what: 'the store, lease and metric store connections to close' });
+  t.pass('every connection it opened is closed');
 });
