@@ -515,12 +515,14 @@ export class Controller implements CP.ControlPlane {
    * tells it from a version of the same name created after it was deleted: the build writes to
    * that one neither its outcome nor its failure.
    */
-  private build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
-    // Held from now (its caller holds too): the blobs it writes are no version's until it ends.
-    return this.blobCleaner.hold(() => this.runBuild(ref, input, d, createdAt));
+  private async build(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
+    // Held from now (its caller holds too) until its outcome is stored: the blobs it writes are no version's before.
+    const built = await this.blobCleaner.hold(() => this.runBuild(ref, input, d, createdAt));
+    if (built) await this.reconciler.trigger();
   }
 
-  private async runBuild(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<void> {
+  /** The build itself: resolves true once the built version is stored (its replicas are then to start). */
+  private async runBuild(ref: VersionRef, input: CP.CreateVersionInput, d: Deployment, createdAt: string): Promise<boolean> {
     const key = this.buildLogKey(ref);
     const own = (draft: Version): void => {
       if (draft.createdAt !== createdAt) throw new StoreNotFoundError('version', `${depLabel(ref)}/${ref.version} of ${createdAt}`);
@@ -590,7 +592,7 @@ export class Controller implements CP.ControlPlane {
         delete draft.buildEndpoints;
       });
       log(`build finished; starting ${v.endpoints.filter((e) => e.enabled).map((e) => `${e.name} x${e.replicas}`).join(', ')}`);
-      await this.reconciler.trigger();
+      return true;
     } catch (err) {
       const reason = err instanceof BuildError ? err.message : `internal error: ${(err as Error).message}`;
       // Recorded only on the version this build is for; that version gone (deleted while it
@@ -612,11 +614,12 @@ export class Controller implements CP.ControlPlane {
           // The delete removed the images there were then; this build may have made some since.
           if (target?.docker) await removeVersionImages(new Dockerode({ socketPath: target.docker.socket }), ref).catch(() => []);
         }
-        return;
+        return false;
       }
       if (!(err instanceof BuildError)) this.log('build failed unexpectedly', { version: ref, error: String((err as Error).stack ?? err) });
       log(`build failed: ${reason}`);
       await rm(join(this.versionDir(ref), 'code'), { recursive: true, force: true }).catch(() => {});
+      return false;
     } finally {
       if (this.buildsUnderWay.get(underWay) === stop) this.buildsUnderWay.delete(underWay);
       this.logs.end(key); // followers of the build log stop here

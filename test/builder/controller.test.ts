@@ -567,6 +567,7 @@ t.test('blob store: an upload no version uses goes after PORTICO_UPLOAD_GRACE_SE
   t.match(await controller.getVersion({ ...DEPLOYMENT, version: 'v2' }), { status: 'failed', reason: /no such upload/ }, 'a version naming it later fails to build');
 
   // A write the store refused (a full disk) leaves no file behind.
+  await controller.cleanBlobs(); // the build of v2 is over, to its last step
   const refusedContent = JSON.stringify({ r: randomUUID() });
   const original = store.createUpload.bind(store);
   store.createUpload = () => Promise.reject(new Error('ENOSPC: no space left on device'));
