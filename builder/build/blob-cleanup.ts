@@ -87,6 +87,7 @@ export class BlobCleaner {
    * that clean is done, or at once with `orLater` when something holds the store now.
    */
   clean(opts: { orLater?: boolean } = {}): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.wanted = true;
     const done = opts.orLater === true && this.holders > 0 ? Promise.resolve() : new Promise<void>((resolve) => this.waiting.push(resolve));
     this.next();
