@@ -3,7 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, copyFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 /** A file kept in the content-addressed blob store. */
@@ -22,6 +22,28 @@ export class TooLargeError extends Error {
     this.name = 'TooLargeError';
     this.limit = limit;
   }
+}
+
+/** A stream step that hashes and counts what passes, failing with TooLargeError past `maxBytes`. */
+function meter(maxBytes: number): { step: Transform; digest: () => { sha256: string; size: number } } {
+  const hash = createHash('sha256');
+  let size = 0;
+  const step = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      size += chunk.length;
+      if (size > maxBytes) return cb(new TooLargeError(maxBytes));
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  return { step, digest: () => ({ sha256: hash.digest('hex'), size }) };
+}
+
+/** The sha256 and size of what `source` streams, without storing it; refuses more than `maxBytes`. */
+export async function digestOf(source: Readable, maxBytes = Number.MAX_SAFE_INTEGER): Promise<{ sha256: string; size: number }> {
+  const m = meter(maxBytes);
+  await pipeline(source, m.step, new Writable({ write: (_chunk, _enc, cb) => cb() }));
+  return m.digest();
 }
 
 /**
@@ -50,21 +72,12 @@ export class BlobStore {
     const tmpDir = join(this.root, 'tmp');
     await mkdir(tmpDir, { recursive: true });
     const tmp = join(tmpDir, randomUUID());
-    const hash = createHash('sha256');
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        if (size > maxBytes) return cb(new TooLargeError(maxBytes));
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
+    const m = meter(maxBytes);
     try {
       source.off('error', onEarly);
       if (early !== undefined) throw early;
-      await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx' }));
-      const sha256 = hash.digest('hex');
+      await pipeline(source, m.step, createWriteStream(tmp, { flags: 'wx' }));
+      const { sha256, size } = m.digest();
       const path = this.pathOf(sha256);
       await mkdir(dirname(path), { recursive: true });
       await rename(tmp, path);

@@ -5,7 +5,7 @@ import type { CreateVersionInput, EndpointInput } from '../control-plane.ts';
 import type { VersionEndpoint } from '../store/store.ts';
 import { formatProblem, readValohaiYaml, type EndpointDefinition } from '../valohai-yaml/index.ts';
 import { installPythonDeps } from './python-deps.ts';
-import type { BlobStore } from './blobs.ts';
+import { digestOf, type BlobStore } from './blobs.ts';
 import {
   BuildError, LEADS_OUT, fetchFile, filePathInCode, inTheWayOf, materializeSource, readsOutOfCode, symlinkOutOfCode, type BuildLog, type UploadResolver,
 } from './source.ts';
@@ -132,7 +132,8 @@ async function placeFiles(
       if (await readsOutOfCode(codeDir, dest)) {
         throw new BuildError(`endpoint ${def.name}: file ${JSON.stringify(file.name)} (path ${file.path}): a symlink in the code leads out of the code; the file cannot be read from there`);
       }
-      blob = await opts.blobs.put(createReadStream(dest), opts.maxFileBytes);
+      // Hashed where it is: a copy in the blob store would take its size twice, for nothing.
+      blob = await digestOf(createReadStream(dest), opts.maxFileBytes);
     }
     opts.log(`endpoint ${def.name}: file ${file.name} -> ${file.path} (${blob.size} bytes, sha256 ${blob.sha256})`);
     out.push({ name: file.name, path: file.path, sha256: blob.sha256, size: blob.size });

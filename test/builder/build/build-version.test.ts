@@ -1,6 +1,7 @@
 // buildVersion over a real blob store in a temporary folder: where the declared files of an
 // endpoint may be placed in the version's code.
 import t, { type Test } from 'tap';
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -147,4 +148,15 @@ t.test('two endpoints given different files for one path: a build error, not one
   const built = await both('a.bin');
   t.same(built.endpoints.map((e) => e.files[0]?.sha256), [built.endpoints[0]?.files[0]?.sha256, built.endpoints[0]?.files[0]?.sha256]);
   t.equal(await readFile(join(built.codeDir, 'models', 'model.bin'), 'utf8'), 'weights A');
+});
+
+t.test('a declared file read from the code is hashed there, not copied into the blob store (it would take its size twice)', async (t) => {
+  const code = await tempDir(t);
+  const dir = await tempDir(t);
+  await writeFile(join(code, 'valohai.yaml'), '- endpoint:\n    name: sentiment\n    image: node:24\n    server-command: node server.js\n    files:\n      - name: model\n        path: model.bin\n');
+  await writeFile(join(code, 'model.bin'), 'weights in the code');
+  const built = await build({ source: { path: code } }, dir);
+  const sha256 = createHash('sha256').update('weights in the code').digest('hex');
+  t.same(built.endpoints[0]?.files, [{ name: 'model', path: 'model.bin', sha256, size: 19 }], 'its digest and size are recorded');
+  t.same(await readdir(join(dir, 'blobs', 'sha256')).catch(() => []), [], 'no blob stored');
 });
