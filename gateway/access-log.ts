@@ -1,4 +1,5 @@
-import { closeSync, createWriteStream, mkdirSync, openSync, statSync, writeSync, type WriteStream } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { writeStderr } from '../common/log.ts';
 
@@ -238,16 +239,17 @@ const BATCH = 64;
 const SPARE_BUFFERS = 2;
 // Lines waiting beyond this (a destination that cannot keep up) are dropped and counted.
 const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
+// How often a FIFO nobody reads yet is tried again.
+const FIFO_RETRY_MS = 250;
 
 /**
  * Opens `path` for appending (a regular file, created if missing, or a device such as
- * `/dev/null`); `null` for a FIFO or a socket, which could block a direct write (a stream serves
- * those). Throws what `open(2)` refuses (a directory, no permission).
+ * `/dev/null`); `null` for a FIFO, which could block a direct write (see `#openFifo`). Throws
+ * what `open(2)` refuses (a directory, no permission, a socket).
  */
 function openForDirectWrites(path: string): number | null {
   try {
-    const st = statSync(path);
-    if (st.isFIFO() || st.isSocket()) return null;
+    if (statSync(path).isFIFO()) return null;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
@@ -283,7 +285,10 @@ export class AccessLog {
   /** Lines dropped because the destination was too slow or failed (disk full, a reader gone). */
   dropped = 0;
   readonly #write: ((chunk: Buffer, done: () => void) => boolean) | null;
-  readonly #stream: WriteStream | null;
+  /** A FIFO destination: whether the path is one, and its open end once a reader has it open. */
+  readonly #fifo: boolean;
+  #pipe: Socket | null = null;
+  #retry: NodeJS.Timeout | null = null;
   /** The open file written directly, or -1; and its path (`reopen`). */
   #fd: number;
   readonly #path: string;
@@ -322,7 +327,7 @@ export class AccessLog {
   constructor(destination: string, stdout: NodeJS.WritableStream = process.stdout) {
     this.#fd = -1;
     this.#path = destination;
-    this.#stream = null;
+    this.#fifo = false;
     if (destination === 'off') {
       this.#write = null;
     } else if (destination === 'stdout') {
@@ -346,15 +351,42 @@ export class AccessLog {
         };
         return;
       }
-      const stream = createWriteStream(destination, { flags: 'a' });
-      this.#watch(stream);
-      stream.on('drain', () => {
-        this.#blocked = false;
-        if (this.#used + this.#queued > 0) this.#flush();
-      });
-      this.#stream = stream;
-      this.#write = (chunk, done) => this.#writeStream(stream, chunk, done, false);
+      this.#fifo = true;
+      // Lines wait (bounded as for a slow reader) until a reader has the FIFO open.
+      this.#blocked = true;
+      this.#write = (chunk, done) => this.#writeStream(this.#pipe as Socket, chunk, done, true);
+      this.#openFifo(true);
     }
+  }
+
+  // A FIFO is opened without blocking, and written from the event loop like stdout: a blocking
+  // open(2) waits for a reader, and a blocking write(2) for one that stopped reading, each holding
+  // a thread of libuv's pool, which the process then waited for as it exited (SIGTERM never ended
+  // the gateway). With no reader yet (ENXIO), it is tried again every FIFO_RETRY_MS (`retry`).
+  #openFifo(retry: boolean): void {
+    this.#retry = null;
+    let fd: number;
+    try {
+      fd = openSync(this.#path, constants.O_WRONLY | constants.O_APPEND | constants.O_NONBLOCK);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code !== 'ENXIO') this.#failed(e);
+      if (retry) {
+        this.#retry = setTimeout(() => this.#openFifo(true), FIFO_RETRY_MS);
+        this.#retry.unref();
+      }
+      return;
+    }
+    const pipe = new Socket({ fd, readable: false, writable: true });
+    this.#watch(pipe);
+    pipe.on('drain', () => {
+      this.#blocked = false;
+      if (this.#used + this.#queued > 0) this.#flush();
+    });
+    this.#pipe = pipe;
+    this.#failing = '';
+    this.#blocked = false;
+    this.#flush();
   }
 
   // A stream destination (stdout, a FIFO) whose reader went away (EPIPE: a log shipper that
@@ -561,8 +593,8 @@ export class AccessLog {
       const owner = owners[i] ?? null;
       ok = this.#write(chunks[i] as Buffer, owner === null ? noop : () => this.#reuse(owner)) && ok;
     }
-    // A file stream that returns false is waited for ('drain'); stdout is bounded in `#writeStream`.
-    if (!ok && this.#stream !== null) this.#blocked = true;
+    // A FIFO that returns false is waited for ('drain'); stdout is bounded in `#writeStream`.
+    if (!ok && this.#pipe !== null) this.#blocked = true;
   }
 
   /**
@@ -592,9 +624,19 @@ export class AccessLog {
     this.#cut = false;
   }
 
-  /** Writes what is queued and, for a file, closes it. */
-  async close(): Promise<void> {
+  /**
+   * Writes what is queued and, for a file, closes it. A FIFO gets at most `timeoutMs` to take
+   * its lines; those it has not taken then (a reader that stopped reading), and all of them when
+   * nobody has it open, are dropped and counted.
+   */
+  async close(timeoutMs = Infinity): Promise<void> {
     if (this.#closed) return;
+    if (this.#retry !== null) {
+      // A last try, for a reader that came since.
+      clearTimeout(this.#retry);
+      this.#openFifo(false);
+    }
+    if (this.#fifo && this.#pipe === null) this.#dropQueued();
     this.#blocked = false;
     this.#flush();
     this.#closed = true;
@@ -602,7 +644,26 @@ export class AccessLog {
       closeSync(this.#fd);
       this.#fd = -1;
     }
-    const stream = this.#stream;
-    if (stream !== null) await new Promise<void>((resolve) => stream.end(resolve));
+    const pipe = this.#pipe;
+    if (pipe === null || pipe.destroyed) return;
+    await new Promise<void>((resolve) => {
+      // Destroying it calls back the writes still waiting with an error: they count as dropped.
+      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => pipe.destroy(), timeoutMs) : undefined;
+      pipe.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      pipe.end();
+    });
+  }
+
+  // Drops and counts every line not handed on yet.
+  #dropQueued(): void {
+    if (this.#pending > 0) this.#encodePending();
+    this.#seal();
+    for (const chunk of this.#queue) this.dropped += countLines(chunk);
+    this.#queue = [];
+    this.#owners = [];
+    this.#queued = 0;
   }
 }

@@ -63,6 +63,12 @@ export interface Gateway {
   reopenLogs(): void;
 }
 
+/**
+ * Longest closing takes after the drain deadline (or from `close()`): the last lines for a FIFO
+ * access log whose reader stopped reading get no longer than this past it.
+ */
+const CLOSE_GRACE_MS = 1000;
+
 /** Heap a gateway needs besides its caches (modules, pools, buffers, young generation), in bytes. */
 const BASE_HEAP_BYTES = 64 * 2 ** 20;
 /** Heap per routing-cache entry and per route with its own metrics, measured with 100,000 routes (docs/benchmarks.md). */
@@ -246,7 +252,8 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
 
   let metricsServer: Server | undefined;
   let metricsUrl = '';
-  const closeAll = async () => {
+  // `closeBy`: when closing must be over (a `performance.now()` time).
+  const closeAll = async (closeBy: number) => {
     server.close();
     server.closeAllConnections();
     for (const sock of sockets) sock.destroy();
@@ -258,7 +265,9 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     await stats?.stop();
     await cache.stop();
     await upstreams.close();
-    await accessLog.close();
+    await accessLog.close(Math.max(0, closeBy - performance.now()));
+    // Counted in a metric while serving; the process is about to go.
+    if (accessLog.dropped > 0) log.warn('access log lines dropped', { dropped: accessLog.dropped });
   };
   try {
     if (opts.serveMetrics ?? true) {
@@ -270,16 +279,18 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     stats?.start();
     watchRouting(routing, cache, config.maxStaleSeconds, log);
   } catch (err) {
-    await closeAll();
+    await closeAll(performance.now() + CLOSE_GRACE_MS);
     throw err;
   }
   log.info('gateway listening', { url, metricsUrl: metricsUrl || undefined });
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= closeAll());
+  const closeWithin = (closeBy: number) => (closing ??= closeAll(closeBy));
+  const close = () => closeWithin(performance.now() + CLOSE_GRACE_MS);
   let draining: Promise<void> | undefined;
   const drain = () =>
     (draining ??= (async () => {
+      const deadline = performance.now() + config.drainSeconds * 1000;
       l.startDraining(() => server.closeIdleConnections());
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([
@@ -290,7 +301,7 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
       ]);
       clearTimeout(timer);
       if (timedOut) log.warn('drain deadline reached; closing in-flight requests', { inFlight: l.inFlight });
-      await close();
+      await closeWithin(Math.max(deadline, performance.now() + CLOSE_GRACE_MS));
     })());
 
   const stopListening = () => void server.close();

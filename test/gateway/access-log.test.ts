@@ -153,6 +153,8 @@ t.test('a FIFO destination is written through a stream (a reader may be slow)', 
   const ended = new Promise<void>((resolve) => reader.on('end', () => resolve()));
   const log = new AccessLog(fifo);
   for (let i = 0; i < 3; i++) put(log, record(i));
+  // Opened once both ends are (lines for a FIFO nobody has open are dropped at close).
+  await new Promise((resolve) => reader.once('open', () => resolve(undefined)));
   await log.close();
   await ended;
   t.same(Buffer.concat(chunks).toString().trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId), ['r0', 'r1', 'r2']);
@@ -209,6 +211,62 @@ t.test('a FIFO whose reader went away: lines are dropped and counted, reported o
   t.equal(reports.length, 1, 'one report');
   t.match(JSON.parse(reports[0] as string), { level: 'error', msg: 'access log write failed', error: /EPIPE/ });
 });
+/** A FIFO in a folder of the test's own, with no reader. */
+function fifoAlone(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const fifo = join(dir, 'log.fifo');
+  execFileSync('mkfifo', [fifo]);
+  return fifo;
+}
+
+/** Whether `p` settles within `ms` (the test process must not wait forever on it). */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([p.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  clearTimeout(timer);
+  return settled;
+}
+
+t.test('a FIFO nobody reads yet: lines wait for a reader, who gets them all', async (t) => {
+  const fifo = fifoAlone(t);
+  const log = new AccessLog(fifo);
+  for (let i = 0; i < 3; i++) put(log, record(i));
+  // The reader comes later (a log shipper starting after the gateway).
+  const reader = createReadStream(fifo);
+  const chunks: Buffer[] = [];
+  reader.on('data', (c) => chunks.push(c as Buffer));
+  const ended = new Promise<void>((resolve) => reader.on('end', () => resolve()));
+  await waitFor(() => chunks.length > 0, { what: 'the lines at the reader' });
+  put(log, record(3));
+  await log.close();
+  await ended;
+  t.same(Buffer.concat(chunks).toString().trimEnd().split('\n').map((l) => (JSON.parse(l) as AccessRecord).requestId), ['r0', 'r1', 'r2', 'r3']);
+  t.equal(log.dropped, 0);
+});
+
+t.test('a FIFO nobody reads: close() does not wait for a reader, the lines are dropped and counted (regression: SIGTERM never ended the gateway)', async (t) => {
+  const fifo = fifoAlone(t);
+  const log = new AccessLog(fifo);
+  for (let i = 0; i < 3; i++) put(log, record(i));
+  t.ok(await within(log.close(), 2000), 'closed');
+  t.equal(log.dropped, 3);
+});
+
+t.test('a FIFO whose reader stopped reading: close() waits at most its time limit, the lines not written are dropped and counted', async (t) => {
+  const fifo = fifoAlone(t);
+  // A reader that holds the FIFO open and never reads it.
+  const reader = spawn('sh', ['-c', `exec sleep 60 < '${fifo}'`], { stdio: 'ignore' });
+  t.teardown(() => reader.kill());
+  const log = new AccessLog(fifo);
+  const n = 2000; // about 380 KB of lines: more than the pipe holds
+  for (let i = 0; i < n; i++) put(log, record(i));
+  const started = performance.now();
+  t.ok(await within(log.close(300), 5000), 'closed');
+  t.ok(performance.now() - started < 2000, `within its limit (${Math.round(performance.now() - started)} ms)`);
+  t.ok(log.dropped > 0 && log.dropped < n, `the lines beyond what the pipe took are counted as dropped (${log.dropped})`);
+});
+
 t.test('reopen: after the file is moved away (log rotation), the next lines go to a new file at the path', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'portico-access-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

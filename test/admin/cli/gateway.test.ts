@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { Tap } from '../../gateway/fixtures.ts';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
@@ -399,6 +399,23 @@ t.test('portico gateway with one process serves its own metrics and exits 0 on S
   gw.proc.kill('SIGTERM');
   t.equal(await gw.exitAfterStop(), 0);
   t.match(gw.stderr(), /"msg":"draining"/);
+});
+
+t.test('portico gateway whose access log is a FIFO nobody reads: SIGTERM ends it within the drain deadline, the lines it could not write counted (regression: it never exited)', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const fifo = join(dir, 'access.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: fifo, PORTICO_DRAIN_SECONDS: '2' });
+  await waitFor(async () => (await get(`${gw.base}/readyz`)).status === 200, { what: `ready (${gw.stderr()})`, timeoutMs: 20_000 });
+  t.equal((await get(`${gw.base}/acme/mnist/web/v1/predict`)).status, 404);
+  gw.proc.kill('SIGTERM');
+  const exited = await Promise.race([gw.exit, delay(12_000).then(() => `still running 12 s after SIGTERM; stderr: ${gw.stderr().slice(-1000)}`)]);
+  t.equal(exited, 0);
+  // The readiness probes and the 404.
+  t.match(gw.stderr(), /"msg":"access log lines dropped","dropped":[1-9]/);
 });
 
 /** A path that passes the start-up checks but that open(2) refuses: a symbolic link to itself. */
