@@ -64,10 +64,27 @@ export interface Gateway {
 }
 
 /**
- * Longest closing takes after the drain deadline (or from `close()`): the last lines for a FIFO
- * access log whose reader stopped reading get no longer than this past it.
+ * How long closing may take after the drain deadline (or from `close()`): the routing table's
+ * last writes (a Redis that hangs) and the last lines for a FIFO access log whose reader stopped
+ * reading are not waited for past it, nor past `LAST_WRITES_MS` after the cut requests have
+ * ended, should that be later.
  */
 const CLOSE_GRACE_MS = 1000;
+const LAST_WRITES_MS = 250;
+
+/** Whether `p` settles before `by` (a `performance.now()` time); never waits past it. */
+async function settledBy(p: Promise<unknown>, by: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, by - performance.now())))),
+  ]);
+  clearTimeout(timer);
+  return settled;
+}
 
 /** Heap a gateway needs besides its caches (modules, pools, buffers, young generation), in bytes. */
 const BASE_HEAP_BYTES = 64 * 2 ** 20;
@@ -259,13 +276,19 @@ export async function startGateway(opts: StartGatewayOptions): Promise<Gateway> 
     for (const sock of sockets) sock.destroy();
     // The exchanges of the connections just cut end on their 'close' events, a turn of the loop
     // later: let them be accounted for (metrics, access log) before the log closes.
-    if (l.inFlight > 0) await Promise.race([l.whenIdle(), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    if (l.inFlight > 0) await settledBy(l.whenIdle(), Math.min(closeBy, performance.now() + 1000));
     metricsServer?.close();
     metricsServer?.closeAllConnections();
-    await stats?.stop();
-    await cache.stop();
-    await upstreams.close();
-    await accessLog.close(Math.max(0, closeBy - performance.now()));
+    // A routing table that does not answer (a Redis that hangs; each command waits for
+    // PORTICO_REDIS_TIMEOUT_MS) is not waited for past `closeBy`: the caller closes it. One that
+    // answers gets a moment however late it is (its writes take a few ms).
+    const by = Math.max(closeBy, performance.now() + LAST_WRITES_MS);
+    const leave = async () => {
+      if (!(await settledBy(Promise.all([stats?.stop(), cache.stop()]), by))) {
+        log.warn('routing table not answering: the last stats are not reported, and this gateway stays in its live set until its heartbeat expires');
+      }
+    };
+    await Promise.all([leave(), upstreams.close(), accessLog.close(by - performance.now())]);
     // Counted in a metric while serving; the process is about to go.
     if (accessLog.dropped > 0) log.warn('access log lines dropped', { dropped: accessLog.dropped });
   };

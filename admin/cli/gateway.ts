@@ -232,7 +232,9 @@ reported them, so the sums never go back). A worker that dies is restarted (afte
 to 5 s while no worker comes up in between), unless none has started yet: then the gateway exits 1.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
-connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS. A second SIGTERM or
+connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS (2 s more at most,
+when requests or a Redis that does not answer hold it to the end: the last request stats then
+go unreported, and the gateway leaves Redis's live set when its heartbeat expires). A second SIGTERM or
 SIGINT during the drain, a second or more after the first, ends the process (workers included) at
 once: requests still in flight are cut and get no access log line. One within a second of the
 first is a copy of it (Ctrl-C signals the whole process group) and changes nothing.

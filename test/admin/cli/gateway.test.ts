@@ -418,6 +418,23 @@ t.test('portico gateway whose access log is a FIFO nobody reads: SIGTERM ends it
   t.match(gw.stderr(), /"msg":"access log lines dropped","dropped":[1-9]/);
 });
 
+t.test('portico gateway whose Redis hangs (stopped, not down): SIGTERM ends it within the drain deadline, not Redis command timeouts later', async (t) => {
+  const { redis } = await routedRedis(t, (_req, res) => res.end('ok'));
+  const gw = await gatewayOn(t, redis.url, { PORTICO_ACCESS_LOG: 'off', PORTICO_DRAIN_SECONDS: '2', PORTICO_REDIS_TIMEOUT_MS: '5000' });
+  await waitFor(async () => (await get(`${gw.base}/readyz`)).status === 200, { what: `ready (${gw.stderr()})`, timeoutMs: 20_000 });
+  // Stats to report at the stop; then Redis stops answering (its commands time out after 5 s).
+  t.equal((await get(`${gw.base}/acme/mnist/web/v1/predict`)).status, 200);
+  redis.pause();
+  t.teardown(() => redis.resume());
+  const started = performance.now();
+  gw.proc.kill('SIGTERM');
+  const exited = await Promise.race([gw.exit, delay(20_000).then(() => `still running 20 s after SIGTERM; stderr: ${gw.stderr().slice(-1000)}`)]);
+  const ms = performance.now() - started;
+  t.equal(exited, 0, gw.stderr().slice(-800));
+  // The drain deadline, 1 s for closing after it, and time for a loaded machine.
+  t.ok(ms < 2000 + 1000 + 1500, `exited ${Math.round(ms)} ms after SIGTERM`);
+});
+
 /** A path that passes the start-up checks but that open(2) refuses: a symbolic link to itself. */
 function loopingPath(t: Tap): string {
   const dir = mkdtempSync(join(tmpdir(), 'portico-gw-log-'));
