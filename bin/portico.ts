@@ -3,6 +3,10 @@
 // ENV and NODE_OPTIONS): glibc keeps at most two malloc arenas and returns large blocks (scrypt's
 // 16 MiB) at once, and V8's young generation stays at 2 x 16 MiB instead of growing to 2 x 64 MiB.
 // Measured in docs/benchmarks.md: the same throughput, a fraction of the memory.
-import { main } from '../admin/cli/main.ts';
+import { holdStopSignals, releaseStopSignals } from '../admin/cli/signals.ts';
 
+// Before the modules load (a second or more): see `holdStopSignals`.
+holdStopSignals();
+const { main } = await import('../admin/cli/main.ts');
 process.exitCode = await main(process.argv.slice(2), process.env);
+await releaseStopSignals();

@@ -9,6 +9,11 @@ export interface Command {
    * an option that takes one. Without it, `--help` or `-h` anywhere before `--`.
    */
   wantsHelp?(args: readonly string[]): boolean;
+  /**
+   * True when `run` handles SIGTERM and SIGINT itself (`onStopSignals`), a signal that came
+   * while its modules loaded included; other commands end by one as by default.
+   */
+  readonly handlesStopSignals?: boolean;
 }
 
 /** `--help` or `-h` before `--` (for commands whose options take no value). */

@@ -26,6 +26,20 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   let onHangup = (): void => {};
   const hangup = () => onHangup();
   process.on('SIGHUP', hangup);
+  // A stop from the first: one while the modules loaded (held, see `holdStopSignals`) ends the
+  // process before it starts; one while it starts, once it has.
+  let requested: string | undefined;
+  let stop = (why: string): void => {
+    requested ??= why;
+  };
+  onStopSignals((signal) => stop(signal));
+  // One that came while the modules loaded is emitted on the loop's next turn.
+  await new Promise((resolve) => setImmediate(resolve));
+  if (requested !== undefined) {
+    process.off('SIGHUP', hangup);
+    log.info('stopped before starting', { why: requested });
+    return 0;
+  }
   const routing = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: config.redisTimeoutMs });
   let gw;
   try {
@@ -50,7 +64,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   };
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (why: string) => {
+    stop = (why: string) => {
       if (stopping) return;
       stopping = true;
       process.off('SIGHUP', hangup);
@@ -69,7 +83,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
           },
         );
     };
-    onStopSignals(stop);
+    if (requested !== undefined) stop(requested);
     if (inCluster && cluster.worker) {
       // The primary went away (killed, out of memory): nobody will forward signals any more, and
       // a restarted gateway needs the port. Node's cluster ended such a worker at once, cutting
@@ -219,6 +233,7 @@ async function runPrimary(config: Config, log: Logger): Promise<number> {
  */
 export const gatewayCommand: Command = {
   name: 'gateway',
+  handlesStopSignals: true,
   help: `Usage: portico gateway
 
 Runs the gateway alone: it serves endpoint URLs on PORTICO_HOST:PORTICO_GATEWAY_PORT, reading the
@@ -234,7 +249,8 @@ to 5 s while no worker comes up in between), unless none has started yet: then t
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
 connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS (2 s more at most,
 when requests or a Redis that does not answer hold it to the end: the last request stats then
-go unreported, and the gateway leaves Redis's live set when its heartbeat expires). A second SIGTERM or
+go unreported, and the gateway leaves Redis's live set when its heartbeat expires); one while it
+starts (loading its modules takes a second or so) ends it with exit 0 too. A second SIGTERM or
 SIGINT during the drain, a second or more after the first, ends the process (workers included) at
 once: requests still in flight are cut and get no access log line. One within a second of the
 first is a copy of it (Ctrl-C signals the whole process group) and changes nothing.

@@ -1,6 +1,7 @@
 import { commands } from './commands.ts';
 import { helpBeforeDashDash, UsageError } from './command.ts';
 import { ConfigError } from '../../common/config.ts';
+import { releaseStopSignals } from './signals.ts';
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -32,6 +33,7 @@ export async function main(argv: readonly string[], env: Readonly<Record<string,
     return 2;
   }
   const cmd = await entry.load();
+  if (cmd.handlesStopSignals !== true) await releaseStopSignals();
   if (cmd.wantsHelp ? cmd.wantsHelp(rest) : helpBeforeDashDash(rest)) {
     process.stdout.write(cmd.help.trimEnd() + '\n');
     return 0;

@@ -6,8 +6,43 @@
  */
 export const DUPLICATE_SIGNAL_MS = 1000;
 
+/** A stop signal that came while `holdStopSignals` held them, and when. */
+let held: { readonly signal: NodeJS.Signals; readonly at: number } | undefined;
+const hold = (signal: NodeJS.Signals): void => {
+  held ??= { signal, at: performance.now() };
+};
+
+function unhold(): void {
+  process.off('SIGTERM', hold);
+  process.off('SIGINT', hold);
+}
+
 /**
- * Calls `stop` on the first SIGTERM or SIGINT (a drain). A stop signal more than
+ * Holds a SIGTERM or SIGINT that comes before a command handles them (`bin/portico.ts`, first
+ * thing): loading a command's modules takes a second or more, and a supervisor stopping
+ * `portico gateway` meanwhile ended it by the signal (exit 143) where a stop is an exit 0. The
+ * command's `onStopSignals` gets the held signal; `releaseStopSignals` lets it act as it would have.
+ */
+export function holdStopSignals(): void {
+  process.on('SIGTERM', hold);
+  process.on('SIGINT', hold);
+}
+
+/** For a command that does not handle stop signals: one held ends the process now, as it would have. */
+export async function releaseStopSignals(): Promise<void> {
+  // A signal not yet emitted (the modules load without a turn of the event loop) would be lost
+  // with the last listener: one turn first.
+  await new Promise((resolve) => setImmediate(resolve));
+  unhold();
+  if (held === undefined) return;
+  const { signal } = held;
+  held = undefined;
+  process.kill(process.pid, signal);
+}
+
+/**
+ * Calls `stop` on the first SIGTERM or SIGINT (a drain), or at once for one held since start-up
+ * (`holdStopSignals`). A stop signal more than
  * `DUPLICATE_SIGNAL_MS` after it ends the process at once, as that signal does by default
  * (after `force`, which ends what must end with it); one within that time is taken for a copy
  * of the first and ignored (a second `process.once` made a copy kill the process in the middle
@@ -29,4 +64,12 @@ export function onStopSignals(stop: (signal: NodeJS.Signals) => void, force: () 
   };
   process.on('SIGTERM', on);
   process.on('SIGINT', on);
+  // Only now: a signal not emitted yet goes to `on` (it was lost with the last listener).
+  unhold();
+  if (held !== undefined) {
+    first = held.at;
+    const { signal } = held;
+    held = undefined;
+    stop(signal);
+  }
 }
