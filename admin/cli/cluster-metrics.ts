@@ -1,5 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, type Registry } from 'prom-client';
 
 // prom-client's protocol between the primary and its workers (a worker answers it once it has
 // constructed an `AggregatorRegistry`; see `portico gateway`).
@@ -51,15 +51,19 @@ export class ClusterMetrics {
   readonly #timeoutMs: number;
 
   readonly #answers: (worker: Worker) => boolean;
+  readonly #own: Registry | undefined;
 
   /**
    * `answers` tells the workers that answer metrics requests by now: a worker still starting is
    * connected but does not, and waiting for it held every scrape during a restart for the whole
-   * timeout. `timeoutMs`: longest a scrape waits for a worker that should answer.
+   * timeout. `timeoutMs`: longest a scrape waits for a worker that should answer. `own`: the
+   * primary's own metrics (its process's), summed with the workers' like one more of them: a
+   * pod's memory and CPU are the primary's too.
    */
-  constructor(opts: { timeoutMs?: number; answers?: (worker: Worker) => boolean } = {}) {
+  constructor(opts: { timeoutMs?: number; answers?: (worker: Worker) => boolean; own?: Registry } = {}) {
     this.#timeoutMs = opts.timeoutMs ?? 2000;
     this.#answers = opts.answers ?? (() => true);
+    this.#own = opts.own;
     cluster.on('message', (worker, msg: Answer | null) => this.#onAnswer(worker, msg));
     cluster.on('exit', (worker) => this.#retire(worker));
   }
@@ -88,6 +92,7 @@ export class ClusterMetrics {
       this.#scrapes.delete(id);
     }
     const parts = [...this.#last.values()];
+    if (this.#own !== undefined) parts.push((await this.#own.getMetricsAsJSON()) as unknown as MetricJSON[]);
     const retired = await this.#retired;
     if (retired.length > 0) parts.push(retired);
     return AggregatorRegistry.aggregate(parts as never).metrics();

@@ -1,5 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
 import { listen } from '../../common/http.ts';
@@ -128,7 +128,10 @@ async function unregisterDead(config: Config, id: string, log: Logger): Promise<
 async function runPrimary(config: Config, log: Logger): Promise<number> {
   const ids = new WeakMap<Worker, string>();
   // A worker answers metrics requests once it has told its live-set id (see `runGateway`).
-  const aggregator = new ClusterMetrics({ answers: (w) => ids.has(w) });
+  // The primary's process metrics count with the workers'.
+  const own = new Registry();
+  collectDefaultMetrics({ register: own });
+  const aggregator = new ClusterMetrics({ answers: (w) => ids.has(w), own });
   const metricsServer = createMetricsServer(() => aggregator.text(), aggregator.contentType);
   let metricsUrl: string;
   try {
@@ -242,8 +245,8 @@ Any number of gateways may share one Redis.
 
 Requires PORTICO_REDIS_URL (\`portico start\` runs an embedded gateway without Redis).
 PORTICO_GATEWAY_WORKERS > 1 runs that many worker processes sharing the port; the metrics port
-then serves the sum over all workers (the counters of a worker that died stay in it, as it last
-reported them, so the sums never go back). A worker that dies is restarted (after 100 ms, doubling up
+then serves the sum over all workers (process_* and nodejs_* over the primary too; the
+counters of a worker that died stay in it, as it last reported them, so the sums never go back). A worker that dies is restarted (after 100 ms, doubling up
 to 5 s while no worker comes up in between), unless none has started yet: then the gateway exits 1.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle

@@ -187,7 +187,14 @@ t.test('portico gateway: a replacement worker killed before it listens is restar
 t.test('portico gateway with 2 workers: the metrics port answers as a single process\'s does (404 JSON off GET /metrics, JSON 400 for a malformed request)', async (t) => {
   const { gw } = await twoWorkers(t);
   const metrics = `http://127.0.0.1:${gw.metricsPort}/metrics`;
-  t.equal((await get(metrics)).status, 200);
+  const scrape = await get(metrics);
+  t.equal(scrape.status, 200);
+  // The process metrics are the sum over the primary and its workers (a pod's memory is theirs).
+  const pid = gw.proc.pid as number;
+  const pids = [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number)];
+  const rss = pids.reduce((sum, p) => sum + Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]) * 1024, 0);
+  const exported = metricValue(scrape.text, 'process_resident_memory_bytes');
+  t.ok(exported > 0.85 * rss && exported < 1.15 * rss, `process_resident_memory_bytes ${exported} for ${pids.length} processes of ${rss} bytes`);
   for (const method of ['POST', 'DELETE']) {
     const res = await request(metrics, { method, reset: true });
     t.equal(res.statusCode, 404, `${method} /metrics`);
