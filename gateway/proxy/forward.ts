@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici';
-import type { IncomingHttpHeaders } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import { PorticoError } from '../../common/errors.ts';
 import { GatewayErrors } from '../errors.ts';
 import { HANDLED, type Exchange, type GatewayResponse, type Stage } from '../exchange.ts';
@@ -10,6 +10,19 @@ import type { EndpointRecord } from '../routing/contract.ts';
 import { addForwardedHeaders, clientAddress, isChunkedOnly, responseHeaders, type TrustedProxies } from './headers.ts';
 import { classifyUpstreamError, upstreamError, upstreamErrorCode, UPSTREAM_FAILURES, type UpstreamFailure } from './upstream-errors.ts';
 import type { Upstream, Upstreams } from './upstreams.ts';
+
+// What Node refuses in a reason phrase (it throws): controls other than a tab.
+const BAD_PHRASE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * The replica's reason phrase as it sent it: undici reads its bytes as UTF-8 and Node writes a
+ * phrase as Latin-1, so the bytes are turned back into one character each. `undefined` (Node's
+ * `unknown`) for one Node would refuse.
+ */
+function replicaPhrase(statusMessage: string): string | undefined {
+  const phrase = Buffer.from(statusMessage, 'utf8').toString('latin1');
+  return BAD_PHRASE.test(phrase) ? undefined : phrase;
+}
 
 /** What the proxy stage needs from the gateway. */
 export interface ProxyContext {
@@ -241,7 +254,7 @@ class Forward implements Dispatcher.DispatchHandler {
     }
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage: string): void {
     // Informational responses (102, 103) are not passed on; 100 never reaches here.
     if (statusCode < 200) return;
     this.#clearQueueTimer();
@@ -265,7 +278,11 @@ class Forward implements Dispatcher.DispatchHandler {
     const early = this.opts.body !== null && !ex.req.complete;
     if (early) lingerOnClose(res);
     try {
-      res.writeHead(statusCode, responseHeaders(headers, ex.version, ex.requestId, early || this.ctx.closing()));
+      const head = responseHeaders(headers, ex.version, ex.requestId, early || this.ctx.closing());
+      // A code Node knows gets its standard phrase, as ever; for another one Node would write
+      // `unknown`: the replica's own phrase instead (`299 Très Bien`).
+      if (STATUS_CODES[statusCode] === undefined) res.writeHead(statusCode, replicaPhrase(statusMessage), head);
+      else res.writeHead(statusCode, head);
     } catch {
       this.responseStarted = false;
       controller.abort(BAD_RESPONSE_HEADERS);

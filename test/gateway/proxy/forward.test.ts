@@ -526,6 +526,30 @@ t.test('a response body in a transfer coding other than chunked is a 502, not pa
   }
 });
 
+t.test("a status code Node has no phrase for keeps the replica's reason phrase (not `unknown`); known codes get the standard one", async (t) => {
+  // The phrase as UTF-8 bytes on the wire (Très: 0xc3 0xa8), as a Python or Go replica sends it.
+  const odd = createTcpServer((s) => {
+    s.on('data', (d) => {
+      const head = d.toString('latin1');
+      const line = head.includes('/odd') ? 'HTTP/1.1 299 Tr\u00e8s Bien' : head.includes('/bare') ? 'HTTP/1.1 299 ' : head.includes('/ctl') ? 'HTTP/1.1 299 A\tB' : 'HTTP/1.1 200 Fine';
+      s.write(Buffer.concat([Buffer.from(line, 'utf8'), Buffer.from('\r\nContent-Length: 2\r\n\r\nok')]));
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => odd.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => odd.close(r)));
+  const { gw, table } = await gateway(t);
+  await table.apply({ putDeployments: [deployment()], putEndpoints: [endpoint('v1', [`127.0.0.1:${(odd.address() as AddressInfo).port}`])] });
+  const statusLine = async (rest: string) => {
+    const raw = await rawRequest(gw.url, `GET ${PATH}${rest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    return Buffer.from(raw.slice(0, raw.indexOf('\r\n')), 'latin1');
+  };
+  t.same(await statusLine('/odd'), Buffer.from('HTTP/1.1 299 Tr\u00e8s Bien', 'utf8'), 'the same bytes');
+  t.equal((await statusLine('/bare')).toString(), 'HTTP/1.1 299 ', 'none when it gave none');
+  t.equal((await statusLine('/ctl')).toString(), 'HTTP/1.1 299 A\tB', 'a tab is allowed');
+  t.equal((await statusLine('/known')).toString(), 'HTTP/1.1 200 OK', 'a known code: the standard phrase, as before');
+});
+
 t.test('a 101 to a plain request is a bad response, not a broken connection to retry', async (t) => {
   let requests = 0;
   const upgrader = createTcpServer((s) => {
