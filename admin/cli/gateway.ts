@@ -250,7 +250,7 @@ counters of a worker that died stay in it, as it last reported them, so the sums
 to 5 s while no worker comes up in between), unless none has started yet: then the gateway exits 1.
 
 On SIGTERM (or SIGINT): /readyz answers 503 at once, requests in flight finish, idle
-connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS (2 s more at most,
+connections close, and the process exits 0 within PORTICO_DRAIN_SECONDS (about 2 s more at most,
 when requests or a Redis that does not answer hold it to the end: the last request stats then
 go unreported, and the gateway leaves Redis's live set when its heartbeat expires); one while it
 starts (loading its modules takes a second or so) ends it with exit 0 too. A second SIGTERM or
