@@ -7,7 +7,7 @@ import type { Config } from '../common/config.ts';
 import { PorticoError } from '../common/errors.ts';
 import { hashPassword } from '../gateway/auth/password.ts';
 import { deploymentKey, endpointKey, type AckResult, type DeploymentRecord, type EndpointStatsBucket, type RoutingWriter } from '../gateway/routing/contract.ts';
-import { BlobCleaner, uploadIdsOf } from './build/blob-cleanup.ts';
+import { BlobCleaner, uploadIdsOf, uploadRefsOf } from './build/blob-cleanup.ts';
 import { TooLargeError, type BlobStore } from './build/blobs.ts';
 import { buildVersion } from './build/build-version.ts';
 import { BuildError, redactSource } from './build/source.ts';
@@ -458,11 +458,20 @@ export class Controller implements CP.ControlPlane {
       const tooLong = checkKeyFits(this.buildLogKey({ ...ref, version: input.name }), 'version');
       if (tooLong) throw new PorticoError(ControlErrors.VALIDATION_FAILED, `name: ${tooLong}`);
     }
-    let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
-    // An automatic name an alias has taken (an alias named like a date) is passed over.
-    while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());
-    // Held until its build holds the store itself: a clean between would take its uploads for unused.
-    return this.blobCleaner.hold(() => this.storeVersion(ref, d, name, input, { environment, secret, inherit }, actor));
+    // Held until its build holds the store itself: a clean between would take its uploads for
+    // unused (or remove one after the check below).
+    return this.blobCleaner.hold(async () => {
+      // Before a name is used up: one that does not exist is refused where it is named.
+      for (const { at, id } of uploadRefsOf(input.source, input.endpoints)) {
+        if ((await this.store.getUpload(id)) === null) {
+          throw new PorticoError(ControlErrors.VALIDATION_FAILED, `${at}: no upload ${JSON.stringify(id)} (an upload no version uses goes after PORTICO_UPLOAD_GRACE_SECONDS, and one a version used goes with the last such version)`);
+        }
+      }
+      let name = input.name ?? (await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date()));
+      // An automatic name an alias has taken (an alias named like a date) is passed over.
+      while (input.name === undefined && (await this.store.getAlias(ref, name))) name = await this.store.allocateVersionName(ref.owner, ref.project, ref.deployment, new Date());
+      return this.storeVersion(ref, d, name, input, { environment, secret, inherit }, actor);
+    });
   }
 
   private async storeVersion(

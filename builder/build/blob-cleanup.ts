@@ -1,19 +1,24 @@
 import type { Store, Version } from '../store/store.ts';
 import type { BlobStore } from './blobs.ts';
 
-/** The ids of the uploads a version create request names: its source's and its files' sources'. */
-export function uploadIdsOf(source: unknown, endpoints: unknown): string[] {
-  const ids = new Set<string>();
-  const add = (s: unknown): void => {
+/** The uploads a version create request names, each with where (`source.upload`, `endpoints.E.files.F.upload`). */
+export function uploadRefsOf(source: unknown, endpoints: unknown): { at: string; id: string }[] {
+  const refs: { at: string; id: string }[] = [];
+  const add = (s: unknown, at: string): void => {
     const id = typeof s === 'object' && s !== null ? (s as { upload?: unknown }).upload : undefined;
-    if (typeof id === 'string') ids.add(id);
+    if (typeof id === 'string') refs.push({ at: `${at}.upload`, id });
   };
-  add(source);
-  for (const e of typeof endpoints === 'object' && endpoints !== null ? Object.values(endpoints) : []) {
+  add(source, 'source');
+  for (const [name, e] of typeof endpoints === 'object' && endpoints !== null ? Object.entries(endpoints) : []) {
     const files = typeof e === 'object' && e !== null ? (e as { files?: unknown }).files : undefined;
-    for (const f of typeof files === 'object' && files !== null ? Object.values(files) : []) add(f);
+    for (const [file, f] of typeof files === 'object' && files !== null ? Object.entries(files) : []) add(f, `endpoints.${name}.files.${file}`);
   }
-  return [...ids].sort();
+  return refs;
+}
+
+/** The ids of the uploads a version create request names, once each. */
+export function uploadIdsOf(source: unknown, endpoints: unknown): string[] {
+  return [...new Set(uploadRefsOf(source, endpoints).map((r) => r.id))].sort();
 }
 
 /**

@@ -562,9 +562,12 @@ t.test('blob store: an upload no version uses goes after PORTICO_UPLOAD_GRACE_SE
   t.equal(await store.getUpload(left.id), null, 'and its record');
   t.ok(await exists(blobPath(root, used)), 'an upload a version uses stays, however old');
   t.not(await store.getUpload(kept.id), null);
-  await controller.createVersion(DEPLOYMENT, { name: 'v2', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0, files: { model: { upload: left.id } } } } }, 'admin');
-  await waitFor(async () => (await controller.getVersion({ ...DEPLOYMENT, version: 'v2' })).status !== 'building', { what: 'the build of v2' });
-  t.match(await controller.getVersion({ ...DEPLOYMENT, version: 'v2' }), { status: 'failed', reason: /no such upload/ }, 'a version naming it later fails to build');
+  // A version naming it later is refused where it is named; nothing is created.
+  const late = controller.createVersion(DEPLOYMENT, { name: 'v2', source: { path: join(import.meta.dirname, '../../examples/node-sentiment') }, endpoints: { sentiment: { replicas: 0, files: { model: { upload: left.id } } } } }, 'admin');
+  await t.rejects(late, { code: 'VALIDATION_FAILED', statusCode: 400, message: `endpoints.sentiment.files.model.upload: no upload ${JSON.stringify(left.id)} (an upload no version uses goes after PORTICO_UPLOAD_GRACE_SECONDS, and one a version used goes with the last such version)` });
+  t.equal(await store.getVersion({ ...DEPLOYMENT, version: 'v2' }), null, 'no version v2');
+  await t.rejects(controller.createVersion(DEPLOYMENT, { source: { upload: 'up_never' } }, 'admin'), { code: 'VALIDATION_FAILED', message: /^source\.upload: no upload "up_never"/ });
+  t.same((await store.listVersions(DEPLOYMENT)).map((v) => v.name), ['v1'], 'nor any other, and no version name used up');
 
   // A write the store refused (a full disk) leaves no file behind.
   await controller.cleanBlobs(); // the build of v2 is over, to its last step

@@ -7,6 +7,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { BlobStore } from '../../builder/build/blobs.ts';
 import type { EndpointInput } from '../../builder/control-plane.ts';
 import { Controller } from '../../builder/controller.ts';
@@ -37,15 +38,17 @@ function held(): { promise: Promise<void>; release: () => void } {
 type Method = (...args: never[]) => unknown;
 
 /**
- * Holds the next call of `obj[name]` until `release()`; `reached` resolves when that call comes.
- * Later calls go straight through.
+ * Holds the next call of `obj[name]` (after `skip` that go straight through) until `release()`;
+ * `reached` resolves when that call comes. Later calls go straight through.
  */
-function holdNextCall<O extends object>(obj: O, name: keyof O): { reached: Promise<void>; release: () => void } {
+function holdNextCall<O extends object>(obj: O, name: keyof O, skip = 0): { reached: Promise<void>; release: () => void } {
   const gate = held();
   const reached = held();
   const slot = obj as Record<keyof O, Method>;
   const original = slot[name];
+  let left = skip;
   slot[name] = async (...args: never[]) => {
+    if (left-- > 0) return original.apply(obj, args);
     slot[name] = original;
     reached.release();
     await gate.promise;
@@ -383,29 +386,34 @@ t.test('a version deleted while it builds: its build is stopped, pip killed', as
 t.test('a version deleted while it builds: a new version of its name starts with an empty build log', async (t) => {
   const { store, controller, logs } = await harness(t);
   const ref = { ...DEPLOYMENT, version: 'v1' };
-  // The build is held where it resolves its upload...
-  const upload = holdNextCall(store, 'getUpload');
+  // The build is held where it resolves its upload (the create's own check passes)...
+  const { id } = await controller.createUpload(Readable.from(['an archive']), 'admin');
+  const upload = holdNextCall(store, 'getUpload', 1);
   const ended = afterNextCall(logs, 'end');
-  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: 'up_missing' } }, 'admin');
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: id } }, 'admin');
   await upload.reached;
-  // ...while the version is deleted; then it goes on to its end (it fails: no such upload).
+  // ...while the version and the upload are deleted; then it goes on to its end (it fails: no
+  // such upload).
   await controller.deleteVersion(ref, 'admin');
+  await store.deleteUpload(id);
   upload.release();
   await ended;
 
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the new build to fail' });
   const lines = (await controller.buildLog(ref)).map((l) => l.line);
-  t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
+  t.notOk(lines.some((l) => l.includes(id)), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
 });
 
 t.test('a version deleted while it builds and created again: the old build does not write into the new one', async (t) => {
   const { store, controller, logs } = await harness(t);
   const ref = { ...DEPLOYMENT, version: 'v1' };
-  const upload = holdNextCall(store, 'getUpload');
-  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: 'up_missing' } }, 'admin');
+  const { id } = await controller.createUpload(Readable.from(['an archive']), 'admin');
+  const upload = holdNextCall(store, 'getUpload', 1);
+  await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { upload: id } }, 'admin');
   await upload.reached;
   await controller.deleteVersion(ref, 'admin');
+  await store.deleteUpload(id);
   // A new v1, whose build ends first...
   await controller.createVersion(DEPLOYMENT, { name: 'v1', source: { path: '/nonexistent' } }, 'admin');
   await waitFor(async () => (await store.getVersion(ref))?.status === 'failed', { what: 'the new build to fail' });
@@ -415,7 +423,7 @@ t.test('a version deleted while it builds and created again: the old build does 
   await ended;
   t.match(await store.getVersion(ref), { status: 'failed', reason: /source\.path/ }, 'the new v1 keeps its own outcome');
   const lines = (await controller.buildLog(ref)).map((l) => l.line);
-  t.notOk(lines.some((l) => l.includes('up_missing')), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
+  t.notOk(lines.some((l) => l.includes(id)), `no line of the deleted version's build: ${JSON.stringify(lines)}`);
 });
 
 t.test('a version deleted while its image builds: the image it was building does not stay on the engine', async (t) => {
