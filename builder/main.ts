@@ -60,6 +60,8 @@ export async function startController(opts: {
    * to the controller that took over (a supervisor restarts this one as the standby).
    */
   onLeaseLost?: (owner: LeaseOwner | null) => void;
+  /** Aborts the start while it waits for the lease (a standby stopped): it rejects. */
+  signal?: AbortSignal;
 }): Promise<RunningController> {
   const { config, routing, log } = opts;
   // Private when Portico creates it: it holds the replicas' raw output (secrets they print, in
@@ -70,6 +72,7 @@ export async function startController(opts: {
     url: config.redisUrl,
     ttlMs: config.controllerLeaseSeconds * 1000,
     onWaiting: (o) => log.warn(`another controller is active on this store (process ${o.pid} on ${o.host}, since ${o.since}); waiting to take over once it stops or has not renewed its lease for PORTICO_CONTROLLER_LEASE_SECONDS`),
+    ...(opts.signal ? { signal: opts.signal } : {}),
     onLost: opts.onLeaseLost ?? ((o) => {
       log.error(`another controller${o ? ` (process ${o.pid} on ${o.host})` : ''} took over this store: this one stopped renewing its lease for over PORTICO_CONTROLLER_LEASE_SECONDS (stalled?), and exits, leaving its replicas to the one that took over`);
       process.exit(1);

@@ -31,7 +31,7 @@ function redisTable(config: Config, timeoutMs: number): RedisRoutingTable {
  * `withGateway`, a gateway in the same process. Embedded store: one routing table in memory
  * shared by both; Redis: each side has its own connection.
  */
-async function startAll(config: Config, log: Logger, withGateway: boolean): Promise<Running> {
+async function startAll(config: Config, log: Logger, withGateway: boolean, signal: AbortSignal): Promise<Running> {
   let writer: RoutingTable;
   let reader: RoutingTable;
   if (config.redisUrl) {
@@ -44,7 +44,7 @@ async function startAll(config: Config, log: Logger, withGateway: boolean): Prom
   let controller: RunningController | undefined;
   let gateway: Gateway | null = null;
   try {
-    controller = await startController({ config, routing: writer, log });
+    controller = await startController({ config, routing: writer, log, signal });
     if (withGateway) gateway = await startGateway({ config, routing: reader, log: createLogger('gateway', config.logLevel) });
     const admin = await startAdminServer({
       control: controller.controller,
@@ -77,10 +77,11 @@ function announce(r: Running, config: Config): void {
 }
 
 /**
- * Runs until SIGTERM/SIGINT, then stops in order: gateway drain, controller, admin, tables.
- * SIGHUP reopens the gateway's file access log (log rotation) and never stops the process.
+ * Runs until SIGTERM/SIGINT (`onStop` is given what to call on one; `requested`: one came while
+ * it started), then stops in order: gateway drain, controller, admin, tables. SIGHUP reopens the
+ * gateway's file access log (log rotation) and never stops the process.
  */
-function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promise<number> {
+function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean, onStop: (stop: (signal: string) => void) => void, requested: string | undefined): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const hangup = () => {
@@ -106,7 +107,8 @@ function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean): Promi
         },
       );
     };
-    onStopSignals(stop);
+    onStop(stop);
+    if (requested !== undefined) stop(requested);
   });
 }
 
@@ -130,10 +132,29 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
     );
     return 2;
   }
+  // A stop from the first (exit 0, as once started): one that came while the modules loaded
+  // (held, see `holdStopSignals`) ends it before it starts; one while it starts (a standby
+  // controller waiting for the lease, a store that is slow to open) stops the start, or the
+  // process once started.
+  let requested: string | undefined;
+  const starting = new AbortController();
+  let stop = (signal: string): void => {
+    requested ??= signal;
+    starting.abort();
+  };
+  onStopSignals((signal) => stop(signal));
+  // One that came while the modules loaded is emitted on the loop's next turn.
+  await new Promise((resolve) => setImmediate(resolve));
+  const stoppedBeforeStarting = () => {
+    log.info('stopped before starting', { why: requested });
+    return 0;
+  };
+  if (requested !== undefined) return stoppedBeforeStarting();
   let running: Running;
   try {
-    running = await startAll(config, log, withGateway);
+    running = await startAll(config, log, withGateway, starting.signal);
   } catch (err) {
+    if (requested !== undefined) return stoppedBeforeStarting();
     // ioredis says only "Command timed out" (or "Connection is closed."): say what did not answer.
     const why = config.redisUrl !== undefined && isRedisOutage(err)
       ? `Redis at ${describeRedisUrl(config.redisUrl)} does not answer (${(err as Error).message})`
@@ -142,7 +163,7 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
     return 1;
   }
   announce(running, config);
-  const code = await serveUntilSignal(running, log, withGateway);
+  const code = await serveUntilSignal(running, log, withGateway, (onStop) => (stop = onStop), requested);
   // Anything left (a replica's pipe, a stray timer) must not keep a stopped Portico alive.
   setTimeout(() => process.exit(code), 1000).unref();
   return code;
@@ -151,6 +172,7 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
 /** `portico start`: controller + gateway + admin API in one process. */
 export const startCommand: Command = {
   name: 'start',
+  handlesStopSignals: true,
   help: `Usage: portico start
 
 Runs the controller (builds, replicas, reconciler), a gateway and the admin API + web UI in one
@@ -161,7 +183,8 @@ Listens on PORTICO_GATEWAY_PORT (8080), PORTICO_ADMIN_PORT (8081) and PORTICO_ME
 on PORTICO_HOST (127.0.0.1). The first start without PORTICO_ADMIN_TOKEN creates an admin token
 in $PORTICO_DATA_DIR/admin-token (mode 0600).
 
-SIGTERM or Ctrl-C: the gateway drains (PORTICO_DRAIN_SECONDS), replicas are stopped, exit 0.
+SIGTERM or Ctrl-C: the gateway drains (PORTICO_DRAIN_SECONDS), replicas are stopped, exit 0
+(also when it comes while Portico is still starting).
 SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path (log rotation).
 `,
   run: (args, env) => run(args, env, true),
@@ -170,13 +193,14 @@ SIGHUP: a file access log (PORTICO_ACCESS_LOG=<path>) is reopened at its path (l
 /** `portico controller`: controller + admin API, gateways elsewhere (Redis). */
 export const controllerCommand: Command = {
   name: 'controller',
+  handlesStopSignals: true,
   help: `Usage: portico controller
 
 Runs the controller and the admin API + web UI without a gateway; run \`portico gateway\`
 processes beside it. Needs PORTICO_REDIS_URL: store and routing table live in Redis.
 
 SIGTERM: stops reconciling and exits 0; replicas keep serving, and the next controller adopts
-them.
+them. A standby (another controller holds the store's lease) stopped while it waits exits 0 too.
 `,
   run: (args, env) => run(args, env, false),
 };

@@ -3,12 +3,13 @@
 // expires) or stopped (at once); one that stalls past its lease and comes back finds it taken
 // and exits.
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { waitFor } from '../helpers/poll.ts';
-import { startPortico, type PorticoProcess } from '../helpers/portico.ts';
+import { freePort, waitFor } from '../helpers/poll.ts';
+import { NODE, PORTICO, startPortico, type PorticoProcess } from '../helpers/portico.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const WAITING = /another controller is active on this store \(process (\d+) on /;
@@ -71,4 +72,31 @@ t.test('controllers on one Redis: one active, the next waits and takes over', as
   t.ok(await answers(fourth), 'the fourth is active');
   const healthz = await request(`${third.adminUrl}/healthz`).then((r) => r.statusCode, () => 'refused');
   t.equal(healthz, 'refused', 'the stalled one no longer serves');
+});
+
+t.test('a standby controller stopped while it waits for the lease exits 0 at once, as a stop does', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const env = { PORTICO_REDIS_URL: redis.url, PORTICO_CONTROLLER_LEASE_SECONDS: '2', PORTICO_ADMIN_TOKEN: 'l'.repeat(40) };
+  const active = await startPortico({ command: 'controller', env });
+  t.teardown(() => active.kill());
+  // The standby, spawned by hand: it never becomes ready, which startPortico waits for.
+  const dataDir = await mkdtemp(join(tmpdir(), 'portico-lease-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const standby = spawn(NODE, [PORTICO, 'controller'], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', PORTICO_DATA_DIR: dataDir, PORTICO_ADMIN_PORT: String(await freePort()), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (standby.exitCode === null && standby.signalCode === null) standby.kill('SIGKILL');
+  });
+  let printed = '';
+  standby.stdout.on('data', (d: Buffer) => (printed += d.toString()));
+  standby.stderr.on('data', (d: Buffer) => (printed += d.toString()));
+  const exited = new Promise<number | string | null>((resolve) => standby.once('exit', (code, signal) => resolve(code ?? signal)));
+  await waitFor(() => WAITING.test(printed), { what: 'the standby to say it waits' });
+  standby.kill('SIGTERM');
+  t.equal(await exited, 0, `exit 0, not ended by the signal: ${printed}`);
+  t.match(printed, /"msg":"stopped before starting"/);
+  t.equal((await active.api('GET', '/projects/acme/nlp/deployments')).status, 200, 'the active one goes on');
 });
