@@ -7,7 +7,7 @@ import { createMetricsServer, startGateway, urlOf } from '../../gateway/main.ts'
 import { RedisRoutingTable } from '../../gateway/routing/redis.ts';
 import { ClusterMetrics } from './cluster-metrics.ts';
 import { UsageError, positionalsOnly, type Command } from './command.ts';
-import { onStopSignals } from './signals.ts';
+import { onStopSignals, takeStopSignals } from './signals.ts';
 
 // After a clean shutdown the process should be idle and exit by itself; if a stray handle keeps
 // it alive, it still exits this long after.
@@ -26,18 +26,12 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   let onHangup = (): void => {};
   const hangup = () => onHangup();
   process.on('SIGHUP', hangup);
-  // A stop from the first: one while the modules loaded (held, see `holdStopSignals`) ends the
-  // process before it starts; one while it starts, once it has.
-  let requested: string | undefined;
-  let stop = (why: string): void => {
-    requested ??= why;
-  };
-  onStopSignals((signal) => stop(signal));
-  // One that came while the modules loaded is emitted on the loop's next turn.
-  await new Promise((resolve) => setImmediate(resolve));
-  if (requested !== undefined) {
+  // A stop from the first: one while the modules loaded ends the process before it starts; one
+  // while it starts, once it has.
+  const stops = await takeStopSignals();
+  if (stops.requested !== undefined) {
     process.off('SIGHUP', hangup);
-    log.info('stopped before starting', { why: requested });
+    log.info('stopped before starting', { why: stops.requested });
     return 0;
   }
   const routing = new RedisRoutingTable({ url: config.redisUrl as string, commandTimeoutMs: config.redisTimeoutMs });
@@ -64,7 +58,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
   };
   return new Promise<number>((resolve) => {
     let stopping = false;
-    stop = (why: string) => {
+    const stop = (why: string) => {
       if (stopping) return;
       stopping = true;
       process.off('SIGHUP', hangup);
@@ -83,7 +77,7 @@ async function runGateway(config: Config, log: Logger, inCluster: boolean): Prom
           },
         );
     };
-    if (requested !== undefined) stop(requested);
+    stops.started(stop);
     if (inCluster && cluster.worker) {
       // The primary went away (killed, out of memory): nobody will forward signals any more, and
       // a restarted gateway needs the port. Node's cluster ended such a worker at once, cutting

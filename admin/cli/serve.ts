@@ -9,7 +9,7 @@ import { startAdminServer, type AdminServer } from '../api/server.ts';
 import { createUi } from '../ui/serve.ts';
 import { UsageError, positionalsOnly, type Command } from './command.ts';
 import { describeRedisUrl, isRedisOutage } from '../../common/redis.ts';
-import { onStopSignals } from './signals.ts';
+import { takeStopSignals, type StopRequests } from './signals.ts';
 
 /** The controller writes with more patience than the gateway reads (it must not give up on a busy Redis). */
 const CONTROLLER_REDIS_TIMEOUT_MS = 5000;
@@ -77,11 +77,11 @@ function announce(r: Running, config: Config): void {
 }
 
 /**
- * Runs until SIGTERM/SIGINT (`onStop` is given what to call on one; `requested`: one came while
- * it started), then stops in order: gateway drain, controller, admin, tables. SIGHUP reopens the
- * gateway's file access log (log rotation) and never stops the process.
+ * Runs until SIGTERM/SIGINT (`stops`; at once for one that came while it started), then stops in
+ * order: gateway drain, controller, admin, tables. SIGHUP reopens the gateway's file access log
+ * (log rotation) and never stops the process.
  */
-function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean, onStop: (stop: (signal: string) => void) => void, requested: string | undefined): Promise<number> {
+function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean, stops: StopRequests): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const hangup = () => {
@@ -107,8 +107,7 @@ function serveUntilSignal(r: Running, log: Logger, stopReplicas: boolean, onStop
         },
       );
     };
-    onStop(stop);
-    if (requested !== undefined) stop(requested);
+    stops.started(stop);
   });
 }
 
@@ -132,29 +131,20 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
     );
     return 2;
   }
-  // A stop from the first (exit 0, as once started): one that came while the modules loaded
-  // (held, see `holdStopSignals`) ends it before it starts; one while it starts (a standby
-  // controller waiting for the lease, a store that is slow to open) stops the start, or the
-  // process once started.
-  let requested: string | undefined;
-  const starting = new AbortController();
-  let stop = (signal: string): void => {
-    requested ??= signal;
-    starting.abort();
-  };
-  onStopSignals((signal) => stop(signal));
-  // One that came while the modules loaded is emitted on the loop's next turn.
-  await new Promise((resolve) => setImmediate(resolve));
+  // A stop from the first (exit 0, as once started): one that came while the modules loaded ends
+  // it before it starts; one while it starts (a standby controller waiting for the lease, a store
+  // that is slow to open) stops the start, or the process once started.
+  const stops = await takeStopSignals();
   const stoppedBeforeStarting = () => {
-    log.info('stopped before starting', { why: requested });
+    log.info('stopped before starting', { why: stops.requested });
     return 0;
   };
-  if (requested !== undefined) return stoppedBeforeStarting();
+  if (stops.requested !== undefined) return stoppedBeforeStarting();
   let running: Running;
   try {
-    running = await startAll(config, log, withGateway, starting.signal);
+    running = await startAll(config, log, withGateway, stops.signal);
   } catch (err) {
-    if (requested !== undefined) return stoppedBeforeStarting();
+    if (stops.requested !== undefined) return stoppedBeforeStarting();
     // ioredis says only "Command timed out" (or "Connection is closed."): say what did not answer.
     const why = config.redisUrl !== undefined && isRedisOutage(err)
       ? `Redis at ${describeRedisUrl(config.redisUrl)} does not answer (${(err as Error).message})`
@@ -163,7 +153,7 @@ async function run(args: readonly string[], env: Readonly<Record<string, string 
     return 1;
   }
   announce(running, config);
-  const code = await serveUntilSignal(running, log, withGateway, (onStop) => (stop = onStop), requested);
+  const code = await serveUntilSignal(running, log, withGateway, stops);
   // Anything left (a replica's pipe, a stray timer) must not keep a stopped Portico alive.
   setTimeout(() => process.exit(code), 1000).unref();
   return code;

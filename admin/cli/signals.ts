@@ -73,3 +73,39 @@ export function onStopSignals(stop: (signal: NodeJS.Signals) => void, force: () 
     stop(signal);
   }
 }
+
+/** Stop requests of a command that starts for a while (`takeStopSignals`). */
+export interface StopRequests {
+  /** The first stop asked for so far (a signal's name), if any: the start should end at once. */
+  readonly requested: string | undefined;
+  /** Aborted at the first stop: for a start that may wait long (a standby controller's lease). */
+  readonly signal: AbortSignal;
+  /** Once started: a stop calls `stop`, at once for one asked for already. */
+  started(stop: (why: string) => void): void;
+}
+
+/**
+ * Takes SIGTERM and SIGINT from a command's first line (`onStopSignals`), so a stop while it
+ * loads (held, see `holdStopSignals`) or starts ends it as a stop once started does, with 0. A
+ * signal that came while the modules loaded is emitted on the loop's next turn: waited for here.
+ */
+export async function takeStopSignals(): Promise<StopRequests> {
+  let requested: string | undefined;
+  const aborted = new AbortController();
+  let stop = (why: string): void => {
+    requested ??= why;
+    aborted.abort();
+  };
+  onStopSignals((signal) => stop(signal));
+  await new Promise((resolve) => setImmediate(resolve));
+  return {
+    get requested() {
+      return requested;
+    },
+    signal: aborted.signal,
+    started(onStop) {
+      stop = onStop;
+      if (requested !== undefined) onStop(requested);
+    },
+  };
+}
